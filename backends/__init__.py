@@ -1,0 +1,1 @@
+"""ssmc.backends: lowerings of the optimized IR (NumPy interpreter, Triton code generation)."""

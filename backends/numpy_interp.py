@@ -1,0 +1,150 @@
+"""The NumPy interpreter: the one definition of what every IR op means.
+
+Values are arrays in the canonical index space (b, t, h, p, n), with size-1 axes where a value
+does not vary.  An input is permuted into that space (groups repeated out to heads); an output is
+permuted back.  Scans are plain loops over time in their index map's order: permute, scan,
+unpermute, with no cleverness to get wrong.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ssmc.ir import ROLES, Graph, IRError
+from ssmc.ir.symbolic import lower, print_numpy
+from ssmc.ir.types import value_role
+
+from ssmc.bind import bind, role_sizes
+
+
+def to_canonical(x: np.ndarray, axes, roles: dict) -> np.ndarray:
+    """Permute a user array laid out along `axes` into the 5-axis canonical space."""
+    for k, ax in enumerate(axes):
+        if ax.role == "g":  # channel h reads group h // (H // G)
+            x = np.repeat(x, roles["h"] // roles["g"], axis=k)
+    have = [value_role(a.role) for a in axes]
+    x = np.transpose(x, [have.index(r) for r in ROLES if r in have])
+    return x.reshape([roles[r] if r in have else 1 for r in ROLES])
+
+
+def from_canonical(x: np.ndarray, axes, roles: dict) -> np.ndarray:
+    """Broadcast a canonical value to the roles of `axes` and lay it out in that order."""
+    want = [a.role for a in axes]
+    full = np.broadcast_to(x, [roles[r] if r in want else 1 for r in ROLES])
+    kept = [r for r in ROLES if r in want]
+    full = full.reshape([roles[r] for r in kept])
+    return np.ascontiguousarray(np.transpose(full, [kept.index(r) for r in want]))
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+_EXPR_CACHE: dict = {}
+
+
+def _expr_fn(node, complex_flags):
+    key = (node.attr("expr"), node.attr("symbols"), complex_flags)
+    if key not in _EXPR_CACHE:
+        assigns, (result,) = lower(node.attr("expr"), node.attr("symbols"), complex_flags, split_complex=False)
+        body = [f"    {name} = {print_numpy(v)}" for name, v in assigns] + [f"    return {print_numpy(result)}"]
+        src = f"def f({', '.join(node.attr('symbols'))}):\n" + "\n".join(body) + "\n"
+        scope = {"numpy": np}
+        exec(compile(src, "<ssmc expr>", "exec"), scope)
+        _EXPR_CACHE[key] = scope["f"]
+    return _EXPR_CACHE[key]
+
+
+def _scan(args, node, ctx):
+    a, x = args[0], args[1]
+    rest = list(args[2:])
+    h0 = rest.pop(0) if node.attr("has_h0") else None
+    seq = rest.pop(0) if node.attr("reset") else None
+    L = ctx["roles"]["t"]
+    shape = list(np.broadcast_shapes(a.shape, x.shape))
+    shape[1] = L
+    dtype = np.result_type(a, x, *( [h0] if h0 is not None else []))
+    state_shape = shape[:1] + [1] + shape[2:]
+    h = np.zeros(state_shape, dtype) if h0 is None else np.broadcast_to(h0, state_shape).astype(dtype)
+    out = np.empty(shape, dtype)
+    order = node.attr("order").numpy(L)
+    at = lambda v, t: v[:, t:t + 1] if v.shape[1] > 1 else v
+    for k, t in enumerate(order):
+        decay = at(a, t)
+        if seq is not None and k > 0:  # a new sequence starts: forget the state
+            decay = np.where(at(seq, t) != at(seq, order[k - 1]), 0.0, decay)
+        h = decay * h + at(x, t)
+        out[:, t:t + 1] = h
+    return out
+
+
+def _last(args, node, ctx):
+    scan = ctx["graph"][node.args[0]]
+    t = scan.attr("order").numpy(ctx["roles"]["t"])[-1]
+    return args[0][:, t:t + 1]
+
+
+def _sum(args, node, ctx):
+    return args[0].sum(axis=tuple(ROLES.index(r) for r in node.attr("axes")), keepdims=True)
+
+
+def _expr(args, node, ctx):
+    flags = tuple(bool(np.iscomplexobj(v)) for v in args)
+    return _expr_fn(node, flags)(*args)
+
+
+SEMANTICS = {
+    "input": lambda args, node, ctx: ctx["inputs"][node.attr("name")],
+    "const": lambda args, node, ctx: np.array(node.attr("value"), ctx["real"]).reshape((1,) * 5),
+    "neg": lambda args, node, ctx: -args[0],
+    "exp": lambda args, node, ctx: np.exp(args[0]),
+    "sqrt": lambda args, node, ctx: np.sqrt(args[0]),
+    "softplus": lambda args, node, ctx: _softplus(args[0]),
+    "sigmoid": lambda args, node, ctx: _sigmoid(args[0]),
+    "silu": lambda args, node, ctx: args[0] * _sigmoid(args[0]),
+    "clip": lambda args, node, ctx: np.clip(args[0], node.attr("lo"), node.attr("hi")),
+    "real": lambda args, node, ctx: np.real(args[0]),
+    "abs2": lambda args, node, ctx: np.real(args[0] * np.conj(args[0])),
+    "add": lambda args, node, ctx: args[0] + args[1],
+    "sub": lambda args, node, ctx: args[0] - args[1],
+    "mul": lambda args, node, ctx: args[0] * args[1],
+    "div": lambda args, node, ctx: args[0] / args[1],
+    "complex": lambda args, node, ctx: args[0] + 1j * args[1],
+    "expr": _expr,
+    "sum": _sum,
+    "scan": _scan,
+    "last": _last,
+    "output": lambda args, node, ctx: args[0],
+}
+
+
+def run(graph: Graph, inputs: dict, precision: str = "float64", sizes: dict | None = None) -> dict:
+    """Evaluate a (pipelined or raw) graph on NumPy arrays; returns {output name: array}."""
+    if precision not in ("float64", "float32"):
+        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
+    if not graph.typed:
+        from ssmc.ir.passes import run_pipeline
+        graph = run_pipeline(graph)
+    real = np.float64 if precision == "float64" else np.float32
+    cplx = np.complex128 if precision == "float64" else np.complex64
+    arrays = {k: np.asarray(v) for k, v in inputs.items() if v is not None}
+    sizes = sizes or bind(graph, arrays)
+    roles = role_sizes(graph, sizes)
+    canon = {}
+    for i in graph.ids("input"):
+        n = graph[i]
+        x = arrays[n.attr("name")]
+        x = x.astype(np.int64 if n.attr("integer") else cplx if n.attr("complex") else real)
+        canon[n.attr("name")] = to_canonical(x, n.attr("axes"), roles)
+    ctx = {"inputs": canon, "roles": roles, "graph": graph, "real": real}
+    values, outs = [], {}
+    for i, n in enumerate(graph.nodes):
+        if n.op not in SEMANTICS:
+            raise IRError(f"node %{i} ({n.op}): no NumPy semantics")
+        values.append(SEMANTICS[n.op]([values[a] for a in n.args], n, ctx))
+        if n.op == "output":
+            outs[n.attr("name")] = from_canonical(values[-1], n.attr("axes"), roles)
+    return outs

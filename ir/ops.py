@@ -1,0 +1,151 @@
+"""The closed set of IR ops: one spec row each (arity, attributes, type rule).
+
+Semantics live once, in the NumPy interpreter (`ssmc.backends.numpy_interp.SEMANTICS`); the
+Triton lowering of each op is in `ssmc.backends.triton.codegen`. A test asserts every op here
+has both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .types import ValueType, value_role
+
+
+class IRError(ValueError):
+    """A malformed or unlowerable IR; the message names the node and the reason."""
+
+
+def _join(types):
+    out = ValueType.of(())
+    for t in types:
+        out = out.join(t)
+    return out
+
+
+def _input_type(args, attrs):
+    return ValueType.of((value_role(a.role) for a in attrs["axes"]), attrs.get("complex", False))
+
+
+def _real_only(name):
+    def rule(args, attrs):
+        if args[0].complex:
+            raise IRError(f"{name} takes a real operand, got {args[0]}")
+        return args[0]
+    return rule
+
+
+def _same(args, attrs):
+    return args[0]
+
+
+def _real_part(args, attrs):
+    return ValueType(args[0].dims, False)
+
+
+def _complex_of(args, attrs):
+    if any(a.complex for a in args):
+        raise IRError("complex(re, im) takes real operands")
+    return ValueType(_join(args).dims, True)
+
+
+def _discretize(args, attrs):
+    delta, a = args
+    if delta.complex:
+        raise IRError("discretize: Δ must be real")
+    return _join(args)
+
+
+def _expr(args, attrs):
+    return ValueType(_join(args).dims, attrs["complex"])
+
+
+def _sum(args, attrs):
+    axes = set(attrs["axes"])
+    missing = axes - args[0].dims
+    if missing:
+        raise IRError(f"sum over {sorted(missing)}, which the operand {args[0]} does not vary over")
+    if "t" in axes or "b" in axes:
+        raise IRError("sum may reduce only over h, p, n")
+    return ValueType(args[0].dims - axes, args[0].complex)
+
+
+def _scan(args, attrs):
+    a, x = args[0], args[1]
+    state = a.join(x)
+    if "t" not in state.dims:
+        raise IRError("scan: neither Ā nor the input varies over time")
+    if not a.dims <= x.dims | {"t"}:
+        raise IRError(f"scan: Ā {a} varies over axes the input {x} does not")
+    rest = list(args[2:])
+    if attrs.get("has_h0"):
+        h0 = rest.pop(0)
+        if "t" in h0.dims or not h0.dims <= state.dims:
+            raise IRError(f"scan: initial state {h0} must vary only over the state's axes {state}")
+        if h0.complex and not state.complex:
+            raise IRError("scan: complex initial state for a real scan")
+    if attrs.get("reset"):
+        seq = rest.pop(0)
+        if seq.dims - {"b", "t"}:
+            raise IRError(f"scan: reset index must vary only over (b, t), got {seq}")
+    if rest:
+        raise IRError("scan: too many operands for its attributes")
+    return state
+
+
+def _last(args, attrs):
+    return ValueType(args[0].dims - {"t"}, args[0].complex)
+
+
+def _output(args, attrs):
+    want = {value_role(a.role) for a in attrs["axes"]}
+    if not args[0].dims <= want:
+        raise IRError(f"output {attrs['name']!r}: value {args[0]} varies over axes the layout "
+                      f"{tuple(str(a) for a in attrs['axes'])} lacks")
+    return args[0]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    arity: tuple  # (min, max) number of operands
+    attrs: tuple  # required attribute names
+    type_rule: Callable
+    doc: str
+
+
+def _op(name, arity, attrs, rule, doc):
+    lo, hi = (arity, arity) if isinstance(arity, int) else arity
+    return OpSpec(name, (lo, hi), tuple(attrs), rule, doc)
+
+
+OPS = {s.name: s for s in [
+    _op("input", 0, ("name", "axes"), _input_type, "a user tensor, laid out along `axes`"),
+    _op("const", 0, ("value",), lambda a, t: ValueType.of(()), "a real scalar"),
+    _op("neg", 1, (), _same, "-x"),
+    _op("exp", 1, (), _same, "e^x (complex too)"),
+    _op("sqrt", 1, (), _real_only("sqrt"), "√x"),
+    _op("softplus", 1, (), _real_only("softplus"), "log(1 + e^x)"),
+    _op("sigmoid", 1, (), _real_only("sigmoid"), "1 / (1 + e^-x)"),
+    _op("silu", 1, (), _real_only("silu"), "x · sigmoid(x)"),
+    _op("clip", 1, ("lo", "hi"), _real_only("clip"), "min(max(x, lo), hi)"),
+    _op("real", 1, (), _real_part, "Re(x)"),
+    _op("abs2", 1, (), _real_part, "|x|²"),
+    _op("add", 2, (), lambda a, t: _join(a), "x + y (broadcasting)"),
+    _op("sub", 2, (), lambda a, t: _join(a), "x - y"),
+    _op("mul", 2, (), lambda a, t: _join(a), "x · y"),
+    _op("div", 2, (), lambda a, t: _join(a), "x / y"),
+    _op("complex", 2, (), _complex_of, "re + i·im"),
+    _op("discretize", 2, ("rule", "part"), _discretize,
+        "Ā (part A) or the B̄ scale (part B) of a discretization rule, from (Δ, A)"),
+    _op("expr", (1, 8), ("expr", "symbols", "complex"), _expr,
+        "a simplified sympy expression of its operands (made by expand_discretization)"),
+    _op("sum", 1, ("axes",), _sum, "sum over state/channel axes"),
+    _op("scan", (2, 4), ("order",), _scan,
+        "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, optional reset on seq_idx change"),
+    _op("last", 1, (), _last, "the scan's state after its final step"),
+    _op("output", 1, ("name", "axes"), _output, "a user-visible result, laid out along `axes`"),
+]}
+
+ELEMENTWISE = {"neg", "exp", "sqrt", "softplus", "sigmoid", "silu", "clip", "real", "abs2",
+               "add", "sub", "mul", "div", "complex", "discretize", "expr"}

@@ -1,0 +1,82 @@
+"""Canonicalization: scan orders become index maps, and trivial arithmetic folds away.
+
+A reverse scan is the forward recurrence read through the index map t ↦ L-1-t: the backends
+fold the map into their index arithmetic, so no flipped copy of any tensor is made.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import sympy as sp
+
+from ..graph import Graph
+from .infer import infer_types
+from .rewrite import rewrite
+
+
+@dataclass(frozen=True)
+class IndexMap:
+    """A scan order over the time axis: position k of the scan reads time index map(k)."""
+
+    kind: str  # "identity" | "reverse"
+
+    def __str__(self):
+        return {"identity": "t", "reverse": "L-1-t"}[self.kind]
+
+    def numpy(self, L: int):
+        import numpy as np
+        k = np.arange(L)
+        return k if self.kind == "identity" else L - 1 - k
+
+
+ORDERS = {"forward": IndexMap("identity"), "reverse": IndexMap("reverse")}
+
+
+def _order_to_index_map(rb, i):
+    n = rb.nodes[i]
+    order = n.attr("order")
+    if isinstance(order, str):
+        return rb.add(n.with_attrs(order=ORDERS[order]))
+    return None
+
+
+def _const_value(rb, i):
+    n = rb.nodes[i]
+    return n.attr("value") if n.op == "const" else None
+
+
+def _mul_by_one(rb, i):
+    n = rb.nodes[i]
+    for keep, other in ((0, 1), (1, 0)):
+        if _const_value(rb, n.args[other]) == 1.0:
+            return n.args[keep]
+    return None
+
+
+def _neg_neg(rb, i):
+    inner = rb.nodes[rb.nodes[i].args[0]]
+    return inner.args[0] if inner.op == "neg" else None
+
+
+def _trivial_expr(rb, i):
+    """expr(dt, A) = A, or a constant: use the operand, or a const node."""
+    n = rb.nodes[i]
+    e = n.attr("expr")
+    if isinstance(e, sp.Symbol):  # a broadcast of one operand; types are re-inferred after
+        return n.args[n.attr("symbols").index(e.name)]
+    if e.is_number and e.is_real and not n.type.dims:
+        return rb.emit("const", (), type=n.type, value=float(e))
+    return None
+
+
+RULES = [
+    ("scan", _order_to_index_map),
+    ("mul", _mul_by_one),
+    ("neg", _neg_neg),
+    ("expr", _trivial_expr),
+]
+
+
+def canonicalize(g: Graph) -> Graph:
+    # Rewrites may drop a broadcast (x·1 -> x), so types are inferred again afterwards.
+    return infer_types(rewrite(g, RULES))

@@ -1,0 +1,24 @@
+"""Discretization expansion: `discretize(rule, part)` nodes become simplified sympy `expr` nodes."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..graph import Graph
+from ..symbolic import dt, A, expand, get_rule
+
+
+def expand_discretization(g: Graph) -> Graph:
+    nodes = []
+    for n in g.nodes:
+        if n.op == "discretize":
+            e = expand(get_rule(n.attr("rule")), n.attr("part"))
+            a_complex = g.nodes[n.args[1]].type.complex
+            used = e.free_symbols
+            is_complex = a_complex and any(s.name == "A" for s in used)
+            n = replace(n, op="expr", attrs=(("complex", is_complex), ("expr", e), ("symbols", ("dt", "A"))),
+                        type=replace(n.type, complex=is_complex))
+        nodes.append(n)
+    return Graph(g.name, tuple(nodes))
+
+
+__all__ = ["expand_discretization", "dt", "A"]

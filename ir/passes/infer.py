@@ -1,0 +1,38 @@
+"""Shape/type inference: give every node its ValueType and check symbolic dimensions agree."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..graph import Graph
+from ..ops import OPS, IRError
+
+
+def infer_types(g: Graph) -> Graph:
+    _check_symbols(g)
+    typed = []
+    for i, n in enumerate(g.nodes):
+        args = [typed[a].type for a in n.args]
+        try:
+            t = OPS[n.op].type_rule(args, n.a)
+        except IRError as e:
+            raise IRError(f"node %{i} ({n.op}{' ' + n.attr('name') if n.attr('name') else ''}): {e}") from None
+        typed.append(replace(n, type=t))
+    return Graph(g.name, tuple(typed))
+
+
+def _check_symbols(g: Graph) -> None:
+    """One role per symbol; at most one symbol per role (groups aside); batch and time exist."""
+    role_of, symbol_of = {}, {}
+    for i, n in enumerate(g.nodes):
+        if n.op not in ("input", "output"):
+            continue
+        for ax in n.attr("axes"):
+            if role_of.setdefault(ax.symbol, ax.role) != ax.role:
+                raise IRError(f"node %{i} ({n.op} {n.attr('name')}): symbol {ax.symbol!r} used as role "
+                              f"{ax.role!r} here and {role_of[ax.symbol]!r} elsewhere")
+            if symbol_of.setdefault(ax.role, ax.symbol) != ax.symbol:
+                raise IRError(f"node %{i} ({n.op} {n.attr('name')}): role {ax.role!r} named {ax.symbol!r} "
+                              f"here and {symbol_of[ax.role]!r} elsewhere")
+            if ax.role == "g" and "h" not in symbol_of and not any(
+                    a.role == "h" for m in g.nodes if m.op == "input" for a in m.attr("axes")):
+                raise IRError(f"node %{i}: group axis {ax.symbol!r} needs a head/channel axis elsewhere")

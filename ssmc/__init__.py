@@ -1,0 +1,8 @@
+"""ssmc: declare a state space model once; get a NumPy reference, fused Triton kernels and drop-in ops."""
+from ssmc.ir import Graph, IRError, Rule, rule
+from ssmc.ir.symbolic import A, dt
+
+from .declare import Builder
+from .spec import Spec
+
+__all__ = ["Graph", "IRError", "Rule", "rule", "A", "dt", "Builder", "Spec"]

@@ -1,0 +1,73 @@
+"""Binding user arrays to a graph's inputs: checks and symbolic sizes, before any kernel runs.
+
+Every error names the argument, the expected shape in symbolic dims and the shape given.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ssmc.ir import Graph
+
+
+def _shape_str(axes) -> str:
+    return "(" + ", ".join(a.symbol for a in axes) + ")"
+
+
+def is_complex(x) -> bool:
+    if hasattr(x, "is_complex") and callable(x.is_complex):
+        return bool(x.is_complex())
+    return np.iscomplexobj(x)
+
+
+def bind(graph: Graph, args: dict, fixed: dict | None = None) -> dict:
+    """Check `args` against the graph's inputs; return symbol -> size.
+
+    `fixed` pre-sets sizes (e.g. P=1 for layouts without a head dim).
+    """
+    sizes = dict(fixed or {})
+    origin = {}
+    inputs = {graph[i].attr("name"): graph[i] for i in graph.ids("input")}
+    unknown = set(args) - set(inputs)
+    if unknown:
+        raise TypeError(f"{graph.name}: unexpected argument(s) {sorted(unknown)}; inputs are {list(inputs)}")
+    for name, node in inputs.items():
+        if name not in args or args[name] is None:
+            raise TypeError(f"{graph.name}: missing argument {name!r} of shape {_shape_str(node.attr('axes'))}")
+        x, axes = args[name], node.attr("axes")
+        shape = tuple(x.shape)
+        if len(shape) != len(axes):
+            raise ValueError(f"{name}: expected shape {_shape_str(axes)} (rank {len(axes)}), got {shape}")
+        if is_complex(x) and not node.attr("complex"):
+            raise TypeError(f"{name}: expected a real array, got complex dtype {x.dtype}")
+        kind = str(x.dtype)
+        if node.attr("integer"):
+            if "int" not in kind:
+                raise TypeError(f"{name}: expected an integer array, got dtype {x.dtype}")
+        elif not any(k in kind for k in ("float", "complex", "bfloat")):
+            raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
+        for ax, size in zip(axes, shape):
+            if ax.symbol in sizes and sizes[ax.symbol] != size:
+                where = f" (set by {origin[ax.symbol]})" if ax.symbol in origin else ""
+                raise ValueError(f"{name}: expected shape {_shape_str(axes)} with {ax.symbol}={sizes[ax.symbol]}"
+                                 f"{where}, got {shape}")
+            sizes[ax.symbol] = size
+            origin.setdefault(ax.symbol, name)
+    for name, node in inputs.items():
+        for ax in node.attr("axes"):
+            if sizes[ax.symbol] == 0:
+                raise ValueError(f"{name}: dimension {ax.symbol} is 0 in shape {tuple(args[name].shape)}")
+    roles = graph.symbols()
+    heads = next((s for s, r in roles.items() if r == "h"), None)
+    for sym, role in roles.items():
+        if role == "g" and heads is not None and sizes[heads] % sizes[sym]:
+            raise ValueError(f"{origin[sym]}: {sym}={sizes[sym]} groups must divide {heads}={sizes[heads]}")
+    return sizes
+
+
+def role_sizes(graph: Graph, sizes: dict) -> dict:
+    """role -> size (missing roles are 1)."""
+    out = {r: 1 for r in "bthpng"}
+    for sym, role in graph.symbols().items():
+        if sym in sizes:
+            out[role] = sizes[sym]
+    return out

@@ -1,0 +1,127 @@
+"""The low-level declaration DSL: build an SSM graph with Python arithmetic.
+
+    m = Builder("my_ssm")
+    u = m.input("u", ("batch", "dim", "L"))
+    ...
+    h = m.scan(A_bar, B_bar * B * u)
+    m.output("y", (C * h).sum("n") + D * u, ("batch", "dim", "L"))
+    graph = m.build()
+
+Every value is a handle on an IR node; nothing is computed here.  `ssmc.Spec` builds on this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ssmc.ir import Axis, Graph, Rebuilder
+from ssmc.ir.symbolic import Rule, get_rule
+
+
+@dataclass(frozen=True)
+class Value:
+    builder: "Builder"
+    id: int
+
+    def _bin(self, op, other, swap=False):
+        other = self.builder._lift(other)
+        a, b = (other, self) if swap else (self, other)
+        return self.builder._emit(op, a, b)
+
+    def __add__(self, o): return self._bin("add", o)
+    def __radd__(self, o): return self._bin("add", o, swap=True)
+    def __sub__(self, o): return self._bin("sub", o)
+    def __rsub__(self, o): return self._bin("sub", o, swap=True)
+    def __mul__(self, o): return self._bin("mul", o)
+    def __rmul__(self, o): return self._bin("mul", o, swap=True)
+    def __truediv__(self, o): return self._bin("div", o)
+    def __rtruediv__(self, o): return self._bin("div", o, swap=True)
+    def __neg__(self): return self.builder._emit("neg", self)
+
+    def sum(self, *axes: str) -> "Value":
+        """Sum over state or channel roles ('n', 'h', 'p')."""
+        return self.builder._emit("sum", self, axes=tuple(axes))
+
+    def __hash__(self):
+        return hash(self.id)
+
+
+def _unary(op):
+    def f(x: Value, **attrs) -> Value:
+        return x.builder._emit(op, x, **attrs)
+    f.__name__ = op
+    f.__doc__ = f"elementwise {op}"
+    return f
+
+
+exp = _unary("exp")
+neg = _unary("neg")
+sqrt = _unary("sqrt")
+softplus = _unary("softplus")
+sigmoid = _unary("sigmoid")
+silu = _unary("silu")
+real = _unary("real")
+abs2 = _unary("abs2")
+
+
+def clip(x: Value, lo: float, hi: float) -> Value:
+    return x.builder._emit("clip", x, lo=float(lo), hi=float(hi))
+
+
+def complex_(re: Value, im: Value) -> Value:
+    return re.builder._emit("complex", re, im)
+
+
+class Builder:
+    def __init__(self, name: str):
+        self.name = name
+        self._rb = Rebuilder()
+
+    def _lift(self, x) -> Value:
+        if isinstance(x, Value):
+            if x.builder is not self:
+                raise ValueError("values from two different builders cannot be combined")
+            return x
+        if isinstance(x, (int, float)):
+            return Value(self, self._rb.emit("const", value=float(x)))
+        raise TypeError(f"cannot use {type(x).__name__} in an SSM declaration")
+
+    def _emit(self, op, *args, **attrs) -> Value:
+        return Value(self, self._rb.emit(op, [self._lift(a).id for a in args], **attrs))
+
+    def input(self, name: str, axes, complex: bool = False, integer: bool = False) -> Value:
+        """A user tensor. `axes` are symbolic dims, e.g. ("batch", "L", "H", "P") or "dim:h".
+
+        `integer` marks index inputs (seq_idx); the others are floating point.
+        """
+        if name in {n.attr("name") for n in self._rb.nodes if n.op == "input"}:
+            raise ValueError(f"input {name!r} declared twice")
+        return self._emit("input", name=name, axes=tuple(Axis.parse(a) for a in axes), complex=bool(complex),
+                          **({"integer": True} if integer else {}))
+
+    def const(self, value: float) -> Value:
+        return self._lift(value)
+
+    def discretize(self, delta: Value, A: Value, rule: "str | Rule") -> tuple:
+        """(Ā, B̄ scale) of a rule; B̄ = scale · B."""
+        r = get_rule(rule)
+        return (self._emit("discretize", delta, A, rule=r, part="A"),
+                self._emit("discretize", delta, A, rule=r, part="B"))
+
+    def scan(self, A_bar: Value, x: Value, h0: Value | None = None, seq_idx: Value | None = None,
+             order: str = "forward") -> Value:
+        """h_t = Ā_t h_{t-1} + x_t along `order` ("forward" or "reverse")."""
+        if order not in ("forward", "reverse"):
+            raise ValueError(f"scan order must be 'forward' or 'reverse', got {order!r}")
+        extra = [v for v in (h0, seq_idx) if v is not None]
+        return self._emit("scan", A_bar, x, *extra, order=order, has_h0=h0 is not None,
+                          reset="seq_idx" if seq_idx is not None else "")
+
+    def last(self, h: Value) -> Value:
+        """The state after the scan's final step."""
+        return self._emit("last", h)
+
+    def output(self, name: str, value: Value, axes) -> None:
+        self._emit("output", value, name=name, axes=tuple(Axis.parse(a) for a in axes))
+
+    def build(self) -> Graph:
+        return self._rb.finish(self.name)
