@@ -1,0 +1,78 @@
+"""The Triton backend: generated source, cached on disk by a hash of (IR, schedule, versions),
+loaded as a real module so Triton can read its source.
+
+Without CUDA the kernels run under Triton's interpreter: TRITON_INTERPRET must be set before a
+kernel is defined, and generated modules are defined lazily, so `ensure_runtime` sets it first.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssmc.ir import Graph
+
+from .codegen import CODEGEN_VERSION, Schedule, generate
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SSMC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ssmc")
+    path = Path(root) / "kernels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_runtime(device_type: str) -> None:
+    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    graph: Graph
+    schedule: Schedule
+    source: str
+    path: Path
+    module: object
+
+    def __call__(self, **tensors):
+        return self.module.launch(**tensors)
+
+
+_LOADED: dict = {}
+
+
+def _key(graph: Graph, schedule: Schedule) -> str:
+    import triton
+    text = "\n".join([graph.text(), repr(schedule), CODEGEN_VERSION, triton.__version__,
+                      os.environ.get("TRITON_INTERPRET", "0")])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def build(graph: Graph, schedule: Schedule | None = None) -> Kernel:
+    """Generate (or find in the cache) and load the kernel module of a pipelined graph."""
+    schedule = schedule or Schedule()
+    key = _key(graph, schedule)
+    if key in _LOADED:
+        return _LOADED[key]
+    source = generate(graph, schedule)
+    path = cache_dir() / f"ssmc_{graph.name}_{key}.py"
+    if not path.exists() or path.read_text() != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)  # atomic: concurrent builders never see half a file
+    mod_name = f"ssmc_kernels.{graph.name}_{key}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    kernel = Kernel(graph, schedule, source, path, module)
+    _LOADED[key] = kernel
+    return kernel
+
+
+__all__ = ["Kernel", "Schedule", "build", "cache_dir", "ensure_runtime", "generate"]

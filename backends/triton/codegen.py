@@ -1,0 +1,402 @@
+"""Triton code generation: one fused kernel per scan region, as readable Python source.
+
+Every value of a region is a register tile over the kernel axes [channels, state, time chunk]
+(`[BLOCK_D, BLOCK_N, CHUNK]`, with size-1 axes where it does not vary); the batch index is the
+first program id.  A value's IR type says which axes it has, so each op lowers to one line of
+tile arithmetic.  Time-invariant nodes (marked by `detect_lti`) are computed before the time
+loop; the loop walks the sequence a chunk at a time, scans each chunk with
+`tl.associative_scan` on (Ā, x) pairs and carries the state between chunks in fp32 registers.
+A scan order is an index map folded into the time offsets, so nothing is flipped or copied.
+Complex values are (re, im) pairs of real tiles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ssmc.ir import Graph, IRError
+from ssmc.ir.symbolic import lower, print_triton
+
+CODEGEN_VERSION = "1"
+AXIS_OF_ROLE = {"h": 0, "p": 0, "g": 0, "n": 1, "t": 2}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How to run a kernel; never changes results (tests sweep it)."""
+
+    block_d: int = 16  # channels per program (SISO); MIMO regions take all channels
+    chunk: int = 16  # time steps per associative scan; 1 = a plain sequential recurrence
+    num_warps: int = 4
+
+    def __post_init__(self):
+        for k in ("block_d", "chunk"):
+            v = getattr(self, k)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"Schedule.{k} must be a power of two, got {v}")
+
+
+class _Emitter:
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.lines = {"pre": [], "loop": [], "post": []}
+        self.names = {}  # node id -> (re,) or (re, im) variable names
+        self.phase = {}
+
+    def out(self, phase, line):
+        self.lines[phase].append(line)
+
+
+def _phases(g: Graph) -> dict:
+    """pre: before the time loop; loop: per chunk; post: after it (final states)."""
+    phase = {}
+    for i, n in enumerate(g.nodes):
+        if n.op == "last":
+            phase[i] = "post"
+        elif any(phase.get(a) == "post" for a in n.args):
+            if n.type.time_varying:
+                raise IRError(f"node %{i} ({n.op}): time-varying use of a final state cannot be lowered")
+            phase[i] = "post"
+        elif n.op == "scan" or n.type.time_varying:
+            phase[i] = "loop"
+        elif n.op == "output":
+            phase[i] = phase.get(n.args[0], "pre")
+        else:
+            phase[i] = "pre"
+    return phase
+
+
+def _index_terms(axes, tp="tp"):
+    """Offset terms and mask terms for a tensor laid out along `axes` (strides s0, s1, ...)."""
+    idx = {"b": "pid_b", "t": f"{tp}[None, None, :]", "h": "idx_h[:, None, None]",
+           "p": "idx_p[:, None, None]", "g": "idx_g[:, None, None]", "n": "offs_n[None, :, None]"}
+    mask = {"t": "valid[None, None, :]", "h": "mask_d[:, None, None]", "p": "mask_d[:, None, None]",
+            "g": "mask_d[:, None, None]", "n": "mask_n[None, :, None]"}
+    offs = [f"{idx[a.role]} * {{p}}_s{k}" for k, a in enumerate(axes)]
+    masks = sorted({mask[a.role] for a in axes if a.role in mask})
+    return offs, masks
+
+
+def generate(graph: Graph, schedule: Schedule) -> str:
+    """Python source of a module holding the kernel and a `launch` function."""
+    regions = {n.attr("region") for n in graph.nodes if n.attr("region") is not None}
+    if len(regions) != 1:
+        raise IRError(f"{graph.name}: the Triton backend lowers graphs of exactly one kernel region, "
+                      f"found {len(regions)}")
+    scans = graph.ids("scan")
+    mimo = any(graph[i].attr("io") == "mimo" for i in scans)
+    em = _Emitter(graph)
+    phase = _phases(graph)
+    kname = f"{_ident(graph.name)}_fwd"
+    inputs = [graph[i] for i in graph.ids("input")]
+    outputs = [graph[i] for i in graph.ids("output")]
+    params = []
+    for n in inputs + outputs:
+        p = n.attr("name")
+        params.append(f"{p}_ptr")
+        params += [f"{p}_s{k}" for k in range(len(n.attr("axes")))]
+        if n.attr("complex") or (n.op == "output" and n.type.complex):
+            params.append(f"{p}_si")  # stride to the imaginary part of the real view
+    symbols = ["L", "NCH", "P", "N", "HG"]
+    consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr"]
+
+    for i, n in enumerate(graph.nodes):
+        _lower_node(em, i, n, phase[i], schedule)
+
+    body = [
+        "pid_b = tl.program_id(0).to(tl.int64)",
+        "offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # channel = head * P + p",
+        "mask_d = offs_d < NCH",
+        "idx_h = offs_d // P",
+        "idx_p = offs_d % P",
+        "idx_g = idx_h // HG  # heads share B/C groups",
+        "offs_n = tl.arange(0, BLOCK_N)",
+        "mask_n = offs_n < N",
+        "# ---- time-invariant values: computed once per sequence",
+        *em.lines["pre"],
+        "# ---- the sequence, CHUNK steps at a time",
+        "for k0 in range(0, L, CHUNK):",
+        *["    " + line for line in [
+            "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
+            "valid = k < L",
+            *_time_maps(graph),
+            *em.lines["loop"],
+        ]],
+        "# ---- final states",
+        *em.lines["post"],
+    ]
+    kernel = "\n".join([
+        "@triton.jit",
+        f"def {kname}(",
+        *[f"    {p}," for p in params + symbols + consts],
+        "):",
+        *["    " + line for line in body],
+    ])
+    return _module(graph, kname, kernel, inputs, outputs, schedule, mimo)
+
+
+def _time_maps(g: Graph) -> list:
+    orders = {g[i].attr("order").kind for i in g.ids("scan")} or {"identity"}
+    if len(orders) > 1:
+        raise IRError(f"{g.name}: one region with two scan orders")
+    if orders == {"reverse"}:
+        return ["tp = (L - 1 - k).to(tl.int64)  # index map t = L-1-k: a reverse scan, no flipped copy",
+                "tq = tp + 1  # the previous step in scan order"]
+    return ["tp = k.to(tl.int64)", "tq = tp - 1  # the previous step in scan order"]
+
+
+def _ident(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _v(i, part=None):
+    return f"v{i}" if part is None else f"v{i}_{part}"
+
+
+def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
+    g, out = em.g, (lambda line: em.out(phase, line))
+    args = [em.names.get(a) for a in n.args]
+    cplx = n.type.complex
+    name = (_v(i, "re"), _v(i, "im")) if cplx else (_v(i),)
+    em.names[i] = name
+    op = n.op
+    if op == "input":
+        offs, masks = _index_terms(n.attr("axes"))
+        p = n.attr("name")
+        ptr = f"{p}_ptr + " + " + ".join(o.format(p=p) for o in offs)
+        mask = " & ".join(masks) if masks else None
+        m = f", mask={mask}, other=0" if mask else ""
+        conv = "" if n.attr("integer") else ".to(tl.float32)"
+        out(f"{name[0]} = tl.load({ptr}{m}){conv}  # {p}")
+        if cplx:
+            out(f"{name[1]} = tl.load({ptr} + {p}_si{m}){conv}")
+        return
+    if op == "const":
+        out(f"{name[0]} = {float(n.attr('value'))!r}")
+        return
+    if op == "scan":
+        _lower_scan(em, i, n, phase, sched)
+        return
+    if op == "last":
+        em.names[i] = tuple(f"h{n.args[0]}{s}" for s in ("_re", "_im")) if cplx else (f"h{n.args[0]}",)
+        return
+    if op == "output":
+        _lower_output(em, i, n, phase)
+        return
+    if op == "sum":
+        axes = sorted({0 if r in "hp" else 1 for r in n.attr("axes")})
+        src = args[0]
+        for ax in axes:
+            mask = "mask_d[:, None, None]" if ax == 0 else "mask_n[None, :, None]"
+            src = tuple(f"tl.sum(tl.where({mask}, {s}, 0.0), axis={ax}, keep_dims=True)" for s in src)
+            if ax != axes[-1]:
+                tmp = tuple(f"{x}_s{ax}" for x in name)
+                for t_, s in zip(tmp, src):
+                    out(f"{t_} = {s}")
+                src = tmp
+        for t_, s in zip(name, src):
+            out(f"{t_} = {s}")
+        return
+    if op == "expr":
+        _lower_expr(em, i, n, out)
+        return
+    for line in _elementwise(op, n, name, args):
+        out(line)
+
+
+def _elementwise(op, n, name, args):
+    x = args[0]
+    y = args[1] if len(args) > 1 else None
+    real = {
+        "neg": lambda: f"-{x[0]}",
+        "exp": lambda: f"tl.exp({x[0]})",
+        "sqrt": lambda: f"tl.sqrt({x[0]})",
+        # log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|)
+        "softplus": lambda: f"tl.maximum({x[0]}, 0.0) + tl.log(1.0 + tl.exp(-tl.abs({x[0]})))",
+        "sigmoid": lambda: f"tl.sigmoid({x[0]})",
+        "silu": lambda: f"{x[0]} * tl.sigmoid({x[0]})",
+        "clip": lambda: _clip(x[0], n.attr("lo"), n.attr("hi")),
+        "real": lambda: x[0],
+        "abs2": lambda: f"{x[0]} * {x[0]} + {x[1]} * {x[1]}" if len(x) == 2 else f"{x[0]} * {x[0]}",
+        "add": lambda: f"{x[0]} + {y[0]}",
+        "sub": lambda: f"{x[0]} - {y[0]}",
+        "mul": lambda: f"{x[0]} * {y[0]}",
+        "div": lambda: f"{x[0]} / {y[0]}",
+    }
+    if len(name) == 1:
+        return [f"{name[0]} = {real[op]()}"]
+    re, im = name
+    if op == "complex":
+        return [f"{re} = {x[0]} + 0.0 * {y[0]}", f"{im} = {y[0]} + 0.0 * {x[0]}"]
+    if op == "neg":
+        return [f"{re} = -{x[0]}", f"{im} = -{x[1]}"]
+    if op == "exp":
+        return [f"{re}_m = tl.exp({x[0]})", f"{re} = {re}_m * tl.cos({x[1]})", f"{im} = {re}_m * tl.sin({x[1]})"]
+    xr, xi = (x[0], x[1] if len(x) == 2 else None)
+    yr, yi = (y[0], y[1] if len(y) == 2 else None)
+    if op in ("add", "sub"):
+        s = "+" if op == "add" else "-"
+        im_expr = (f"{xi} {s} {yi}" if xi and yi else xi if xi else f"{'-' if s == '-' else ''}{yi}")
+        return [f"{re} = {xr} {s} {yr}", f"{im} = {im_expr}"]
+    if op == "mul":
+        if xi and yi:
+            return [f"{re} = {xr} * {yr} - {xi} * {yi}", f"{im} = {xr} * {yi} + {xi} * {yr}"]
+        if xi:
+            return [f"{re} = {xr} * {yr}", f"{im} = {xi} * {yr}"]
+        return [f"{re} = {xr} * {yr}", f"{im} = {xr} * {yi}"]
+    if op == "div":
+        if yi is None:
+            return [f"{re} = {xr} / {yr}", f"{im} = {xi} / {yr}"]
+        xi = xi or "0.0"
+        return [f"{re}_d = {yr} * {yr} + {yi} * {yi}",
+                f"{re} = ({xr} * {yr} + {xi} * {yi}) / {re}_d",
+                f"{im} = ({xi} * {yr} - {xr} * {yi}) / {re}_d"]
+    raise IRError(f"op {op}: no complex Triton lowering")
+
+
+def _clip(x, lo, hi):
+    e = x
+    if lo != float("-inf"):
+        e = f"tl.maximum({e}, {lo!r})"
+    if hi != float("inf"):
+        e = f"tl.minimum({e}, {hi!r})"
+    return e
+
+
+def _lower_expr(em, i, n, out):
+    names = n.attr("symbols")
+    flags = tuple(em.g[a].type.complex for a in n.args)
+    for sym, a, f in zip(names, n.args, flags):
+        parts = em.names[a]
+        if f:
+            out(f"{sym}_re, {sym}_im = {parts[0]}, {parts[1]}")
+        else:
+            out(f"{sym} = {parts[0]}")
+    assigns, results = lower(n.attr("expr"), names, flags, split_complex=True, prefix=f"e{i}_")
+    for var, e in assigns:
+        out(f"{var} = {print_triton(e)}")
+    for var, e in zip(em.names[i], results):
+        out(f"{var} = {print_triton(e)}")
+    if len(results) == 2 and len(em.names[i]) == 1:
+        raise IRError(f"node %{i} (expr): complex result typed real")
+
+
+def _lower_scan(em, i, n, phase, sched):
+    g, out = em.g, (lambda line: em.out("loop", line))
+    a, x = em.names[n.args[0]], em.names[n.args[1]]
+    cplx = n.type.complex
+    h = (f"h{i}_re", f"h{i}_im") if cplx else (f"h{i}",)
+    shape = _tile(n.type, "CHUNK")
+    rest = list(n.args[2:])
+    # initial state: zeros or h0, before the loop
+    state_shape = _tile(n.type, "1")
+    if n.attr("has_h0"):
+        h0 = em.names[rest.pop(0)]
+        for k, part in enumerate(h):
+            src = h0[k] if k < len(h0) else "0.0"
+            em.out("pre", f"{part} = tl.zeros({state_shape}, tl.float32) + {src}  # initial state")
+    else:
+        for part in h:
+            em.out("pre", f"{part} = tl.zeros({state_shape}, tl.float32)")
+    a_t = [f"a{i}_{k}" for k in range(len(h))]
+    x_t = [f"x{i}_{k}" for k in range(len(h))]
+    for k in range(len(h)):
+        a_src = a[k] if k < len(a) else "0.0"
+        x_src = x[k] if k < len(x) else "0.0"
+        one = "1.0" if k == 0 else "0.0"
+        # padding steps past L are the identity (Ā = 1, x = 0), so the carried state is untouched
+        out(f"{a_t[k]} = tl.where(valid[None, None, :], tl.broadcast_to({a_src} + 0.0, {shape}), {one})")
+        out(f"{x_t[k]} = tl.where(valid[None, None, :], tl.broadcast_to({x_src} + 0.0, {shape}), 0.0)")
+    if n.attr("reset"):
+        seq = g[rest.pop(0)]
+        s = seq.attr("name")
+        offs, _ = _index_terms(seq.attr("axes"), tp="tq")
+        prev = f"{s}_ptr + " + " + ".join(o.format(p=s) for o in offs)
+        out(f"prev{i} = tl.load({prev}, mask=valid[None, None, :] & (k > 0)[None, None, :], other=0)")
+        out(f"reset{i} = (k > 0)[None, None, :] & (prev{i} != {em.names[seq_id(g, n)][0]})  # a new sequence starts")
+        for k in range(len(h)):
+            out(f"{a_t[k]} = tl.where(reset{i}, 0.0, {a_t[k]})")
+    hs = [f"hs{i}_{k}" for k in range(len(h))]
+    if sched.chunk == 1:
+        if cplx:
+            out(f"{hs[0]} = {a_t[0]} * {h[0]} - {a_t[1]} * {h[1]} + {x_t[0]}")
+            out(f"{hs[1]} = {a_t[0]} * {h[1]} + {a_t[1]} * {h[0]} + {x_t[1]}")
+        else:
+            out(f"{hs[0]} = {a_t[0]} * {h[0]} + {x_t[0]}")
+    else:
+        cum = [f"ac{i}_{k}" for k in range(len(h))]
+        comb = "_combine_complex" if cplx else "_combine_real"
+        out(f"{', '.join(cum + x_t)} = tl.associative_scan(({', '.join(a_t + x_t)}), axis=2, combine_fn={comb})")
+        if cplx:  # h_t = (prod of Ā up to t) · h_carry + (scanned input)
+            out(f"{hs[0]} = {cum[0]} * {h[0]} - {cum[1]} * {h[1]} + {x_t[0]}")
+            out(f"{hs[1]} = {cum[0]} * {h[1]} + {cum[1]} * {h[0]} + {x_t[1]}")
+        else:
+            out(f"{hs[0]} = {cum[0]} * {h[0]} + {x_t[0]}")
+    for k in range(len(h)):  # carry the state at the chunk's last step
+        out(f"{h[k]} = tl.sum(tl.where((tl.arange(0, CHUNK) == CHUNK - 1)[None, None, :], {hs[k]}, 0.0), "
+            f"axis=2, keep_dims=True)")
+    em.names[i] = tuple(hs)
+
+
+def _tile(t, time: str) -> str:
+    """Tile shape of a value of type t (the state of a MIMO scan has no channel axis)."""
+    d = "BLOCK_D" if t.dims & {"h", "p"} else "1"
+    n = "BLOCK_N" if "n" in t.dims else "1"
+    return f"[{d}, {n}, {time}]"
+
+
+def seq_id(g, scan_node):
+    return scan_node.args[-1]
+
+
+def _lower_output(em, i, n, phase):
+    g = em.g
+    p = n.attr("name")
+    offs, masks = _index_terms(n.attr("axes"))
+    ptrs = f"{p}_ptr + " + " + ".join(o.format(p=p) for o in offs)
+    mask = " & ".join(masks) if masks else None
+    src = em.names[n.args[0]]
+    em.out(phase, f"{p}_ptrs = {ptrs}")
+    for k, part in enumerate(src):
+        tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
+        val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
+        em.out(phase, f"tl.store({tgt}, {val}{', mask=' + mask if mask else ''})")
+
+
+def _module(graph, kname, kernel, inputs, outputs, sched, mimo):
+    from .launcher import launcher_source
+    header = f'''"""Fused Triton kernel generated by ssmc {CODEGEN_VERSION} for the SSM `{graph.name}`.
+
+Needs only torch and triton.  Call `launch(**tensors)`; it returns a dict of outputs.
+{_usage(inputs, outputs)}
+IR:
+{graph.text()}"""
+import torch
+import triton
+import triton.language as tl
+
+SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps)!r}
+MIMO = {mimo!r}  # all channels in one program: the state is shared across channels
+
+
+@triton.jit
+def _combine_real(a1, x1, a2, x2):
+    # (Ā1, x1) then (Ā2, x2): h -> Ā2 (Ā1 h + x1) + x2
+    return a1 * a2, x1 * a2 + x2
+
+
+@triton.jit
+def _combine_complex(a1r, a1i, x1r, x1i, a2r, a2i, x2r, x2i):
+    return (a1r * a2r - a1i * a2i, a1r * a2i + a1i * a2r,
+            x1r * a2r - x1i * a2i + x2r, x1r * a2i + x1i * a2r + x2i)
+
+
+'''
+    return header + kernel + "\n\n\n" + launcher_source(graph, kname, inputs, outputs) + "\n"
+
+
+def _usage(inputs, outputs):
+    def fmt(n):
+        kind = "complex" if n.attr("complex") or (n.op == "output" and n.type.complex) else (
+            "int" if n.attr("integer") else "float")
+        return f"  {n.attr('name')}: {kind} ({', '.join(a.symbol for a in n.attr('axes'))})"
+    return "\nInputs:\n" + "\n".join(fmt(n) for n in inputs) + "\nOutputs:\n" + "\n".join(fmt(n) for n in outputs) + "\n"

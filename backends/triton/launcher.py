@@ -1,0 +1,66 @@
+"""Source of the `launch` function of a generated module: shapes, outputs, grid, kernel call.
+
+The launcher trusts its caller: `ssmc.bind` has checked every shape before a kernel is built.
+"""
+from __future__ import annotations
+
+
+def _sizes(inputs) -> tuple:
+    """Lines binding every symbol and role size from the first input axis that names it."""
+    lines, seen, role_sym = [], set(), {}
+    for n in inputs:
+        for k, ax in enumerate(n.attr("axes")):
+            role_sym.setdefault(ax.role, ax.symbol)
+            if ax.symbol not in seen:
+                seen.add(ax.symbol)
+                lines.append(f"n_{ax.symbol} = {n.attr('name')}.shape[{k}]")
+    r = lambda role, default: f"n_{role_sym[role]}" if role in role_sym else default
+    lines.append(f"L, NCH, P, N = {r('t', 1)}, {r('h', 1)} * {r('p', 1)}, {r('p', 1)}, {r('n', 1)}")
+    lines.append(f"HG = {r('h', 1)} // {r('g', r('h', 1))}  # heads per B/C group")
+    lines.append(f"batch = {r('b', 1)}")
+    return lines
+
+
+def _out_dtype(graph, out, inputs) -> str:
+    if graph[out.args[0]].op == "last":
+        return "torch.complex64" if out.type.complex else "torch.float32"
+    for n in inputs:  # the dtype of the input with the same layout (mamba_ssm: out has u's dtype)
+        if n.attr("axes") == out.attr("axes") and not n.attr("complex"):
+            return f"{n.attr('name')}.dtype"
+    return "torch.complex64" if out.type.complex else "torch.float32"
+
+
+def launcher_source(graph, kname, inputs, outputs) -> str:
+    names = [n.attr("name") for n in inputs]
+    outs = [n.attr("name") for n in outputs]
+    sig = ", ".join(names + [f"{o}=None" for o in outs] + ["schedule=None"])
+    first = names[0]
+    lines = [f"def launch(*, {sig}):",
+             '    """Run the fused kernel on torch tensors of one device; returns {output name: tensor}."""',
+             "    sched = dict(SCHEDULE, **(schedule or {}))",
+             *["    " + s for s in _sizes(inputs)],
+             f"    device = {first}.device"]
+    args = []
+    for n in inputs + outputs:
+        p, cplx = n.attr("name"), n.attr("complex") or (n.op == "output" and n.type.complex)
+        if n.op == "output":
+            shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
+            lines.append(f"    if {p} is None:")
+            lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={_out_dtype(graph, n, inputs)})")
+        view = f"torch.view_as_real({p})" if cplx else p
+        lines.append(f"    {p}_v = {view}")
+        rank = len(n.attr("axes"))
+        args.append(f"{p}_v, *{p}_v.stride()[:{rank}]" + (f", {p}_v.stride({rank})" if cplx else ""))
+    lines += [
+        "    BLOCK_N = triton.next_power_of_2(N)",
+        "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
+        "    CHUNK = min(sched['chunk'], triton.next_power_of_2(L))",
+        "    grid = (batch, triton.cdiv(NCH, BLOCK_D))",
+        f"    {kname}[grid](",
+        *[f"        {a}," for a in args],
+        "        L, NCH, P, N, HG,",
+        "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=sched['num_warps'],",
+        "    )",
+        "    return {" + ", ".join(f"{o!r}: {o}" for o in outs) + "}",
+    ]
+    return "\n".join(lines)
