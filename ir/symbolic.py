@@ -98,7 +98,10 @@ def lower(expr: sp.Expr, names, complex_flags, split_complex: bool, prefix: str 
     Returns (assignments, results): assignments is a list of (symbol name, sympy expr) and
     results a tuple with one expression (real, or complex when not split) or two (re, im).
     """
-    subs, _ = _real_symbols(names, complex_flags)
+    if split_complex:
+        subs, _ = _real_symbols(names, complex_flags)
+    else:  # complex operands stay whole: the NumPy printer computes in complex arithmetic
+        subs = {sp.Symbol(n, real=True): sp.Symbol(n) for n in names}
     e = sp.sympify(expr).xreplace(subs)
     if split_complex and any(complex_flags):
         re_, im_ = e.as_real_imag()
@@ -135,7 +138,8 @@ class TritonPrinter(PythonCodePrinter):
             raise ValueError(f"no Triton lowering for sympy function {name}")
         return f"{self._funcs[name]}({', '.join(self._print(a) for a in e.args)})"
 
-    _print_exp = _print_Function
+    # sympy routes these through its own known-function printers (math.*): take them back
+    _print_exp = _print_log = _print_cos = _print_sin = _print_Abs = _print_Function
 
     def _print_Symbol(self, e):
         return e.name

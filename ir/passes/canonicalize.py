@@ -64,8 +64,8 @@ def _trivial_expr(rb, i):
     e = n.attr("expr")
     if isinstance(e, sp.Symbol):  # a broadcast of one operand; types are re-inferred after
         return n.args[n.attr("symbols").index(e.name)]
-    if e.is_number and e.is_real and not n.type.dims:
-        return rb.emit("const", (), type=n.type, value=float(e))
+    if e.is_number and e.is_real:  # the broadcast is implied: types are re-inferred after
+        return rb.emit("const", (), type=type(n.type).of(()), value=float(e))
     return None
 
 

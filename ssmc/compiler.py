@@ -1,0 +1,174 @@
+"""compile(): a declaration through the pass pipeline to a callable on one backend.
+
+    fn = ssmc.compile(ssmc.library.get("mamba1"), backend="triton")
+    outs = fn(u=u, delta=delta, ...)          # {"out": ..., "last_state": ...}
+    print(fn.source)                          # the generated kernel
+
+NumPy arrays in give NumPy arrays out; torch tensors in give torch tensors out on their device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from ssmc.ir import Graph
+from ssmc.ir.passes import run_pipeline
+
+from .bind import bind, is_complex
+from .spec import Spec
+
+BACKENDS = ("numpy", "triton", "auto")
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _to_graph(decl) -> Graph:
+    if isinstance(decl, Graph):
+        return decl
+    if isinstance(decl, Spec):
+        return decl.build()
+    if isinstance(decl, str):
+        from . import library
+        return library.get(decl).build()
+    raise TypeError(f"compile() takes a Spec, a Graph or a library name, got {type(decl).__name__}")
+
+
+@lru_cache(maxsize=256)
+def optimize(graph: Graph) -> tuple:
+    """(optimized graph, [(pass name, graph after it), ...]); graphs are hashable, so cached."""
+    trace = []
+    return run_pipeline(graph, trace), tuple(trace)
+
+
+@dataclass
+class Compiled:
+    graph: Graph
+    trace: tuple
+    backend: str = "auto"
+    schedule: object = None
+    precision: str = "float64"  # NumPy backend arithmetic
+    _kernel: object = field(default=None, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The generated Triton module source (what runs on the Triton backend)."""
+        return self.kernel().source
+
+    def kernel(self):
+        if self._kernel is None:
+            from ssmc.backends import triton as tb
+            self._kernel = tb.build(self.graph, self.schedule)
+        return self._kernel
+
+    def __call__(self, **inputs):
+        inputs = {k: v for k, v in inputs.items() if v is not None}
+        outs = {k: inputs.pop(k) for k in list(inputs) if k in self.graph.outputs}  # preallocated outputs
+        sizes = bind(self.graph, inputs)
+        use_torch = any(_is_torch(v) for v in inputs.values())
+        backend = self.backend
+        if backend == "auto":
+            backend = "triton" if use_torch and _device_of(inputs).type == "cuda" else "numpy"
+        if backend == "numpy":
+            from ssmc.backends import numpy_interp
+            arrays = {k: _to_numpy(v) for k, v in inputs.items()}
+            res = numpy_interp.run(self.graph, arrays, self.precision, sizes)
+            return _convert_back(res, inputs, use_torch, self.graph, outs)
+        return self._run_triton(inputs, use_torch, outs)
+
+    def _run_triton(self, inputs, use_torch, outs):
+        import torch
+        from ssmc.backends import triton as tb
+        device = _device_of(inputs) if use_torch else torch.device("cpu")
+        tb.ensure_runtime(device.type)
+        tensors = {}
+        for i in self.graph.ids("input"):
+            n = self.graph[i]
+            name = n.attr("name")
+            tensors[name] = _as_kernel_tensor(inputs[name], n, device)
+        res = self.kernel()(**tensors, **outs)
+        if use_torch:
+            return res
+        return {k: _torch_to_numpy(v) for k, v in res.items()}
+
+
+def compile(decl, backend: str = "auto", schedule=None, precision: str = "float64") -> Compiled:
+    """Run the passes on a Spec / Graph / library name and bind it to a backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    graph, trace = optimize(_to_graph(decl))
+    if schedule is not None and not hasattr(schedule, "block_d"):
+        from ssmc.backends.triton import Schedule
+        schedule = Schedule(**schedule)
+    return Compiled(graph, trace, backend, schedule, precision)
+
+
+# --- conversions -------------------------------------------------------------------
+
+def _device_of(inputs):
+    devices = {}
+    for k, v in inputs.items():
+        if _is_torch(v):
+            devices.setdefault(str(v.device), k)
+    if len(devices) > 1:
+        (d1, a1), (d2, a2) = list(devices.items())[:2]
+        raise ValueError(f"{a2}: expected a tensor on {d1} (like {a1}), got one on {d2}")
+    import torch
+    return torch.device(next(iter(devices))) if devices else torch.device("cpu")
+
+
+def _to_numpy(x):
+    if _is_torch(x):
+        x = x.detach().cpu()
+        x = x.to(x.dtype if x.is_complex() or not x.is_floating_point() else __import__("torch").float64)
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _torch_to_numpy(x):
+    x = x.detach().cpu()
+    if x.dtype.is_floating_point and x.dtype not in (__import__("torch").float32, __import__("torch").float64):
+        x = x.float()
+    return x.numpy()
+
+
+def _as_kernel_tensor(x, node, device):
+    """A torch tensor the kernel can read: complex inputs complex64, floats at most fp32."""
+    import torch
+    if not _is_torch(x):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    x = x.to(device)
+    if node.attr("integer"):
+        return x
+    if node.attr("complex"):
+        return x.to(torch.complex64)
+    if x.dtype == torch.float64:
+        return x.to(torch.float32)  # the kernels keep state in fp32; fp64 buys nothing
+    return x
+
+
+def _convert_back(res, inputs, use_torch, graph, outs):
+    if not use_torch:
+        return res
+    import torch
+    device = _device_of(inputs)
+    out = {}
+    for name, arr in res.items():
+        ref = next((inputs[graph[i].attr("name")] for i in graph.ids("input")
+                    if graph[i].attr("axes") == graph[graph.outputs[name]].attr("axes")
+                    and _is_torch(inputs[graph[i].attr("name")]) and not is_complex(inputs[graph[i].attr("name")])), None)
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+        if ref is not None and not t.is_complex():
+            t = t.to(ref.dtype)
+        elif t.is_complex():
+            t = t.to(torch.complex64)
+        else:
+            t = t.to(torch.float32)
+        if name in outs:
+            outs[name].copy_(t)
+            t = outs[name]
+        out[name] = t
+    return out

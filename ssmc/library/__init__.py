@@ -1,0 +1,48 @@
+"""Ready declarations of the common SSM families, each a Spec (see `ssmc.spec`)."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ssmc.ir.symbolic import A, dt, rule
+from ssmc.spec import Spec
+
+ENTRIES = {s.name: s for s in [
+    Spec("mamba1", state="diag_real", A="neg_exp", rule="zoh_euler", dt="softplus", dt_bias=True,
+         skip="h", gate="silu", final_state=True,
+         description="Mamba-1 (S6): selective Δ, B, C; A = -exp(A_log); Ā = e^{ΔA}, B̄ = ΔB; D skip, silu(z) gate"),
+    Spec("mamba2", state="scalar_head", A="direct", rule="zoh_euler", dt="softplus", dt_bias=True,
+         groups=True, skip="h", gate="silu", h0=True, final_state=True,
+         description="Mamba-2 (SSD): scalar A per head, P×N state per head, grouped B/C, initial/final state"),
+    Spec("s4d_zoh", state="diag_complex", A="s4d", rule="zoh", dt="exp", selective=(), skip="h",
+         description="S4D (LTI, complex diagonal, ZOH): A = -exp(A_log_re) + i·A_im, Δ = exp(log_dt)"),
+    Spec("s4d_bilinear", state="diag_complex", A="s4d", rule="bilinear", dt="exp", selective=(), skip="h",
+         description="S4D with the bilinear (Tustin) rule"),
+    Spec("lru", state="diag_complex", io="mimo", A="lru", rule="direct", dt="raw", selective=(), skip="h",
+         readout="re",
+         description="LRU: λ = exp(-exp(ν) + i·exp(θ)), γ-normalized complex B (N×H), y = Re(C h) + D u"),
+    Spec("s5", state="diag_complex", io="mimo", A="s4d", rule="zoh", dt="exp", selective=(), skip="h",
+         readout="re",
+         description="S5: one complex diagonal MIMO state shared by all channels, per-state Δ, ZOH"),
+]}
+
+
+def get(name: str) -> Spec:
+    if name not in ENTRIES:
+        raise KeyError(f"no library entry {name!r}; entries are {sorted(ENTRIES)}")
+    return ENTRIES[name]
+
+
+def generalized_bilinear(alpha) -> "ssmc.Rule":
+    """The generalized bilinear transform (GBT): α=0 Euler, α=½ bilinear, α=1 backward Euler."""
+    alpha = sp.nsimplify(alpha)
+    return rule(f"gbt_{alpha}", (1 + (1 - alpha) * dt * A) / (1 - alpha * dt * A), dt / (1 - alpha * dt * A))
+
+
+DEFAULT_SIZES = {
+    "mamba1": dict(batch=2, dim=5, L=33, N=4),
+    "mamba2": dict(batch=2, L=33, H=4, P=3, G=2, N=4),
+    "s4d_zoh": dict(batch=2, dim=5, L=33, N=4),
+    "s4d_bilinear": dict(batch=2, dim=5, L=33, N=4),
+    "lru": dict(batch=2, L=33, H=5, N=4),
+    "s5": dict(batch=2, L=33, H=5, N=4),
+}

@@ -1,0 +1,85 @@
+"""Drop-in ops with mamba_ssm's signatures, built from Specs (no hand-written kernels).
+
+`selective_scan` is `selective_scan_fn`; `ssd` is `mamba_chunk_scan_combined`.  Each picks the
+Spec its arguments describe, compiles it once (cached) and runs it on the chosen backend:
+"numpy", "triton", or "auto" (Triton for CUDA tensors, the NumPy reference otherwise).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from .bind import is_complex
+from .compiler import compile
+from .spec import Spec
+
+
+@lru_cache(maxsize=512)
+def _compiled(spec: Spec, backend: str):
+    return compile(spec, backend=backend)
+
+
+def _ndim(name, x, allowed, shapes):
+    nd = len(getattr(x, "shape", ()))
+    if nd not in allowed:
+        raise ValueError(f"{name}: expected shape {' or '.join(shapes)}, got {tuple(getattr(x, 'shape', ()))}")
+    return nd
+
+
+def _unsqueeze_group(x):
+    """(batch, N, L) -> (batch, 1, N, L): one group shared by every channel."""
+    return x[:, None]
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, *, backend="auto"):
+    """mamba_ssm's selective_scan_fn.
+
+    u, delta, z: (batch, dim, L); A: (dim, N), real or complex; B, C: (dim, N) time-invariant,
+    (batch, N, L) or (batch, G, N, L); D, delta_bias: (dim,).  With a complex A the output is
+    2·Re(C·h).  Returns out (batch, dim, L), and last_state (batch, dim, N) if asked.
+    """
+    shapes = ("(dim, N)", "(batch, N, L)", "(batch, G, N, L)")
+    nb, nc = _ndim("B", B, (2, 3, 4), shapes), _ndim("C", C, (2, 3, 4), shapes)
+    grouped = 4 in (nb, nc)
+    if grouped:
+        B = _unsqueeze_group(B) if nb == 3 else B
+        C = _unsqueeze_group(C) if nc == 3 else C
+    cplx = is_complex(A)
+    spec = Spec(
+        "selective_scan", state="diag_complex" if cplx else "diag_real", A="direct", rule="zoh_euler",
+        selective=frozenset({"dt"} | ({"B"} if nb > 2 else set()) | ({"C"} if nc > 2 else set())),
+        dt="softplus" if delta_softplus else "raw", dt_bias=delta_bias is not None, groups=grouped,
+        skip="h" if D is not None else None, gate="silu" if z is not None else None,
+        final_state=bool(return_last_state),
+        complex_BC=frozenset(k for k, v in (("B", B), ("C", C)) if cplx and is_complex(v)),
+    )
+    res = _compiled(spec, backend)(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    return (res["out"], res["last_state"]) if return_last_state else res["out"]
+
+
+def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+        dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False, *, backend="auto"):
+    """mamba_ssm's mamba_chunk_scan_combined (Mamba-2 SSD).
+
+    x, z: (batch, L, H, P); dt: (batch, L, H); A: (H,); B, C: (batch, L, G, N); D: (H,) or (H, P);
+    dt_bias: (H,); initial_states: (batch, H, P, N); seq_idx: (batch, L) integer, the state resets
+    where it changes.  `chunk_size` is accepted for compatibility: this lowering is sequential
+    in time and its result does not depend on it.  Returns out (batch, L, H, P), and
+    final_states (batch, H, P, N) if asked.
+    """
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    lo, hi = (float(v) for v in dt_limit)
+    skip = None
+    if D is not None:
+        skip = {1: "h", 2: "hp"}.get(_ndim("D", D, (1, 2), ("(H,)", "(H, P)")))
+    spec = Spec(
+        "ssd", state="scalar_head", A="direct", rule="zoh_euler", dt="softplus" if dt_softplus else "raw",
+        dt_bias=dt_bias is not None, dt_limit=None if (lo, hi) == (0.0, math.inf) else (lo, hi),
+        groups=True, skip=skip, gate="silu" if z is not None else None, h0=initial_states is not None,
+        seq_idx=seq_idx is not None, final_state=bool(return_final_states),
+    )
+    res = _compiled(spec, backend)(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias,
+                                   initial_states=initial_states, seq_idx=seq_idx)
+    return (res["out"], res["final_states"]) if return_final_states else res["out"]
