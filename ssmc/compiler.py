@@ -82,7 +82,10 @@ class Compiled:
     def _run_triton(self, inputs, use_torch, outs):
         import torch
         from ssmc.backends import triton as tb
-        device = _device_of(inputs) if use_torch else torch.device("cpu")
+        if use_torch:
+            device = _device_of(inputs)
+        else:  # NumPy arrays: run on the GPU when there is one, else under the interpreter
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         tb.ensure_runtime(device.type)
         tensors = {}
         for i in self.graph.ids("input"):

@@ -27,8 +27,14 @@ def cache_dir() -> Path:
 
 
 def ensure_runtime(device_type: str) -> None:
-    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        os.environ["TRITON_INTERPRET"] = "1"
+    """Kernels on CPU tensors need Triton's interpreter, which is a process-wide switch."""
+    if device_type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    import torch
+    if torch.cuda.is_available():  # flipping it now would also interpret every later CUDA kernel
+        raise ValueError("backend='triton' got CPU tensors on a machine with CUDA: pass CUDA tensors, "
+                         "or set TRITON_INTERPRET=1 before running to use Triton's CPU interpreter")
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 @dataclass(frozen=True)
