@@ -133,11 +133,12 @@ def main():
     ref = selective_scan_loop(**x)
     loop_ms = loop_time(lambda: selective_scan_loop(**x), reps=2)
     spec_fn = lambda cfg: compile(_mamba1_spec(), backend="triton", schedule=cfg)
-    configs = [dict(block_d=bd, chunk=c, num_warps=w) for bd in (1, 2, 4, 8) for c in (16, 32, 64, 128)
-               for w in (2, 4, 8)]
+    configs = [dict(layout=lay, block_d=bd, chunk=c, num_warps=w) for lay in ("tdn", "dnt")
+               for bd in (2, 4, 8, 16) for c in (16, 32, 64) for w in (4, 8)]
     if args.quick:
-        configs = [dict(block_d=bd, chunk=c, num_warps=w) for bd, c, w in
-                   [(1, 64, 4), (2, 64, 4), (4, 32, 4), (4, 64, 8), (8, 32, 4), (2, 128, 4)]]
+        configs = [dict(layout=lay, block_d=bd, chunk=c, num_warps=w) for lay, bd, c, w in
+                   [("dnt", 4, 32, 4), ("tdn", 4, 32, 2), ("tdn", 8, 32, 4), ("tdn", 8, 16, 4), ("tdn", 16, 16, 8),
+                    ("tdn", 8, 64, 4), ("tdn", 16, 32, 8), ("tdn", 4, 64, 2), ("tdn", 16, 8, 8)]]
     print("  schedules:")
     res = sweep(lambda cfg: (lambda f=spec_fn(cfg): f(**x)["out"]), configs, lambda y: rel(y, ref))
     best_ms, best_cfg, best_err = res[0]
@@ -161,11 +162,9 @@ def main():
     fref = first_order_loop(a, xs)
     floop = loop_time(lambda: first_order_loop(a, xs), reps=2)
     g = first_order_graph()
-    configs = [dict(block_d=bd, chunk=c, num_warps=w) for bd in (1, 2, 4, 8, 16) for c in (64, 128, 256, 512, 1024)
-               for w in (2, 4, 8)]
+    configs = [dict(block_d=bd, chunk=c, num_warps=w) for bd in (1, 2, 4) for c in (256, 512, 1024) for w in (4, 8)]
     if args.quick:
-        configs = [dict(block_d=bd, chunk=c, num_warps=w) for bd, c, w in
-                   [(1, 256, 4), (2, 256, 4), (4, 128, 4), (4, 256, 8), (8, 128, 4), (1, 1024, 8)]]
+        configs = [dict(block_d=bd, chunk=c, num_warps=w) for bd, c, w in [(1, 1024, 8), (1, 512, 4), (2, 512, 8)]]
     print("  schedules:")
     res = sweep(lambda cfg: (lambda f=compile(g, backend="triton", schedule=cfg): f(a=a, x=xs)["h"]), configs,
                 lambda y: rel(y, fref))

@@ -1,7 +1,8 @@
 """Triton code generation: one fused kernel per scan region, as readable Python source.
 
-Every value of a region is a register tile over the kernel axes [channels, state, time chunk]
-(`[BLOCK_D, BLOCK_N, CHUNK]`, with size-1 axes where it does not vary); the batch index is the
+Every value of a region is a register tile over the kernel axes channels, state and time chunk
+(`[BLOCK_D, BLOCK_N, CHUNK]` in the default layout "dnt", with size-1 axes where it does not vary;
+layout "tdn" puts time first so each thread walks its own steps); the batch index is the
 first program id.  A value's IR type says which axes it has, so each op lowers to one line of
 tile arithmetic.  Time-invariant nodes (marked by `detect_lti`) are computed before the time
 loop; the loop walks the sequence a chunk at a time, scans each chunk with
@@ -27,17 +28,38 @@ class Schedule:
     block_d: int = 16  # channels per program (SISO); MIMO regions take all channels
     chunk: int = 16  # time steps per associative scan; 1 = a plain sequential recurrence
     num_warps: int = 4
+    layout: str = "dnt"  # order of the tile axes: d(channels) n(state) t(time); "tdn" keeps time per thread
 
     def __post_init__(self):
+        if sorted(self.layout) != ["d", "n", "t"]:
+            raise ValueError(f"Schedule.layout must order the letters d, n, t, got {self.layout!r}")
         for k in ("block_d", "chunk"):
             v = getattr(self, k)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"Schedule.{k} must be a power of two, got {v}")
 
 
+class TileAxes:
+    """Where each kernel axis (d: channels, n: state, t: time) sits in a 3-D register tile."""
+
+    def __init__(self, layout: str):
+        self.layout = layout
+
+    def ax(self, letter: str) -> int:
+        return self.layout.index(letter)
+
+    def bc(self, letter: str) -> str:
+        """Broadcast suffix putting a 1-D vector on axis `letter`, e.g. '[:, None, None]'."""
+        return "[" + ", ".join(":" if c == letter else "None" for c in self.layout) + "]"
+
+    def shape(self, d: str, n: str, t: str) -> str:
+        return "[" + ", ".join({"d": d, "n": n, "t": t}[c] for c in self.layout) + "]"
+
+
 class _Emitter:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, axes: TileAxes):
         self.g = graph
+        self.ax = axes
         self.lines = {"pre": [], "loop": [], "post": []}
         self.names = {}  # node id -> (re,) or (re, im) variable names
         self.phase = {}
@@ -65,12 +87,11 @@ def _phases(g: Graph) -> dict:
     return phase
 
 
-def _index_terms(axes, tp="tp"):
+def _index_terms(ta: TileAxes, axes, tp="tp"):
     """Offset terms and mask terms for a tensor laid out along `axes` (strides s0, s1, ...)."""
-    idx = {"b": "pid_b", "t": f"{tp}[None, None, :]", "h": "idx_h[:, None, None]",
-           "p": "idx_p[:, None, None]", "g": "idx_g[:, None, None]", "n": "offs_n[None, :, None]"}
-    mask = {"t": "valid[None, None, :]", "h": "mask_d[:, None, None]", "p": "mask_d[:, None, None]",
-            "g": "mask_d[:, None, None]", "n": "mask_n[None, :, None]"}
+    d, n, t = ta.bc("d"), ta.bc("n"), ta.bc("t")
+    idx = {"b": "pid_b", "t": f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}", "n": f"offs_n{n}"}
+    mask = {"t": f"valid{t}", "h": f"mask_d{d}", "p": f"mask_d{d}", "g": f"mask_d{d}", "n": f"mask_n{n}"}
     offs = [f"{idx[a.role]} * {{p}}_s{k}" for k, a in enumerate(axes)]
     masks = sorted({mask[a.role] for a in axes if a.role in mask})
     return offs, masks
@@ -84,7 +105,7 @@ def generate(graph: Graph, schedule: Schedule) -> str:
                       f"found {len(regions)}")
     scans = graph.ids("scan")
     mimo = any(graph[i].attr("io") == "mimo" for i in scans)
-    em = _Emitter(graph)
+    em = _Emitter(graph, TileAxes(schedule.layout))
     phase = _phases(graph)
     kname = f"{_ident(graph.name)}_fwd"
     inputs = [graph[i] for i in graph.ids("input")]
@@ -160,7 +181,7 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     em.names[i] = name
     op = n.op
     if op == "input":
-        offs, masks = _index_terms(n.attr("axes"))
+        offs, masks = _index_terms(em.ax, n.attr("axes"))
         p = n.attr("name")
         ptr = f"{p}_ptr + " + " + ".join(o.format(p=p) for o in offs)
         mask = " & ".join(masks) if masks else None
@@ -183,10 +204,10 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
         _lower_output(em, i, n, phase)
         return
     if op == "sum":
-        axes = sorted({0 if r in "hp" else 1 for r in n.attr("axes")})
+        axes = sorted({em.ax.ax("d" if r in "hp" else "n") for r in n.attr("axes")})
         src = args[0]
         for ax in axes:
-            mask = "mask_d[:, None, None]" if ax == 0 else "mask_n[None, :, None]"
+            mask = f"mask_d{em.ax.bc('d')}" if ax == em.ax.ax("d") else f"mask_n{em.ax.bc('n')}"
             src = tuple(f"tl.sum(tl.where({mask}, {s}, 0.0), axis={ax}, keep_dims=True)" for s in src)
             if ax != axes[-1]:
                 tmp = tuple(f"{x}_s{ax}" for x in name)
@@ -284,10 +305,12 @@ def _lower_scan(em, i, n, phase, sched):
     a, x = em.names[n.args[0]], em.names[n.args[1]]
     cplx = n.type.complex
     h = (f"h{i}_re", f"h{i}_im") if cplx else (f"h{i}",)
-    shape = _tile(n.type, "CHUNK")
+    ta = em.ax
+    vt, kt = f"valid{ta.bc('t')}", f"(k > 0){ta.bc('t')}"
+    shape = _tile(ta, n.type, "CHUNK")
     rest = list(n.args[2:])
     # initial state: zeros or h0, before the loop
-    state_shape = _tile(n.type, "1")
+    state_shape = _tile(ta, n.type, "1")
     if n.attr("has_h0"):
         h0 = em.names[rest.pop(0)]
         for k, part in enumerate(h):
@@ -303,15 +326,15 @@ def _lower_scan(em, i, n, phase, sched):
         x_src = x[k] if k < len(x) else "0.0"
         one = "1.0" if k == 0 else "0.0"
         # padding steps past L are the identity (Ā = 1, x = 0), so the carried state is untouched
-        out(f"{a_t[k]} = tl.where(valid[None, None, :], tl.broadcast_to({a_src} + 0.0, {shape}), {one})")
-        out(f"{x_t[k]} = tl.where(valid[None, None, :], tl.broadcast_to({x_src} + 0.0, {shape}), 0.0)")
+        out(f"{a_t[k]} = tl.where({vt}, tl.broadcast_to({a_src} + 0.0, {shape}), {one})")
+        out(f"{x_t[k]} = tl.where({vt}, tl.broadcast_to({x_src} + 0.0, {shape}), 0.0)")
     if n.attr("reset"):
         seq = g[rest.pop(0)]
         s = seq.attr("name")
-        offs, _ = _index_terms(seq.attr("axes"), tp="tq")
+        offs, _ = _index_terms(ta, seq.attr("axes"), tp="tq")
         prev = f"{s}_ptr + " + " + ".join(o.format(p=s) for o in offs)
-        out(f"prev{i} = tl.load({prev}, mask=valid[None, None, :] & (k > 0)[None, None, :], other=0)")
-        out(f"reset{i} = (k > 0)[None, None, :] & (prev{i} != {em.names[seq_id(g, n)][0]})  # a new sequence starts")
+        out(f"prev{i} = tl.load({prev}, mask={vt} & {kt}, other=0)")
+        out(f"reset{i} = {kt} & (prev{i} != {em.names[seq_id(g, n)][0]})  # a new sequence starts")
         for k in range(len(h)):
             out(f"{a_t[k]} = tl.where(reset{i}, 0.0, {a_t[k]})")
     hs = [f"hs{i}_{k}" for k in range(len(h))]
@@ -324,23 +347,21 @@ def _lower_scan(em, i, n, phase, sched):
     else:
         cum = [f"ac{i}_{k}" for k in range(len(h))]
         comb = "_combine_complex" if cplx else "_combine_real"
-        out(f"{', '.join(cum + x_t)} = tl.associative_scan(({', '.join(a_t + x_t)}), axis=2, combine_fn={comb})")
+        out(f"{', '.join(cum + x_t)} = tl.associative_scan(({', '.join(a_t + x_t)}), axis={ta.ax('t')}, combine_fn={comb})")
         if cplx:  # h_t = (prod of Ā up to t) · h_carry + (scanned input)
             out(f"{hs[0]} = {cum[0]} * {h[0]} - {cum[1]} * {h[1]} + {x_t[0]}")
             out(f"{hs[1]} = {cum[0]} * {h[1]} + {cum[1]} * {h[0]} + {x_t[1]}")
         else:
             out(f"{hs[0]} = {cum[0]} * {h[0]} + {x_t[0]}")
     for k in range(len(h)):  # carry the state at the chunk's last step
-        out(f"{h[k]} = tl.sum(tl.where((tl.arange(0, CHUNK) == CHUNK - 1)[None, None, :], {hs[k]}, 0.0), "
-            f"axis=2, keep_dims=True)")
+        out(f"{h[k]} = tl.sum(tl.where((tl.arange(0, CHUNK) == CHUNK - 1){ta.bc('t')}, {hs[k]}, 0.0), "
+            f"axis={ta.ax('t')}, keep_dims=True)")
     em.names[i] = tuple(hs)
 
 
-def _tile(t, time: str) -> str:
+def _tile(ta: TileAxes, t, time: str) -> str:
     """Tile shape of a value of type t (the state of a MIMO scan has no channel axis)."""
-    d = "BLOCK_D" if t.dims & {"h", "p"} else "1"
-    n = "BLOCK_N" if "n" in t.dims else "1"
-    return f"[{d}, {n}, {time}]"
+    return ta.shape("BLOCK_D" if t.dims & {"h", "p"} else "1", "BLOCK_N" if "n" in t.dims else "1", time)
 
 
 def seq_id(g, scan_node):
@@ -350,7 +371,7 @@ def seq_id(g, scan_node):
 def _lower_output(em, i, n, phase):
     g = em.g
     p = n.attr("name")
-    offs, masks = _index_terms(n.attr("axes"))
+    offs, masks = _index_terms(em.ax, n.attr("axes"))
     ptrs = f"{p}_ptr + " + " + ".join(o.format(p=p) for o in offs)
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]
@@ -373,7 +394,7 @@ import torch
 import triton
 import triton.language as tl
 
-SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps)!r}
+SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps)!r}  # layout {sched.layout}
 MIMO = {mimo!r}  # all channels in one program: the state is shared across channels
 
 
