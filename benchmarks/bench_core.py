@@ -108,7 +108,9 @@ def sweep(make_call, configs, check):
         err = check(fn())
         ms = do_bench(fn, warmup=25, rep=100, return_mode="median")
         results.append((ms, cfg, err))
-        print(f"    {cfg}: {ms:.4f} ms  (rel err {err:.1e})", flush=True)
+        k = getattr(make_call.last_module, "LAST_COMPILED", None) if hasattr(make_call, "last_module") else None
+        regs = f", {k.n_regs} regs, {k.n_spills} spills" if k is not None and hasattr(k, "n_regs") else ""
+        print(f"    {cfg}: {ms:.4f} ms  (rel err {err:.1e}{regs})", flush=True)
     return sorted(results, key=lambda r: r[0])
 
 
@@ -132,15 +134,22 @@ def main():
           f"({mamba1_bytes(x) / GB:.3f} GB)")
     ref = selective_scan_loop(**x)
     loop_ms = loop_time(lambda: selective_scan_loop(**x), reps=2)
-    spec_fn = lambda cfg: compile(_mamba1_spec(), backend="triton", schedule=cfg)
-    configs = [dict(layout=lay, block_d=bd, chunk=c, num_warps=w) for lay in ("tdn", "dnt")
-               for bd in (2, 4, 8, 16) for c in (16, 32, 64) for w in (4, 8)]
+    def spec_fn(cfg):
+        f = compile(_mamba1_spec(), backend="triton", schedule=cfg)
+        make_mamba1.last_module = f.kernel().module
+        return f
+
+    def make_mamba1(cfg):
+        f = spec_fn(cfg)
+        return lambda: f(**x)["out"]
+    configs = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=w) for bd in (1, 2, 4) for c in (32, 64)
+               for w in (1, 2)] + [dict(layout="dnt", block_d=4, chunk=32, num_warps=4)]
     if args.quick:
-        configs = [dict(layout=lay, block_d=bd, chunk=c, num_warps=w) for lay, bd, c, w in
-                   [("dnt", 4, 32, 4), ("tdn", 4, 32, 2), ("tdn", 8, 32, 4), ("tdn", 8, 16, 4), ("tdn", 16, 16, 8),
-                    ("tdn", 8, 64, 4), ("tdn", 16, 32, 8), ("tdn", 4, 64, 2), ("tdn", 16, 8, 8)]]
+        configs = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=w) for bd, c, w in
+                   [(4, 64, 2), (2, 64, 1), (2, 32, 1), (2, 128, 1), (1, 64, 1), (4, 32, 2), (4, 128, 2), (8, 32, 4),
+                    (4, 16, 2), (2, 16, 1), (8, 64, 4)]] + [dict(layout="dnt", block_d=4, chunk=32, num_warps=4)]
     print("  schedules:")
-    res = sweep(lambda cfg: (lambda f=spec_fn(cfg): f(**x)["out"]), configs, lambda y: rel(y, ref))
+    res = sweep(make_mamba1, configs, lambda y: rel(y, ref))
     best_ms, best_cfg, best_err = res[0]
     drop_in = do_bench(lambda: ops.selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
                                                   x["delta_bias"], delta_softplus=True, backend="triton"),

@@ -8,7 +8,7 @@ NumPy arrays in give NumPy arrays out; torch tensors in give torch tensors out o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 from ssmc.ir import Graph
 from ssmc.ir.passes import run_pipeline
 
-from .bind import bind, is_complex
+from .bind import bind, is_complex, role_sizes
 from .spec import Spec
 
 BACKENDS = ("numpy", "triton", "auto")
@@ -51,18 +51,19 @@ class Compiled:
     backend: str = "auto"
     schedule: object = None
     precision: str = "float64"  # NumPy backend arithmetic
-    _kernel: object = field(default=None, repr=False)
 
     @property
     def source(self) -> str:
         """The generated Triton module source (what runs on the Triton backend)."""
         return self.kernel().source
 
-    def kernel(self):
-        if self._kernel is None:
-            from ssmc.backends import triton as tb
-            self._kernel = tb.build(self.graph, self.schedule)
-        return self._kernel
+    def kernel(self, sizes: dict | None = None, device_type: str = "cpu"):
+        """The Triton kernel: for the given schedule, else one chosen for these sizes and device."""
+        from ssmc.backends import triton as tb
+        schedule = self.schedule
+        if schedule is None:
+            schedule = tb.default_schedule(role_sizes(self.graph, sizes or {}), device_type)
+        return tb.build(self.graph, schedule)  # cached by (graph, schedule)
 
     def __call__(self, **inputs):
         inputs = {k: v for k, v in inputs.items() if v is not None}
@@ -77,9 +78,9 @@ class Compiled:
             arrays = {k: _to_numpy(v) for k, v in inputs.items()}
             res = numpy_interp.run(self.graph, arrays, self.precision, sizes)
             return _convert_back(res, inputs, use_torch, self.graph, outs)
-        return self._run_triton(inputs, use_torch, outs)
+        return self._run_triton(inputs, use_torch, outs, sizes)
 
-    def _run_triton(self, inputs, use_torch, outs):
+    def _run_triton(self, inputs, use_torch, outs, sizes):
         import torch
         from ssmc.backends import triton as tb
         if use_torch:
@@ -92,7 +93,7 @@ class Compiled:
             n = self.graph[i]
             name = n.attr("name")
             tensors[name] = _as_kernel_tensor(inputs[name], n, device)
-        res = self.kernel()(**tensors, **outs)
+        res = self.kernel(sizes, device.type)(**tensors, **outs)
         if use_torch:
             return res
         return {k: _torch_to_numpy(v) for k, v in res.items()}

@@ -37,6 +37,22 @@ def ensure_runtime(device_type: str) -> None:
     os.environ["TRITON_INTERPRET"] = "1"
 
 
+def default_schedule(roles: dict, device_type: str) -> Schedule:
+    """A schedule for sizes `roles` (role -> size), from sweeps on an H100 (BENCHMARKS.md).
+
+    With a state axis, time goes first in the tile so each thread walks its own steps and
+    about one warp covers channels × state; a first-order scan (no state axis) is memory-bound
+    and wants long chunks.  The CPU interpreter wants few, large programs.
+    """
+    if device_type != "cuda":
+        return Schedule()
+    n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
+    if n == 1:
+        return Schedule(block_d=1, chunk=1024, num_warps=8)
+    return Schedule(layout="tdn", block_d=max(1, 32 // n), chunk=64 if n <= 16 else 16,
+                    num_warps=max(1, min(8, n // 32)))
+
+
 @dataclass(frozen=True)
 class Kernel:
     graph: Graph
@@ -81,4 +97,4 @@ def build(graph: Graph, schedule: Schedule | None = None) -> Kernel:
     return kernel
 
 
-__all__ = ["Kernel", "Schedule", "build", "cache_dir", "ensure_runtime", "generate"]
+__all__ = ["Kernel", "Schedule", "build", "cache_dir", "default_schedule", "ensure_runtime", "generate"]

@@ -396,6 +396,7 @@ import triton.language as tl
 
 SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps)!r}  # layout {sched.layout}
 MIMO = {mimo!r}  # all channels in one program: the state is shared across channels
+LAST_COMPILED = None
 
 
 @triton.jit
