@@ -77,7 +77,9 @@ class Compiled:
             from ssmc.backends import numpy_interp
             arrays = {k: _to_numpy(v) for k, v in inputs.items()}
             res = numpy_interp.run(self.graph, arrays, self.precision, sizes)
-            return _convert_back(res, inputs, use_torch, self.graph, outs)
+            if not use_torch:
+                return _fill_numpy(res, outs)
+            return _convert_back(res, inputs, self.graph, outs)
         return self._run_triton(inputs, use_torch, outs, sizes)
 
     def _run_triton(self, inputs, use_torch, outs, sizes):
@@ -93,10 +95,10 @@ class Compiled:
             n = self.graph[i]
             name = n.attr("name")
             tensors[name] = _as_kernel_tensor(inputs[name], n, device)
-        res = self.kernel(sizes, device.type)(**tensors, **outs)
         if use_torch:
-            return res
-        return {k: _torch_to_numpy(v) for k, v in res.items()}
+            return self.kernel(sizes, device.type)(**tensors, **outs)
+        res = self.kernel(sizes, device.type)(**tensors)
+        return _fill_numpy({k: _torch_to_numpy(v) for k, v in res.items()}, outs)
 
 
 def compile(decl, backend: str = "auto", schedule=None, precision: str = "float64") -> Compiled:
@@ -140,37 +142,49 @@ def _torch_to_numpy(x):
 
 
 def _as_kernel_tensor(x, node, device):
-    """A torch tensor the kernel can read: complex inputs complex64, floats at most fp32."""
+    """A torch tensor the kernel can read: complex inputs complex64, real ones as given.
+
+    fp64 stays fp64: the kernel converts on load (a copy to fp32 would cost more traffic), and
+    the launcher then gives `out` u's dtype, as the NumPy backend does.
+    """
     import torch
     if not _is_torch(x):
         x = torch.from_numpy(np.ascontiguousarray(x))
     x = x.to(device)
-    if node.attr("integer"):
-        return x
     if node.attr("complex"):
         return x.to(torch.complex64)
-    if x.dtype == torch.float64:
-        return x.to(torch.float32)  # the kernels keep state in fp32; fp64 buys nothing
     return x
 
 
-def _convert_back(res, inputs, use_torch, graph, outs):
-    if not use_torch:
-        return res
+def _fill_numpy(res, outs):
+    """Preallocated NumPy outputs are written in place and returned, as torch ones are."""
+    for name, buf in outs.items():
+        np.copyto(buf, res[name], casting="same_kind")
+        res[name] = buf
+    return res
+
+
+def _torch_dtype(graph, name, inputs):
+    """The dtype the Triton launcher gives output `name`, so both backends agree: a final state
+    is fp32 (complex64); other outputs take the dtype of the real input with their layout."""
+    import torch
+    node = graph[graph.outputs[name]]
+    if node.type.complex:
+        return torch.complex64
+    if graph[node.args[0]].op != "last":
+        for i in graph.ids("input"):
+            x = inputs[graph[i].attr("name")]
+            if graph[i].attr("axes") == node.attr("axes") and _is_torch(x) and not is_complex(x):
+                return x.dtype
+    return torch.float32
+
+
+def _convert_back(res, inputs, graph, outs):
     import torch
     device = _device_of(inputs)
     out = {}
     for name, arr in res.items():
-        ref = next((inputs[graph[i].attr("name")] for i in graph.ids("input")
-                    if graph[i].attr("axes") == graph[graph.outputs[name]].attr("axes")
-                    and _is_torch(inputs[graph[i].attr("name")]) and not is_complex(inputs[graph[i].attr("name")])), None)
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
-        if ref is not None and not t.is_complex():
-            t = t.to(ref.dtype)
-        elif t.is_complex():
-            t = t.to(torch.complex64)
-        else:
-            t = t.to(torch.float32)
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=_torch_dtype(graph, name, inputs))
         if name in outs:
             outs[name].copy_(t)
             t = outs[name]
