@@ -32,7 +32,9 @@ def from_canonical(x: np.ndarray, axes, roles: dict) -> np.ndarray:
     full = np.broadcast_to(x, [roles[r] if r in want else 1 for r in ROLES])
     kept = [r for r in ROLES if r in want]
     full = full.reshape([roles[r] for r in kept])
-    return np.ascontiguousarray(np.transpose(full, [kept.index(r) for r in want]))
+    # a copy, not ascontiguousarray: that would hand back the read-only broadcast view whenever
+    # the layout is already contiguous, and callers own (and may write) their outputs
+    return np.transpose(full, [kept.index(r) for r in want]).copy()
 
 
 def _softplus(x):
