@@ -1,0 +1,79 @@
+"""Shared test setup: Triton's CPU interpreter, a private kernel cache, the `gpu` marker, helpers.
+
+Triton reads TRITON_INTERPRET when a kernel is defined, so it is set here, before any test
+module imports a generated kernel.  Every test gets fresh random inputs (its seed is printed
+on failure; SSMC_TEST_SEED=<int> replays one).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+
+def _has_cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+HAS_CUDA = _has_cuda()
+if not HAS_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+TOL = {"float64": 1e-5, "float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_cache(tmp_path_factory):
+    """Generated kernels go to a fresh directory per session, never the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SSMC_CACHE_DIR", str(tmp_path_factory.mktemp("ssmc_cache")))
+        yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh numpy Generator per test; the seed is recorded so a failure can be replayed."""
+    seed = int(os.environ.get("SSMC_TEST_SEED", np.random.SeedSequence().entropy % 2**63))
+    request.node.user_properties.append(("seed", seed))
+    print(f"seed={seed}")  # shown with the failure report
+    return np.random.default_rng(seed)
+
+
+def seed_of(rng: np.random.Generator) -> int:
+    """A seed drawn from `rng`, for APIs that take one (ssmc.inits.random_inputs)."""
+    return int(rng.integers(2**63))
+
+
+def as_numpy(x) -> np.ndarray:
+    """float64 / complex128 NumPy copy of an array or a (CPU or CUDA, any dtype) torch tensor."""
+    if type(x).__module__.startswith("torch"):
+        x = x.detach().cpu()
+        x = x.to(__import__("torch").complex128 if x.is_complex() else __import__("torch").float64)
+        return x.numpy()
+    x = np.asarray(x)
+    return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
+def rel_err(a, b) -> float:
+    """‖a − b‖ / ‖b‖ with b the reference; a zero reference is refused (it proves nothing)."""
+    a, b = as_numpy(a), as_numpy(b)
+    assert a.shape == b.shape, f"shape {a.shape} != reference shape {b.shape}"
+    nb = np.linalg.norm(b)
+    assert nb > 0 and np.isfinite(nb), f"reference norm is {nb}: the comparison would prove nothing"
+    return float(np.linalg.norm(a - b) / nb)
+
+
+def assert_close(a, b, tol: float = 1e-5, what: str = "") -> None:
+    err = rel_err(a, b)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e}"  # NaN fails too

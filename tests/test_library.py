@@ -1,0 +1,195 @@
+"""Every library entry: the generated Triton kernel against the NumPy interpreter (float64).
+
+Odd channel and state counts exercise the masks; NaN-poisoned preallocated outputs prove every
+element is written; a schedule sweep proves tiling never changes results; fp16/bf16 inputs are
+checked against float64 NumPy on the same (rounded) values.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import as_numpy, assert_close, rel_err, seed_of
+from ssmc import library
+from ssmc.compiler import compile
+from ssmc.inits import random_inputs
+
+ENTRIES = sorted(library.ENTRIES)
+
+# Odd channel counts (dim, H or H·P) and odd state sizes, so partial tiles are everywhere.
+ODD_SIZES = {
+    "mamba1": dict(batch=2, dim=5, N=3),
+    "mamba2": dict(batch=2, H=3, P=3, G=1, N=5),  # 9 channels, 3 heads per group
+    "s4d_zoh": dict(batch=2, dim=5, N=3),
+    "s4d_bilinear": dict(batch=1, dim=7, N=5),
+    "lru": dict(batch=2, H=5, N=3),
+    "s5": dict(batch=2, H=7, N=5),
+}
+SCHEDULE = dict(block_d=4, chunk=8)  # several programs per batch and several chunks at L=33
+
+
+def out_shapes(graph, sizes) -> dict:
+    return {graph[i].attr("name"): tuple(sizes[a.symbol] for a in graph[i].attr("axes"))
+            for i in graph.ids("output")}
+
+
+def nan_buffers(graph, sizes, dtype, device="cpu") -> dict:
+    """A NaN-filled tensor per output (complex outputs complex64), to catch unwritten elements."""
+    bufs = {}
+    for name, shape in out_shapes(graph, sizes).items():
+        cplx = graph[graph.outputs[name]].type.complex
+        bufs[name] = torch.full(shape, complex(np.nan, np.nan) if cplx else np.nan, device=device,
+                                dtype=torch.complex64 if cplx else dtype)
+    return bufs
+
+
+def torch_inputs(x: dict, dtype=torch.float32, device="cpu") -> dict:
+    """Real inputs in `dtype`, complex ones complex64 (what the kernels read)."""
+    return {k: torch.from_numpy(v).to(device=device, dtype=torch.complex64 if np.iscomplexobj(v) else
+                                      torch.int64 if v.dtype.kind == "i" else dtype) for k, v in x.items()}
+
+
+def check_written(res: dict, bufs: dict) -> None:
+    for name, buf in bufs.items():
+        assert res[name] is buf, f"{name}: the preallocated output was not the one returned"
+        assert torch.isfinite(torch.view_as_real(buf) if buf.is_complex() else buf).all(), \
+            f"{name}: some elements were never written (still NaN)"
+
+
+def differential(name, L, rng, device="cpu", schedule=SCHEDULE):
+    spec = library.get(name)
+    ref, tri = compile(spec, backend="numpy"), compile(spec, backend="triton", schedule=schedule)
+    sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=L)
+    x = torch_inputs(random_inputs(ref.graph, sizes, seed=seed_of(rng)), device=device)
+    want = ref(**{k: as_numpy(v) for k, v in x.items()})  # float64 on exactly the kernel's inputs
+    bufs = nan_buffers(tri.graph, sizes, torch.float32, device)
+    got = tri(**x, **bufs)
+    check_written(got, bufs)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].device.type == torch.device(device).type
+        assert_close(got[k], want[k], 1e-5, f"{name} L={L} {k}")
+
+
+@pytest.mark.parametrize("L", [1, 7, 33])
+@pytest.mark.parametrize("name", ENTRIES)
+def test_triton_matches_numpy(name, L, rng):
+    differential(name, L, rng)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("L", [1, 7, 33])
+@pytest.mark.parametrize("name", ENTRIES)
+def test_triton_matches_numpy_cuda(name, L, rng):
+    differential(name, L, rng, device="cuda")
+
+
+@pytest.mark.parametrize("name", ["mamba1", "s5"])
+def test_generated_launch_fills_preallocated_outputs(name, rng):
+    """The generated module's own `launch` (no ssmc in the loop) writes every output element."""
+    fn = compile(library.get(name), backend="triton", schedule=SCHEDULE)
+    sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=7)
+    x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
+    bufs = nan_buffers(fn.graph, sizes, torch.float32)
+    got = fn.kernel().module.launch(**torch_inputs(x), **bufs)
+    check_written(got, bufs)
+    want = compile(library.get(name), backend="numpy")(**x)
+    for k in want:
+        assert_close(got[k], want[k], 1e-5, k)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "triton"])
+def test_numpy_preallocated_outputs_are_filled(backend, rng):
+    """NumPy arrays in, NumPy `out=` buffers filled in place and returned (as with torch)."""
+    fn = compile("mamba1", backend=backend)
+    sizes = dict(library.DEFAULT_SIZES["mamba1"], L=7)
+    x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
+    bufs = {k: np.full(s, np.nan) for k, s in out_shapes(fn.graph, sizes).items()}
+    got = fn(**x, **bufs)
+    want = compile("mamba1", backend="numpy")(**x)
+    for k, buf in bufs.items():
+        assert got[k] is buf
+        assert np.isfinite(buf).all()
+        assert_close(buf, want[k], 1e-5, k)
+
+
+SWEEP = [dict(block_d=bd, chunk=c) for bd in (1, 4, 16) for c in (1, 4, 16)] + [
+    dict(block_d=4, chunk=4, layout="tdn"), dict(block_d=2, chunk=8, layout="ntd")]
+
+
+@pytest.mark.parametrize("name", ["mamba1", "mamba2", "s5"])
+def test_results_do_not_depend_on_schedule(name, rng):
+    spec = library.get(name)
+    sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=19)
+    ref = compile(spec, backend="numpy")
+    x = random_inputs(ref.graph, sizes, seed=seed_of(rng))
+    want = ref(**x)
+    results = []
+    for sched in SWEEP:
+        got = compile(spec, backend="triton", schedule=sched)(**x)
+        for k in want:
+            assert_close(got[k], want[k], 1e-5, f"{name} {sched} {k}")
+        results.append(got)
+    for got, sched in zip(results[1:], SWEEP[1:]):  # and against each other, tighter than vs fp64
+        for k in want:
+            assert rel_err(got[k], results[0][k]) <= 2e-6, f"{name} {sched} {k} differs from {SWEEP[0]}"
+
+
+def _flip_time(graph, x: dict) -> dict:
+    """Reverse every time-varying input along its time axis."""
+    out = {}
+    for i in graph.ids("input"):
+        n = graph[i]
+        axes = [a.role for a in n.attr("axes")]
+        v = x[n.attr("name")]
+        out[n.attr("name")] = np.flip(v, axes.index("t")).copy() if "t" in axes else v
+    return out
+
+
+@pytest.mark.parametrize("name", ["mamba1", "s4d_zoh", "mamba2"])
+def test_reverse_direction(name, rng):
+    """A reverse scan is the forward scan of time-flipped inputs, flipped back; both backends."""
+    fwd = library.get(name)
+    rev = fwd.with_(direction="reverse")
+    sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=11)
+    np_rev, np_fwd = compile(rev, backend="numpy"), compile(fwd, backend="numpy")
+    x = random_inputs(np_rev.graph, sizes, seed=seed_of(rng))
+    want = np_rev(**x)
+    flipped = np_fwd(**_flip_time(np_fwd.graph, x))
+    for k, node in ((k, np_rev.graph[i]) for k, i in np_rev.graph.outputs.items()):
+        roles = [a.role for a in node.attr("axes")]
+        f = np.flip(flipped[k], roles.index("t")) if "t" in roles else flipped[k]
+        assert_close(want[k], f, 1e-12, f"reverse {k} vs flipped forward")
+    assert rel_err(want["out"], np_fwd(**x)["out"]) > 1e-2  # the direction does matter
+    got = compile(rev, backend="triton", schedule=SCHEDULE)(**x)
+    for k in want:
+        assert_close(got[k], want[k], 1e-5, f"{name} reverse triton {k}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", ENTRIES)
+def test_half_precision_inputs(name, dtype, rng):
+    """fp16/bf16 tensors in, same dtype out, within 1e-2 of float64 NumPy on the rounded inputs."""
+    spec = library.get(name)
+    tri = compile(spec, backend="triton", schedule=SCHEDULE)
+    sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=17)
+    x = torch_inputs(random_inputs(tri.graph, sizes, seed=seed_of(rng)), dtype)
+    got = tri(**x)
+    want = compile(spec, backend="numpy")(**{k: as_numpy(v) for k, v in x.items()})
+    first = x[tri.graph[tri.graph.ids("input")[0]].attr("name")]
+    assert got["out"].dtype == first.dtype  # out has the dtype of the input with its layout
+    for k in want:
+        assert_close(got[k], want[k], 1e-2, f"{name} {dtype} {k}")
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_numpy_outputs_are_writable_arrays(name, rng):
+    """The caller owns its results: fresh, writable, C-contiguous arrays on both backends."""
+    for backend in ("numpy", "triton"):
+        fn = compile(name, backend=backend, schedule=SCHEDULE)
+        x = random_inputs(fn.graph, dict(library.DEFAULT_SIZES[name], L=3), seed=seed_of(rng))
+        for k, v in fn(**x).items():
+            assert isinstance(v, np.ndarray), (backend, k)
+            assert v.flags.writeable and v.flags.c_contiguous, (backend, k)
+            assert v.dtype in (np.float64, np.complex128, np.float32, np.complex64), (backend, k)
