@@ -49,7 +49,7 @@ def default_schedule(roles: dict, device_type: str) -> Schedule:
     n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
     if n == 1:
         return Schedule(block_d=1, chunk=1024, num_warps=8)
-    return Schedule(layout="tdn", block_d=max(1, 32 // n), chunk=64 if n <= 16 else 16,
+    return Schedule(layout="tdn", block_d=max(1, 16 // n), chunk=64 if n <= 16 else 16,
                     num_warps=max(1, min(8, n // 32)))
 
 
