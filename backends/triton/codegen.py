@@ -321,13 +321,16 @@ def _lower_scan(em, i, n, phase, sched):
             em.out("pre", f"{part} = tl.zeros({state_shape}, tl.float32)")
     a_t = [f"a{i}_{k}" for k in range(len(h))]
     x_t = [f"x{i}_{k}" for k in range(len(h))]
+
+    def tile(v, k):  # part k of an operand as a full tile; a real operand of a complex scan has im = 0
+        # (tl.broadcast_to rejects a bare float literal, so the zero is a tile of its own)
+        return f"tl.broadcast_to({v[k]} + 0.0, {shape})" if k < len(v) else f"tl.zeros({shape}, tl.float32)"
+
     for k in range(len(h)):
-        a_src = a[k] if k < len(a) else "0.0"
-        x_src = x[k] if k < len(x) else "0.0"
         one = "1.0" if k == 0 else "0.0"
         # padding steps past L are the identity (Ā = 1, x = 0), so the carried state is untouched
-        out(f"{a_t[k]} = tl.where({vt}, tl.broadcast_to({a_src} + 0.0, {shape}), {one})")
-        out(f"{x_t[k]} = tl.where({vt}, tl.broadcast_to({x_src} + 0.0, {shape}), 0.0)")
+        out(f"{a_t[k]} = tl.where({vt}, {tile(a, k)}, {one})")
+        out(f"{x_t[k]} = tl.where({vt}, {tile(x, k)}, 0.0)")
     if n.attr("reset"):
         seq = g[rest.pop(0)]
         s = seq.attr("name")
