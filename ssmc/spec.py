@@ -67,6 +67,10 @@ class Spec:
         object.__setattr__(self, "complex_BC", frozenset(self.complex_BC))
         if self.A in ("s4d", "lru") and not self.is_complex:
             raise ValueError(f"A={self.A!r} gives a complex A; use state='diag_complex'")
+        if self.is_complex and self.A == "neg_exp" and "B" not in self.complex_BC:
+            # nothing would make the state complex, yet h0 and the final state are declared complex
+            raise ValueError("state='diag_complex' with a real A (A='neg_exp') needs a complex B "
+                             "(complex_BC containing 'B'); with a real B the state is real: use state='diag_real'")
         if self.state == "scalar_head" and (self.io != "siso" or self.A not in ("direct", "neg_exp")):
             raise ValueError("scalar_head states are SISO with a real A per head")
         if self.io == "mimo" and (self.selective or self.groups or self.skip == "hp"):
