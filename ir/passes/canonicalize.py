@@ -65,7 +65,7 @@ def _trivial_expr(rb, i):
     if isinstance(e, sp.Symbol):  # a broadcast of one operand; types are re-inferred after
         return n.args[n.attr("symbols").index(e.name)]
     if e.is_number and e.is_real:  # the broadcast is implied: types are re-inferred after
-        return rb.emit("const", (), type=type(n.type).of(()), value=float(e))
+        return rb.emit("const", (), value=float(e))
     return None
 
 
@@ -78,5 +78,7 @@ RULES = [
 
 
 def canonicalize(g: Graph) -> Graph:
-    # Rewrites may drop a broadcast (x·1 -> x), so types are inferred again afterwards.
-    return infer_types(rewrite(g, RULES))
+    # Rewrites may drop a broadcast (x·1 -> x, expr(dt, A) = A -> A) and so change types
+    # downstream: rules work on untyped nodes and types are inferred again afterwards.
+    untyped = Graph(g.name, tuple(replace(n, type=None) for n in g.nodes))
+    return infer_types(rewrite(untyped, RULES))
