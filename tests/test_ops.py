@@ -26,7 +26,8 @@ def _as_ref(a: dict) -> dict:
             else as_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in a.items()}
 
 
-def _selective_scan_args(rng, *, complex_A, grouped, lti_B=False, dim=5, L=7, N=3, G=1, batch=2):
+def _selective_scan_args(rng, *, complex_A, grouped, lti_B=False, complex_BC=None, dim=5, L=7, N=3, G=1, batch=2):
+    complex_BC = complex_A if complex_BC is None else complex_BC
     A = -rng.uniform(0.5, 3.0, (dim, N))
     if complex_A:
         A = A + 1j * rng.uniform(-3.0, 3.0, (dim, N))
@@ -34,7 +35,7 @@ def _selective_scan_args(rng, *, complex_A, grouped, lti_B=False, dim=5, L=7, N=
     def bc():
         shape = (dim, N) if lti_B else (batch, G, N, L) if grouped else (batch, N, L)
         x = rng.standard_normal(shape)
-        return x + 1j * rng.standard_normal(shape) if complex_A else x
+        return x + 1j * rng.standard_normal(shape) if complex_BC else x
 
     return dict(u=rng.standard_normal((batch, dim, L)), delta=rng.uniform(-3.0, 0.5, (batch, dim, L)), A=A,
                 B=bc(), C=bc(), D=rng.standard_normal(dim), z=rng.standard_normal((batch, dim, L)),
@@ -46,6 +47,7 @@ SELECTIVE_CASES = [
     dict(complex_A=False, grouped=True, dim=6, G=2),
     dict(complex_A=True, grouped=False, dim=5, L=9),
     dict(complex_A=True, grouped=True, dim=4, G=2, N=2),
+    dict(complex_A=True, grouped=False, complex_BC=False, dim=3),  # mamba_ssm's usual complex case
     dict(complex_A=False, grouped=False, lti_B=True, L=1),
 ]
 
