@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ssmc.ir import ROLES, Graph, IRError
-from ssmc.ir.symbolic import lower, print_numpy
+from ssmc.ir.passes.canonicalize import ORDERS
+from ssmc.ir.symbolic import expand, get_rule, lower, print_numpy
 from ssmc.ir.types import value_role
 
 from ssmc.bind import bind, role_sizes
@@ -72,7 +73,7 @@ def _scan(args, node, ctx):
     state_shape = shape[:1] + [1] + shape[2:]
     h = np.zeros(state_shape, dtype) if h0 is None else np.broadcast_to(h0, state_shape).astype(dtype)
     out = np.empty(shape, dtype)
-    order = node.attr("order").numpy(L)
+    order = _index_map(node).numpy(L)
     at = lambda v, t: v[:, t:t + 1] if v.shape[1] > 1 else v
     for k, t in enumerate(order):
         decay = at(a, t)
@@ -83,9 +84,15 @@ def _scan(args, node, ctx):
     return out
 
 
+def _index_map(scan):
+    """The scan's order as an IndexMap (graphs before canonicalize still name it 'forward'/'reverse')."""
+    order = scan.attr("order")
+    return ORDERS[order] if isinstance(order, str) else order
+
+
 def _last(args, node, ctx):
     scan = ctx["graph"][node.args[0]]
-    t = scan.attr("order").numpy(ctx["roles"]["t"])[-1]
+    t = _index_map(scan).numpy(ctx["roles"]["t"])[-1]
     return args[0][:, t:t + 1]
 
 
@@ -96,6 +103,12 @@ def _sum(args, node, ctx):
 def _expr(args, node, ctx):
     flags = tuple(bool(np.iscomplexobj(v)) for v in args)
     return _expr_fn(node, flags)(*args)
+
+
+def _discretize(args, node, ctx):
+    """A rule part, evaluated as the expr node expand_discretization would make of it."""
+    e = expand(get_rule(node.attr("rule")), node.attr("part"))
+    return _expr(args, node.with_attrs(expr=e, symbols=("dt", "A")), ctx)
 
 
 SEMANTICS = {
@@ -115,6 +128,7 @@ SEMANTICS = {
     "mul": lambda args, node, ctx: args[0] * args[1],
     "div": lambda args, node, ctx: args[0] / args[1],
     "complex": lambda args, node, ctx: args[0] + 1j * args[1],
+    "discretize": _discretize,
     "expr": _expr,
     "sum": _sum,
     "scan": _scan,
