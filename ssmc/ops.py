@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
+
 from .bind import is_complex
 from .compiler import compile
 from .spec import Spec
@@ -26,9 +28,12 @@ def _ndim(name, x, allowed, shapes):
     return nd
 
 
-def _unsqueeze_group(x):
-    """(batch, N, L) -> (batch, 1, N, L): one group shared by every channel."""
-    return x[:, None]
+def _unsqueeze_group(x, groups):
+    """(batch, N, L) -> (batch, G, N, L): one group shared by every channel, seen as `groups`
+    equal groups so that it agrees with a grouped partner (a broadcast view, no copy)."""
+    x = x[:, None]
+    shape = (x.shape[0], groups) + tuple(x.shape[2:])
+    return x.expand(*shape) if hasattr(x, "expand") else np.broadcast_to(x, shape)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -43,8 +48,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     nb, nc = _ndim("B", B, (2, 3, 4), shapes), _ndim("C", C, (2, 3, 4), shapes)
     grouped = 4 in (nb, nc)
     if grouped:
-        B = _unsqueeze_group(B) if nb == 3 else B
-        C = _unsqueeze_group(C) if nc == 3 else C
+        groups = (B if nb == 4 else C).shape[1]
+        B = _unsqueeze_group(B, groups) if nb == 3 else B
+        C = _unsqueeze_group(C, groups) if nc == 3 else C
     cplx = is_complex(A)
     spec = Spec(
         "selective_scan", state="diag_complex" if cplx else "diag_real", A="direct", rule="zoh_euler",
