@@ -28,7 +28,7 @@ ENTRIES = {s.name: s for s in [
 
 def get(name: str) -> Spec:
     if name not in ENTRIES:
-        raise KeyError(f"no library entry {name!r}; entries are {sorted(ENTRIES)}")
+        raise ValueError(f"no library entry {name!r}; entries are {sorted(ENTRIES)}")  # bad input, like bad shapes
     return ENTRIES[name]
 
 
