@@ -105,6 +105,8 @@ def compile(decl, backend: str = "auto", schedule=None, precision: str = "float6
     """Run the passes on a Spec / Graph / library name and bind it to a backend."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if precision not in ("float64", "float32"):  # checked now, not at the first call
+        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
     graph, trace = optimize(_to_graph(decl))
     if schedule is not None and not hasattr(schedule, "block_d"):
         from ssmc.backends.triton import Schedule
