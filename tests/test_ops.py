@@ -83,6 +83,19 @@ def test_selective_scan_torch_inputs(complex_A, dtype, rng):
     assert_close(last, ref[1], 1e-5 if dtype != torch.float16 else 1e-2, "triton last_state")
 
 
+@pytest.mark.parametrize("as_torch", [False, True], ids=["numpy", "torch"])
+def test_selective_scan_grouped_B_with_shared_C(as_torch, rng):
+    """B per group (batch, G, N, L) with C shared by all channels (batch, N, L)."""
+    a = _selective_scan_args(rng, complex_A=False, grouped=True, dim=6, G=3, L=5)
+    a["C"] = rng.standard_normal((2, 3, 5))
+    want = rf.selective_scan_loop(**a, delta_softplus=True)
+    if as_torch:
+        a = _to_torch(a, torch.float64)
+    for backend in ("numpy", "triton"):
+        got = ops.selective_scan(**a, delta_softplus=True, backend=backend)
+        assert_close(got, want, 1e-5, backend)
+
+
 def _ssd_args(rng, batch=2, L=7, H=4, P=3, G=2, N=5):
     return dict(x=rng.standard_normal((batch, L, H, P)), dt=rng.uniform(-3.0, 0.5, (batch, L, H)),
                 A=-rng.uniform(0.5, 3.0, H), B=rng.standard_normal((batch, L, G, N)),

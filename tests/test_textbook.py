@@ -28,7 +28,7 @@ def _bc(rng, kind, batch, dim, N, L, G, cplx):
 
 @pytest.mark.parametrize("complex_A", [False, True], ids=["realA", "complexA"])
 @pytest.mark.parametrize("B_kind,C_kind", [("lti", "lti"), ("tv", "tv"), ("grouped", "grouped"),
-                                           ("lti", "grouped"), ("tv", "lti")])
+                                           ("lti", "grouped"), ("tv", "lti"), ("tv", "grouped"), ("grouped", "tv")])
 def test_selective_scan(B_kind, C_kind, complex_A, rng):
     batch, dim, N, L, G = 2, 6, 3, 9, 3
     u, z = rng.standard_normal((2, batch, dim, L))
