@@ -134,7 +134,8 @@ sys.meta_path.insert(0, NoSsmc())
 spec = importlib.util.spec_from_file_location("kernel", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
-x = {k: torch.from_numpy(v).float() for k, v in np.load(sys.argv[2]).items()}
+device = "cuda" if torch.cuda.is_available() else "cpu"
+x = {k: torch.from_numpy(v).float().to(device) for k, v in np.load(sys.argv[2]).items()}
 out = mod.launch(**x)
 np.savez(sys.argv[3], **{k: v.double().cpu().numpy() for k, v in out.items()})
 '''
