@@ -1,0 +1,17 @@
+"""One launch of the generated Mamba-1 selective scan, for `ncu` (see BENCHMARKS.md).
+
+    ncu --clock-control none --section SpeedOfLight --section WarpStateStats \
+        python3 benchmarks/profile_mamba1.py [layout block_d chunk num_warps]
+"""
+import sys
+
+import torch
+
+from bench_core import _mamba1_spec, mamba1_inputs
+from ssmc.compiler import compile
+
+lay, bd, ch, w = (sys.argv[1:] + ["tdn", "1", "64", "1"][len(sys.argv) - 1:])[:4]
+f = compile(_mamba1_spec(), backend="triton", schedule=dict(layout=lay, block_d=int(bd), chunk=int(ch), num_warps=int(w)))
+x = mamba1_inputs()
+f(**x)
+torch.cuda.synchronize()
