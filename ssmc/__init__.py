@@ -2,7 +2,8 @@
 from ssmc.ir import Graph, IRError, Rule, rule
 from ssmc.ir.symbolic import A, dt
 
+from .compiler import compile
 from .declare import Builder
 from .spec import Spec
 
-__all__ = ["Graph", "IRError", "Rule", "rule", "A", "dt", "Builder", "Spec"]
+__all__ = ["Graph", "IRError", "Rule", "rule", "A", "dt", "Builder", "Spec", "compile"]

@@ -8,7 +8,7 @@ NumPy arrays in give NumPy arrays out; torch tensors in give torch tensors out o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -46,8 +46,8 @@ def optimize(graph: Graph) -> tuple:
 
 @dataclass
 class Compiled:
-    graph: Graph
-    trace: tuple
+    graph: Graph = field(repr=False)
+    trace: tuple = field(repr=False)
     backend: str = "auto"
     schedule: object = None
     precision: str = "float64"  # NumPy backend arithmetic
@@ -63,6 +63,8 @@ class Compiled:
         schedule = self.schedule
         if schedule is None:
             schedule = tb.default_schedule(role_sizes(self.graph, sizes or {}), device_type)
+        if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
+            schedule = replace(schedule, wide=True)  # 32-bit element offsets would overflow
         return tb.build(self.graph, schedule)  # cached by (graph, schedule)
 
     def __call__(self, **inputs):
@@ -112,6 +114,12 @@ def compile(decl, backend: str = "auto", schedule=None, precision: str = "float6
         from ssmc.backends.triton import Schedule
         schedule = Schedule(**schedule)
     return Compiled(graph, trace, backend, schedule, precision)
+
+
+def _largest_tensor(graph: Graph, sizes: dict) -> int:
+    """Elements of the largest input or output (each counted per whole tensor, to be safe)."""
+    return max(int(np.prod([sizes.get(a.symbol, 1) for a in graph[i].attr("axes")]))
+               for i in graph.ids("input") + graph.ids("output"))
 
 
 # --- conversions -------------------------------------------------------------------

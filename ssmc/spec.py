@@ -133,15 +133,18 @@ def _build(spec: Spec) -> Graph:
     m, lay = d.Builder(spec.name), _layout(spec)
     names = lay["names"]
     u = m.input(names["u"], lay["u"])
-    dt_axes = lay["dt"] if "dt" in spec.selective else lay["dt_lti"]
-    delta = m.input(names["dt"], dt_axes)
-    if spec.dt_bias:
-        delta = delta + m.input(names["bias"], lay["bias"])
-    delta = {"softplus": d.softplus, "exp": d.exp, "raw": lambda v: v}[spec.dt](delta)
-    if spec.dt_limit is not None:
-        delta = d.clip(delta, *spec.dt_limit)
+    rule_ = get_rule(spec.rule)
+    if any(s.name == "dt" for part in "AB" for s in rule_.part(part).free_symbols):
+        delta = m.input(names["dt"], lay["dt"] if "dt" in spec.selective else lay["dt_lti"])
+        if spec.dt_bias:
+            delta = delta + m.input(names["bias"], lay["bias"])
+        delta = {"softplus": d.softplus, "exp": d.exp, "raw": lambda v: v}[spec.dt](delta)
+        if spec.dt_limit is not None:
+            delta = d.clip(delta, *spec.dt_limit)
+    else:  # a rule without Δ (LRU's direct rule) takes no Δ input
+        delta = m.const(1.0)
     A = _A(m, spec, lay["A"])
-    A_bar, B_scale = m.discretize(delta, A, spec.rule)
+    A_bar, B_scale = m.discretize(delta, A, rule_)
 
     def bc(name):
         axes = lay["BC"] if name in spec.selective else lay.get(f"{name}_lti", lay.get("BC_lti"))

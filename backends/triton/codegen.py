@@ -29,6 +29,7 @@ class Schedule:
     chunk: int = 16  # time steps per associative scan; 1 = a plain sequential recurrence
     num_warps: int = 4
     layout: str = "dnt"  # order of the tile axes: d(channels) n(state) t(time); "tdn" keeps time per thread
+    wide: bool = False  # int64 offsets inside a batch slab; set automatically for tensors of >= 2^31 elements
 
     def __post_init__(self):
         if sorted(self.layout) != ["d", "n", "t"]:
@@ -87,14 +88,19 @@ def _phases(g: Graph) -> dict:
     return phase
 
 
-def _index_terms(ta: TileAxes, axes, tp="tp"):
-    """Offset terms and mask terms for a tensor laid out along `axes` (strides s0, s1, ...)."""
+def _pointers(ta: TileAxes, p: str, axes, tp="tp"):
+    """(pointer expression, mask terms) for tensor `p` laid out along `axes` (strides p_s0, p_s1, ...).
+
+    The batch offset is added to the base pointer as an int64 scalar, so the per-element
+    offsets stay 32-bit (cheaper index arithmetic) unless the schedule is `wide`.
+    """
     d, n, t = ta.bc("d"), ta.bc("n"), ta.bc("t")
-    idx = {"b": "pid_b", "t": f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}", "n": f"offs_n{n}"}
+    idx = {"t": f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}", "n": f"offs_n{n}"}
     mask = {"t": f"valid{t}", "h": f"mask_d{d}", "p": f"mask_d{d}", "g": f"mask_d{d}", "n": f"mask_n{n}"}
-    offs = [f"{idx[a.role]} * {{p}}_s{k}" for k, a in enumerate(axes)]
+    base = f"{p}_ptr" + "".join(f" + pid_b * {p}_s{k}" for k, a in enumerate(axes) if a.role == "b")
+    offs = [f"{idx[a.role]} * {p}_s{k}" for k, a in enumerate(axes) if a.role != "b"]
     masks = sorted({mask[a.role] for a in axes if a.role in mask})
-    return offs, masks
+    return (f"({base}) + " + " + ".join(offs) if offs else base), masks
 
 
 def generate(graph: Graph, schedule: Schedule) -> str:
@@ -118,7 +124,8 @@ def generate(graph: Graph, schedule: Schedule) -> str:
         if n.attr("complex") or (n.op == "output" and n.type.complex):
             params.append(f"{p}_si")  # stride to the imaginary part of the real view
     symbols = ["L", "NCH", "P", "N", "HG"]
-    consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr"]
+    consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
+              "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
 
     for i, n in enumerate(graph.nodes):
         _lower_node(em, i, n, phase[i], schedule)
@@ -126,12 +133,12 @@ def generate(graph: Graph, schedule: Schedule) -> str:
     body = [
         "pid_b = tl.program_id(0).to(tl.int64)",
         "offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # channel = head * P + p",
-        "mask_d = offs_d < NCH",
+        "mask_d = (offs_d < NCH) | EVEN_D  # all-true when blocks tile the channels: masks fold away",
         "idx_h = offs_d // P",
         "idx_p = offs_d % P",
         "idx_g = idx_h // HG  # heads share B/C groups",
         "offs_n = tl.arange(0, BLOCK_N)",
-        "mask_n = offs_n < N",
+        "mask_n = (offs_n < N) | EVEN_N",
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
         "# ---- the sequence, CHUNK steps at a time",
@@ -139,7 +146,7 @@ def generate(graph: Graph, schedule: Schedule) -> str:
         *["    " + line for line in [
             "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
             "valid = k < L",
-            *_time_maps(graph),
+            *_time_maps(graph, schedule),
             *em.lines["loop"],
         ]],
         "# ---- final states",
@@ -155,14 +162,15 @@ def generate(graph: Graph, schedule: Schedule) -> str:
     return _module(graph, kname, kernel, inputs, outputs, schedule, mimo)
 
 
-def _time_maps(g: Graph) -> list:
+def _time_maps(g: Graph, sched: Schedule) -> list:
+    wide = ".to(tl.int64)" if sched.wide else ""
     orders = {g[i].attr("order").kind for i in g.ids("scan")} or {"identity"}
     if len(orders) > 1:
         raise IRError(f"{g.name}: one region with two scan orders")
     if orders == {"reverse"}:
-        return ["tp = (L - 1 - k).to(tl.int64)  # index map t = L-1-k: a reverse scan, no flipped copy",
+        return [f"tp = (L - 1 - k){wide}  # index map t = L-1-k: a reverse scan, no flipped copy",
                 "tq = tp + 1  # the previous step in scan order"]
-    return ["tp = k.to(tl.int64)", "tq = tp - 1  # the previous step in scan order"]
+    return [f"tp = k{wide}", "tq = tp - 1  # the previous step in scan order"]
 
 
 def _ident(name: str) -> str:
@@ -181,9 +189,8 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     em.names[i] = name
     op = n.op
     if op == "input":
-        offs, masks = _index_terms(em.ax, n.attr("axes"))
         p = n.attr("name")
-        ptr = f"{p}_ptr + " + " + ".join(o.format(p=p) for o in offs)
+        ptr, masks = _pointers(em.ax, p, n.attr("axes"))
         mask = " & ".join(masks) if masks else None
         m = f", mask={mask}, other=0" if mask else ""
         conv = "" if n.attr("integer") else ".to(tl.float32)"
@@ -334,14 +341,13 @@ def _lower_scan(em, i, n, phase, sched):
     if n.attr("reset"):
         seq = g[rest.pop(0)]
         s = seq.attr("name")
-        offs, _ = _index_terms(ta, seq.attr("axes"), tp="tq")
-        prev = f"{s}_ptr + " + " + ".join(o.format(p=s) for o in offs)
+        prev, _ = _pointers(ta, s, seq.attr("axes"), tp="tq")
         out(f"prev{i} = tl.load({prev}, mask={vt} & {kt}, other=0)")
         out(f"reset{i} = {kt} & (prev{i} != {em.names[seq_id(g, n)][0]})  # a new sequence starts")
         for k in range(len(h)):
             out(f"{a_t[k]} = tl.where(reset{i}, 0.0, {a_t[k]})")
     hs = [f"hs{i}_{k}" for k in range(len(h))]
-    if sched.chunk == 1:
+    if sched.chunk == 1 or n.attr("io") == "mimo":  # MIMO: see the launcher's CHUNK comment
         if cplx:
             out(f"{hs[0]} = {a_t[0]} * {h[0]} - {a_t[1]} * {h[1]} + {x_t[0]}")
             out(f"{hs[1]} = {a_t[0]} * {h[1]} + {a_t[1]} * {h[0]} + {x_t[1]}")
@@ -374,8 +380,7 @@ def seq_id(g, scan_node):
 def _lower_output(em, i, n, phase):
     g = em.g
     p = n.attr("name")
-    offs, masks = _index_terms(em.ax, n.attr("axes"))
-    ptrs = f"{p}_ptr + " + " + ".join(o.format(p=p) for o in offs)
+    ptrs, masks = _pointers(em.ax, p, n.attr("axes"))
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]
     em.out(phase, f"{p}_ptrs = {ptrs}")
@@ -397,7 +402,7 @@ import torch
 import triton
 import triton.language as tl
 
-SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps)!r}  # layout {sched.layout}
+SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps)!r}  # layout {sched.layout}, wide={sched.wide}
 MIMO = {mimo!r}  # all channels in one program: the state is shared across channels
 LAST_COMPILED = None
 

@@ -56,13 +56,16 @@ def launcher_source(graph, kname, inputs, outputs) -> str:
     lines += [
         "    BLOCK_N = triton.next_power_of_2(N)",
         "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
-        "    CHUNK = min(sched['chunk'], triton.next_power_of_2(L))",
+        # MIMO regions scan step by step: on an H100 (Triton 3.6) tl.associative_scan over the
+        # channel-reduced MIMO state gave wrong results that the CPU interpreter does not show.
+        "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))",
         "    grid = (batch, triton.cdiv(NCH, BLOCK_D))",
         "    global LAST_COMPILED  # the compiled kernel of the last launch (registers, spills) for tuning",
         f"    LAST_COMPILED = {kname}[grid](",
         *[f"        {a}," for a in args],
         "        L, NCH, P, N, HG,",
-        "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=sched['num_warps'],",
+        "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
+        "        num_warps=sched['num_warps'],",
         "    )",
         "    return {" + ", ".join(f"{o!r}: {o}" for o in outs) + "}",
     ]
