@@ -32,6 +32,11 @@ def _kernel_cache(tmp_path_factory):
         yield
 
 
+def pytest_configure(config):
+    # Triton 3.6's interpreter calls int() on 1-element arrays (a NumPy deprecation): not ours.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:triton.runtime.interpreter")
+
+
 def pytest_collection_modifyitems(config, items):
     if HAS_CUDA:
         return

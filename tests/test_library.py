@@ -121,7 +121,7 @@ SWEEP = [dict(block_d=bd, chunk=c) for bd in (1, 4, 16) for c in (1, 4, 16)] + [
 @pytest.mark.parametrize("name", ["mamba1", "mamba2", "s5"])
 def test_results_do_not_depend_on_schedule(name, rng):
     spec = library.get(name)
-    sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=19)
+    sizes = dict(library.DEFAULT_SIZES[name], **dict(ODD_SIZES[name], batch=1), L=11)  # the interpreter is slow
     ref = compile(spec, backend="numpy")
     x = random_inputs(ref.graph, sizes, seed=seed_of(rng))
     want = ref(**x)
