@@ -21,7 +21,14 @@ HAS_CUDA = _has_cuda()
 if not HAS_CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 
-TOL = {"float64": 1e-5, "float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
+# Devices for torch tensors on the Triton backend: CPU tensors run under the interpreter, which
+# is off where CUDA is (it would interpret every CUDA kernel too), so there only "cuda" runs.
+# `pytest -m gpu` selects the CUDA half.
+DEVICES = [
+    pytest.param("cpu", marks=pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                                  reason="CPU tensors need Triton's interpreter (off with CUDA)")),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import as_numpy, assert_close, rel_err, seed_of
+from conftest import DEVICES, as_numpy, assert_close, rel_err, seed_of
 from ssmc import library
 from ssmc.compiler import compile
 from ssmc.inits import random_inputs
@@ -72,27 +72,22 @@ def differential(name, L, rng, device="cpu", schedule=SCHEDULE):
         assert_close(got[k], want[k], 1e-5, f"{name} L={L} {k}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("L", [1, 7, 33])
 @pytest.mark.parametrize("name", ENTRIES)
-def test_triton_matches_numpy(name, L, rng):
-    differential(name, L, rng)
+def test_triton_matches_numpy(name, L, device, rng):
+    differential(name, L, rng, device)
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("L", [1, 7, 33])
-@pytest.mark.parametrize("name", ENTRIES)
-def test_triton_matches_numpy_cuda(name, L, rng):
-    differential(name, L, rng, device="cuda")
-
-
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["mamba1", "s5"])
-def test_generated_launch_fills_preallocated_outputs(name, rng):
+def test_generated_launch_fills_preallocated_outputs(name, device, rng):
     """The generated module's own `launch` (no ssmc in the loop) writes every output element."""
     fn = compile(library.get(name), backend="triton", schedule=SCHEDULE)
     sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=7)
     x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
-    bufs = nan_buffers(fn.graph, sizes, torch.float32)
-    got = fn.kernel().module.launch(**torch_inputs(x), **bufs)
+    bufs = nan_buffers(fn.graph, sizes, torch.float32, device)
+    got = fn.kernel().module.launch(**torch_inputs(x, device=device), **bufs)
     check_written(got, bufs)
     want = compile(library.get(name), backend="numpy")(**x)
     for k in want:
@@ -167,15 +162,17 @@ def test_reverse_direction(name, rng):
         assert_close(got[k], want[k], 1e-5, f"{name} reverse triton {k}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("name", ENTRIES)
-def test_half_precision_inputs(name, dtype, rng):
+def test_half_precision_inputs(name, dtype, device, rng):
     """fp16/bf16 tensors in, same dtype out, within 1e-2 of float64 NumPy on the rounded inputs."""
     spec = library.get(name)
     tri = compile(spec, backend="triton", schedule=SCHEDULE)
     sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=17)
-    x = torch_inputs(random_inputs(tri.graph, sizes, seed=seed_of(rng)), dtype)
+    x = torch_inputs(random_inputs(tri.graph, sizes, seed=seed_of(rng)), dtype, device)
     got = tri(**x)
+    assert all(v.device.type == device for v in got.values())
     want = compile(spec, backend="numpy")(**{k: as_numpy(v) for k, v in x.items()})
     first = x[tri.graph[tri.graph.ids("input")[0]].attr("name")]
     assert got["out"].dtype == first.dtype  # out has the dtype of the input with its layout

@@ -6,23 +6,23 @@ import pytest
 import torch
 
 import reference_forms as rf
-from conftest import as_numpy, assert_close
+from conftest import DEVICES, as_numpy, assert_close
 from ssmc import ops
 
 
-def _to_torch(a: dict, dtype=torch.float32) -> dict:
+def _to_torch(a: dict, dtype=torch.float32, device="cpu") -> dict:
     def conv(v):
         if v is None or not isinstance(v, np.ndarray):
             return v
         if np.iscomplexobj(v):
-            return torch.from_numpy(v).to(torch.complex64)
-        return torch.from_numpy(v) if v.dtype.kind == "i" else torch.from_numpy(v).to(dtype)
+            return torch.from_numpy(v).to(device=device, dtype=torch.complex64)
+        return torch.from_numpy(v).to(device=device, dtype=torch.int64 if v.dtype.kind == "i" else dtype)
     return {k: conv(v) for k, v in a.items()}
 
 
 def _as_ref(a: dict) -> dict:
     """float64 NumPy copies of (possibly torch) arguments: the reference sees the kernel's inputs."""
-    return {k: v.numpy() if isinstance(v, torch.Tensor) and not (v.is_floating_point() or v.is_complex())
+    return {k: v.cpu().numpy() if isinstance(v, torch.Tensor) and not (v.is_floating_point() or v.is_complex())
             else as_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in a.items()}
 
 
@@ -65,10 +65,11 @@ def test_selective_scan_numpy_inputs(case, rng):
     assert_close(want, rf.selective_scan_loop(**a, delta_softplus=True), 1e-10, "numpy vs textbook")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
 @pytest.mark.parametrize("complex_A", [False, True], ids=["realA", "complexA"])
-def test_selective_scan_torch_inputs(complex_A, dtype, rng):
-    a = _to_torch(_selective_scan_args(rng, complex_A=complex_A, grouped=True, dim=6, G=3, L=7), dtype)
+def test_selective_scan_torch_inputs(complex_A, dtype, device, rng):
+    a = _to_torch(_selective_scan_args(rng, complex_A=complex_A, grouped=True, dim=6, G=3, L=7), dtype, device)
     tol = 1e-2 if dtype == torch.float16 else 1e-5
     got, last = ops.selective_scan(**a, delta_softplus=True, return_last_state=True, backend="triton")
     want, want_last = ops.selective_scan(**a, delta_softplus=True, return_last_state=True, backend="numpy")
@@ -83,14 +84,14 @@ def test_selective_scan_torch_inputs(complex_A, dtype, rng):
     assert_close(last, ref[1], 1e-5 if dtype != torch.float16 else 1e-2, "triton last_state")
 
 
-@pytest.mark.parametrize("as_torch", [False, True], ids=["numpy", "torch"])
+@pytest.mark.parametrize("as_torch", [False, *DEVICES], ids=["numpy", "torch-cpu", "torch-cuda"])
 def test_selective_scan_grouped_B_with_shared_C(as_torch, rng):
     """B per group (batch, G, N, L) with C shared by all channels (batch, N, L)."""
     a = _selective_scan_args(rng, complex_A=False, grouped=True, dim=6, G=3, L=5)
     a["C"] = rng.standard_normal((2, 3, 5))
     want = rf.selective_scan_loop(**a, delta_softplus=True)
     if as_torch:
-        a = _to_torch(a, torch.float64)
+        a = _to_torch(a, torch.float64, as_torch)  # a stride-0 group axis reaches the kernel
     for backend in ("numpy", "triton"):
         got = ops.selective_scan(**a, delta_softplus=True, backend=backend)
         assert_close(got, want, 1e-5, backend)
@@ -130,13 +131,14 @@ def test_ssd_D_per_head_and_position(rng):
     assert_close(got, ops.ssd(**a, chunk_size=8, backend="numpy"), 1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_ssd_torch_inputs(dtype, rng):
-    a = _to_torch(_ssd_args(rng, H=3, P=3, G=1, L=9), dtype)
+def test_ssd_torch_inputs(dtype, device, rng):
+    a = _to_torch(_ssd_args(rng, H=3, P=3, G=1, L=9), dtype, device)
     kw = dict(chunk_size=4, dt_softplus=True, return_final_states=True)
     got, final = ops.ssd(**a, **kw, backend="triton")
     want, want_final = ops.ssd(**a, **kw, backend="numpy")
-    assert isinstance(got, torch.Tensor) and got.dtype == want.dtype == dtype
+    assert isinstance(got, torch.Tensor) and got.dtype == want.dtype == dtype and got.device == a["x"].device
     assert final.dtype == want_final.dtype
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
     ref, ref_final = rf.ssd_loop(**_as_ref(a), dt_softplus=True, return_final_states=True)
@@ -156,3 +158,13 @@ def test_auto_backend_on_cpu_tensors_is_the_reference(rng):
     a = _to_torch(_selective_scan_args(rng, complex_A=False, grouped=False), torch.float64)
     got = ops.selective_scan(**a, delta_softplus=True)  # auto: CPU tensors -> NumPy interpreter
     assert_close(got, rf.selective_scan_loop(**_as_ref(a), delta_softplus=True), 1e-10)
+
+
+@pytest.mark.gpu
+def test_auto_backend_on_cuda_tensors_is_triton(rng):
+    from ssmc.backends import triton as tb
+    a = _to_torch(_selective_scan_args(rng, complex_A=False, grouped=False, dim=7, L=33), torch.float32, "cuda")
+    got = ops.selective_scan(**a, delta_softplus=True)  # auto: CUDA tensors -> the generated kernel
+    assert got.device.type == "cuda" and got.dtype == torch.float32
+    assert any(k.graph.name == "selective_scan" and k.module.SCHEDULE for k in tb._LOADED.values())
+    assert_close(got, rf.selective_scan_loop(**_as_ref(a), delta_softplus=True), 1e-5)
