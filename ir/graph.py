@@ -7,6 +7,7 @@ subexpressions are shared.  networkx is only a derived view (`to_networkx`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Iterable
 
 from .ops import OPS, IRError
@@ -50,15 +51,23 @@ class Graph:
     def __getitem__(self, i: int) -> Node:
         return self.nodes[i]
 
-    def ids(self, op: str) -> list:
-        return [i for i, n in enumerate(self.nodes) if n.op == op]
+    # Queries below are cached on the instance (graphs are immutable): the ops call them per launch.
+    @cached_property
+    def _by_op(self) -> dict:
+        out = {}
+        for i, n in enumerate(self.nodes):
+            out.setdefault(n.op, []).append(i)
+        return out
 
-    @property
+    def ids(self, op: str) -> list:
+        return list(self._by_op.get(op, ()))
+
+    @cached_property
     def inputs(self) -> dict:
         """name -> node id of every input, in declaration order."""
         return {self.nodes[i].attr("name"): i for i in self.ids("input")}
 
-    @property
+    @cached_property
     def outputs(self) -> dict:
         return {self.nodes[i].attr("name"): i for i in self.ids("output")}
 
@@ -75,6 +84,10 @@ class Graph:
 
     def symbols(self) -> dict:
         """symbol -> role for every symbolic dimension named by an input or output."""
+        return dict(self._symbols)
+
+    @cached_property
+    def _symbols(self) -> dict:
         out = {}
         for n in self.nodes:
             for ax in n.attr("axes", ()) if n.op in ("input", "output") else ():

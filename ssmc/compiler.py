@@ -8,6 +8,7 @@ NumPy arrays in give NumPy arrays out; torch tensors in give torch tensors out o
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -51,6 +52,7 @@ class Compiled:
     backend: str = "auto"
     schedule: object = None
     precision: str = "float64"  # NumPy backend arithmetic
+    _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # schedule -> Kernel
 
     @property
     def source(self) -> str:
@@ -65,7 +67,9 @@ class Compiled:
             schedule = tb.default_schedule(role_sizes(self.graph, sizes or {}), device_type)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
             schedule = replace(schedule, wide=True)  # 32-bit element offsets would overflow
-        return tb.build(self.graph, schedule)  # cached by (graph, schedule)
+        if schedule not in self._kernels:  # keyed by the cheap-to-hash schedule, not the graph
+            self._kernels[schedule] = tb.build(self.graph, schedule)
+        return self._kernels[schedule]
 
     def __call__(self, **inputs):
         inputs = {k: v for k, v in inputs.items() if v is not None}
@@ -118,7 +122,7 @@ def compile(decl, backend: str = "auto", schedule=None, precision: str = "float6
 
 def _largest_tensor(graph: Graph, sizes: dict) -> int:
     """Elements of the largest input or output (each counted per whole tensor, to be safe)."""
-    return max(int(np.prod([sizes.get(a.symbol, 1) for a in graph[i].attr("axes")]))
+    return max(math.prod(sizes.get(a.symbol, 1) for a in graph[i].attr("axes"))
                for i in graph.ids("input") + graph.ids("output"))
 
 

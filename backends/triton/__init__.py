@@ -40,17 +40,19 @@ def ensure_runtime(device_type: str) -> None:
 def default_schedule(roles: dict, device_type: str) -> Schedule:
     """A schedule for sizes `roles` (role -> size), from sweeps on an H100 (BENCHMARKS.md).
 
-    With a state axis, time goes first in the tile so each thread walks its own steps and
-    about one warp covers channels × state; a first-order scan (no state axis) is memory-bound
-    and wants long chunks.  The CPU interpreter wants few, large programs.
+    Small states: one channel per lane, with its N states and a few time steps in registers, so
+    per-channel work (softplus, gate) is not repeated per state.  Large states: time first, lanes
+    over the state.  A first-order scan (no state axis) is memory-bound and wants long chunks.
+    The CPU interpreter wants few, large programs.
     """
     if device_type != "cuda":
         return Schedule()
     n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
     if n == 1:
         return Schedule(block_d=1, chunk=1024, num_warps=8)
-    return Schedule(layout="tdn", block_d=max(1, 16 // n), chunk=64 if n <= 16 else 16,
-                    num_warps=max(1, min(8, n // 32)))
+    if n <= 16:  # a channel per lane, its N states and a few steps in that thread's registers
+        return Schedule(layout="tnd", block_d=128, chunk=4, num_warps=4)
+    return Schedule(layout="tdn", block_d=1, chunk=16, num_warps=max(1, min(8, n // 32)))
 
 
 @dataclass(frozen=True)
