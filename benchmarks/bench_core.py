@@ -146,8 +146,9 @@ def main():
                for w in (1, 2)] + [dict(layout="dnt", block_d=4, chunk=32, num_warps=4)]
     if args.quick:
         configs = [dict(layout=lay, block_d=bd, chunk=c, num_warps=w) for lay, bd, c, w in
-                   [("tdn", 1, 64, 1), ("tdn", 1, 32, 1), ("tdn", 2, 32, 1), ("tdn", 4, 32, 1), ("tnd", 128, 4, 4),
-                    ("tdn", 1, 128, 1), ("tdn", 2, 64, 2)]]
+                   [("tnd", 128, 4, 4), ("tnd", 256, 4, 4), ("tnd", 256, 2, 4), ("tnd", 512, 2, 4), ("tnd", 256, 1, 4),
+                    ("tnd", 512, 1, 4), ("tnd", 128, 1, 4), ("tnd", 256, 2, 8), ("tnd", 512, 2, 8), ("tnd", 128, 2, 2),
+                    ("tnd", 256, 4, 8), ("tnd", 64, 4, 2)]]
     print("  schedules:")
     res = sweep(make_mamba1, configs, lambda y: rel(y, ref))
     best_ms, best_cfg, best_err = res[0]
