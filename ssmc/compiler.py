@@ -53,6 +53,7 @@ class Compiled:
     schedule: object = None
     precision: str = "float64"  # NumPy backend arithmetic
     _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # schedule -> Kernel
+    _forms: dict = field(default_factory=dict, repr=False, compare=False)  # decode forms, compiled
 
     @property
     def source(self) -> str:
@@ -71,9 +72,43 @@ class Compiled:
             self._kernels[schedule] = tb.build(self.graph, schedule)
         return self._kernels[schedule]
 
-    def __call__(self, **inputs):
+    def __call__(self, **arrays):
+        """Run on keyword arrays; an argument named like an output is a buffer to write it into."""
+        arrays = {k: v for k, v in arrays.items() if v is not None}
+        outs = {k: arrays.pop(k) for k in list(arrays) if k in self.graph.outputs}
+        return self.run(arrays, outs)
+
+    def step(self, state, **inputs):
+        """Advance the recurrence in place and return the outputs of the tokens given.
+
+        Inputs without the time axis are one token (a generated single-step kernel); with it,
+        k tokens (the full kernel started from `state`).  `state` has the final-state layout
+        and is overwritten with the state after the last token.
+        """
+        form = self._decode_form(inputs)
+        _check_state(form.graph, state)
+        res = form.run({**{k: v for k, v in inputs.items() if v is not None}, "state": state}, {"state": state})
+        res.pop("state")
+        return res
+
+    def _decode_form(self, inputs) -> "Compiled":
+        from ssmc.ir.passes.step import single_step, stateful
+        declared = self.trace[0][1]
+        timed = {self.graph[i].attr("name"): any(a.role == "t" for a in self.graph[i].attr("axes"))
+                 for i in self.graph.ids("input")}
+        rank = {self.graph[i].attr("name"): len(self.graph[i].attr("axes")) for i in self.graph.ids("input")}
+        probe = next((k for k, v in inputs.items() if v is not None and timed.get(k)), None)
+        multi = probe is not None and len(getattr(inputs[probe], "shape", ())) == rank[probe]
+        key = "tokens" if multi else "step"
+        if key not in self._forms:
+            graph = stateful(declared) if multi else single_step(declared)
+            self._forms[key] = compile(graph, self.backend, self.schedule if multi else None, self.precision)
+        return self._forms[key]
+
+    def run(self, inputs: dict, outs: dict | None = None) -> dict:
+        """Run on a dict of input arrays, writing into the buffers in `outs` where given."""
+        outs = dict(outs or {})
         inputs = {k: v for k, v in inputs.items() if v is not None}
-        outs = {k: inputs.pop(k) for k in list(inputs) if k in self.graph.outputs}  # preallocated outputs
         sizes = bind(self.graph, inputs)
         use_torch = any(_is_torch(v) for v in inputs.values())
         backend = self.backend
@@ -101,10 +136,36 @@ class Compiled:
             n = self.graph[i]
             name = n.attr("name")
             tensors[name] = _as_kernel_tensor(inputs[name], n, device)
+        kernel = self.kernel(sizes, device.type)
         if use_torch:
-            return self.kernel(sizes, device.type)(**tensors, **outs)
-        res = self.kernel(sizes, device.type)(**tensors)
+            from ssmc.backends.triton.codegen import param_name
+            buffers = {param_name(self.graph, self.graph[i]): outs[self.graph[i].attr("name")]
+                       for i in self.graph.ids("output") if self.graph[i].attr("name") in outs}
+            return kernel(**tensors, **buffers)
+        res = kernel(**tensors)
         return _fill_numpy({k: _torch_to_numpy(v) for k, v in res.items()}, outs)
+
+
+def _check_state(graph: Graph, state) -> None:
+    """The state is written in place: it must be a dense fp32/complex64 (or NumPy float) buffer."""
+    node = graph[graph.inputs["state"]]
+    want = "complex" if node.attr("complex") else "float"
+    shape = "(" + ", ".join(a.symbol for a in node.attr("axes")) + ")"
+    if not hasattr(state, "shape") or len(state.shape) != len(node.attr("axes")):
+        raise ValueError(f"state: expected shape {shape}, got {tuple(getattr(state, 'shape', ()))}")
+    if _is_torch(state):
+        import torch
+        ok = torch.complex64 if want == "complex" else torch.float32
+        if state.dtype != ok:
+            raise TypeError(f"state: expected dtype {ok} (updated in place), got {state.dtype}")
+        if not state.is_contiguous():
+            raise ValueError(f"state: must be contiguous to be updated in place, got strides {state.stride()}")
+    else:
+        if not isinstance(state, np.ndarray) or state.dtype.kind != ("c" if want == "complex" else "f"):
+            raise TypeError(f"state: expected a {want} NumPy array or torch tensor, got {type(state).__name__} "
+                            f"of dtype {getattr(state, 'dtype', None)}")
+        if not (state.flags.c_contiguous and state.flags.writeable):
+            raise ValueError("state: must be a contiguous, writable array to be updated in place")
 
 
 def compile(decl, backend: str = "auto", schedule=None, precision: str = "float64") -> Compiled:

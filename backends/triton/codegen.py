@@ -118,7 +118,7 @@ def generate(graph: Graph, schedule: Schedule) -> str:
     outputs = [graph[i] for i in graph.ids("output")]
     params = []
     for n in inputs + outputs:
-        p = n.attr("name")
+        p = param_name(graph, n)
         params.append(f"{p}_ptr")
         params += [f"{p}_s{k}" for k in range(len(n.attr("axes")))]
         if n.attr("complex") or (n.op == "output" and n.type.complex):
@@ -141,14 +141,7 @@ def generate(graph: Graph, schedule: Schedule) -> str:
         "mask_n = (offs_n < N) | EVEN_N",
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
-        "# ---- the sequence, CHUNK steps at a time",
-        "for k0 in range(0, L, CHUNK):",
-        *["    " + line for line in [
-            "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
-            "valid = k < L",
-            *_time_maps(graph, schedule),
-            *em.lines["loop"],
-        ]],
+        *(_time_loop(graph, schedule, em.lines["loop"]) if em.lines["loop"] else []),
         "# ---- final states",
         *em.lines["post"],
     ]
@@ -160,6 +153,19 @@ def generate(graph: Graph, schedule: Schedule) -> str:
         *["    " + line for line in body],
     ])
     return _module(graph, kname, kernel, inputs, outputs, schedule, mimo)
+
+
+def _time_loop(graph: Graph, schedule: Schedule, lines: list) -> list:
+    return [
+        "# ---- the sequence, CHUNK steps at a time",
+        "for k0 in range(0, L, CHUNK):",
+        *["    " + line for line in [
+            "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
+            "valid = k < L",
+            *_time_maps(graph, schedule),
+            *lines,
+        ]],
+    ]
 
 
 def _time_maps(g: Graph, sched: Schedule) -> list:
@@ -377,9 +383,16 @@ def seq_id(g, scan_node):
     return scan_node.args[-1]
 
 
+def param_name(g: Graph, n) -> str:
+    """Kernel/launcher name of an input or output; an output named like an input (a decode step's
+    `state`, updated in place) gets an `_out` suffix."""
+    name = n.attr("name")
+    return f"{name}_out" if n.op == "output" and name in g.inputs else name
+
+
 def _lower_output(em, i, n, phase):
     g = em.g
-    p = n.attr("name")
+    p = param_name(g, n)
     ptrs, masks = _pointers(em.ax, p, n.attr("axes"))
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]

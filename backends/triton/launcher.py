@@ -33,8 +33,9 @@ def _out_dtype(graph, out, inputs) -> str:
 
 
 def launcher_source(graph, kname, inputs, outputs) -> str:
+    from .codegen import param_name
     names = [n.attr("name") for n in inputs]
-    outs = [n.attr("name") for n in outputs]
+    outs = [param_name(graph, n) for n in outputs]
     sig = ", ".join(names + [f"{o}=None" for o in outs] + ["schedule=None"])
     first = names[0]
     lines = [f"def launch(*, {sig}):",
@@ -44,7 +45,7 @@ def launcher_source(graph, kname, inputs, outputs) -> str:
              f"    device = {first}.device"]
     args = []
     for n in inputs + outputs:
-        p, cplx = n.attr("name"), n.attr("complex") or (n.op == "output" and n.type.complex)
+        p, cplx = param_name(graph, n), n.attr("complex") or (n.op == "output" and n.type.complex)
         if n.op == "output":
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
             lines.append(f"    if {p} is None:")
@@ -67,6 +68,6 @@ def launcher_source(graph, kname, inputs, outputs) -> str:
         "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
         "        num_warps=sched['num_warps'],",
         "    )",
-        "    return {" + ", ".join(f"{o!r}: {o}" for o in outs) + "}",
+        "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
     ]
     return "\n".join(lines)
