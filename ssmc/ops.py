@@ -89,3 +89,53 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     res = _compiled(spec, backend)(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias,
                                    initial_states=initial_states, seq_idx=seq_idx)
     return (res["out"], res["final_states"]) if return_final_states else res["out"]
+
+
+@lru_cache(maxsize=64)
+def _state_update(heads: bool, has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend: str):
+    """mamba_ssm's selective_state_update, declared as a sequence and reduced to one step."""
+    from ssmc.ir.passes.step import single_step
+
+    from . import declare as d
+    from .declare import Builder
+
+    m = Builder("selective_state_update")
+    ch = ("H", "P") if heads else ("dim",)
+    seq = ("batch",) + ch + ("L",)
+    x, dt = m.input("x", seq), m.input("dt", seq)
+    if has_bias:
+        dt = dt + m.input("dt_bias", ch)
+    if softplus:
+        dt = d.softplus(dt)
+    A = m.input("A", ch + ("N",))
+    A_bar, B_scale = m.discretize(dt, A, "zoh_euler")
+    bc = ("batch", "G", "N", "L") if heads else ("batch", "N", "L")
+    B, C = m.input("B", bc), m.input("C", bc)
+    h = m.scan(A_bar, B_scale * B * x)
+    y = (C * h).sum("n")
+    if has_D:
+        y = y + m.input("D", ch) * x
+    if has_z:
+        y = y * d.silu(m.input("z", seq))
+    m.output("out", y, seq)
+    m.output("state", m.last(h), ("batch",) + ch + ("N",))
+    return compile(single_step(m.build()), backend=backend)
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, *,
+                           backend="auto"):
+    """mamba_ssm's selective_state_update: one decode step, `state` updated in place.
+
+    Without heads: state (batch, dim, N); x, dt, z (batch, dim); A (dim, N); B, C (batch, N);
+    D, dt_bias (dim,).  With heads: state (batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
+    B, C (batch, G, N); D, dt_bias (H, P).  Returns out, shaped like x.
+    """
+    nd = len(getattr(state, "shape", ()))
+    if nd not in (3, 4):
+        raise ValueError(f"state: expected shape (batch, dim, N) or (batch, H, P, N), "
+                         f"got {tuple(getattr(state, 'shape', ()))}")
+    step = _state_update(nd == 4, D is not None, z is not None, dt_bias is not None, bool(dt_softplus), backend)
+    from .compiler import _check_state
+    _check_state(step.graph, state)
+    args = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, state=state)
+    return step.run(args, {"state": state})["out"]

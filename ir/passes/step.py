@@ -49,14 +49,15 @@ def stateful(g: Graph) -> Graph:
     axes = _state_axes(g, scan)
     old_h0 = g[scan].args[2] if g[scan].attr("has_h0") else None
     rb, remap = Rebuilder(), {}
-    state = rb.emit("input", name=STATE, axes=axes, complex=infer_types(g)[scan].type.complex)
+    complex_ = infer_types(g)[scan].type.complex
     for i, n in enumerate(g.nodes):
         if i == old_h0:
             continue
         if n.op == "output" and g[n.args[0]].op == "last":
             continue  # replaced by the `state` output
         args = [remap[a] for a in n.args if a != old_h0]
-        if i == scan:
+        if i == scan:  # declared here, after the other inputs: shape errors then name `state`
+            state = rb.emit("input", name=STATE, axes=axes, complex=complex_)
             a, x, *rest = args
             n = n.with_attrs(has_h0=True)
             args = [a, x, state, *rest]
