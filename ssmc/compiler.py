@@ -65,7 +65,8 @@ class Compiled:
         from ssmc.backends import triton as tb
         schedule = self.schedule
         if schedule is None:
-            schedule = tb.default_schedule(role_sizes(self.graph, sizes or {}), device_type)
+            stepwise = not any(n.type.time_varying for n in self.graph.nodes)
+            schedule = tb.default_schedule(role_sizes(self.graph, sizes or {}), device_type, stepwise)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
             schedule = replace(schedule, wide=True)  # 32-bit element offsets would overflow
         if schedule not in self._kernels:  # keyed by the cheap-to-hash schedule, not the graph

@@ -37,7 +37,7 @@ def ensure_runtime(device_type: str) -> None:
     os.environ["TRITON_INTERPRET"] = "1"
 
 
-def default_schedule(roles: dict, device_type: str) -> Schedule:
+def default_schedule(roles: dict, device_type: str, stepwise: bool = False) -> Schedule:
     """A schedule for sizes `roles` (role -> size), from sweeps on an H100 (BENCHMARKS.md).
 
     Small states: one channel per lane, with its N states and a few time steps in registers, so
@@ -48,6 +48,8 @@ def default_schedule(roles: dict, device_type: str) -> Schedule:
     if device_type != "cuda":
         return Schedule()
     n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
+    if stepwise:  # a decode step: no time loop, just a state tile to stream; ~2K elements per program
+        return Schedule(block_d=max(1, 2048 // n), chunk=1, num_warps=4)
     if n == 1:
         return Schedule(block_d=1, chunk=1024, num_warps=8)
     if n <= 16:  # a channel per lane, its N states and a few steps in that thread's registers
