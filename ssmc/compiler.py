@@ -52,7 +52,7 @@ class Compiled:
     backend: str = "auto"
     schedule: object = None
     precision: str = "float64"  # NumPy backend arithmetic
-    _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # schedule -> Kernel
+    _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # (sizes, device) -> Kernel
     _forms: dict = field(default_factory=dict, repr=False, compare=False)  # decode forms, compiled
 
     @property
@@ -62,16 +62,20 @@ class Compiled:
 
     def kernel(self, sizes: dict | None = None, device_type: str = "cpu"):
         """The Triton kernel: for the given schedule, else one chosen for these sizes and device."""
+        key = (tuple(sorted((sizes or {}).items())), device_type)
+        if key not in self._kernels:  # per-call work stays a dict lookup: decode steps are tiny
+            self._kernels[key] = self._build_kernel(sizes or {}, device_type)
+        return self._kernels[key]
+
+    def _build_kernel(self, sizes: dict, device_type: str):
         from ssmc.backends import triton as tb
         schedule = self.schedule
         if schedule is None:
             stepwise = not any(n.type.time_varying for n in self.graph.nodes)
-            schedule = tb.default_schedule(role_sizes(self.graph, sizes or {}), device_type, stepwise)
+            schedule = tb.default_schedule(role_sizes(self.graph, sizes), device_type, stepwise)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
             schedule = replace(schedule, wide=True)  # 32-bit element offsets would overflow
-        if schedule not in self._kernels:  # keyed by the cheap-to-hash schedule, not the graph
-            self._kernels[schedule] = tb.build(self.graph, schedule)
-        return self._kernels[schedule]
+        return tb.build(self.graph, schedule)  # cached by (graph, schedule) across Compiled objects
 
     def __call__(self, **arrays):
         """Run on keyword arrays; an argument named like an output is a buffer to write it into."""
