@@ -16,6 +16,22 @@ from .compiler import compile
 from .spec import Spec
 
 
+def _custom_op(backend: str, direct: bool, *tensors):
+    """torch.ops.ssmc when torch tensors run on the Triton backend (so torch.compile can trace
+    the call as one op), else None.  The custom op calls back here with direct=True."""
+    if direct:
+        return None
+    given = [t for t in tensors if t is not None]
+    if not given or not all(type(t).__module__.startswith("torch") for t in given):
+        return None
+    if backend == "triton" or (backend == "auto" and given[0].device.type == "cuda"):
+        import torch
+
+        from . import torch_ops  # noqa: F401  (registers the ops)
+        return torch.ops.ssmc
+    return None
+
+
 @lru_cache(maxsize=512)
 def _compiled(spec: Spec, backend: str):
     return compile(spec, backend=backend)
@@ -37,13 +53,18 @@ def _unsqueeze_group(x, groups):
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, *, backend="auto"):
+                   return_last_state=False, *, backend="auto", _direct=False):
     """mamba_ssm's selective_scan_fn.
 
     u, delta, z: (batch, dim, L); A: (dim, N), real or complex; B, C: (dim, N) time-invariant,
     (batch, N, L) or (batch, G, N, L); D, delta_bias: (dim,).  With a complex A the output is
     2·Re(C·h).  Returns out (batch, dim, L), and last_state (batch, dim, N) if asked.
     """
+    op = _custom_op(backend, _direct, u, delta, A, B, C, D, z, delta_bias)
+    if op is not None:
+        out, last = op.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                      bool(return_last_state))
+        return (out, last) if return_last_state else out
     shapes = ("(dim, N)", "(batch, N, L)", "(batch, G, N, L)")
     nb, nc = _ndim("B", B, (2, 3, 4), shapes), _ndim("C", C, (2, 3, 4), shapes)
     grouped = 4 in (nb, nc)
@@ -65,7 +86,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
-        dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False, *, backend="auto"):
+        dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False, *, backend="auto",
+        _direct=False):
     """mamba_ssm's mamba_chunk_scan_combined (Mamba-2 SSD).
 
     x, z: (batch, L, H, P); dt: (batch, L, H); A: (H,); B, C: (batch, L, G, N); D: (H,) or (H, P);
@@ -77,6 +99,11 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
     lo, hi = (float(v) for v in dt_limit)
+    op = _custom_op(backend, _direct, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
+    if op is not None:
+        out, final = op.ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
+                            bool(dt_softplus), lo, hi, bool(return_final_states))
+        return (out, final) if return_final_states else out
     skip = None
     if D is not None:
         skip = {1: "h", 2: "hp"}.get(_ndim("D", D, (1, 2), ("(H,)", "(H, P)")))
@@ -123,13 +150,16 @@ def _state_update(heads: bool, has_D: bool, has_z: bool, has_bias: bool, softplu
 
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, *,
-                           backend="auto"):
+                           backend="auto", _direct=False):
     """mamba_ssm's selective_state_update: one decode step, `state` updated in place.
 
     Without heads: state (batch, dim, N); x, dt, z (batch, dim); A (dim, N); B, C (batch, N);
     D, dt_bias (dim,).  With heads: state (batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
     B, C (batch, G, N); D, dt_bias (H, P).  Returns out, shaped like x.
     """
+    op = _custom_op(backend, _direct, state, x, dt, A, B, C, D, z, dt_bias)
+    if op is not None:
+        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
     nd = len(getattr(state, "shape", ()))
     if nd not in (3, 4):
         raise ValueError(f"state: expected shape (batch, dim, N) or (batch, H, P, N), "
