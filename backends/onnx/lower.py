@@ -1,0 +1,380 @@
+"""ONNX lowering of an optimized IR graph, built with `onnx.helper` (no tracing).
+
+Values live in the canonical (b, t, h, p, n) space as rank-5 float32 tensors with size-1 axes
+where they do not vary, exactly as in the NumPy interpreter, so ONNX broadcasting does the
+rest.  Complex values are (re, im) pairs of real tensors; complex graph inputs and outputs carry
+a trailing axis of 2.  batch and L stay symbolic; the other sizes are fixed at export (they are
+the model's weights' shapes).  Each scan becomes the lowering `strategy.choose_lowering` picked.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ssmc.ir import ROLES, Graph, IRError
+from ssmc.ir.symbolic import lower as lower_expr
+from ssmc.ir.types import value_role
+
+from . import chunked
+from .emitter import Emitter, float_info
+from .strategy import scan_region
+from .sym import emit_lowered
+
+T = 1  # the time axis of a canonical value
+
+
+class Lowering:
+    def __init__(self, g: Graph, sizes: dict, roles: dict, fp16: bool, rename: dict, chunk: int):
+        self.g, self.sizes, self.roles, self.fp16, self.rename = g, sizes, roles, fp16, rename
+        self.chunk = chunk  # SSD chunk length
+        self.em = Emitter()
+        self.vals = {}
+        self.graph_inputs, self.graph_outputs = [], []
+        self._dyn = {}  # role -> (raw input name, axis) for the symbolic roles b and t
+        self._dims = {}
+        self.owner = {}  # node id -> the scan whose lowering produces it
+        self._busy = set()
+        for s in g.ids("scan"):
+            r = scan_region(g, s)
+            for i in (s, *r.body, *r.last):
+                self.owner[i] = s
+
+    # --- values ------------------------------------------------------------------------------
+    def val(self, i: int) -> tuple:
+        if i not in self.vals:
+            n = self.g[i]
+            if i in self.owner:
+                s = self.owner[i]
+                if s in self._busy:
+                    raise IRError(f"node %{i} ({n.op}): the readout of scan %{s} depends on its own output")
+                self._busy.add(s)
+                self.lower_scan(s)
+                self._busy.discard(s)
+            elif n.op == "input":
+                self.vals[i] = self.lower_input(n)
+            else:
+                self.vals[i] = self.lower_node(i, n, [self.val(a) for a in n.args], rank=5)
+        return self.vals[i]
+
+    def dim(self, role: str) -> str:
+        """A 1-element int64 tensor holding the size of `role`."""
+        if role not in self._dims:
+            if role in ("b", "t"):
+                if role not in self._dyn:
+                    raise IRError(f"{self.g.name}: no input carries the {role} axis")
+                name, axis = self._dyn[role]
+                self._dims[role] = self.em.op("Shape", [name], start=axis, end=axis + 1)
+            else:
+                self._dims[role] = self.em.ints([self.roles[role]])
+        return self._dims[role]
+
+    def shape_of(self, roles_wanted, rank5=True) -> str:
+        """Shape tensor with the sizes of `roles_wanted` and 1 elsewhere (rank 5, or 4 without t)."""
+        parts = [self.dim(r) if r in roles_wanted else self.em.ints([1])
+                 for r in ROLES if rank5 or r != "t"]
+        return self.em.op("Concat", parts, axis=0)
+
+    # --- inputs and outputs -------------------------------------------------------------------
+    def lower_input(self, n) -> tuple:
+        name, axes = n.attr("name"), n.attr("axes")
+        gname = self.rename.get(name, name)
+        dims = [{"b": "batch", "t": "L"}.get(a.role, self.sizes.get(a.symbol)) for a in axes]
+        if n.attr("integer"):
+            elem = TensorProto.INT64
+        else:
+            elem = TensorProto.FLOAT16 if self.fp16 else TensorProto.FLOAT
+        if n.attr("complex"):
+            dims = dims + [2]
+        self.graph_inputs.append(helper.make_tensor_value_info(gname, elem, dims))
+        for k, a in enumerate(axes):
+            if a.role in ("b", "t"):
+                self._dyn.setdefault(a.role, (gname, k))
+        x = gname
+        if elem == TensorProto.FLOAT16:  # arithmetic, Δ and the state stay fp32 inside the graph
+            x = self.em.op("Cast", [x], to=TensorProto.FLOAT)
+        parts = ((self.em.op("Gather", [x, self.em.const(0, np.int64)], axis=-1),
+                  self.em.op("Gather", [x, self.em.const(1, np.int64)], axis=-1))
+                 if n.attr("complex") else (x,))
+        return tuple(self._to_canonical(p, axes) for p in parts)
+
+    def _to_canonical(self, x: str, axes) -> str:
+        em = self.em
+        for k, a in enumerate(axes):
+            if a.role == "g":  # channel h reads group h // (H // G): repeat each group H/G times
+                if any(b.role == "b" for b in axes[1:]):
+                    raise IRError("grouped inputs need batch as their first axis")
+                rep = self.roles["h"] // self.roles["g"]
+                x = em.op("Unsqueeze", [x, em.ints([k + 1])])
+                x = em.op("Expand", [x, em.ints([rep if j == k + 1 else 1 for j in range(len(axes) + 1)])])
+                target = [0 if b.role == "b" else -1 if b.role == "t" else
+                          self.roles["h"] if b.role == "g" else self.roles[value_role(b.role)] for b in axes]
+                x = em.op("Reshape", [x, em.ints(target)])
+        have = [value_role(a.role) for a in axes]
+        perm = [have.index(r) for r in ROLES if r in have]
+        if perm != list(range(len(perm))):
+            x = em.op("Transpose", [x], perm=perm)
+        missing = [k for k, r in enumerate(ROLES) if r not in have]
+        return em.op("Unsqueeze", [x, em.ints(missing)]) if missing else x
+
+    def lower_output(self, i: int) -> None:
+        n = self.g[i]
+        em = self.em
+        axes = n.attr("axes")
+        want = [a.role for a in axes]
+        value = self.g[n.args[0]]
+        parts = []
+        for p in self.val(n.args[0]):
+            if set(want) - value.type.dims:  # the layout has an axis the value is constant along
+                p = em.op("Expand", [p, self.shape_of(set(want))])
+            drop = [k for k, r in enumerate(ROLES) if r not in want]
+            if drop:
+                p = em.op("Squeeze", [p, em.ints(drop)])
+            kept = [r for r in ROLES if r in want]
+            perm = [kept.index(r) for r in want]
+            if perm != list(range(len(perm))):
+                p = em.op("Transpose", [p], perm=perm)
+            parts.append(p)
+        if len(parts) == 2:
+            parts = [em.op("Concat", [em.op("Unsqueeze", [p, em.ints([-1])]) for p in parts], axis=-1)]
+        out = parts[0]
+        elem = TensorProto.FLOAT16 if self.fp16 else TensorProto.FLOAT
+        gname = self.rename.get(("out", n.attr("name")), n.attr("name"))
+        if self.fp16:
+            em.op("Cast", [out], [gname], to=TensorProto.FLOAT16)
+        else:
+            em.op("Identity", [out], [gname])
+        dims = [{"b": "batch", "t": "L"}.get(a.role, self.sizes.get(a.symbol)) for a in axes]
+        if value.type.complex:
+            dims = dims + [2]
+        self.graph_outputs.append(helper.make_tensor_value_info(gname, elem, dims))
+
+    # --- nodes ---------------------------------------------------------------------------------
+    def lower_node(self, i: int, n, args: list, rank: int) -> tuple:
+        """One op over (re,) / (re, im) tuples; rank 5 outside scans, 4 inside a Scan body (no t)."""
+        em, op = self.em, n.op
+        if op == "const":
+            return (em.scalar(n.attr("value")),)
+        if op == "sum":
+            axes = [ROLES.index(r) - (1 if rank == 4 and ROLES.index(r) > T else 0) for r in n.attr("axes")]
+            return tuple(em.op("ReduceSum", [p, em.ints(axes)], keepdims=1) for p in args[0])
+        if op == "expr":
+            return self._expr(i, n, args)
+        return elementwise(em, op, n, args)
+
+    def _expr(self, i, n, args) -> tuple:
+        names = n.attr("symbols")
+        flags = tuple(self.g[a].type.complex for a in n.args)
+        env = {}
+        for sym, parts, f in zip(names, args, flags):
+            if f:
+                env[f"{sym}_re"], env[f"{sym}_im"] = parts
+            else:
+                env[sym] = parts[0]
+        assigns, results = lower_expr(n.attr("expr"), names, flags, split_complex=True, prefix=f"e{i}_")
+        out = emit_lowered(self.em, assigns, results, env)
+        return tuple(out[:2 if n.type.complex else 1])
+
+    # --- scans ----------------------------------------------------------------------------------
+    def lower_scan(self, s: int) -> None:
+        kind = self.g[s].attr("onnx_lowering", "scan")
+        if kind == "chunked":
+            chunked.lower(self, s)
+        elif kind == "dft":
+            from . import dft
+            dft.lower(self, s)
+        else:
+            self.lower_stepwise(s)
+
+    def scan_operands(self, s: int):
+        """(Ā parts with resets applied, x parts, h0 parts or None) of scan s, rank 5."""
+        n = self.g[s]
+        rest = list(n.args[2:])
+        h0 = self.val(rest.pop(0)) if n.attr("has_h0") else None
+        a, x = self.val(n.args[0]), self.val(n.args[1])
+        if n.attr("reset"):
+            a = self._reset(a, self.val(rest.pop(0))[0], n.attr("order").kind == "reverse")
+        return a, x, h0
+
+    def _reset(self, a: tuple, seq: str, reverse: bool) -> tuple:
+        """Ā = 0 where seq_idx differs from the previous step's (in scan order): the state restarts."""
+        em = self.em
+
+        def sl(start, end):
+            return em.op("Slice", [seq, em.ints([start]), em.ints([end]), em.ints([T])])
+
+        big = 2 ** 62
+        prev = (em.op("Concat", [sl(1, big), sl(-1, big)], axis=T) if reverse
+                else em.op("Concat", [sl(0, 1), sl(0, -1)], axis=T))
+        same = em.op("Equal", [seq, prev])
+        zero = em.scalar(0.0)
+        return tuple(em.op("Where", [same, p, zero]) for p in a)
+
+    def initial_state(self, s: int, h0, rank5: bool) -> tuple:
+        """The state before the first step, broadcast to the state's full shape."""
+        em = self.em
+        n = self.g[s]
+        dims = n.type.dims - {"t"}
+        shape = self.shape_of(dims, rank5=rank5)
+        parts = []
+        for k in range(2 if n.type.complex else 1):
+            if h0 is not None and k < len(h0):
+                p = h0[k] if rank5 else em.op("Squeeze", [h0[k], em.ints([T])])
+            else:
+                p = em.scalar(0.0)
+            parts.append(em.op("Expand", [p, shape]))
+        return tuple(parts)
+
+    def lower_stepwise(self, s: int) -> None:
+        """One ONNX Scan: the body steps the state and evaluates the region's readout per token."""
+        g, em = self.g, self.em
+        n = g[s]
+        region = scan_region(g, s)
+        a, x, h0 = self.scan_operands(s)
+        state0 = self.initial_state(s, h0, rank5=False)
+        inside = {s, *region.body}
+        outside = []
+        for i in region.body:
+            outside += [j for j in g[i].args if j not in inside and j not in outside]
+        outer = {j: self.val(j) for j in outside}
+        outer["a"], outer["x"] = a, x
+
+        scan_in, body_name = [], {}  # outer names sliced per step, and what the body calls them
+        squeezed = {}
+
+        def per_step(key, parts, varying):
+            if varying:
+                names = []
+                for p in parts:
+                    body_name[p] = body_name.get(p) or em.fresh("slice")
+                    if p not in scan_in:
+                        scan_in.append(p)
+                    names.append(body_name[p])
+                return tuple(names)
+            if key not in squeezed:
+                squeezed[key] = tuple(em.op("Squeeze", [p, em.ints([T])]) for p in parts)
+            return squeezed[key]
+
+        a_b = per_step("a", a, g[n.args[0]].type.time_varying or n.attr("reset"))
+        x_b = per_step("x", x, g[n.args[1]].type.time_varying)
+        ops_b = {j: per_step(j, outer[j], g[j].type.time_varying) if g[j].op != "const" else outer[j]
+                 for j in outside}
+        h_in = tuple(em.fresh("h") for _ in state0)
+        with em.body() as body_nodes:
+            vals = dict(ops_b)
+            h_new = cmul_add(em, a_b, h_in, x_b)
+            vals[s] = h_new
+            for i in region.body:
+                vals[i] = self.lower_node(i, g[i], [vals[j] for j in g[i].args], rank=4)
+            state_out = tuple(em.op("Identity", [p], hint="h_next") for p in h_new)
+            stacked = [em.op("Identity", [p], hint="y") for f in region.frontier for p in vals[f]]
+        reverse = int(n.attr("order").kind == "reverse")
+        body = helper.make_graph(
+            body_nodes, em.fresh("scan_body"),
+            [float_info(h, 4) for h in h_in] + [float_info(body_name[p], 4) for p in scan_in],
+            [float_info(h, 4) for h in state_out] + [float_info(y, 4) for y in stacked])
+        outs = em.op("Scan", list(state0) + scan_in, len(state_out) + len(stacked), hint="scan",
+                     body=body, num_scan_inputs=len(scan_in),
+                     scan_input_axes=[T] * len(scan_in), scan_input_directions=[reverse] * len(scan_in),
+                     scan_output_axes=[T] * len(stacked), scan_output_directions=[reverse] * len(stacked))
+        outs = [outs] if isinstance(outs, str) else list(outs)
+        final, ys = outs[:len(state_out)], outs[len(state_out):]
+        for f in region.frontier:
+            k = len(vals[f])
+            self.vals[f], ys = tuple(ys[:k]), ys[k:]
+        last = tuple(em.op("Unsqueeze", [p, em.ints([T])]) for p in final)
+        for i in region.last:
+            self.vals[i] = last
+
+
+# --- elementwise ops on (re,) / (re, im) tuples ----------------------------------------------
+
+def _real(em, op, x, y=None):
+    if op == "softplus":  # log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|)
+        return em.op("Add", [em.op("Relu", [x]), em.op("Log", [em.op("Add", [
+            em.scalar(1.0), em.op("Exp", [em.op("Neg", [em.op("Abs", [x])])])])])])
+    if op == "silu":
+        return em.op("Mul", [x, em.op("Sigmoid", [x])])
+    unary = {"neg": "Neg", "exp": "Exp", "sqrt": "Sqrt", "sigmoid": "Sigmoid"}
+    if op in unary:
+        return em.op(unary[op], [x])
+    return em.op({"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div"}[op], [x, y])
+
+
+def elementwise(em, op: str, n, args: list) -> tuple:
+    x = args[0]
+    y = args[1] if len(args) > 1 else None
+    cplx = n.type.complex
+    if op == "clip":
+        v = x[0]
+        if n.attr("lo") != float("-inf"):
+            v = em.op("Max", [v, em.scalar(n.attr("lo"))])
+        if n.attr("hi") != float("inf"):
+            v = em.op("Min", [v, em.scalar(n.attr("hi"))])
+        return (v,)
+    if op == "real":
+        return (x[0],)
+    if op == "abs2":
+        sq = [em.op("Mul", [p, p]) for p in x]
+        return (sq[0] if len(sq) == 1 else em.op("Add", sq),)
+    if op == "complex":
+        return (x[0], y[0])
+    if not cplx:
+        return (_real(em, op, x[0], y[0] if y else None),)
+    if op == "neg":
+        return tuple(em.op("Neg", [p]) for p in x)
+    if op == "exp":
+        m = em.op("Exp", [x[0]])
+        if len(x) == 1:
+            return (m, em.op("Mul", [m, em.scalar(0.0)]))
+        return (em.op("Mul", [m, em.op("Cos", [x[1]])]), em.op("Mul", [m, em.op("Sin", [x[1]])]))
+    if op in ("add", "sub"):
+        o = {"add": "Add", "sub": "Sub"}[op]
+        re = em.op(o, [x[0], y[0]])
+        if len(x) == 2 and len(y) == 2:
+            return re, em.op(o, [x[1], y[1]])
+        if len(x) == 2:
+            return re, x[1]
+        return re, (y[1] if op == "add" else em.op("Neg", [y[1]]))
+    if op == "mul":
+        return cmul(em, x, y)
+    if op == "div":
+        if len(y) == 1:
+            return tuple(em.op("Div", [p, y[0]]) for p in x)
+        den = em.op("Add", [em.op("Mul", [y[0], y[0]]), em.op("Mul", [y[1], y[1]])])
+        conj = (y[0], em.op("Neg", [y[1]]))
+        return tuple(em.op("Div", [p, den]) for p in cmul(em, x, conj))
+    raise IRError(f"op {op}: no complex ONNX lowering")
+
+
+def cmul(em, x: tuple, y: tuple) -> tuple:
+    """x·y for real (1-tuple) or complex (2-tuple) operands."""
+    if len(x) == 1 and len(y) == 1:
+        return (em.op("Mul", [x[0], y[0]]),)
+    if len(x) == 1 or len(y) == 1:
+        r, c = (x, y) if len(x) == 1 else (y, x)
+        return em.op("Mul", [r[0], c[0]]), em.op("Mul", [r[0], c[1]])
+    return (em.op("Sub", [em.op("Mul", [x[0], y[0]]), em.op("Mul", [x[1], y[1]])]),
+            em.op("Add", [em.op("Mul", [x[0], y[1]]), em.op("Mul", [x[1], y[0]])]))
+
+
+def cmul_add(em, a: tuple, h: tuple, x: tuple) -> tuple:
+    """a·h + x with the result as wide as the state h."""
+    prod = cmul(em, a, h)
+    out = []
+    for k in range(len(h)):
+        p = prod[k] if k < len(prod) else None
+        xs = x[k] if k < len(x) else None
+        out.append(em.op("Add", [p, xs]) if xs is not None else em.op("Identity", [p]))
+    return tuple(out)
+
+
+def build_model(lw: Lowering, opset: int) -> onnx.ModelProto:
+    for i in lw.g.ids("output"):
+        lw.lower_output(i)
+    graph = helper.make_graph(lw.em.nodes, lw.g.name, lw.graph_inputs, lw.graph_outputs,
+                              initializer=lw.em.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="ssmc")
+    model.ir_version = min(model.ir_version, 10)  # readable by released onnxruntime builds
+    return model
