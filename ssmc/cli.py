@@ -5,6 +5,7 @@
     ssmc check s5 --L 1,7,33               NumPy (float64) vs Triton on random inputs
     ssmc compile mamba1 -o out/            a standalone Triton module (torch + triton only)
     ssmc demo                              declare a new variant and check it, with the library
+    ssmc onnx mamba2 -o m2.onnx            an ONNX graph (state in/out; --step: one decode step)
 
 NAME is a library entry (`ssmc list`) or `selective_scan` / `ssd`: the full-feature specs of the
 drop-in ops (every optional argument given).  Without CUDA the Triton kernels run under Triton's
@@ -462,6 +463,46 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+def _size(text: str) -> tuple:
+    sym, _, value = text.partition("=")
+    try:
+        v = int(value)
+    except ValueError:
+        v = 0
+    if not sym or v < 1:
+        raise argparse.ArgumentTypeError(f"expected SYMBOL=SIZE with a positive size, got {text!r}")
+    return sym, v
+
+
+def cmd_onnx(args) -> int:
+    import onnx
+
+    from ssmc.export import export_onnx
+    from ssmc.ir import IRError
+    sizes = dict(args.size or [])
+    flags = {"dim": args.dim, "N": args.d_state, "H": args.nheads, "P": args.headdim, "G": args.ngroups}
+    sizes.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        model = export_onnx(args.name, args.output, sizes=sizes, opset=args.opset, fp16=args.fp16,
+                            step=args.step, lti=args.lti, chunk_size=args.chunk_size)
+    except (ValueError, TypeError, IRError, onnx.checker.ValidationError) as e:
+        raise CLIError(str(e)) from None
+
+    def shape(v):
+        return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim) + ")"
+
+    size = Path(args.output).stat().st_size
+    print(f"wrote {args.output}: {len(model.graph.node)} nodes (main graph), {size / 1024:.1f} KiB, "
+          f"opset {args.opset}{', fp16' if args.fp16 else ''}{', single step' if args.step else ''}")
+    print("inputs:  " + ", ".join(f"{v.name} {shape(v)}" for v in model.graph.input))
+    print("outputs: " + ", ".join(f"{v.name} {shape(v)}" for v in model.graph.output))
+    for key in ("ssmc.lowering",):
+        for p in model.metadata_props:
+            if p.key == key:
+                print(f"lowering: {p.value}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,6 +546,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-verify", action="store_true",
                    help="skip importing the module in a fresh interpreter without ssmc")
     s.set_defaults(func=cmd_compile)
+
+    s = sub.add_parser("onnx", help="export an ONNX graph (batch and L symbolic; state in and out)")
+    named(s)
+    s.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file to write")
+    s.add_argument("--opset", type=int, default=20, help="ONNX opset, 18-23 (default 20)")
+    s.add_argument("--fp16", action="store_true", help="fp16 inputs and outputs; fp32 arithmetic inside")
+    s.add_argument("--step", action="store_true", help="the single-token decode graph instead")
+    s.add_argument("--lti", choices=("scan", "dft"), default="scan",
+                   help="time-invariant diagonal scans as a Scan (default) or a DFT convolution")
+    s.add_argument("--chunk-size", type=_positive, default=64, help="SSD chunk length (Mamba-2; default 64)")
+    s.add_argument("--size", type=_size, action="append", metavar="SYM=SIZE",
+                   help="fix a size (e.g. --size dim=768); library entries default to small test sizes")
+    s.add_argument("--dim", type=_positive, help="selective_scan: channels")
+    s.add_argument("--d-state", type=_positive, help="selective_scan, ssd: state size N")
+    s.add_argument("--nheads", type=_positive, help="ssd: heads H")
+    s.add_argument("--headdim", type=_positive, help="ssd: head dimension P")
+    s.add_argument("--ngroups", type=_positive, help="ssd: B/C groups G")
+    s.set_defaults(func=cmd_onnx)
 
     s = sub.add_parser("demo", help="declare a new variant, show its passes, check it and the library on both "
                                     "backends")

@@ -36,13 +36,21 @@ def to_onnx(graph: Graph, sizes: dict, *, opset: int = DEFAULT_OPSET, fp16: bool
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk: expected a positive integer, got {chunk!r}")
     g = prepare(graph, lti)
-    free = {s for s, r in g.symbols().items() if r not in ("b", "t")}
+    roles = g.symbols()
+    sizes = {k: v for k, v in sizes.items() if roles.get(k) not in ("b", "t")}  # those stay symbolic
+    free = {s for s, r in roles.items() if r not in ("b", "t")}
     missing = sorted(free - set(sizes))
     if missing:
         raise ValueError(f"sizes: the ONNX graph fixes every size but batch and L; give {missing} "
                          f"(sizes given: {dict(sizes)})")
     lw = Lowering(g, dict(sizes), role_sizes(g, sizes), fp16, dict(rename or {}), chunk)
     model = build_model(lw, opset)
+    onnx.helper.set_model_props(model, {
+        "ssmc.lowering": "; ".join(f"scan %{i}: {g[i].attr('onnx_lowering')} ({g[i].attr('onnx_reason')})"
+                                   for i in g.ids("scan")),
+        # complex outputs are real tensors with a trailing (re, im) axis
+        "ssmc.complex_outputs": ",".join(lw.rename.get(("out", g[i].attr("name")), g[i].attr("name"))
+                                         for i in g.ids("output") if g[i].type.complex)})
     if input_order:
         rank = {name: k for k, name in enumerate(input_order)}
         ins = sorted(model.graph.input, key=lambda v: rank.get(v.name, len(rank)))

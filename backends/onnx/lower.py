@@ -172,7 +172,10 @@ class Lowering:
             else:
                 env[sym] = parts[0]
         assigns, results = lower_expr(n.attr("expr"), names, flags, split_complex=True, prefix=f"e{i}_")
-        out = emit_lowered(self.em, assigns, results, env)
+        try:
+            out = emit_lowered(self.em, assigns, results, env)
+        except IRError as e:
+            raise IRError(f"node %{i} (expr {n.attr('expr')}): {e}") from None
         return tuple(out[:2 if n.type.complex else 1])
 
     # --- scans ----------------------------------------------------------------------------------
@@ -372,7 +375,9 @@ def cmul_add(em, a: tuple, h: tuple, x: tuple) -> tuple:
 def build_model(lw: Lowering, opset: int) -> onnx.ModelProto:
     for i in lw.g.ids("output"):
         lw.lower_output(i)
-    graph = helper.make_graph(lw.em.nodes, lw.g.name, lw.graph_inputs, lw.graph_outputs,
+    declared = {lw.rename.get(name, name): k for k, name in enumerate(lw.g.inputs)}
+    inputs = sorted(lw.graph_inputs, key=lambda v: declared[v.name])  # declaration order
+    graph = helper.make_graph(lw.em.nodes, lw.g.name, inputs, lw.graph_outputs,
                               initializer=lw.em.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="ssmc")
