@@ -133,14 +133,14 @@ def _slice_time(graph, arrays, lo, hi):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_streaming_in_pieces_equals_one_run(name, rng):
-    decl = _decl(name)
-    if getattr(decl, "direction", "forward") != "forward":
-        pytest.skip("reverse specs stream from the end")
+    _check_streaming(_decl(name), _sizes(name), export_onnx(name, sizes=_sizes(name), chunk_size=Q), rng)
+
+
+def _check_streaming(decl, sizes, model, rng):
     graph, _ = _stateful_graph(decl, step=False)
-    model = export_onnx(name, sizes=_sizes(name), chunk_size=Q)
     sess = session(model)
     L = 2 * Q + 7
-    x = inputs(decl, {**_sizes(name), "L": L}, rng)
+    x = inputs(decl, {**sizes, "L": L}, rng)
     full = reference(decl, x)
     h0, hT = _state_names(decl)
     state, outs, lo = x[h0], [], 0
@@ -150,8 +150,8 @@ def test_streaming_in_pieces_equals_one_run(name, rng):
         outs.append(got["out"])
         state, lo = got[hT], hi
     t_axis = [a.role for a in graph[graph.outputs["out"]].attr("axes")].index("t")
-    assert_close(np.concatenate(outs, axis=t_axis), full["out"], 1e-4, f"{name} streamed out")
-    assert_close(state, full[hT], 1e-4, f"{name} streamed final state")
+    assert_close(np.concatenate(outs, axis=t_axis), full["out"], 1e-4, f"{decl.name} streamed out")
+    assert_close(state, full[hT], 1e-4, f"{decl.name} streamed final state")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -223,6 +223,37 @@ def test_lowering_choice_is_recorded():
     # MatMuls, not multi-operand Einsum; the causal mask is a Where before an Exp
     ops = [n.op_type for n in chunked.graph.node]
     assert "MatMul" in ops and "Einsum" not in ops and "Where" in ops
+
+
+DFT_SPECS = {
+    "s4d_zoh": library.get("s4d_zoh"),
+    "s4d_bilinear": library.get("s4d_bilinear"),  # Ā not an exponential: polar form via atan2
+    "real_lti": library.get("mamba1").with_(name="real_lti", selective=(), dt="exp", gate=None),
+}
+
+
+@pytest.mark.parametrize("opset", [18, 20])
+@pytest.mark.parametrize("name", sorted(DFT_SPECS))
+def test_dft_convolution_option(name, opset, rng):
+    spec = DFT_SPECS[name]
+    sizes = dict(library.DEFAULT_SIZES["mamba1"])
+    model = export_onnx(spec, sizes=sizes, lti="dft", opset=opset)
+    lowering = next(p.value for p in model.metadata_props if p.key == "ssmc.lowering")
+    assert ": dft (" in lowering
+    assert "DFT" in {n.op_type for n in model.graph.node} and "Scan" not in {n.op_type for n in model.graph.node}
+    sess = session(model)
+    for L in LENGTHS:
+        x = inputs(spec, {**sizes, "L": L}, rng)
+        got = from_onnx(model, sess.run(None, to_feed(model, x)))
+        for k, ref in reference(spec, x).items():
+            assert_close(got[k], ref, 1e-4, f"{name} dft L={L} {k}")
+    _check_streaming(spec, sizes, model, rng)
+
+
+def test_dft_option_falls_back_with_a_reason():
+    model = export_onnx("mamba1", lti="dft")
+    lowering = next(p.value for p in model.metadata_props if p.key == "ssmc.lowering")
+    assert "scan (one Scan step per token (no DFT form: Ā varies in time" in lowering
 
 
 def test_reverse_scan_uses_scan_directions(rng):

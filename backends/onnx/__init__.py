@@ -43,8 +43,8 @@ def to_onnx(graph: Graph, sizes: dict, *, opset: int = DEFAULT_OPSET, fp16: bool
     if missing:
         raise ValueError(f"sizes: the ONNX graph fixes every size but batch and L; give {missing} "
                          f"(sizes given: {dict(sizes)})")
-    lw = Lowering(g, dict(sizes), role_sizes(g, sizes), fp16, dict(rename or {}), chunk)
-    model = build_model(lw, opset)
+    lw = Lowering(g, dict(sizes), role_sizes(g, sizes), fp16, dict(rename or {}), chunk, opset)
+    model = build_model(lw)
     onnx.helper.set_model_props(model, {
         "ssmc.lowering": "; ".join(f"scan %{i}: {g[i].attr('onnx_lowering')} ({g[i].attr('onnx_reason')})"
                                    for i in g.ids("scan")),

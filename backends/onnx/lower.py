@@ -25,9 +25,10 @@ T = 1  # the time axis of a canonical value
 
 
 class Lowering:
-    def __init__(self, g: Graph, sizes: dict, roles: dict, fp16: bool, rename: dict, chunk: int):
+    def __init__(self, g: Graph, sizes: dict, roles: dict, fp16: bool, rename: dict, chunk: int, opset: int):
         self.g, self.sizes, self.roles, self.fp16, self.rename = g, sizes, roles, fp16, rename
         self.chunk = chunk  # SSD chunk length
+        self.opset = opset
         self.em = Emitter()
         self.vals = {}
         self.graph_inputs, self.graph_outputs = [], []
@@ -372,14 +373,14 @@ def cmul_add(em, a: tuple, h: tuple, x: tuple) -> tuple:
     return tuple(out)
 
 
-def build_model(lw: Lowering, opset: int) -> onnx.ModelProto:
+def build_model(lw: Lowering) -> onnx.ModelProto:
     for i in lw.g.ids("output"):
         lw.lower_output(i)
     declared = {lw.rename.get(name, name): k for k, name in enumerate(lw.g.inputs)}
     inputs = sorted(lw.graph_inputs, key=lambda v: declared[v.name])  # declaration order
     graph = helper.make_graph(lw.em.nodes, lw.g.name, inputs, lw.graph_outputs,
                               initializer=lw.em.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", lw.opset)],
                               producer_name="ssmc")
     model.ir_version = min(model.ir_version, 10)  # readable by released onnxruntime builds
     return model

@@ -1,0 +1,164 @@
+"""A time-invariant diagonal scan as a DFT convolution (the `lti="dft"` option).
+
+With Ā and B̄ constant in time, x_t = B̄·u_t and a readout f that is linear and time-invariant
+(products with constant C, sums over the state, Re), the output is a convolution:
+
+    f(h_t) = Σ_{s≤t} K_{t-s} u_s + f(Ā^{t+1} h0),        K_k = f(Ā^k B̄)
+
+K is built from Ā^k = r^k (cos kθ + i sin kθ) for k = 0..L-1 (no loop), and the convolution
+runs as DFT → product → inverse DFT with the length padded to a power of two ≥ 2L (no wrap-around).
+The final state is Ā^L h0 + Σ_s Ā^{L-1-s} x_s, a weighted sum over time.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import sympy as sp
+from onnx import TensorProto
+
+from ssmc.ir.symbolic import lower as lower_expr
+
+from .strategy import dft_parts, scan_region
+from .sym import emit_lowered
+
+T = 1
+
+
+def _polar(lw, a_id: int) -> tuple:
+    """(log r, θ) of Ā: from the exponent when Ā = exp(E), else from Ā's (re, im) parts."""
+    em, n = lw.em, lw.g[a_id]
+    if n.op == "expr" and isinstance(n.attr("expr"), sp.exp):
+        names = n.attr("symbols")
+        flags = tuple(lw.g[j].type.complex for j in n.args)
+        env = {}
+        for sym, j, f in zip(names, n.args, flags):
+            parts = lw.val(j)
+            if f:
+                env[f"{sym}_re"], env[f"{sym}_im"] = parts
+            else:
+                env[sym] = parts[0]
+        assigns, res = lower_expr(n.attr("expr").args[0], names, flags, split_complex=True, prefix=f"p{a_id}_")
+        res = emit_lowered(em, assigns, res, env)
+        return res[0], (res[1] if len(res) > 1 else em.scalar(0.0))
+    parts = lw.val(a_id)
+    re, im = parts[0], (parts[1] if len(parts) > 1 else em.scalar(0.0))
+    log_r = em.op("Mul", [em.scalar(0.5), em.op("Log", [em.op("Add", [em.op("Mul", [re, re]),
+                                                                      em.op("Mul", [im, im])])])])
+    return log_r, atan2(em, im, re)
+
+
+def atan2(em, y: str, x: str) -> str:
+    """atan2(y, x) from Atan and Where (ONNX has no Atan2)."""
+    base = em.op("Atan", [em.op("Div", [y, x])])  # x = 0 gives ±inf -> ±π/2, as atan2 does
+    shift = em.op("Where", [em.op("Less", [x, em.scalar(0.0)]),
+                            em.op("Where", [em.op("GreaterOrEqual", [y, em.scalar(0.0)]),
+                                            em.scalar(math.pi), em.scalar(-math.pi)]),
+                            em.scalar(0.0)])
+    return em.op("Add", [base, shift])
+
+
+def _power(em, polar: tuple, k: str) -> tuple:
+    """Ā^k as (re, im) for exponents k (a tensor along t)."""
+    log_r, theta = polar
+    mag = em.op("Exp", [em.op("Mul", [k, log_r])])
+    angle = em.op("Mul", [k, theta])
+    return em.op("Mul", [mag, em.op("Cos", [angle])]), em.op("Mul", [mag, em.op("Sin", [angle])])
+
+
+def _as_complex(em, parts: tuple) -> str:
+    """(re,) or (re, im) -> a tensor with a trailing axis of 1 or 2, as DFT takes it."""
+    return em.op("Concat", [em.op("Unsqueeze", [p, em.ints([-1])]) for p in parts], axis=-1)
+
+
+# DFTs run over axis 4 of (b, h, p, n, t, re/im), time just before the complex axis, on signals
+# zero-padded to the FFT length with Pad: onnxruntime's shape inference for opset-20 DFT ignores
+# dft_length and would size the output like the input.
+TO_SIGNAL, FROM_SIGNAL = [0, 2, 3, 4, 1, 5], [0, 4, 1, 2, 3, 5]
+
+
+def _dft(lw, x: str, inverse: bool) -> str:
+    em = lw.em
+    if lw.opset >= 20:
+        return em.op("DFT", [x, "", em.const(4, np.int64)], inverse=int(inverse), onesided=0)
+    return em.op("DFT", [x], axis=4, inverse=int(inverse), onesided=0)
+
+
+def _padded(lw, x: str, pad: str) -> str:
+    em = lw.em
+    x = em.op("Transpose", [x], perm=TO_SIGNAL)
+    return em.op("Pad", [x, em.op("Concat", [em.ints([0]), pad], axis=0), em.scalar(0.0), em.ints([4])])
+
+
+def _convolve(lw, kernel: tuple, signal: tuple, L: str, nfft: str) -> tuple:
+    """Causal convolution along t of a kernel and a signal ((re,) or (re, im) each), first L steps."""
+    em = lw.em
+    pad = em.op("Sub", [nfft, L])  # both have L steps
+    k = _dft(lw, _padded(lw, _as_complex(em, kernel), pad), False)
+    s = _dft(lw, _padded(lw, _as_complex(em, signal), pad), False)
+
+    def part(x, i):
+        return em.op("Gather", [x, em.const(i, np.int64)], axis=-1)
+
+    kr, ki, sr, si = part(k, 0), part(k, 1), part(s, 0), part(s, 1)
+    prod = (em.op("Sub", [em.op("Mul", [kr, sr]), em.op("Mul", [ki, si])]),
+            em.op("Add", [em.op("Mul", [kr, si]), em.op("Mul", [ki, sr])]))
+    y = em.op("Transpose", [_dft(lw, _as_complex(em, prod), True)], perm=FROM_SIGNAL)
+    y = em.op("Slice", [y, em.ints([0]), L, em.ints([T])])
+    return part(y, 0), part(y, 1)
+
+
+def _readout(lw, region, state: tuple) -> dict:
+    """The region's body evaluated on a state-shaped value (rank 5): frontier id -> parts."""
+    g = lw.g
+    vals = {region.scan: state}
+    for i in region.body:
+        vals[i] = lw.lower_node(i, g[i], [vals[j] if j in vals else lw.val(j) for j in g[i].args], rank=5)
+    return {f: vals[f] for f in region.frontier}
+
+
+def _width(parts: tuple, complex_: bool) -> tuple:
+    return parts if complex_ else parts[:1]
+
+
+def lower(lw, s: int) -> None:
+    g, em = lw.g, lw.em
+    n = g[s]
+    region = scan_region(g, s)
+    parts = dft_parts(g, s)
+    cplx = n.type.complex
+    h0 = lw.val(n.args[2]) if n.attr("has_h0") else None
+    polar = _polar(lw, parts["a"])
+    b, u = lw.val(parts["b"]), lw.val(parts["u"])
+
+    L = lw.dim("t")
+    Lf = em.op("Cast", [L], to=TensorProto.FLOAT)
+    steps = em.op("Reshape", [em.op("Range", [em.scalar(0.0), em.op("Squeeze", [Lf]), em.scalar(1.0)]),
+                              em.ints([1, -1, 1, 1, 1])])  # k = 0..L-1 along t
+    # FFT length: the power of two >= 2L, so the circular convolution does not wrap
+    nfft = em.op("Cast", [em.op("Pow", [em.scalar(2.0), em.op("Ceil", [em.op("Div", [
+        em.op("Log", [em.op("Mul", [Lf, em.scalar(2.0)])]), em.scalar(math.log(2.0))])])])], to=TensorProto.INT64)
+
+    from .lower import cmul
+    impulse = _width(cmul(em, _power(em, polar, steps), b), cplx)  # Ā^k B̄ over (1, L, ...)
+    kernels = _readout(lw, region, impulse)
+    out = {f: _convolve(lw, kernels[f], u, L, nfft) for f in region.frontier}
+    if h0 is not None:  # the initial state decays through the sequence: f(Ā^{t+1} h0)
+        decayed = cmul(em, _power(em, polar, em.op("Add", [steps, em.scalar(1.0)])), h0)
+        carried = _readout(lw, region, _width(decayed, cplx))
+        for f in out:
+            c = carried[f] + (em.scalar(0.0),) * (2 - len(carried[f]))  # a real readout: im = 0
+            out[f] = tuple(em.op("Add", [p, q]) for p, q in zip(out[f], c))
+    for f in region.frontier:
+        lw.vals[f] = _width(out[f], g[f].type.complex)
+    if region.last:
+        x = lw.val(n.args[1])
+        back = em.op("Sub", [em.op("Sub", [em.op("Squeeze", [Lf]), em.scalar(1.0)]), steps])  # L-1-s
+        weighted = cmul(em, _power(em, polar, back), x)
+        final = tuple(em.op("ReduceSum", [p, em.ints([T])], keepdims=1) for p in weighted)
+        if h0 is not None:  # plus Ā^L h0
+            final = tuple(em.op("Add", [p, q]) for p, q in zip(final, cmul(em, _power(em, polar, Lf), h0)))
+        final = _width(final, cplx)
+        state = lw.initial_state(s, final, rank5=True)  # broadcast to the state's full shape
+        for i in region.last:
+            lw.vals[i] = state
