@@ -4,6 +4,7 @@ from ssmc.ir.symbolic import A, dt
 
 from .compiler import compile
 from .declare import Builder
+from .export import export_onnx
 from .spec import Spec
 
-__all__ = ["Graph", "IRError", "Rule", "rule", "A", "dt", "Builder", "Spec", "compile"]
+__all__ = ["Graph", "IRError", "Rule", "rule", "A", "dt", "Builder", "Spec", "compile", "export_onnx"]

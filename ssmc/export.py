@@ -80,16 +80,17 @@ def _stateful_graph(decl, step: bool):
 
 def export_onnx(decl, path=None, *, sizes: dict | None = None, opset: int = DEFAULT_OPSET,
                 fp16: bool = False, step: bool = False, lti: str = "scan", chunk_size: int = 64,
-                check: bool = True) -> onnx.ModelProto:
+                force_scan: bool = False, check: bool = True) -> onnx.ModelProto:
     """Export `decl` (a library entry or op name, a Spec or a Graph) as ONNX; write it to `path`
     if given and return the model.  Options: `opset` (18–23), `fp16` (fp16 inputs/outputs, fp32
     arithmetic inside), `step` (the single-token decode graph), `lti` ("scan" or "dft": DFT
-    convolution for time-invariant diagonal scans), `chunk_size` (Mamba-2's SSD chunks)."""
+    convolution for time-invariant diagonal scans), `chunk_size` (Mamba-2's SSD chunks),
+    `force_scan` (every scan as a per-token Scan, e.g. to compare with the SSD form)."""
     decl, sizes, order = _resolve(decl, sizes)
     graph, rename = _stateful_graph(decl, bool(step))
     fixed = {k: v for k, v in sizes.items() if k not in ("batch", "L")}
     model = to_onnx(graph, fixed, opset=opset, fp16=bool(fp16), lti=lti, chunk=chunk_size, rename=rename,
-                    input_order=order)
+                    input_order=order, force_scan=force_scan)
     if check:
         onnx.checker.check_model(model, full_check=True)
     if path is not None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ["mamba1", "mamba2", "s4d", "lru", "s5", "custom_rule", "drop_in_ops"]
+EXAMPLES = ["mamba1", "mamba2", "s4d", "lru", "s5", "custom_rule", "drop_in_ops", "onnx_export"]
 TIMEOUT = 300
 
 
@@ -77,7 +77,7 @@ def _ok(res: subprocess.CompletedProcess):
 def test_example_runs_and_backends_agree(runs, name):
     res = runs.get(f"example:{name}")
     _ok(res)
-    assert "NumPy vs Triton" in res.stdout
+    assert ("NumPy vs ONNX" if name == "onnx_export" else "NumPy vs Triton") in res.stdout
     assert "DISAGREE" not in res.stdout
 
 

@@ -19,23 +19,25 @@ DEFAULT_OPSET = 20
 OPSETS = range(18, 24)  # Pad/ReduceSum/Squeeze take axes as inputs from 18; onnxruntime runs up to 23
 
 
-def prepare(graph: Graph, lti: str = "scan") -> Graph:
+def prepare(graph: Graph, lti: str = "scan", force_scan: bool = False) -> Graph:
     """The pipeline (if not run yet), then the lowering choice for each scan."""
     if not graph.typed or not any(n.attr("region") is not None for n in graph.nodes):
         graph = run_pipeline(graph)
-    return choose_lowering(graph, lti)
+    return choose_lowering(graph, lti, force_scan)
 
 
 def to_onnx(graph: Graph, sizes: dict, *, opset: int = DEFAULT_OPSET, fp16: bool = False, lti: str = "scan",
-            chunk: int = 64, rename: dict | None = None, input_order: tuple = ()) -> onnx.ModelProto:
+            chunk: int = 64, rename: dict | None = None, input_order: tuple = (),
+            force_scan: bool = False) -> onnx.ModelProto:
     """An ONNX model of `graph`. `sizes` fixes every dimension but batch and L; `rename` maps input
-    names (and ("out", name) for outputs) to graph names; `input_order` orders the graph inputs."""
+    names (and ("out", name) for outputs) to graph names; `input_order` orders the graph inputs;
+    `force_scan` lowers every scan as a Scan (the baseline the SSD form is measured against)."""
     from ssmc.bind import role_sizes
     if opset not in OPSETS:
         raise ValueError(f"opset: expected one of {list(OPSETS)}, got {opset!r}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk: expected a positive integer, got {chunk!r}")
-    g = prepare(graph, lti)
+    g = prepare(graph, lti, force_scan)
     roles = g.symbols()
     sizes = {k: v for k, v in sizes.items() if roles.get(k) not in ("b", "t")}  # those stay symbolic
     free = {s for s, r in roles.items() if r not in ("b", "t")}

@@ -23,6 +23,7 @@ from .strategy import dft_parts, scan_region
 from .sym import emit_lowered
 
 T = 1
+BIG = 2 ** 62
 
 
 def _polar(lw, a_id: int) -> tuple:
@@ -133,31 +134,38 @@ def lower(lw, s: int) -> None:
 
     L = lw.dim("t")
     Lf = em.op("Cast", [L], to=TensorProto.FLOAT)
-    steps = em.op("Reshape", [em.op("Range", [em.scalar(0.0), em.op("Squeeze", [Lf]), em.scalar(1.0)]),
-                              em.ints([1, -1, 1, 1, 1])])  # k = 0..L-1 along t
+    k = em.op("Reshape", [em.op("Range", [em.scalar(0.0), em.op("Squeeze", [em.op("Add", [Lf, em.scalar(1.0)])]),
+                                          em.scalar(1.0)]), em.ints([1, -1, 1, 1, 1])])
+    powers = _power(em, polar, k)  # Ā^k for k = 0..L along t, computed once
+
+    def steps(start, end, reverse=False):  # Ā^k for k in [start, end), or reversed
+        if reverse:
+            return tuple(em.op("Slice", [p, em.op("Sub", [L, em.ints([1])]), em.ints([-BIG]), em.ints([T]),
+                                         em.ints([-1])]) for p in powers)
+        return tuple(em.op("Slice", [p, start, end, em.ints([T])]) for p in powers)
+
+    zero, one = em.ints([0]), em.ints([1])
     # FFT length: the power of two >= 2L, so the circular convolution does not wrap
     nfft = em.op("Cast", [em.op("Pow", [em.scalar(2.0), em.op("Ceil", [em.op("Div", [
         em.op("Log", [em.op("Mul", [Lf, em.scalar(2.0)])]), em.scalar(math.log(2.0))])])])], to=TensorProto.INT64)
 
     from .lower import cmul
-    impulse = _width(cmul(em, _power(em, polar, steps), b), cplx)  # Ā^k B̄ over (1, L, ...)
+    impulse = _width(cmul(em, steps(zero, L), b), cplx)  # Ā^k B̄, k = 0..L-1
     kernels = _readout(lw, region, impulse)
     out = {f: _convolve(lw, kernels[f], u, L, nfft) for f in region.frontier}
     if h0 is not None:  # the initial state decays through the sequence: f(Ā^{t+1} h0)
-        decayed = cmul(em, _power(em, polar, em.op("Add", [steps, em.scalar(1.0)])), h0)
-        carried = _readout(lw, region, _width(decayed, cplx))
+        carried = _readout(lw, region, _width(cmul(em, steps(one, em.op("Add", [L, one])), h0), cplx))
         for f in out:
             c = carried[f] + (em.scalar(0.0),) * (2 - len(carried[f]))  # a real readout: im = 0
             out[f] = tuple(em.op("Add", [p, q]) for p, q in zip(out[f], c))
     for f in region.frontier:
         lw.vals[f] = _width(out[f], g[f].type.complex)
-    if region.last:
+    if region.last:  # h_{L-1} = Σ_s Ā^{L-1-s} x_s + Ā^L h0
         x = lw.val(n.args[1])
-        back = em.op("Sub", [em.op("Sub", [em.op("Squeeze", [Lf]), em.scalar(1.0)]), steps])  # L-1-s
-        weighted = cmul(em, _power(em, polar, back), x)
+        weighted = cmul(em, steps(None, None, reverse=True), x)
         final = tuple(em.op("ReduceSum", [p, em.ints([T])], keepdims=1) for p in weighted)
-        if h0 is not None:  # plus Ā^L h0
-            final = tuple(em.op("Add", [p, q]) for p, q in zip(final, cmul(em, _power(em, polar, Lf), h0)))
+        if h0 is not None:
+            final = tuple(em.op("Add", [p, q]) for p, q in zip(final, cmul(em, steps(L, em.op("Add", [L, one])), h0)))
         final = _width(final, cplx)
         state = lw.initial_state(s, final, rank5=True)  # broadcast to the state's full shape
         for i in region.last:

@@ -117,15 +117,17 @@ def _lti_factor(g: Graph, x) -> tuple | None:
     return None
 
 
-def choose_lowering(g: Graph, lti: str = "scan") -> Graph:
-    """Annotate every scan with its ONNX lowering and the reason for it."""
+def choose_lowering(g: Graph, lti: str = "scan", force_scan: bool = False) -> Graph:
+    """Annotate every scan with its ONNX lowering and the reason for it (`force_scan`: always a Scan)."""
     if lti not in LTI_CHOICES:
         raise ValueError(f"lti: expected one of {LTI_CHOICES}, got {lti!r}")
     nodes = list(g.nodes)
     for i in g.ids("scan"):
         r = scan_region(g, i)
         ssd_why = _ssd_reason(g, r)
-        if ssd_why is None:
+        if force_scan:
+            kind, why = "scan", "one Scan step per token (forced)"
+        elif ssd_why is None:
             kind, why = "chunked", "scalar-per-head state with an outer-product input and a C·h readout: SSD chunks"
         elif lti == "dft" and _dft_reason(g, r) is None:
             kind, why = "dft", "time-invariant diagonal scan with a linear readout: DFT convolution (requested)"
