@@ -111,6 +111,80 @@ def _discretize(args, node, ctx):
     return _expr(args, node.with_attrs(expr=e, symbols=("dt", "A")), ctx)
 
 
+# --- backward-only ops (ssmc.ir.passes.adjoint) ---------------------------------------------
+
+def _decays(scan, ctx):
+    """Ā'_k at scan position k (0 where the sequence resets), and the scan order."""
+    vals = ctx["values"]
+    a = vals[scan.args[0]]
+    seq = vals[scan.args[-1]] if scan.attr("reset") else None
+    order = _index_map(scan).numpy(ctx["roles"]["t"])
+    at = lambda v, t: v[:, t:t + 1] if v.shape[1] > 1 else v
+
+    def decay(k):
+        d = at(a, order[k])
+        if seq is not None and k > 0:
+            d = np.where(at(seq, order[k]) != at(seq, order[k - 1]), 0.0, d)
+        return d
+    return decay, order
+
+
+def _prev(args, node, ctx):
+    scan = ctx["graph"][node.args[0]]
+    h, vals = args[0], ctx["values"]
+    order = _index_map(scan).numpy(ctx["roles"]["t"])
+    seq = vals[scan.args[-1]] if scan.attr("reset") else None
+    out = np.empty_like(h)
+    h0 = vals[scan.args[2]] if scan.attr("has_h0") else 0.0
+    out[:, order[0]:order[0] + 1] = np.broadcast_to(h0, out[:, :1].shape)
+    for k in range(1, len(order)):
+        t, s = order[k], order[k - 1]
+        prev = h[:, s:s + 1]
+        if seq is not None:  # a new sequence starts from nothing
+            prev = np.where(seq[:, t:t + 1] != seq[:, s:s + 1], 0.0, prev)
+        out[:, t:t + 1] = prev
+    return out
+
+
+def _adjoint(args, node, ctx):
+    scan = ctx["graph"][node.args[0]]
+    z, dh = args[0], args[1]
+    decay, order = _decays(scan, ctx)
+    dtype = np.result_type(z, dh, *args[2:])
+    g = np.zeros(z[:, :1].shape, dtype)
+    if node.attr("has_dlast"):
+        g = g + args[2]
+    out = np.empty(z.shape, dtype)
+    at = lambda v, t: v[:, t:t + 1] if v.shape[1] > 1 else v
+    for k in reversed(range(len(order))):
+        if k < len(order) - 1:
+            g = np.conj(decay(k + 1)) * g
+        g = g + at(dh, order[k])
+        out[:, order[k]:order[k] + 1] = g
+    return out
+
+
+def _carry(args, node, ctx):
+    adj = ctx["graph"][node.args[0]]
+    decay, order = _decays(ctx["graph"][adj.args[0]], ctx)
+    return np.conj(decay(0)) * args[0][:, order[0]:order[0] + 1]
+
+
+def _reduce(args, node, ctx):
+    return args[0].sum(axis=tuple(ROLES.index(r) for r in node.attr("axes")), keepdims=True)
+
+
+def output_value(x: np.ndarray, axes, roles: dict) -> np.ndarray:
+    """An output laid out along `axes`; a group axis sums the heads of each group (a gradient)."""
+    if not any(a.role == "g" for a in axes):
+        return from_canonical(x, axes, roles)
+    k = ROLES.index("h")
+    x = np.broadcast_to(x, x.shape[:k] + (roles["h"],) + x.shape[k + 1:])
+    x = x.reshape(x.shape[:k] + (roles["g"], roles["h"] // roles["g"]) + x.shape[k + 1:]).sum(axis=k + 1)
+    return from_canonical(x, tuple(a if a.role != "g" else type(a)(a.symbol, "h") for a in axes),
+                          {**roles, "h": roles["g"]})
+
+
 SEMANTICS = {
     "input": lambda args, node, ctx: ctx["inputs"][node.attr("name")],
     "const": lambda args, node, ctx: np.array(node.attr("value"), ctx["real"]).reshape((1,) * 5),
@@ -134,6 +208,10 @@ SEMANTICS = {
     "scan": _scan,
     "last": _last,
     "output": lambda args, node, ctx: args[0],
+    "reduce": _reduce,
+    "prev": _prev,
+    "adjoint": _adjoint,
+    "carry": _carry,
 }
 
 
@@ -155,12 +233,12 @@ def run(graph: Graph, inputs: dict, precision: str = "float64", sizes: dict | No
         x = arrays[n.attr("name")]
         x = x.astype(np.int64 if n.attr("integer") else cplx if n.attr("complex") else real)
         canon[n.attr("name")] = to_canonical(x, n.attr("axes"), roles)
-    ctx = {"inputs": canon, "roles": roles, "graph": graph, "real": real}
     values, outs = [], {}
+    ctx = {"inputs": canon, "roles": roles, "graph": graph, "real": real, "values": values}
     for i, n in enumerate(graph.nodes):
         if n.op not in SEMANTICS:
             raise IRError(f"node %{i} ({n.op}): no NumPy semantics")
         values.append(SEMANTICS[n.op]([values[a] for a in n.args], n, ctx))
         if n.op == "output":
-            outs[n.attr("name")] = from_canonical(values[-1], n.attr("axes"), roles)
+            outs[n.attr("name")] = output_value(values[-1], n.attr("axes"), roles)
     return outs

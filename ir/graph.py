@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Iterable
 
-from .ops import OPS, IRError
+from .ops import ALL_OPS as OPS, IRError
 from .types import Axis, ValueType
 
 
@@ -174,8 +174,9 @@ def verify(g: Graph) -> None:
         if any(not (0 <= a < i) for a in n.args):
             raise IRError(f"{where}: operands {n.args} must refer to earlier nodes")
         attrs = n.a
-        if n.op == "last" and g.nodes[n.args[0]].op != "scan":
-            raise IRError(f"{where}: operand must be a scan, got {g.nodes[n.args[0]].op}")
+        want_arg0 = {"last": "scan", "prev": "scan", "adjoint": "scan", "carry": "adjoint"}.get(n.op)
+        if want_arg0 and g.nodes[n.args[0]].op != want_arg0:
+            raise IRError(f"{where}: operand must be a {want_arg0}, got {g.nodes[n.args[0]].op}")
         missing = [k for k in spec.attrs if k not in attrs]
         if missing:
             raise IRError(f"{where}: missing attributes {missing}")

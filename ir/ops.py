@@ -147,5 +147,44 @@ OPS = {s.name: s for s in [
     _op("output", 1, ("name", "axes"), _output, "a user-visible result, laid out along `axes`"),
 ]}
 
+
+# --- ops of backward graphs (made by ssmc.ir.passes.adjoint, never declared) ---------------------
+
+def _reduce(args, attrs):
+    axes = set(attrs["axes"])
+    missing = axes - args[0].dims
+    if missing:
+        raise IRError(f"reduce over {sorted(missing)}, which the operand {args[0]} does not vary over")
+    return ValueType(args[0].dims - axes, args[0].complex)
+
+
+def _adjoint(args, attrs):
+    scan, dh = args[0], args[1]
+    if not dh.dims <= scan.dims:
+        raise IRError(f"adjoint: cotangent {dh} varies over axes the state {scan} does not")
+    if attrs.get("has_dlast") and not args[2].dims <= scan.dims - {"t"}:
+        raise IRError(f"adjoint: final-state cotangent {args[2]} must vary only over the state's axes")
+    return scan
+
+
+def _carry(args, attrs):
+    return ValueType(args[0].dims - {"t"}, args[0].complex)
+
+
+ADJOINT_OPS = {s.name: s for s in [
+    _op("reduce", 1, ("axes",), _reduce,
+        "sum over any axes (b and t too): the gradient of a value that broadcasts over them"),
+    _op("prev", 1, (), _same,
+        "the state a scan step decays from: h_{t-1} in scan order, h0 (or 0) at the first step, 0 at a reset"),
+    _op("adjoint", (2, 3), ("order",), _adjoint,
+        "g_t = dh_t + conj(Ā'_{t+1}) g_{t+1} in reverse scan order, for scan operand 0 (Ā' = 0 at a "
+        "reset); optional final-state cotangent dlast starts it: g_L = dlast"),
+    _op("carry", 1, (), _carry,
+        "the adjoint one step past its end: conj(Ā'_first) g_first, the initial state's cotangent"),
+]}
+
+ALL_OPS = {**OPS, **ADJOINT_OPS}
+"""Every op a graph may hold: the declarable set and the backward-only ops."""
+
 ELEMENTWISE = {"neg", "exp", "sqrt", "softplus", "sigmoid", "silu", "clip", "real", "abs2",
                "add", "sub", "mul", "div", "complex", "discretize", "expr"}

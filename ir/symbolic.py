@@ -105,6 +105,8 @@ def lower(expr: sp.Expr, names, complex_flags, split_complex: bool, prefix: str 
     e = sp.sympify(expr).xreplace(subs)
     if split_complex and any(complex_flags):
         re_, im_ = e.as_real_imag()
+        if any(x.has(sp.re, sp.im, sp.I) for x in (re_, im_)):  # as_real_imag can stop early (exp(z)/z)
+            re_, im_ = sp.expand_complex(e).as_real_imag()
         outs = [sp.simplify(re_), sp.simplify(im_)]
     else:
         outs = [e]
@@ -124,6 +126,9 @@ class NumpyPrinter(NumPyPrinter):
 
     def _print_Rational(self, e):
         return repr(float(e))
+
+    def _print_conjugate(self, e):  # gradients of complex rules (ssmc.ir.passes.adjoint)
+        return f"numpy.conjugate({self._print(e.args[0])})"
 
 
 class TritonPrinter(PythonCodePrinter):

@@ -60,14 +60,15 @@ class Compiled:
         """The generated Triton module source (what runs on the Triton backend)."""
         return self.kernel().source
 
-    def kernel(self, sizes: dict | None = None, device_type: str = "cpu"):
-        """The Triton kernel: for the given schedule, else one chosen for these sizes and device."""
-        key = (tuple(sorted((sizes or {}).items())), device_type)
+    def kernel(self, sizes: dict | None = None, device_type: str = "cpu", acc: str = "float32"):
+        """The Triton kernel: for the given schedule, else one chosen for these sizes and device;
+        `acc` is its arithmetic dtype (float64 when float64 tensors come in)."""
+        key = (tuple(sorted((sizes or {}).items())), device_type, acc)
         if key not in self._kernels:  # per-call work stays a dict lookup: decode steps are tiny
-            self._kernels[key] = self._build_kernel(sizes or {}, device_type)
+            self._kernels[key] = self._build_kernel(sizes or {}, device_type, acc)
         return self._kernels[key]
 
-    def _build_kernel(self, sizes: dict, device_type: str):
+    def _build_kernel(self, sizes: dict, device_type: str, acc: str = "float32"):
         from ssmc.backends import triton as tb
         schedule = self.schedule
         if schedule is None:
@@ -75,13 +76,44 @@ class Compiled:
             schedule = tb.default_schedule(role_sizes(self.graph, sizes), device_type, stepwise)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
             schedule = replace(schedule, wide=True)  # 32-bit element offsets would overflow
-        return tb.build(self.graph, schedule)  # cached by (graph, schedule) across Compiled objects
+        return tb.build(self.graph, schedule, acc)  # cached by (graph, schedule, acc) across Compiled objects
 
     def __call__(self, **arrays):
         """Run on keyword arrays; an argument named like an output is a buffer to write it into."""
         arrays = {k: v for k, v in arrays.items() if v is not None}
         outs = {k: arrays.pop(k) for k in list(arrays) if k in self.graph.outputs}
         return self.run(arrays, outs)
+
+    @property
+    def backward_graph(self) -> Graph:
+        """The backward graph (ssmc.ir.passes.adjoint): forward inputs and `grad_<output>` in,
+        `grad_<input>` out."""
+        return _backward(self.graph)
+
+    def grad(self, inputs: dict, grads: dict, outs: dict | None = None) -> dict:
+        """Gradients of every floating-point input, {`grad_<input>`: array}, given the cotangents
+        of the outputs `grads` ({output name: array}; a missing or None one counts as zero).
+
+        `outs` may hold preallocated `grad_<input>` buffers (torch backend), written in place.
+        """
+        inputs = {k: v for k, v in inputs.items() if v is not None}
+        unknown = set(grads) - set(self.graph.outputs)
+        if unknown:
+            raise ValueError(f"grads: {sorted(unknown)} are not outputs of {self.graph.name}; "
+                             f"outputs are {list(self.graph.outputs)}")
+        sizes = bind(self.graph, inputs)
+        bwd = self.backward_graph
+        full = dict(inputs)
+        for name, i in self.graph.outputs.items():
+            node = self.graph[i]
+            shape = tuple(sizes[a.symbol] for a in node.attr("axes"))
+            ct = grads.get(name)
+            if ct is None:
+                ct = _zeros_like_output(node, shape, inputs)
+            elif tuple(ct.shape) != shape:
+                raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {tuple(ct.shape)}")
+            full[f"grad_{name}"] = ct
+        return Compiled(bwd, (), self.backend, self.schedule, self.precision).run(full, outs)
 
     def step(self, state, **inputs):
         """Advance the recurrence in place and return the outputs of the tokens given.
@@ -136,12 +168,15 @@ class Compiled:
         else:  # NumPy arrays: run on the GPU when there is one, else under the interpreter
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         tb.ensure_runtime(device.type)
+        # float64 torch tensors are computed in float64 (gradcheck); NumPy arrays in fp32, as before
+        wide = (torch.float64, torch.complex128)
+        acc = "float64" if use_torch and any(getattr(v, "dtype", None) in wide for v in inputs.values()) else "float32"
         tensors = {}
         for i in self.graph.ids("input"):
             n = self.graph[i]
             name = n.attr("name")
-            tensors[name] = _as_kernel_tensor(inputs[name], n, device)
-        kernel = self.kernel(sizes, device.type)
+            tensors[name] = _as_kernel_tensor(inputs[name], n, device, acc)
+        kernel = self.kernel(sizes, device.type, acc)
         if use_torch:
             from ssmc.backends.triton.codegen import param_name
             buffers = {param_name(self.graph, self.graph[i]): outs[self.graph[i].attr("name")]
@@ -149,6 +184,20 @@ class Compiled:
             return kernel(**tensors, **buffers)
         res = kernel(**tensors)
         return _fill_numpy({k: _torch_to_numpy(v) for k, v in res.items()}, outs)
+
+
+@lru_cache(maxsize=256)
+def _backward(graph: Graph) -> Graph:
+    from ssmc.ir.passes.adjoint import adjoint
+    return adjoint(graph)
+
+
+def _zeros_like_output(node, shape, inputs):
+    if any(_is_torch(v) for v in inputs.values()):
+        import torch
+        dtype = torch.complex64 if node.type.complex else torch.float32
+        return torch.zeros(shape, dtype=dtype, device=_device_of(inputs))
+    return np.zeros(shape, np.complex128 if node.type.complex else np.float64)
 
 
 def _check_state(graph: Graph, state) -> None:
@@ -221,8 +270,9 @@ def _torch_to_numpy(x):
     return x.numpy()
 
 
-def _as_kernel_tensor(x, node, device):
-    """A torch tensor the kernel can read: complex inputs complex64, real ones as given.
+def _as_kernel_tensor(x, node, device, acc="float32"):
+    """A torch tensor the kernel can read: complex inputs complex64 (complex128 when computing
+    in float64), real ones as given.
 
     fp64 stays fp64: the kernel converts on load (a copy to fp32 would cost more traffic), and
     the launcher then gives `out` u's dtype, as the NumPy backend does.
@@ -232,7 +282,7 @@ def _as_kernel_tensor(x, node, device):
         x = torch.from_numpy(np.ascontiguousarray(x))
     x = x.to(device)
     if node.attr("complex"):
-        return x.to(torch.complex64)
+        return x.to(torch.complex128 if acc == "float64" else torch.complex64)
     return x
 
 

@@ -72,20 +72,21 @@ class Kernel:
 _LOADED: dict = {}
 
 
-def _key(graph: Graph, schedule: Schedule) -> str:
+def _key(graph: Graph, schedule: Schedule, acc: str) -> str:
     import triton
-    text = "\n".join([graph.text(), repr(schedule), CODEGEN_VERSION, triton.__version__,
+    text = "\n".join([graph.text(), repr(schedule), acc, CODEGEN_VERSION, triton.__version__,
                       os.environ.get("TRITON_INTERPRET", "0")])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def build(graph: Graph, schedule: Schedule | None = None) -> Kernel:
-    """Generate (or find in the cache) and load the kernel module of a pipelined graph."""
+def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") -> Kernel:
+    """Generate (or find in the cache) and load the kernel module of a pipelined graph (or of a
+    backward graph made by ssmc.ir.passes.adjoint); `acc` is the arithmetic dtype."""
     schedule = schedule or Schedule()
-    key = _key(graph, schedule)
+    key = _key(graph, schedule, acc)
     if key in _LOADED:
         return _LOADED[key]
-    source = generate(graph, schedule)
+    source = generate(graph, schedule, acc)
     path = cache_dir() / f"ssmc_{graph.name}_{key}.py"
     if not path.exists() or path.read_text() != source:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

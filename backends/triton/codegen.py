@@ -57,11 +57,15 @@ class TileAxes:
         return "[" + ", ".join({"d": d, "n": n, "t": t}[c] for c in self.layout) + "]"
 
 
+ACC_DTYPES = {"float32": "tl.float32", "float64": "tl.float64"}
+
+
 class _Emitter:
-    def __init__(self, graph: Graph, axes: TileAxes):
+    def __init__(self, graph: Graph, axes: TileAxes, acc: str = "float32"):
         self.g = graph
         self.ax = axes
-        self.lines = {"pre": [], "loop": [], "post": []}
+        self.acc = ACC_DTYPES[acc]  # arithmetic dtype: fp32, or fp64 for float64 inputs (gradcheck)
+        self.lines = {"pre": [], "loop": [], "post": [], "fwd": []}
         self.names = {}  # node id -> (re,) or (re, im) variable names
         self.phase = {}
 
@@ -103,26 +107,23 @@ def _pointers(ta: TileAxes, p: str, axes, tp="tp"):
     return (f"({base}) + " + " + ".join(offs) if offs else base), masks
 
 
-def generate(graph: Graph, schedule: Schedule) -> str:
+def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     """Python source of a module holding the kernel and a `launch` function."""
+    if graph.ids("adjoint"):  # a backward graph (ssmc.ir.passes.adjoint)
+        from .backward import generate_backward
+        return generate_backward(graph, schedule, acc)
     regions = {n.attr("region") for n in graph.nodes if n.attr("region") is not None}
     if len(regions) != 1:
         raise IRError(f"{graph.name}: the Triton backend lowers graphs of exactly one kernel region, "
                       f"found {len(regions)}")
     scans = graph.ids("scan")
     mimo = any(graph[i].attr("io") == "mimo" for i in scans)
-    em = _Emitter(graph, TileAxes(schedule.layout))
+    em = _Emitter(graph, TileAxes(schedule.layout), acc)
     phase = _phases(graph)
     kname = f"{_ident(graph.name)}_fwd"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
-    params = []
-    for n in inputs + outputs:
-        p = param_name(graph, n)
-        params.append(f"{p}_ptr")
-        params += [f"{p}_s{k}" for k in range(len(n.attr("axes")))]
-        if n.attr("complex") or (n.op == "output" and n.type.complex):
-            params.append(f"{p}_si")  # stride to the imaginary part of the real view
+    params = tensor_params(graph, inputs + outputs)
     symbols = ["L", "NCH", "P", "N", "HG"]
     consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
@@ -131,14 +132,7 @@ def generate(graph: Graph, schedule: Schedule) -> str:
         _lower_node(em, i, n, phase[i], schedule)
 
     body = [
-        "pid_b = tl.program_id(0).to(tl.int64)",
-        "offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # channel = head * P + p",
-        "mask_d = (offs_d < NCH) | EVEN_D  # all-true when blocks tile the channels: masks fold away",
-        "idx_h = offs_d // P",
-        "idx_p = offs_d % P",
-        "idx_g = idx_h // HG  # heads share B/C groups",
-        "offs_n = tl.arange(0, BLOCK_N)",
-        "mask_n = (offs_n < N) | EVEN_N",
+        *KERNEL_PROLOGUE,
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
         *(_time_loop(graph, schedule, em.lines["loop"]) if em.lines["loop"] else []),
@@ -153,6 +147,30 @@ def generate(graph: Graph, schedule: Schedule) -> str:
         *["    " + line for line in body],
     ])
     return _module(graph, kname, kernel, inputs, outputs, schedule, mimo)
+
+
+def tensor_params(graph: Graph, nodes) -> list:
+    """Kernel parameters of input/output tensors: pointer, strides, imaginary-part stride."""
+    params = []
+    for n in nodes:
+        p = param_name(graph, n)
+        params.append(f"{p}_ptr")
+        params += [f"{p}_s{k}" for k in range(len(n.attr("axes")))]
+        if n.attr("complex") or (n.op == "output" and n.type.complex):
+            params.append(f"{p}_si")  # stride to the imaginary part of the real view
+    return params
+
+
+KERNEL_PROLOGUE = [
+    "pid_b = tl.program_id(0).to(tl.int64)",
+    "offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # channel = head * P + p",
+    "mask_d = (offs_d < NCH) | EVEN_D  # all-true when blocks tile the channels: masks fold away",
+    "idx_h = offs_d // P",
+    "idx_p = offs_d % P",
+    "idx_g = idx_h // HG  # heads share B/C groups",
+    "offs_n = tl.arange(0, BLOCK_N)",
+    "mask_n = (offs_n < N) | EVEN_N",
+]
 
 
 def _time_loop(graph: Graph, schedule: Schedule, lines: list) -> list:
@@ -199,7 +217,7 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
         ptr, masks = _pointers(em.ax, p, n.attr("axes"))
         mask = " & ".join(masks) if masks else None
         m = f", mask={mask}, other=0" if mask else ""
-        conv = "" if n.attr("integer") else ".to(tl.float32)"
+        conv = "" if n.attr("integer") else f".to({em.acc})"
         out(f"{name[0]} = tl.load({ptr}{m}){conv}  # {p}")
         if cplx:
             out(f"{name[1]} = tl.load({ptr} + {p}_si{m}){conv}")
@@ -314,44 +332,72 @@ def _lower_expr(em, i, n, out):
 
 
 def _lower_scan(em, i, n, phase, sched):
-    g, out = em.g, (lambda line: em.out("loop", line))
-    a, x = em.names[n.args[0]], em.names[n.args[1]]
-    cplx = n.type.complex
-    h = (f"h{i}_re", f"h{i}_im") if cplx else (f"h{i}",)
-    ta = em.ax
-    vt, kt = f"valid{ta.bc('t')}", f"(k > 0){ta.bc('t')}"
-    shape = _tile(ta, n.type, "CHUNK")
-    rest = list(n.args[2:])
+    out = lambda line: em.out("loop", line)
+    h = _state_names(i, n.type.complex)
+    state_shape = _tile(em.ax, n.type, "1")
     # initial state: zeros or h0, before the loop
-    state_shape = _tile(ta, n.type, "1")
     if n.attr("has_h0"):
-        h0 = em.names[rest.pop(0)]
+        h0 = em.names[n.args[2]]
         for k, part in enumerate(h):
             src = h0[k] if k < len(h0) else "0.0"
-            em.out("pre", f"{part} = tl.zeros({state_shape}, tl.float32) + {src}  # initial state")
+            em.out("pre", f"{part} = tl.zeros({state_shape}, {em.acc}) + {src}  # initial state")
     else:
         for part in h:
-            em.out("pre", f"{part} = tl.zeros({state_shape}, tl.float32)")
-    a_t = [f"a{i}_{k}" for k in range(len(h))]
-    x_t = [f"x{i}_{k}" for k in range(len(h))]
+            em.out("pre", f"{part} = tl.zeros({state_shape}, {em.acc})")
+    a_t, x_t = scan_operands(em, i, n, out)
+    hs = scan_chunk(em, i, n, out, a_t, x_t, h, sched)
+    for k in range(len(h)):  # carry the state at the chunk's last step
+        out(f"{h[k]} = {at_step(em.ax, hs[k], 'CHUNK - 1')}")
+    em.names[i] = tuple(hs)
 
-    def tile(v, k):  # part k of an operand as a full tile; a real operand of a complex scan has im = 0
-        # (tl.broadcast_to rejects a bare float literal, so the zero is a tile of its own)
-        return f"tl.broadcast_to({v[k]} + 0.0, {shape})" if k < len(v) else f"tl.zeros({shape}, tl.float32)"
 
-    for k in range(len(h)):
+def _state_names(i, cplx):
+    return (f"h{i}_re", f"h{i}_im") if cplx else (f"h{i}",)
+
+
+def at_step(ta: TileAxes, tile: str, step: str) -> str:
+    """The slice of a chunk tile at one step (keeping the time axis, of size 1)."""
+    return (f"tl.sum(tl.where((tl.arange(0, CHUNK) == {step}){ta.bc('t')}, {tile}, 0.0), "
+            f"axis={ta.ax('t')}, keep_dims=True)")
+
+
+def broadcast_tile(em, v, k, shape):
+    """Part k of a value as a full tile; a real value's imaginary part is a zero tile.
+    (tl.broadcast_to rejects a bare float literal, so the zero is a tile of its own.)"""
+    return f"tl.broadcast_to({v[k]} + 0.0, {shape})" if k < len(v) else f"tl.zeros({shape}, {em.acc})"
+
+
+def scan_operands(em, i, n, out):
+    """Lines computing the chunk's (Ā', x) tiles of scan node i; returns their names.
+
+    Padding steps past L are the identity (Ā = 1, x = 0), so the carried state is untouched;
+    where seq_idx changes, Ā' = 0 (a new sequence starts from nothing).
+    """
+    g, ta = em.g, em.ax
+    a, x = em.names[n.args[0]], em.names[n.args[1]]
+    parts = 2 if n.type.complex else 1
+    vt, kt = f"valid{ta.bc('t')}", f"(k > 0){ta.bc('t')}"
+    shape = _tile(ta, n.type, "CHUNK")
+    a_t = [f"a{i}_{k}" for k in range(parts)]
+    x_t = [f"x{i}_{k}" for k in range(parts)]
+    for k in range(parts):
         one = "1.0" if k == 0 else "0.0"
-        # padding steps past L are the identity (Ā = 1, x = 0), so the carried state is untouched
-        out(f"{a_t[k]} = tl.where({vt}, {tile(a, k)}, {one})")
-        out(f"{x_t[k]} = tl.where({vt}, {tile(x, k)}, 0.0)")
+        out(f"{a_t[k]} = tl.where({vt}, {broadcast_tile(em, a, k, shape)}, {one})")
+        out(f"{x_t[k]} = tl.where({vt}, {broadcast_tile(em, x, k, shape)}, 0.0)")
     if n.attr("reset"):
-        seq = g[rest.pop(0)]
+        seq = g[seq_id(g, n)]
         s = seq.attr("name")
         prev, _ = _pointers(ta, s, seq.attr("axes"), tp="tq")
         out(f"prev{i} = tl.load({prev}, mask={vt} & {kt}, other=0)")
         out(f"reset{i} = {kt} & (prev{i} != {em.names[seq_id(g, n)][0]})  # a new sequence starts")
-        for k in range(len(h)):
+        for k in range(parts):
             out(f"{a_t[k]} = tl.where(reset{i}, 0.0, {a_t[k]})")
+    return a_t, x_t
+
+
+def scan_chunk(em, i, n, out, a_t, x_t, h, sched):
+    """Lines scanning one chunk from the carried state h; returns the names of the states tile."""
+    ta, cplx = em.ax, n.type.complex
     hs = [f"hs{i}_{k}" for k in range(len(h))]
     if sched.chunk == 1 or n.attr("io") == "mimo":  # MIMO: see the launcher's CHUNK comment
         if cplx:
@@ -359,19 +405,17 @@ def _lower_scan(em, i, n, phase, sched):
             out(f"{hs[1]} = {a_t[0]} * {h[1]} + {a_t[1]} * {h[0]} + {x_t[1]}")
         else:
             out(f"{hs[0]} = {a_t[0]} * {h[0]} + {x_t[0]}")
+        return hs
+    cum = [f"ac{i}_{k}" for k in range(len(h))]
+    sx = [f"sx{i}_{k}" for k in range(len(h))]
+    comb = "_combine_complex" if cplx else "_combine_real"
+    out(f"{', '.join(cum + sx)} = tl.associative_scan(({', '.join(a_t + x_t)}), axis={ta.ax('t')}, combine_fn={comb})")
+    if cplx:  # h_t = (prod of Ā up to t) · h_carry + (scanned input)
+        out(f"{hs[0]} = {cum[0]} * {h[0]} - {cum[1]} * {h[1]} + {sx[0]}")
+        out(f"{hs[1]} = {cum[0]} * {h[1]} + {cum[1]} * {h[0]} + {sx[1]}")
     else:
-        cum = [f"ac{i}_{k}" for k in range(len(h))]
-        comb = "_combine_complex" if cplx else "_combine_real"
-        out(f"{', '.join(cum + x_t)} = tl.associative_scan(({', '.join(a_t + x_t)}), axis={ta.ax('t')}, combine_fn={comb})")
-        if cplx:  # h_t = (prod of Ā up to t) · h_carry + (scanned input)
-            out(f"{hs[0]} = {cum[0]} * {h[0]} - {cum[1]} * {h[1]} + {x_t[0]}")
-            out(f"{hs[1]} = {cum[0]} * {h[1]} + {cum[1]} * {h[0]} + {x_t[1]}")
-        else:
-            out(f"{hs[0]} = {cum[0]} * {h[0]} + {x_t[0]}")
-    for k in range(len(h)):  # carry the state at the chunk's last step
-        out(f"{h[k]} = tl.sum(tl.where((tl.arange(0, CHUNK) == CHUNK - 1){ta.bc('t')}, {hs[k]}, 0.0), "
-            f"axis={ta.ax('t')}, keep_dims=True)")
-    em.names[i] = tuple(hs)
+        out(f"{hs[0]} = {cum[0]} * {h[0]} + {sx[0]}")
+    return hs
 
 
 def _tile(ta: TileAxes, t, time: str) -> str:
@@ -403,8 +447,10 @@ def _lower_output(em, i, n, phase):
         em.out(phase, f"tl.store({tgt}, {val}{', mask=' + mask if mask else ''})")
 
 
-def _module(graph, kname, kernel, inputs, outputs, sched, mimo):
+def _module(graph, kname, kernel, inputs, outputs, sched, mimo, launcher: str | None = None):
     from .launcher import launcher_source
+    if launcher is None:
+        launcher = launcher_source(graph, kname, inputs, outputs)
     header = f'''"""Fused Triton kernel generated by ssmc {CODEGEN_VERSION} for the SSM `{graph.name}`.
 
 Needs only torch and triton.  Call `launch(**tensors)`; it returns a dict of outputs.
@@ -433,7 +479,7 @@ def _combine_complex(a1r, a1i, x1r, x1i, a2r, a2i, x2r, x2i):
 
 
 '''
-    return header + kernel + "\n\n\n" + launcher_source(graph, kname, inputs, outputs) + "\n"
+    return header + kernel + "\n\n\n" + launcher + "\n"
 
 
 def _usage(inputs, outputs):

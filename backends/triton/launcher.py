@@ -71,3 +71,52 @@ def launcher_source(graph, kname, inputs, outputs) -> str:
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
     ]
     return "\n".join(lines)
+
+
+def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc) -> str:
+    """`launch` of a backward kernel: gradients in the arithmetic dtype (fp32, or fp64 for float64
+    inputs); those finished by atomic adds start from zeros; a checkpoint buffer of one state per
+    chunk (batch, chunks, channels, N, parts)."""
+    from .codegen import param_name
+    names = [n.attr("name") for n in inputs]
+    outs = [param_name(graph, n) for n in outputs]
+    real = f"torch.{acc}"
+    cplx = "torch.complex128" if acc == "float64" else "torch.complex64"
+    sig = ", ".join(names + [f"{o}=None" for o in outs] + ["schedule=None"])
+    lines = [f"def launch(*, {sig}):",
+             '    """Run the backward kernel on torch tensors of one device; returns {gradient name: tensor}."""',
+             "    sched = dict(SCHEDULE, **(schedule or {}))",
+             *["    " + s for s in _sizes(inputs)],
+             f"    device = {names[0]}.device"]
+    args = []
+    for n in inputs + outputs:
+        p = param_name(graph, n)
+        cx = n.attr("complex") or (n.op == "output" and n.type.complex)
+        if n.op == "output":
+            shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
+            dtype = cplx if cx else real
+            if n.attr("name") in atomic:  # finished by atomic adds: starts from zero
+                lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype={dtype}) if {p} is None else {p}.zero_()")
+            else:
+                lines.append(f"    if {p} is None:")
+                lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})")
+        lines.append(f"    {p}_v = {f'torch.view_as_real({p})' if cx else p}")
+        rank = len(n.attr("axes"))
+        args.append(f"{p}_v, *{p}_v.stride()[:{rank}]" + (f", {p}_v.stride({rank})" if cx else ""))
+    lines += [
+        "    BLOCK_N = triton.next_power_of_2(N)",
+        "    BLOCK_D = min(sched['block_d'], triton.next_power_of_2(NCH))",
+        "    CHUNK = min(sched['chunk'], triton.next_power_of_2(L))",
+        "    NCK = triton.cdiv(L, CHUNK)",
+        f"    ckpt = torch.empty((batch, NCK, NCH, N, {parts}), device=device, dtype={real})",
+        "    grid = (batch, triton.cdiv(NCH, BLOCK_D))",
+        "    global LAST_COMPILED",
+        f"    LAST_COMPILED = {kname}[grid](",
+        *[f"        {a}," for a in args],
+        "        ckpt, L, NCH, P, N, HG, NCK,",
+        "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
+        "        num_warps=sched['num_warps'],",
+        "    )",
+        "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
+    ]
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Graph
-from ..ops import OPS, IRError
+from ..ops import ALL_OPS as OPS, IRError
 
 
 def infer_types(g: Graph) -> Graph:

@@ -1,0 +1,332 @@
+"""Triton code generation for backward graphs (made by ssmc.ir.passes.adjoint): one kernel each.
+
+A program owns one batch element and a block of channels, like the forward kernel, and runs:
+
+  pre   time-invariant values (forward and backward) and accumulators;
+  fwd   the forward recurrence, a chunk at a time, storing the state at each chunk start in a
+        checkpoint buffer (batch, chunks, channels, N, parts): the state of every step is never stored;
+  rev   the chunks in reverse: the chunk's states recomputed from its checkpoint (associative scan),
+        every time-varying node of the backward graph on the chunk tile, the adjoint recurrence as a
+        reverse associative scan carried from chunk to chunk, and sums over time accumulated in
+        registers;
+  post  values reduced over time (parameter gradients) and the initial state's cotangent.
+
+`prev` (h_{t-1}) and the adjoint's Ā'_{t+1} are the chunk tile shifted by one step (`tl.gather`),
+with the neighbouring chunk's value at the edge.  A `reduce` over n or t is done in the kernel; over
+b, h or p it is not: the value stays a per-program (per-lane) partial and the output it reaches is
+written with atomic adds into a zeroed buffer, which finishes the sum.  That is exact because a
+backward graph uses every cotangent linearly (checked below).
+"""
+from __future__ import annotations
+
+from ssmc.ir import Graph, IRError
+
+from .codegen import (KERNEL_PROLOGUE, Schedule, TileAxes, _Emitter, _ident, _lower_node, _module, _pointers,
+                      _tile, _time_maps, _v, at_step, broadcast_tile, param_name, scan_chunk, scan_operands,
+                      tensor_params)
+
+LINEAR = {"add", "sub", "neg", "real", "complex", "reduce", "output", "sum"}
+
+
+def _phases(g: Graph) -> dict:
+    phase = {}
+    for i, n in enumerate(g.nodes):
+        if n.op == "carry" or (n.op == "reduce" and "t" in n.attr("axes")):
+            phase[i] = "post"
+        elif any(phase[a] == "post" for a in n.args):
+            if n.type.time_varying:
+                raise IRError(f"node %{i} ({n.op}): time-varying use of a value reduced over time")
+            phase[i] = "post"
+        elif n.op in ("scan", "prev", "adjoint") or n.type.time_varying:
+            phase[i] = "loop"
+        elif n.op == "output":
+            phase[i] = phase[n.args[0]]
+        else:
+            phase[i] = "pre"
+    return phase
+
+
+def _extents(g: Graph) -> dict:
+    """Which tile axes (d, n, t) each value's tile has.  A partial (see the module docstring)
+    keeps the channel axis its IR type has summed away."""
+    ext = {}
+    for i, n in enumerate(g.nodes):
+        args = [ext[a] for a in n.args]
+        if n.op == "input":
+            roles = {a.role for a in n.attr("axes")}
+            e = (bool(roles & {"h", "p", "g"}), "n" in roles, "t" in roles)
+        elif n.op == "const":
+            e = (False, False, False)
+        elif n.op in ("scan", "prev", "adjoint", "carry"):
+            e = (bool(n.type.dims & {"h", "p"}), "n" in n.type.dims, n.op != "carry")
+        elif n.op in ("reduce", "sum"):
+            axes = set(n.attr("axes"))
+            d, nn, t = args[0]
+            e = (d and (n.op == "reduce" or not axes & {"h", "p"}), nn and "n" not in axes, t and "t" not in axes)
+        else:
+            e = tuple(any(a[k] for a in args) for k in range(3))
+        ext[i] = e
+    return ext
+
+
+def _partials(g: Graph) -> dict:
+    """Roles (b, h, p) over which a value is an unfinished per-program sum."""
+    part = {}
+    for i, n in enumerate(g.nodes):
+        ps = [part[a] for a in n.args]
+        if n.op not in LINEAR and sum(bool(p) for p in ps) > 1:
+            raise IRError(f"node %{i} ({n.op}): a product of two partial sums cannot be lowered")
+        if n.op in ("scan", "prev", "adjoint") and any(ps):
+            raise IRError(f"node %{i} ({n.op}): a recurrence over a partial sum cannot be lowered")
+        p = frozenset().union(*ps) if ps else frozenset()
+        if n.op == "reduce":
+            p |= set(n.attr("axes")) & {"b", "h", "p"}
+        part[i] = frozenset(p)
+    return part
+
+
+def _shape(ta: TileAxes, e) -> str:
+    d, n, t = e
+    return ta.shape("BLOCK_D" if d else "1", "BLOCK_N" if n else "1", "CHUNK" if t else "1")
+
+
+def _mask(ta: TileAxes, e) -> str:
+    terms = [f"mask_d{ta.bc('d')}"] * e[0] + [f"mask_n{ta.bc('n')}"] * e[1] + [f"valid{ta.bc('t')}"] * e[2]
+    return " & ".join(terms)
+
+
+class _Bwd:
+    def __init__(self, graph: Graph, schedule: Schedule, acc: str):
+        self.g, self.sched = graph, schedule
+        self.em = _Emitter(graph, TileAxes(schedule.layout), acc)
+        self.ta = self.em.ax
+        self.phase = _phases(graph)
+        self.ext = _extents(graph)
+        self.partial = _partials(graph)
+        self.atomic = set()  # names of outputs written with atomic adds
+        self.scan_tiles = {}  # scan id -> (Ā' tile names, checkpoint state names, reset flag)
+
+    def out(self, phase, line):
+        self.em.out(phase, line)
+
+    # --- the recurrence and its adjoint ------------------------------------------------------
+    def scan_fwd(self, i, n):
+        """Checkpoint pass: the forward scan, storing the state at the start of every chunk."""
+        em, ta = self.em, self.ta
+        parts = 2 if n.type.complex else 1
+        hf = [f"hf{i}_{k}" for k in range(parts)]
+        state = _tile(ta, n.type, "1")
+        h0 = em.names[n.args[2]] if n.attr("has_h0") else ()
+        for k, part in enumerate(hf):
+            src = f" + {h0[k]}" if k < len(h0) else ""
+            self.out("pre", f"{part} = tl.zeros({state}, {em.acc}){src}")
+        for k, part in enumerate(hf):
+            self.out("fwd", f"tl.store(ck_ptrs + {k}, {part}, mask=ck_mask)  # the state before chunk c")
+        out = lambda line: self.out("fwd", line)
+        a_t, x_t = scan_operands(em, i, n, out)
+        hs = scan_chunk(em, i, n, out, a_t, x_t, hf, self.sched)
+        for k in range(parts):
+            out(f"{hf[k]} = {at_step(ta, hs[k], 'CHUNK - 1')}")
+
+    def scan_rev(self, i, n):
+        em = self.em
+        parts = 2 if n.type.complex else 1
+        hc = [f"hc{i}_{k}" for k in range(parts)]
+        for k, part in enumerate(hc):
+            self.out("loop", f"{part} = tl.load(ck_ptrs + {k}, mask=ck_mask, other=0.0)  # checkpoint")
+        out = lambda line: self.out("loop", line)
+        a_t, x_t = scan_operands(em, i, n, out)
+        em.names[i] = tuple(scan_chunk(em, i, n, out, a_t, x_t, hc, self.sched))
+        self.scan_tiles[i] = (a_t, hc, bool(n.attr("reset")))
+
+    def shift_lines(self, name, src, edge, step):
+        """name = src shifted by `step` (-1: the previous step, +1: the next) along time; `edge`
+        fills the position that falls outside the chunk."""
+        ta = self.ta
+        t = f"tl.arange(0, CHUNK){ta.bc('t')}"
+        if step < 0:
+            idx, at_edge = f"tl.maximum({t} - 1, 0)", f"({t} == 0)"
+        else:
+            idx, at_edge = f"tl.minimum({t} + 1, CHUNK - 1)", f"({t} == CHUNK - 1)"
+        return [f"{name} = tl.where({at_edge}, {edge}, "
+                f"tl.gather({src}, tl.broadcast_to({idx}, {src}.shape), axis={ta.ax('t')}))"]
+
+    def prev(self, i, n):
+        scan = n.args[0]
+        hs = self.em.names[scan]
+        _, hc, reset = self.scan_tiles[scan]
+        names = []
+        for k, (src, edge) in enumerate(zip(hs, hc)):
+            name = f"{_v(i)}_{k}"
+            for line in self.shift_lines(name, src, f"{edge} + 0.0 * {src}", -1):
+                self.out("loop", line)
+            if reset:
+                self.out("loop", f"{name} = tl.where(reset{scan}, 0.0, {name})")
+            names.append(name)
+        self.em.names[i] = tuple(names)
+
+    def adjoint(self, i, n):
+        em, ta = self.em, self.ta
+        scan = n.args[0]
+        a_t, _, _ = self.scan_tiles[scan]
+        parts = len(a_t)
+        state = _tile(ta, self.g[scan].type, "1")
+        shape = _tile(ta, self.g[scan].type, "CHUNK")
+        gc = [f"gc{i}_{k}" for k in range(parts)]  # g at the first step of the chunk after this one
+        an = [f"an{i}_{k}" for k in range(parts)]  # Ā' at that step (1 past the end: g_L = dlast)
+        dlast = em.names[n.args[2]] if n.attr("has_dlast") else ()
+        for k in range(parts):
+            src = f" + {dlast[k]}" if k < len(dlast) else ""
+            self.out("pre", f"{gc[k]} = tl.zeros({state}, {em.acc}){src}")
+            self.out("pre", f"{an[k]} = tl.zeros({state}, {em.acc}) + {'1.0' if k == 0 else '0.0'}")
+        bn = [f"bn{i}_{k}" for k in range(parts)]
+        for k in range(parts):  # conj(Ā'_{t+1})
+            for line in self.shift_lines(bn[k], a_t[k], f"{an[k]} + 0.0 * {a_t[k]}", +1):
+                self.out("loop", line)
+        if parts == 2:
+            self.out("loop", f"{bn[1]} = -{bn[1]}")
+        dh = em.names[n.args[1]]
+        dx = [f"dh{i}_{k}" for k in range(parts)]
+        for k in range(parts):
+            self.out("loop", f"{dx[k]} = tl.where(valid{ta.bc('t')}, {broadcast_tile(em, dh, k, shape)}, 0.0)")
+        cb = [f"cb{i}_{k}" for k in range(parts)]
+        sg = [f"sg{i}_{k}" for k in range(parts)]
+        comb = "_combine_complex" if parts == 2 else "_combine_real"
+        self.out("loop", f"{', '.join(cb + sg)} = tl.associative_scan(({', '.join(bn + dx)}), axis={ta.ax('t')}, "
+                         f"combine_fn={comb}, reverse=True)  # g_t = dh_t + conj(Ā'_t+1) g_t+1")
+        g = [f"g{i}_{k}" for k in range(parts)]
+        if parts == 2:
+            self.out("loop", f"{g[0]} = {cb[0]} * {gc[0]} - {cb[1]} * {gc[1]} + {sg[0]}")
+            self.out("loop", f"{g[1]} = {cb[0]} * {gc[1]} + {cb[1]} * {gc[0]} + {sg[1]}")
+        else:
+            self.out("loop", f"{g[0]} = {cb[0]} * {gc[0]} + {sg[0]}")
+        for k in range(parts):  # carried to the chunk before
+            self.out("loop", f"{gc[k]} = {at_step(ta, g[k], '0')}")
+            self.out("loop", f"{an[k]} = {at_step(ta, a_t[k], '0')}")
+        em.names[i] = tuple(g)
+        self.carry_of = getattr(self, "carry_of", {})
+        self.carry_of[i] = (an, gc)
+
+    def carry(self, i, n):
+        an, gc = self.carry_of[n.args[0]]
+        name = (f"{_v(i)}_re", f"{_v(i)}_im") if len(an) == 2 else (_v(i),)
+        if len(an) == 2:  # conj(Ā'_first) · g_first
+            self.out("post", f"{name[0]} = {an[0]} * {gc[0]} + {an[1]} * {gc[1]}")
+            self.out("post", f"{name[1]} = {an[0]} * {gc[1]} - {an[1]} * {gc[0]}")
+        else:
+            self.out("post", f"{name[0]} = {an[0]} * {gc[0]}")
+        self.em.names[i] = name
+
+    # --- reductions and outputs -----------------------------------------------------------------
+    def reduce(self, i, n):
+        em, ta = self.em, self.ta
+        axes = set(n.attr("axes"))
+        src, e = em.names[n.args[0]], self.ext[n.args[0]]
+        tile_axes = [ta.ax(r) for r, has in (("n", e[1]), ("t", e[2])) if r in axes and has]
+        names = tuple(f"{_v(i)}_{k}" for k in range(len(src)))
+        em.names[i] = names
+        if not tile_axes:  # over b, h or p only: a per-program partial, finished by the output's atomics
+            for name, s in zip(names, src):
+                self.out(self.phase[i], f"{name} = {s}")
+            return
+        mask = _mask(ta, e)
+        for name, s in zip(names, src):
+            expr = f"tl.where({mask}, {s}, 0.0)" if mask else s
+            for ax in sorted(tile_axes, reverse=True):
+                expr = f"tl.sum({expr}, axis={ax}, keep_dims=True)"
+            if "t" in axes:  # accumulated over the chunks in registers
+                self.out("pre", f"{name} = tl.zeros({_shape(ta, self.ext[i])}, {em.acc})")
+                self.out("loop", f"{name} += {expr}")
+            else:
+                self.out(self.phase[i], f"{name} = {expr}")
+
+    def output(self, i, n):
+        em, ta, g = self.em, self.ta, self.g
+        phase = self.phase[i]
+        p = param_name(g, n)
+        axes = n.attr("axes")
+        ptrs, masks = _pointers(ta, p, axes)
+        mask = " & ".join(masks) if masks else None
+        src, e = em.names[n.args[0]], self.ext[n.args[0]]
+        atomic = bool(self.partial[n.args[0]]) or any(a.role == "g" for a in axes)
+        self.out(phase, f"{p}_ptrs = {ptrs}")
+        for k, part in enumerate(src):
+            tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
+            if atomic and e[0] and not any(a.role in "hpg" for a in axes):  # channels summed here
+                part = f"tl.sum(tl.where(mask_d{ta.bc('d')}, {part}, 0.0), axis={ta.ax('d')}, keep_dims=True)"
+            val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
+            fn = "tl.atomic_add" if atomic else "tl.store"
+            self.out(phase, f"{fn}({tgt}, {val}{', mask=' + mask if mask else ''})")
+        if atomic:
+            self.atomic.add(n.attr("name"))
+
+    # --- driver ---------------------------------------------------------------------------------
+    def lower(self):
+        g = self.g
+        (scan,) = g.ids("scan")
+        need = _scan_ancestors(g, scan, self.phase)
+        for i, n in enumerate(g.nodes):
+            if i in need and n.op != "scan":
+                _lower_node(self.em, i, n, "fwd", self.sched)
+            if n.op == "scan":
+                self.scan_fwd(i, n)
+                self.scan_rev(i, n)
+            elif n.op in ("prev", "adjoint", "carry", "reduce", "output"):
+                getattr(self, n.op)(i, n)
+            else:
+                _lower_node(self.em, i, n, self.phase[i], self.sched)
+
+
+def _scan_ancestors(g: Graph, scan: int, phase: dict) -> set:
+    """Time-varying nodes the scan's operands depend on: what the checkpoint pass computes."""
+    need, stack = set(), list(g[scan].args)
+    while stack:
+        j = stack.pop()
+        if j in need or phase[j] != "loop":
+            continue
+        need.add(j)
+        stack.extend(g[j].args)
+    return need
+
+
+def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
+    scans = graph.ids("scan")
+    if len(scans) != 1 or len(graph.ids("adjoint")) != 1:
+        raise IRError(f"{graph.name}: the Triton backward lowers one scan and its adjoint")
+    if graph[scans[0]].attr("io") == "mimo":
+        raise NotImplementedError(f"{graph.name}: backward of a MIMO scan (a state shared by all channels) "
+                                  f"is not generated for Triton yet; use backend='numpy'")
+    bw = _Bwd(graph, schedule, acc)
+    bw.lower()
+    ta, lines = bw.ta, bw.em.lines
+    state = graph[scans[0]].type
+    kname = f"{_ident(graph.name)}_kernel"
+    inputs = [graph[i] for i in graph.ids("input")]
+    outputs = [graph[i] for i in graph.ids("output")]
+    params = tensor_params(graph, inputs + outputs) + ["ck_ptr", "L", "NCH", "P", "N", "HG", "NCK"]
+    consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
+              "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
+    parts = 2 if state.complex else 1
+    ck = [f"ck_ptrs = ck_ptr + (((pid_b * NCK + c) * NCH + offs_d{ta.bc('d')}) * N + offs_n{ta.bc('n')}) * {parts}",
+          f"ck_mask = mask_d{ta.bc('d')} & mask_n{ta.bc('n')}"]
+    head = ["k = c * CHUNK + tl.arange(0, CHUNK)  # position along the scan order", "valid = k < L",
+            *_time_maps(graph, schedule), *ck]
+    body = [
+        *KERNEL_PROLOGUE,
+        "# ---- time-invariant values, accumulators",
+        *lines["pre"],
+        "# ---- checkpoint pass: the forward recurrence, storing the state at each chunk start",
+        "for c in range(0, NCK):",
+        *["    " + x for x in head + lines["fwd"]],
+        "# ---- reverse pass: recompute each chunk from its checkpoint, then its adjoint",
+        "for ci in range(0, NCK):",
+        "    c = NCK - 1 - ci",
+        *["    " + x for x in head + lines["loop"]],
+        "# ---- reduced over time: parameter gradients, the initial state's",
+        *lines["post"],
+    ]
+    kernel = "\n".join(["@triton.jit", f"def {kname}(", *[f"    {p}," for p in params + consts], "):",
+                        *["    " + x for x in body]])
+    from .launcher import backward_launcher_source
+    launcher = backward_launcher_source(graph, kname, inputs, outputs, bw.atomic, parts, acc)
+    return _module(graph, kname, kernel, inputs, outputs, schedule, False, launcher)

@@ -1,0 +1,206 @@
+"""Backward: the adjoint IR (NumPy semantics) against torch autograd through independent float64
+PyTorch loops, and the generated Triton backward kernels against the NumPy backward."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import grad_refs
+from conftest import as_numpy, assert_close, seed_of
+from ssmc import library
+from ssmc.compiler import compile
+from ssmc.inits import random_inputs
+from ssmc.ir import OPS
+from ssmc.ir.ops import ADJOINT_OPS
+from ssmc.spec import Spec
+
+SISO = ["mamba1", "mamba2", "s4d_zoh", "s4d_bilinear"]
+
+
+def _cotangents(outs, rng):
+    return {k: rng.standard_normal(v.shape) + (1j * rng.standard_normal(v.shape) if np.iscomplexobj(v) else 0)
+            for k, v in outs.items()}
+
+
+def _torch64(x):
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.to(torch.float64) if t.is_floating_point() else t
+
+
+def _close(got, want, tol, what):
+    """assert_close, except that an exactly zero gradient (A's with L = 1 and no h0) must be zero."""
+    if not np.linalg.norm(as_numpy(want)):
+        assert np.linalg.norm(as_numpy(got)) == 0, f"{what}: nonzero where the reference gradient is 0"
+        return
+    assert_close(got, want, tol, what)
+
+
+def _torch32(x):
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.to(torch.complex64 if t.is_complex() else torch.float32) if t.is_floating_point() or t.is_complex() else t
+
+
+def _library_reference(name, x):
+    """The library entry written out in torch (float64), from its parameterization."""
+    F = torch.nn.functional
+    if name == "mamba1":
+        return grad_refs.selective_scan(x["u"], x["delta"], -torch.exp(x["A_log"]), x["B"], x["C"], x["D"], x["z"],
+                                        x["delta_bias"], delta_softplus=True)
+    if name == "mamba2":
+        return grad_refs.ssd(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], x["dt_bias"],
+                             x["initial_states"], dt_softplus=True)
+    # S4D: LTI complex diagonal, Δ = exp(log_dt), y = 2 Re(C h) + D u
+    A = torch.complex(-torch.exp(x["A_log_re"]), x["A_im"])
+    dt = torch.exp(x["log_dt"])[:, None]
+    if name == "s4d_zoh":
+        Ab, s = torch.exp(dt * A), (torch.exp(dt * A) - 1) / A
+    else:
+        Ab, s = (1 + dt * A / 2) / (1 - dt * A / 2), dt / (1 - dt * A / 2)
+    u = x["u"]
+    h = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=A.dtype)
+    ys = []
+    for t in range(u.shape[2]):
+        h = Ab * h + s * x["B"] * u[:, :, t, None]
+        ys.append(2 * (x["C"] * h).sum(-1).real)
+    return torch.stack(ys, -1) + x["D"][:, None] * u, None
+
+
+@pytest.mark.parametrize("name", SISO)
+def test_numpy_backward_matches_torch_autograd(name, rng):
+    fn = compile(name, backend="numpy")
+    sizes = dict(library.DEFAULT_SIZES[name], L=7)
+    x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
+    outs = fn(**x)
+    cts = _cotangents(outs, rng)
+    grads = fn.grad(x, cts)
+    leaves = {k: _torch64(v).requires_grad_() for k, v in x.items()}
+    out, last = _library_reference(name, leaves)
+    assert_close(out, outs["out"], 1e-10, "forward reference")
+    pairs = [(out, cts["out"])] + ([(last, cts[k]) for k in outs if k != "out"] if last is not None else [])
+    torch.autograd.backward([p for p, _ in pairs], [_torch64(c) for _, c in pairs])
+    for k, leaf in leaves.items():
+        assert_close(grads[f"grad_{k}"], leaf.grad, 1e-9, f"{name} grad_{k}")
+
+
+@pytest.mark.parametrize("name", SISO)
+@pytest.mark.parametrize("L", [1, 7, 33])
+def test_triton_backward_matches_numpy_float64(name, L, rng):
+    """Float64 tensors are computed in float64: the kernels agree with the NumPy backward to rounding."""
+    fn = compile(name, backend="numpy")
+    sizes = dict(library.DEFAULT_SIZES[name], L=L)
+    x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
+    cts = _cotangents(fn(**x), rng)
+    want = fn.grad(x, cts)
+    tri = compile(name, backend="triton", schedule=dict(chunk=8, block_d=4))
+    got = tri.grad({k: _torch64(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in cts.items()})
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].dtype in (torch.float64, torch.complex128)
+        _close(got[k], want[k], 1e-10, f"{name} L={L} {k}")
+
+
+SCHEDULES = [dict(chunk=1, block_d=2), dict(chunk=4, block_d=16, layout="tdn"),
+             dict(chunk=16, block_d=4, layout="tnd"), dict(chunk=2, block_d=1, layout="ndt")]
+# S4D-ZOH's B̄ = (e^{ΔA} - 1)/A: its derivative in A cancels to O(ΔA) of its terms when |ΔA| is small
+# (S4D's init has Δ down to 1e-3), so fp32 loses ~3 digits there, in any implementation of that formula.
+FP32_TOL = {"mamba1": 2e-5, "mamba2": 2e-5, "s4d_zoh": 2e-3}
+
+
+@pytest.mark.parametrize("name", ["mamba1", "mamba2", "s4d_zoh"])
+@pytest.mark.parametrize("sched", SCHEDULES, ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()))
+def test_triton_backward_float32_schedules(name, sched, rng):
+    """fp32 arithmetic, odd sizes (5 channels, L = 13 not a multiple of the chunk), every schedule."""
+    fn = compile(name, backend="numpy")
+    sizes = dict(library.DEFAULT_SIZES[name], L=13, **(dict(H=4, P=2) if name == "mamba2" else {}))
+    x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
+    cts = _cotangents(fn(**x), rng)
+    want = fn.grad(x, cts)
+    tri = compile(name, backend="triton", schedule=sched)
+    got = tri.grad({k: _torch32(v) for k, v in x.items()}, {k: _torch32(v) for k, v in cts.items()})
+    for k in want:
+        assert_close(got[k], want[k], FP32_TOL[name], f"{name} {sched} {k}")
+
+
+def test_nan_poisoned_gradient_buffers_are_written_everywhere(rng):
+    """Gradients written with plain stores go straight into the caller's buffers: poisoned with NaN,
+    every element must come back finite; those finished by atomic adds are zeroed first."""
+    fn = compile("mamba2", backend="triton", schedule=dict(chunk=4, block_d=2))
+    sizes = dict(library.DEFAULT_SIZES["mamba2"], L=11, P=3)
+    x = {k: torch.from_numpy(np.ascontiguousarray(v)).float() for k, v in
+         random_inputs(fn.graph, sizes, seed=seed_of(rng)).items()}
+    outs = fn(**x)
+    cts = {k: torch.randn(v.shape) for k, v in outs.items()}
+    bufs = {f"grad_{k}": torch.full(v.shape, float("nan")) for k, v in x.items()}
+    got = fn.grad(x, cts, outs=bufs)
+    for k, v in got.items():
+        assert v is bufs[k], k
+        assert torch.isfinite(v).all(), f"{k}: unwritten (NaN) elements"
+    want = compile("mamba2", backend="numpy").grad({k: v.double().numpy() for k, v in x.items()},
+                                                   {k: v.double().numpy() for k, v in cts.items()})
+    for k in want:
+        assert_close(got[k], want[k], 2e-5, k)
+
+
+def test_reverse_scan_and_resets_backward(rng):
+    """A reverse-order scan and seq_idx resets: both backends against each other, and the NumPy
+    backward against torch autograd of a loop (resets)."""
+    spec = Spec("ssd_reset", state="scalar_head", A="direct", rule="zoh_euler", dt="softplus", dt_bias=True,
+                groups=True, skip="hp", gate="silu", h0=True, seq_idx=True, final_state=True)
+    fn = compile(spec, backend="numpy")
+    b, L, H, P, G, N = 2, 10, 4, 2, 2, 3
+    r = lambda *s: rng.standard_normal(s)
+    seq = np.sort(rng.integers(0, 3, (b, L)), axis=1)
+    x = dict(x=r(b, L, H, P), dt=r(b, L, H) * 0.5, dt_bias=r(H), A=-np.abs(r(H)), B=r(b, L, G, N),
+             C=r(b, L, G, N), D=r(H, P), z=r(b, L, H, P), initial_states=r(b, H, P, N))
+    outs = fn(**x, seq_idx=seq)
+    cts = _cotangents(outs, rng)
+    grads = fn.grad({**x, "seq_idx": seq}, cts)
+    leaves = {k: _torch64(v).requires_grad_() for k, v in x.items()}
+    y, last = grad_refs.ssd(**leaves, seq_idx=torch.from_numpy(seq), dt_softplus=True)
+    torch.autograd.backward([y, last], [_torch64(cts["out"]), _torch64(cts["final_states"])])
+    for k, leaf in leaves.items():
+        assert_close(grads[f"grad_{k}"], leaf.grad, 1e-9, k)
+    tri = compile(spec, backend="triton", schedule=dict(chunk=4, block_d=2))
+    got = tri.grad({**{k: _torch64(v) for k, v in x.items()}, "seq_idx": torch.from_numpy(seq)},
+                   {k: torch.from_numpy(v) for k, v in cts.items()})
+    for k in grads:
+        assert_close(got[k], grads[k], 1e-10, k)
+
+    rev = Spec("rev", state="diag_real", A="neg_exp", rule="bilinear", dt="softplus", direction="reverse",
+               groups=True, skip="h", gate="silu", h0=True, final_state=True)
+    fn = compile(rev, backend="numpy")
+    x = random_inputs(fn.graph, dict(batch=2, dim=6, G=3, N=3, L=9), seed=seed_of(rng))
+    cts = _cotangents(fn(**x), rng)
+    want = fn.grad(x, cts)
+    got = compile(rev, backend="triton", schedule=dict(chunk=4, block_d=4)).grad(
+        {k: _torch64(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in cts.items()})
+    for k in want:
+        assert_close(got[k], want[k], 1e-10, f"reverse {k}")
+
+
+def test_adjoint_ops_have_semantics_and_lowerings():
+    from ssmc.backends import numpy_interp
+    from ssmc.backends.triton.backward import _Bwd
+    assert not set(ADJOINT_OPS) & set(OPS)
+    assert set(ADJOINT_OPS) <= set(numpy_interp.SEMANTICS)
+    assert all(hasattr(_Bwd, op) for op in ADJOINT_OPS)
+    g = compile("mamba2", backend="numpy").backward_graph
+    assert {n.op for n in g.nodes} >= set(ADJOINT_OPS)
+
+
+def test_mimo_backward_is_refused_on_triton_not_wrong(rng):
+    fn = compile("s5", backend="triton")
+    x = random_inputs(fn.graph, library.DEFAULT_SIZES["s5"], seed=seed_of(rng))
+    outs = compile("s5", backend="numpy")(**x)
+    with pytest.raises(NotImplementedError, match="MIMO"):
+        fn.grad({k: _torch64(v) for k, v in x.items()}, {k: _torch64(v) for k, v in outs.items()})
+
+
+def test_grad_bad_cotangents_name_the_argument(rng):
+    fn = compile("mamba1", backend="numpy")
+    x = random_inputs(fn.graph, library.DEFAULT_SIZES["mamba1"], seed=seed_of(rng))
+    with pytest.raises(ValueError, match="grads"):
+        fn.grad(x, {"nope": np.zeros(3)})
+    with pytest.raises(ValueError, match="'out'"):
+        fn.grad(x, {"out": np.zeros((1, 2, 3))})
