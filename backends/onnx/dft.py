@@ -19,7 +19,9 @@ from onnx import TensorProto
 
 from ssmc.ir.symbolic import lower as lower_expr
 
-from .strategy import dft_parts, scan_region
+from ssmc.ir.passes.structure import scan_region
+
+from .strategy import dft_parts
 from .sym import emit_lowered
 
 T = 1

@@ -18,7 +18,7 @@ from ssmc.ir.types import value_role
 
 from . import chunked
 from .emitter import Emitter, float_info
-from .strategy import scan_region
+from ssmc.ir.passes.structure import scan_region
 from .sym import emit_lowered
 
 T = 1  # the time axis of a canonical value
