@@ -1,0 +1,273 @@
+"""The chunked (tensor-core) lowering of a scalar-per-head scan: Mamba-2's SSD form, generated.
+
+For a region with the SSD structure (`ssmc.ir.passes.structure.ssd_reason` is None) — per head a
+scalar decay Ā_t, an input k_t·v_tᵀ (k over the state n, v over the head's positions p) and a
+readout y_t = Σ_n c_t,n h_t — one program per (batch, head, block of p) walks the sequence a chunk
+of Q steps at a time, with ℓ = log Ā and cum its running sum inside the chunk:
+
+    y      = ((C Kᵀ) ∘ e^{cum_i - cum_j} [i ≥ j]) V  +  e^{cum} ∘ (C Hᵀ)     three tl.dot
+    H     <- e^{cum_Q} H + (V ∘ e^{cum_Q - cum})ᵀ K                          one tl.dot
+
+H (P×N per head) stays in fp32 registers between chunks.  The causal mask is applied to
+cum_i - cum_j before the exponential (the factorized e^{cum_i}·e^{-cum_j} overflows).  Every
+other node of the region — Δ's bias and softplus, the discretization, the skip, the gate — is
+lowered from the IR onto (Q, p) or (Q, n) tiles with the elementwise code of `codegen`.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from ssmc.ir import Graph, IRError
+from ssmc.ir.passes.structure import scan_region, ssd_parts, ssd_reason
+from ssmc.ir.symbolic import lower, print_triton
+
+from .codegen import CODEGEN_VERSION, _elementwise, _ident, _lower_expr, _usage, param_name, tensor_params
+
+SSD_VERSION = "1"
+
+
+def chunked_reason(g: Graph) -> str | None:
+    """None when the graph's one scan can take the chunked lowering, else why not."""
+    scans = g.ids("scan")
+    if len(scans) != 1:
+        return f"{len(scans)} scans"
+    s = scans[0]
+    region = scan_region(g, s)
+    why = ssd_reason(g, region)
+    if why:
+        return why
+    users = g.users()
+    x = g[s].args[1]
+    if users[x] != [s]:
+        return "the scan input k·v is used elsewhere"
+    if any(g[u].op not in ("last",) for u in users[s] if u not in region.body):
+        return "the state is read outside the readout"
+    for i, n in enumerate(g.nodes):
+        if i in (s, x, *region.body):
+            continue
+        if n.op == "sum":
+            return f"node %{i}: a reduction outside the readout"
+        if n.type and n.type.complex:
+            return f"node %{i}: complex values"
+        if n.type and {"p", "n"} <= n.type.dims and n.op != "input" and n.op != "last" and n.op != "output":
+            return f"node %{i} ({n.op}) varies over both p and n"
+    return None
+
+
+class _Tiles:
+    """Node id -> variable names, and the line lists of the kernel phases."""
+
+    def __init__(self, g):
+        self.g = g
+        self.names = {}
+        self.lines = {"pre": [], "loop": [], "post": []}
+
+
+def _tile_axes(dims) -> str:
+    """Broadcast suffix of a value's 2-D tile: rows are time steps, columns p or n."""
+    col = ":" if dims & {"p", "n"} else "None"
+    return f"[:, {col}]" if "t" in dims else f"[None, {col}]"
+
+
+def _load(n) -> tuple:
+    """(pointer expression, mask) of input `n` as a 2-D tile of (time steps, p or n)."""
+    p = n.attr("name")
+    axes = n.attr("axes")
+    idx = {"t": "t_idx[:, None]", "h": "pid_h", "g": "(pid_h // HG)", "p": "offs_p[None, :]",
+           "n": "offs_n[None, :]"}
+    masks = {"t": "valid[:, None]", "p": "mask_p[None, :]", "n": "mask_n[None, :]"}
+    base = f"{p}_ptr" + "".join(f" + pid_b * {p}_s{k}" for k, a in enumerate(axes) if a.role == "b")
+    offs = [f"{idx[a.role]} * {p}_s{k}" for k, a in enumerate(axes) if a.role != "b"]
+    mask = " & ".join(masks[a.role] for a in axes if a.role in masks)
+    return f"({base})" + "".join(f" + {o}" for o in offs), mask or None
+
+
+def _log_decay(g, a_id, em) -> str:
+    """The name of log Ā: the expression's own log when Ā = exp(...), no Log of an Exp."""
+    n = g[a_id]
+    if n.op == "exp":
+        return em.names[n.args[0]][0]
+    if n.op != "expr":
+        return f"tl.log({em.names[a_id][0]})"
+    names = n.attr("symbols")
+    flags = tuple(g[j].type.complex for j in n.args)
+    lines = [f"{sym} = {em.names[j][0]}" for sym, j in zip(names, n.args)]
+    assigns, (res,) = lower(sp.log(n.attr("expr")), names, flags, split_complex=True, prefix=f"l{a_id}_")
+    lines += [f"{v} = {print_triton(e)}" for v, e in assigns]
+    em.lines["loop" if g[a_id].type.time_varying else "pre"].extend(lines)
+    return f"({print_triton(res)})"
+
+
+def generate_chunked(graph: Graph, schedule) -> str:
+    why = chunked_reason(graph)
+    if why:
+        raise IRError(f"{graph.name}: no chunked lowering: {why}")
+    g = graph
+    s = g.ids("scan")[0]
+    parts = ssd_parts(g, s)
+    region = scan_region(g, s)
+    skip = {s, g[s].args[1], *region.body}
+    em = _Tiles(g)
+    h0 = g[s].args[2] if g[s].attr("has_h0") else None
+    for i, n in enumerate(g.nodes):
+        if i in skip and i != parts["readout"]:
+            continue
+        phase = "loop" if (n.type and n.type.time_varying) or n.op == "scan" else "pre"
+        out = em.lines[phase].append
+        if n.op == "input":
+            if i == h0:
+                continue  # loaded as the state tile
+            ptr, mask = _load(n)
+            m = f", mask={mask}, other=0" if mask else ""
+            conv = "" if n.attr("integer") else ".to(tl.float32)"
+            out(f"v{i} = tl.load({ptr}{m}){conv}  # {n.attr('name')}")
+            em.names[i] = (f"v{i}",)
+        elif n.op == "const":
+            out(f"v{i} = {float(n.attr('value'))!r}")
+            em.names[i] = (f"v{i}",)
+        elif n.op == "expr":
+            em.names[i] = (f"v{i}",)
+            _lower_expr(em, i, n, out)
+        elif n.op == "sum":  # the readout: the chunk's SSD block
+            em.names[i] = ("y",)
+            _ssd_block(em, g, parts)
+        elif n.op == "last":
+            em.names[i] = ("state",)
+        elif n.op == "output":
+            _store(em, g, n)
+        else:
+            em.names[i] = (f"v{i}",)
+            for line in _elementwise(n.op, n, em.names[i], [em.names[a] for a in n.args]):
+                out(line)
+    kname = f"{_ident(g.name)}_ssd"
+    inputs = [g[i] for i in g.ids("input")]
+    outputs = [g[i] for i in g.ids("output")]
+    params = tensor_params(g, inputs + outputs)
+    h0_load = []
+    if h0 is not None:
+        ptr, mask = _load(g[h0])
+        h0_load = [f"state = tl.load({ptr.replace('offs_p[None, :]', 'offs_p[:, None]')}, "
+                   f"mask=mask_p[:, None] & mask_n[None, :], other=0).to(tl.float32)  # initial state"]
+    body = [
+        "pid_b = tl.program_id(0).to(tl.int64)",
+        "pid_h = tl.program_id(1)",
+        "offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)",
+        "mask_p = offs_p < P",
+        "offs_n = tl.arange(0, BLOCK_N)",
+        "mask_n = offs_n < N",
+        "offs_q = tl.arange(0, Q)",
+        "causal = offs_q[:, None] >= offs_q[None, :]",
+        *(h0_load or ["state = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"]),
+        "# ---- time-invariant values",
+        *em.lines["pre"],
+        "# ---- the sequence, Q steps at a time",
+        "for c0 in range(0, L, Q):",
+        *["    " + line for line in ["t_idx = c0 + offs_q", "valid = t_idx < L", *em.lines["loop"]]],
+        "# ---- final state",
+        *em.lines["post"],
+    ]
+    consts = ["Q: tl.constexpr", "BLOCK_P: tl.constexpr", "BLOCK_N: tl.constexpr", "DOT: tl.constexpr"]
+    kernel = "\n".join(["@triton.jit", f"def {kname}(", *[f"    {p}," for p in params + ["L", "P", "N", "HG"] + consts],
+                        "):", *["    " + line for line in body]])
+    return _module(g, kname, kernel, inputs, outputs, schedule)
+
+
+def _ssd_block(em, g, parts):
+    """y for the chunk from ℓ (log Ā), k, v, c tiles; then the state update (the chunk's lines)."""
+    out = em.lines["loop"].append
+    la = _log_decay(g, parts["a"], em)
+    k, v, c = (em.names[parts[x]][0] for x in ("k", "v", "c"))
+    out("# ---- SSD: masked C·Kᵀ within the chunk, the carried state across chunks (tensor cores)")
+    out(f"la = tl.sum(tl.where(valid[:, None], tl.broadcast_to({la} + 0.0, [Q, 1]), 0.0), axis=1)"
+        "  # log Ā; 0 on padding steps")
+    out("cum = tl.cumsum(la, axis=0)")
+    out("total = tl.sum(la, axis=0)")
+    out(f"k = tl.where(valid[:, None] & mask_n[None, :], tl.broadcast_to({k} + 0.0, [Q, BLOCK_N]), 0.0)")
+    out(f"v = tl.where(valid[:, None] & mask_p[None, :], tl.broadcast_to({v} + 0.0, [Q, BLOCK_P]), 0.0)")
+    out(f"c = tl.broadcast_to({c} + 0.0, [Q, BLOCK_N])")
+    out("decay = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float('-inf')))  # mask before exp")
+    out("scores = _dot(c, tl.trans(k), DOT) * decay")
+    out("y = _dot(scores, v, DOT) + tl.exp(cum)[:, None] * _dot(c, tl.trans(state), DOT)")
+    out("w = tl.exp(total - cum)  # decay from each step to the chunk's end")
+    out("state = tl.exp(total) * state + _dot(tl.trans(v * w[:, None]), k, DOT)")
+
+
+def _store(em, g, n):
+    src = em.names[n.args[0]][0]
+    p = param_name(g, n)
+    if g[n.args[0]].op == "last":
+        ptr, _ = _load(n.with_attrs(name=p))
+        ptr = ptr.replace("offs_p[None, :]", "offs_p[:, None]")
+        em.lines["post"].append(f"tl.store({ptr}, state.to({p}_ptr.dtype.element_ty), "
+                                f"mask=mask_p[:, None] & mask_n[None, :])")
+        return
+    ptr, mask = _load(n.with_attrs(name=p))
+    phase = "loop" if "t" in {a.role for a in n.attr("axes")} else "post"
+    em.lines[phase].append(f"tl.store({ptr}, tl.broadcast_to({src} + 0.0, [Q, BLOCK_P]).to({p}_ptr.dtype.element_ty)"
+                           f"{', mask=' + mask if mask else ''})")
+
+
+def _module(g, kname, kernel, inputs, outputs, sched) -> str:
+    from .launcher import _out_dtype, _sizes
+    names = [n.attr("name") for n in inputs]
+    outs = [param_name(g, n) for n in outputs]
+    launch = [f"def launch(*, {', '.join(names + [f'{o}=None' for o in outs] + ['schedule=None'])}):",
+              '    """Run the chunked kernel on CUDA (or interpreted CPU) tensors; returns {output: tensor}."""',
+              "    sched = dict(SCHEDULE, **(schedule or {}))",
+              *["    " + line for line in _sizes(inputs)],
+              f"    device = {names[0]}.device"]
+    args = []
+    for n in inputs + outputs:
+        p = param_name(g, n)
+        if n.op == "output":
+            shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
+            launch += [f"    if {p} is None:",
+                       f"        {p} = torch.empty(({shape},), device=device, dtype={_out_dtype(g, n, inputs)})"]
+        args.append(f"{p}, *{p}.stride()[:{len(n.attr('axes'))}]")
+    first_float = next(n.attr("name") for n in inputs if not n.attr("integer"))
+    launch += [
+        "    H = NCH // P",
+        "    BLOCK_P = max(16, min(sched['block_p'], triton.next_power_of_2(P)))",
+        "    BLOCK_N = max(16, triton.next_power_of_2(N))",
+        f"    DOT = {{torch.bfloat16: 1, torch.float16: 2}}.get({first_float}.dtype, 0)  # tensor-core operand type",
+        "    grid = (batch, H, triton.cdiv(P, BLOCK_P))",
+        "    global LAST_COMPILED",
+        f"    LAST_COMPILED = {kname}[grid](",
+        *[f"        {a}," for a in args],
+        "        L, P, N, HG,",
+        "        Q=sched['chunk'], BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT=DOT,",
+        "        num_warps=sched['num_warps'], num_stages=sched['num_stages'],",
+        "    )",
+        "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
+    ]
+    sched_dict = dict(chunk=max(16, sched.chunk), block_p=sched.block_d, num_warps=sched.num_warps,
+                      num_stages=getattr(sched, "num_stages", 2))
+    return f'''"""Chunked (SSD) Triton kernel generated by ssmc {CODEGEN_VERSION}.{SSD_VERSION} for `{g.name}`.
+
+Needs only torch and triton.  Call `launch(**tensors)`; it returns a dict of outputs.
+{_usage(inputs, outputs)}
+IR:
+{g.text()}"""
+import torch
+import triton
+import triton.language as tl
+
+SCHEDULE = {sched_dict!r}
+LAST_COMPILED = None
+
+
+@triton.jit
+def _dot(a, b, DOT: tl.constexpr):
+    # bf16/fp16 inputs: tensor cores on that type, fp32 accumulation; fp32 inputs: 3xTF32 (≈ fp32)
+    if DOT == 1:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif DOT == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision="tf32x3")
+
+
+{kernel}
+
+
+''' + "\n".join(launch) + "\n"
