@@ -209,6 +209,7 @@ def cmd_show(args) -> int:
         for k, (pass_name, g) in enumerate(c.trace):
             print(f"=== {k}: {pass_name} ({len(g.nodes)} nodes) ===")
             print(g.text())
+        print(_lowering_choices(c.graph))
     else:
         print(c.graph.text(), end="")
     if args.dot:
@@ -218,6 +219,22 @@ def cmd_show(args) -> int:
         how = render_png(c.graph, args.png, renderer)
         print(f"wrote {args.png} (rendered with {how})")
     return 0
+
+
+SHOW_SIZES = {"b": 4, "t": 2048, "h": 64, "p": 64, "n": 128, "g": 1}  # Mamba-2's benchmark shape
+
+
+def _lowering_choices(graph) -> str:
+    """The Triton cost model's choice (ssmc.backends.triton.strategy) at a large and a small shape."""
+    from ssmc.backends.triton.strategy import choose
+    small = {"b": 2, "t": 33, "h": 4, "p": 3, "n": 4, "g": 2}
+    rows = ["=== lowering (Triton cost model) ==="]
+    for label, roles, device in (("CUDA, batch 4, L 2048, 64 channels/heads, P 64, N 128", SHOW_SIZES, "cuda"),
+                                 ("CUDA, the test sizes (L 33, P 3, N 4)", small, "cuda"),
+                                 ("CPU (interpreter)", SHOW_SIZES, "cpu")):
+        kind, why = choose(graph, roles, device)
+        rows.append(f"{label}: {kind} — {why}")
+    return "\n".join(rows)
 
 
 def _write(path, text):

@@ -71,9 +71,8 @@ class Compiled:
     def _build_kernel(self, sizes: dict, device_type: str, acc: str = "float32"):
         from ssmc.backends import triton as tb
         schedule = self.schedule
-        if schedule is None:
-            stepwise = not any(n.type.time_varying for n in self.graph.nodes)
-            schedule = tb.default_schedule(role_sizes(self.graph, sizes), device_type, stepwise)
+        if schedule is None:  # the cost model's choice (ssmc.backends.triton.strategy)
+            schedule = tb.strategy.choose_schedule(self.graph, role_sizes(self.graph, sizes), device_type, acc)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
             schedule = replace(schedule, wide=True)  # 32-bit element offsets would overflow
         return tb.build(self.graph, schedule, acc)  # cached by (graph, schedule, acc) across Compiled objects
@@ -229,7 +228,7 @@ def compile(decl, backend: str = "auto", schedule=None, precision: str = "float6
     if precision not in ("float64", "float32"):  # checked now, not at the first call
         raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
     graph, trace = optimize(_to_graph(decl))
-    if schedule is not None and not hasattr(schedule, "block_d"):
+    if isinstance(schedule, dict):  # else a Schedule or a ChunkedSchedule
         from ssmc.backends.triton import Schedule
         schedule = Schedule(**schedule)
     return Compiled(graph, trace, backend, schedule, precision)

@@ -16,6 +16,8 @@ from pathlib import Path
 from ssmc.ir import Graph
 
 from .codegen import CODEGEN_VERSION, Schedule, generate
+from .ssd import ChunkedSchedule, generate_chunked
+from . import strategy  # noqa: E402  (imports default_schedule from this module lazily)
 
 
 def cache_dir() -> Path:
@@ -83,10 +85,12 @@ def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") 
     """Generate (or find in the cache) and load the kernel module of a pipelined graph (or of a
     backward graph made by ssmc.ir.passes.adjoint); `acc` is the arithmetic dtype."""
     schedule = schedule or Schedule()
+    if isinstance(schedule, ChunkedSchedule) and graph.ids("adjoint"):
+        schedule = Schedule()  # a backward graph has no chunked lowering: its own default
     key = _key(graph, schedule, acc)
     if key in _LOADED:
         return _LOADED[key]
-    source = generate(graph, schedule, acc)
+    source = generate_chunked(graph, schedule) if isinstance(schedule, ChunkedSchedule) else generate(graph, schedule, acc)
     path = cache_dir() / f"ssmc_{graph.name}_{key}.py"
     if not path.exists() or path.read_text() != source:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -102,4 +106,4 @@ def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") 
     return kernel
 
 
-__all__ = ["Kernel", "Schedule", "build", "cache_dir", "default_schedule", "ensure_runtime", "generate"]
+__all__ = ["ChunkedSchedule", "Kernel", "Schedule", "build", "cache_dir", "default_schedule", "ensure_runtime", "generate"]

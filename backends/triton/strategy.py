@@ -1,0 +1,56 @@
+"""The cost model: which Triton lowering a graph gets on a device, at given sizes, and why.
+
+  * "step"        — a decode step: no time axis, no loop;
+  * "chunked"     — Mamba-2's SSD form on tensor cores (`ssd.py`): scalar-per-head states whose
+                    P×N state per head is large enough that the matmuls pay (P, N ≥ 16) and
+                    sequences of at least one chunk, on CUDA;
+  * "associative" — a chunk of steps scanned with `tl.associative_scan`, the state carried in
+                    registers between chunks (`codegen.py`);
+  * "sequential"  — the same kernel with chunk 1: a plain recurrence (first-order scans, MIMO
+                    states, the CPU interpreter).
+`ssmc show NAME --passes` prints the choice; passing a schedule to `compile` forces one
+(a `ChunkedSchedule`, or a `Schedule` whose chunk is 1 or more).
+"""
+from __future__ import annotations
+
+from ssmc.ir import Graph
+
+from .ssd import ChunkedSchedule, chunked_reason
+
+MIN_CHUNKED = 16  # P and N below this leave most of a tl.dot tile empty
+CHUNK = 64
+
+
+def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> tuple:
+    """(lowering, reason) for `graph` at role sizes `roles` on `device_type`, arithmetic in `acc`."""
+    from . import default_schedule
+    if not any(n.type.time_varying for n in graph.nodes):
+        return "step", "no time axis: one step per call, no loop"
+    why_not = chunked_reason(graph)
+    if why_not is None:
+        p, n, L = roles.get("p", 1), roles.get("n", 1), roles.get("t", 1)
+        if acc != "float32":
+            why_not = f"{acc} arithmetic (the chunked kernel computes in fp32)"
+        elif device_type != "cuda":
+            why_not = "chunked needs tensor cores (CUDA); the CPU interpreter runs the recurrence"
+        elif min(p, n) < MIN_CHUNKED:
+            why_not = f"P={p}, N={n}: below {MIN_CHUNKED}, most of each tl.dot tile would be padding"
+        elif L < CHUNK:
+            why_not = f"L={L} is shorter than one chunk ({CHUNK})"
+        else:
+            return "chunked", f"scalar-per-head state of {p}×{n} per head: SSD chunks of {CHUNK} on tensor cores"
+    if any(graph[i].attr("io") == "mimo" for i in graph.ids("scan")):
+        return "sequential", f"not chunked ({why_not}); a MIMO state is scanned step by step"
+    sched = default_schedule(roles, device_type)
+    kind = "sequential" if sched.chunk == 1 else "associative"
+    return kind, f"not chunked ({why_not}); {kind} scan, schedule {sched}"
+
+
+def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
+    """The schedule that realizes `choose`."""
+    from . import default_schedule
+    kind, _ = choose(graph, roles, device_type, acc)
+    if kind == "chunked":
+        return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32,
+                               num_warps=4 if roles.get("n", 1) <= 64 else 8)
+    return default_schedule(roles, device_type, stepwise=kind == "step")
