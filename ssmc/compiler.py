@@ -295,17 +295,19 @@ def _fill_numpy(res, outs):
 
 def _torch_dtype(graph, name, inputs):
     """The dtype the Triton launcher gives output `name`, so both backends agree: a final state
-    is fp32 (complex64); other outputs take the dtype of the real input with their layout."""
+    is fp32 (complex64), fp64 (complex128) when a float64 tensor comes in; other outputs take the
+    dtype of the real input with their layout."""
     import torch
     node = graph[graph.outputs[name]]
+    wide = any(_is_torch(x) and x.dtype in (torch.float64, torch.complex128) for x in inputs.values())
     if node.type.complex:
-        return torch.complex64
+        return torch.complex128 if wide else torch.complex64
     if graph[node.args[0]].op != "last":
         for i in graph.ids("input"):
             x = inputs[graph[i].attr("name")]
             if graph[i].attr("axes") == node.attr("axes") and _is_torch(x) and not is_complex(x):
                 return x.dtype
-    return torch.float32
+    return torch.float64 if wide else torch.float32
 
 
 def _convert_back(res, inputs, graph, outs):

@@ -65,6 +65,13 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         out, last = op.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
                                       bool(return_last_state))
         return (out, last) if return_last_state else out
+    spec, args, _ = _scan_spec(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    res = _compiled(spec, backend)(**args)
+    return (res["out"], res["last_state"]) if return_last_state else res["out"]
+
+
+def _scan_spec(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    """(Spec, its keyword arguments, the B/C ranks given) for selective_scan's arguments."""
     shapes = ("(dim, N)", "(batch, N, L)", "(batch, G, N, L)")
     nb, nc = _ndim("B", B, (2, 3, 4), shapes), _ndim("C", C, (2, 3, 4), shapes)
     grouped = 4 in (nb, nc)
@@ -81,8 +88,37 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         final_state=bool(return_last_state),
         complex_BC=frozenset(k for k, v in (("B", B), ("C", C)) if cplx and is_complex(v)),
     )
-    res = _compiled(spec, backend)(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
-    return (res["out"], res["last_state"]) if return_last_state else res["out"]
+    args = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    return spec, args, dict(B=nb, C=nc)
+
+
+def _grads_like(grads: dict, given: dict, ranks: dict = None):
+    """Gradients in the arguments' layouts and dtypes: a (batch, N, L) B or C that was seen as
+    (batch, G, N, L) sums its group axis back; None where the argument was None."""
+    out = []
+    for name, x in given.items():
+        if x is None:
+            out.append(None)
+            continue
+        g = grads[f"grad_{name}"]
+        if ranks and ranks.get(name) == 3 and g.dim() == 4:
+            g = g.sum(1)
+        out.append(g.to(x.dtype) if g.dtype != x.dtype else g)
+    return out
+
+
+def selective_scan_backward(dout, dlast, u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                            delta_softplus=False, *, backend="triton"):
+    """Gradients of selective_scan (torch tensors) for the cotangents `dout` of out and `dlast` of
+    last_state (None: no last state).  Returns [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias], None
+    where the argument was None, each in its argument's layout and dtype."""
+    if dout is None or tuple(dout.shape) != tuple(u.shape):
+        raise ValueError(f"dout: expected the shape of u {tuple(u.shape)}, got {tuple(getattr(dout, 'shape', ()))}")
+    spec, args, ranks = _scan_spec(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dlast is not None)
+    cts = {"out": dout, **({"last_state": dlast} if dlast is not None else {})}
+    grads = _compiled(spec, backend).grad(args, cts)
+    given = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    return _grads_like(grads, given, ranks)
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
@@ -104,18 +140,42 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
         out, final = op.ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
                             bool(dt_softplus), lo, hi, bool(return_final_states))
         return (out, final) if return_final_states else out
+    spec = _ssd_spec(D, z, dt_bias, initial_states, seq_idx, dt_softplus, lo, hi, return_final_states)
+    res = _compiled(spec, backend)(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias,
+                                   initial_states=initial_states, seq_idx=seq_idx)
+    return (res["out"], res["final_states"]) if return_final_states else res["out"]
+
+
+def _ssd_spec(D, z, dt_bias, initial_states, seq_idx, dt_softplus, lo, hi, return_final_states):
     skip = None
     if D is not None:
         skip = {1: "h", 2: "hp"}.get(_ndim("D", D, (1, 2), ("(H,)", "(H, P)")))
-    spec = Spec(
+    return Spec(
         "ssd", state="scalar_head", A="direct", rule="zoh_euler", dt="softplus" if dt_softplus else "raw",
         dt_bias=dt_bias is not None, dt_limit=None if (lo, hi) == (0.0, math.inf) else (lo, hi),
         groups=True, skip=skip, gate="silu" if z is not None else None, h0=initial_states is not None,
         seq_idx=seq_idx is not None, final_state=bool(return_final_states),
     )
-    res = _compiled(spec, backend)(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias,
-                                   initial_states=initial_states, seq_idx=seq_idx)
-    return (res["out"], res["final_states"]) if return_final_states else res["out"]
+
+
+def ssd_backward(dout, dfinal, x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+                 dt_softplus=False, dt_limit=(0.0, float("inf")), *, backend="triton"):
+    """Gradients of ssd (torch tensors) for the cotangents `dout` of out and `dfinal` of final_states
+    (None: no final state).  Returns [dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states], None
+    where the argument was None, each in its argument's layout and dtype."""
+    lo, hi = (float(v) for v in dt_limit)
+    if (lo, hi) != (0.0, math.inf):
+        raise NotImplementedError(f"ssd backward: dt_limit={dt_limit!r} (a clamp of dt) has no gradient rule yet; "
+                                  f"only the default (0.0, inf) is differentiable")
+    if dout is None or tuple(dout.shape) != tuple(x.shape):
+        raise ValueError(f"dout: expected the shape of x {tuple(x.shape)}, got {tuple(getattr(dout, 'shape', ()))}")
+    spec = _ssd_spec(D, z, dt_bias, initial_states, seq_idx, dt_softplus, lo, hi, dfinal is not None)
+    args = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
+                seq_idx=seq_idx)
+    cts = {"out": dout, **({"final_states": dfinal} if dfinal is not None else {})}
+    grads = _compiled(spec, backend).grad(args, cts)
+    args.pop("seq_idx")
+    return _grads_like(grads, args)
 
 
 @lru_cache(maxsize=64)

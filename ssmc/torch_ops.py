@@ -1,8 +1,10 @@
 """The drop-in ops as torch custom ops, so torch.compile(fullgraph=True) and torch.export trace them.
 
 `ssmc.ops` routes torch tensors on the Triton backend through these.  Each op has a fake (meta)
-implementation giving output shapes and dtypes without running anything.  Gradients are not
-registered yet: calling backward through them raises torch's "autograd not implemented" error.
+implementation giving output shapes and dtypes without running anything.  `selective_scan` and
+`ssd` have registered autograd: their backward is a custom op of its own (`*_bwd`, with a fake
+implementation too) running the generated backward kernel (ssmc.ir.passes.adjoint), so a compiled
+forward+backward stays whole.  selective_state_update (a decode step, in place) has no backward.
 """
 from __future__ import annotations
 
@@ -21,8 +23,12 @@ if not torch.cuda.is_available():
 _EMPTY = (0,)  # an output that was not asked for
 
 
-def _state_dtype(A: Tensor) -> torch.dtype:
-    return torch.complex64 if A.is_complex() else torch.float32
+def _state_dtype(A: Tensor, *tensors) -> torch.dtype:
+    # float64 tensors in are computed in float64, and the state comes back in double precision
+    wide = any(t is not None and t.dtype in (torch.float64, torch.complex128) for t in (A,) + tensors)
+    if A.is_complex():
+        return torch.complex128 if wide else torch.complex64
+    return torch.float64 if wide else torch.float32
 
 
 def _out_dtype(x: Tensor) -> torch.dtype:
@@ -39,13 +45,14 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
                              backend="triton", _direct=True)
     if return_last_state:
         return res
-    return res, u.new_empty(_EMPTY, dtype=_state_dtype(A))
+    return res, u.new_empty(_EMPTY, dtype=_state_dtype(A, u, delta, B, C, D, z, delta_bias))
 
 
 @selective_scan.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-    last = (u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=_state_dtype(A)) if return_last_state
-            else u.new_empty(_EMPTY, dtype=_state_dtype(A)))
+    dtype = _state_dtype(A, u, delta, B, C, D, z, delta_bias)
+    last = (u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=dtype) if return_last_state
+            else u.new_empty(_EMPTY, dtype=dtype))
     return u.new_empty(u.shape, dtype=_out_dtype(u)), last
 
 
@@ -59,15 +66,16 @@ def ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
                   (dt_min, dt_max), return_final_states, backend="triton", _direct=True)
     if return_final_states:
         return res
-    return res, x.new_empty(_EMPTY, dtype=torch.float32)
+    return res, x.new_empty(_EMPTY, dtype=_state_dtype(A, x, dt, B, C, D, z, dt_bias, initial_states))
 
 
 @ssd.register_fake
 def _(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max,
       return_final_states):
     b, _, h, p = x.shape
-    final = (x.new_empty((b, h, p, B.shape[-1]), dtype=torch.float32) if return_final_states
-             else x.new_empty(_EMPTY, dtype=torch.float32))
+    dtype = _state_dtype(A, x, dt, B, C, D, z, dt_bias, initial_states)
+    final = (x.new_empty((b, h, p, B.shape[-1]), dtype=dtype) if return_final_states
+             else x.new_empty(_EMPTY, dtype=dtype))
     return x.new_empty(x.shape, dtype=_out_dtype(x)), final
 
 
@@ -83,3 +91,83 @@ def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: T
 @selective_state_update.register_fake
 def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
     return x.new_empty(x.shape, dtype=_out_dtype(x))
+
+
+# --- backward ----------------------------------------------------------------------------------
+
+def _none_if_empty(ts, given):
+    return [g if x is not None else None for g, x in zip(ts, given)]
+
+
+def _empty_for_none(grads, given, like):
+    return [g if g is not None else like.new_empty(_EMPTY) for g, x in zip(grads, given)]
+
+
+@torch.library.custom_op("ssmc::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                       C: Tensor, D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                       delta_softplus: bool) -> list[Tensor]:
+    """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]; an empty tensor where the argument was None."""
+    from . import ops
+    grads = ops.selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                        backend="triton")
+    return _empty_for_none(grads, (u, delta, A, B, C, D, z, delta_bias), u)
+
+
+@selective_scan_bwd.register_fake
+def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    return [torch.empty_like(x) if x is not None else u.new_empty(_EMPTY)
+            for x in (u, delta, A, B, C, D, z, delta_bias)]
+
+
+def _scan_setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+    ctx.delta_softplus, ctx.return_last_state = delta_softplus, return_last_state
+
+
+def _scan_backward(ctx, dout, dlast):
+    given = ctx.saved_tensors
+    grads = torch.ops.ssmc.selective_scan_bwd(dout, dlast if ctx.return_last_state else None, *given,
+                                              ctx.delta_softplus)
+    return (*_none_if_empty(grads, given), None, None)
+
+
+selective_scan.register_autograd(_scan_backward, setup_context=_scan_setup_context)
+
+
+@torch.library.custom_op("ssmc::ssd_bwd", mutates_args=())
+def ssd_bwd(dout: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+            D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor], initial_states: Optional[Tensor],
+            seq_idx: Optional[Tensor], dt_softplus: bool, dt_min: float, dt_max: float) -> list[Tensor]:
+    """[dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states]; empty where the argument was None."""
+    from . import ops
+    grads = ops.ssd_backward(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dt_softplus,
+                             (dt_min, dt_max), backend="triton")
+    return _empty_for_none(grads, (x, dt, A, B, C, D, z, dt_bias, initial_states), x)
+
+
+@ssd_bwd.register_fake
+def _(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max):
+    return [torch.empty_like(v) if v is not None else x.new_empty(_EMPTY)
+            for v in (x, dt, A, B, C, D, z, dt_bias, initial_states)]
+
+
+def _ssd_setup_context(ctx, inputs, output):
+    (x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max,
+     return_final_states) = inputs
+    ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
+    ctx.flags = (dt_softplus, dt_min, dt_max, return_final_states)
+
+
+def _ssd_backward(ctx, dout, dfinal):
+    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx = ctx.saved_tensors
+    dt_softplus, dt_min, dt_max, return_final_states = ctx.flags
+    given = (x, dt, A, B, C, D, z, dt_bias, initial_states)
+    grads = torch.ops.ssmc.ssd_bwd(dout, dfinal if return_final_states else None, *given, seq_idx, dt_softplus,
+                                   dt_min, dt_max)
+    dx, ddt, dA, dB, dC, dD, dz, dbias, dh0 = _none_if_empty(grads, given)
+    return dx, ddt, dA, dB, dC, None, dD, dz, dbias, dh0, None, None, None, None, None
+
+
+ssd.register_autograd(_ssd_backward, setup_context=_ssd_setup_context)

@@ -66,9 +66,12 @@ def test_fake_implementations_match(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_backward_is_refused_not_wrong(device):
-    u, delta, A, B, C, D, z = _scan_args(device)
-    u.requires_grad_(True)
-    y = ops.selective_scan(u, delta, A, B, C, D, z, backend="triton")
+def test_decode_step_backward_is_refused_not_wrong(device):
+    """selective_scan and ssd have autograd (tests/test_grad_torch.py); the in-place decode step has none."""
+    x, dt, Ah, Bs, Cs = _ssd_args(device)
+    x.requires_grad_(True)
+    state = torch.randn(2, 4, 3, 4, device=device)
+    out = ops.selective_state_update(state, x[:, 0], dt[:, 0, :, None].expand(-1, -1, 3),
+                                     Ah[:, None, None].expand(4, 3, 4), Bs[:, 0], Cs[:, 0], backend="triton")
     with pytest.raises(RuntimeError, match="autograd"):
-        y.sum().backward()
+        out.sum().backward()

@@ -146,7 +146,9 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
         "):",
         *["    " + line for line in body],
     ])
-    return _module(graph, kname, kernel, inputs, outputs, schedule, mimo)
+    from .launcher import launcher_source
+    launcher = launcher_source(graph, kname, inputs, outputs, acc)
+    return _module(graph, kname, kernel, inputs, outputs, schedule, mimo, launcher)
 
 
 def tensor_params(graph: Graph, nodes) -> list:

@@ -21,18 +21,19 @@ def _sizes(inputs) -> tuple:
     return lines
 
 
-def _out_dtype(graph, out, inputs) -> str:
+def _out_dtype(graph, out, inputs, acc="float32") -> str:
+    wide = acc == "float64"  # float64 tensors in: states and complex outputs in double precision too
     if out.type.complex:  # never a real input's dtype: the kernel writes through view_as_real
-        return "torch.complex64"
+        return "torch.complex128" if wide else "torch.complex64"
     if graph[out.args[0]].op == "last":
-        return "torch.float32"
+        return f"torch.{acc}"
     for n in inputs:  # the dtype of the input with the same layout (mamba_ssm: out has u's dtype)
         if n.attr("axes") == out.attr("axes") and not n.attr("complex"):
             return f"{n.attr('name')}.dtype"
-    return "torch.float32"
+    return f"torch.{acc}"
 
 
-def launcher_source(graph, kname, inputs, outputs) -> str:
+def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
     from .codegen import param_name
     names = [n.attr("name") for n in inputs]
     outs = [param_name(graph, n) for n in outputs]
@@ -49,7 +50,7 @@ def launcher_source(graph, kname, inputs, outputs) -> str:
         if n.op == "output":
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
             lines.append(f"    if {p} is None:")
-            lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={_out_dtype(graph, n, inputs)})")
+            lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={_out_dtype(graph, n, inputs, acc)})")
         view = f"torch.view_as_real({p})" if cplx else p
         lines.append(f"    {p}_v = {view}")
         rank = len(n.attr("axes"))
