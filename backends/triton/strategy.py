@@ -18,7 +18,7 @@ from ssmc.ir import Graph
 from .ssd import ChunkedSchedule, chunked_reason
 
 MIN_CHUNKED = 16  # P and N below this leave most of a tl.dot tile empty
-CHUNK = 64
+CHUNK = 32  # the best of a chunk x block_p x warps x stages sweep on an H100 (BENCHMARKS.md)
 
 
 def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> tuple:
@@ -51,6 +51,5 @@ def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "flo
     from . import default_schedule
     kind, _ = choose(graph, roles, device_type, acc)
     if kind == "chunked":
-        return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32,
-                               num_warps=4 if roles.get("n", 1) <= 64 else 8)
+        return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32, num_warps=4, num_stages=2)
     return default_schedule(roles, device_type, stepwise=kind == "step")
