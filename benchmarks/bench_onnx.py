@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", default="256,1024,4096")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--md", help="also write the table to this file")
-    ap.add_argument("--dynamo-max-L", type=int, default=1024,
+    ap.add_argument("--dynamo-max-L", type=int, default=256,
                     help="skip the dynamo exporter above this L (its export time grows with L: minutes)")
     args = ap.parse_args(argv)
     lengths = [int(v) for v in args.lengths.split(",")]
