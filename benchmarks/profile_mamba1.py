@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from bench_core import _mamba1_spec, mamba1_inputs
+from ssmc.bench.core import _mamba1_spec, mamba1_inputs
 from ssmc.compiler import compile
 
 lay, bd, ch, w = (sys.argv[1:] + ["tdn", "1", "64", "1"][len(sys.argv) - 1:])[:4]

@@ -1,4 +1,4 @@
-"""The `ssmc` command line: list, show, check, compile and demo.
+"""The `ssmc` command line: list, show, check, compile, onnx, bench and demo.
 
     ssmc list                              the library table
     ssmc show mamba2 --passes              the IR after every pass
@@ -6,6 +6,7 @@
     ssmc compile mamba1 -o out/            a standalone Triton module (torch + triton only)
     ssmc demo                              declare a new variant and check it, with the library
     ssmc onnx mamba2 -o m2.onnx            an ONNX graph (state in/out; --step: one decode step)
+    ssmc bench --plot t.png                GPU: ssmc vs the public kernels, side by side
 
 NAME is a library entry (`ssmc list`) or `selective_scan` / `ssd`: the full-feature specs of the
 drop-in ops (every optional argument given).  Without CUDA the Triton kernels run under Triton's
@@ -491,6 +492,17 @@ def _size(text: str) -> tuple:
     return sym, v
 
 
+def cmd_bench(args) -> int:
+    from ssmc.bench import run
+    try:
+        run(args)
+    except RuntimeError as e:
+        if "needs a CUDA GPU" in str(e):
+            raise CLIError(str(e)) from None
+        raise
+    return 0
+
+
 def cmd_onnx(args) -> int:
     import onnx
 
@@ -581,6 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--headdim", type=_positive, help="ssd: head dimension P")
     s.add_argument("--ngroups", type=_positive, help="ssd: B/C groups G")
     s.set_defaults(func=cmd_onnx)
+
+    s = sub.add_parser("bench", help="GPU benchmark: ssmc's kernels and the public anchors side by side")
+    from ssmc.bench import add_options
+    add_options(s)
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="declare a new variant, show its passes, check it and the library on both "
                                     "backends")
