@@ -27,7 +27,7 @@ def add_options(p) -> None:
     p.add_argument("--suite", choices=("all",) + SUITES, default="all", help="which benchmarks (default all)")
     p.add_argument("--quick", action="store_true", help="fewer schedules in the sweeps")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
-    p.add_argument("--plot", metavar="FILE", help="PNG of time vs L (ssd suite)")
+    p.add_argument("--plot", metavar="FILE", help="PNG of time vs L (needs matplotlib)")
     p.add_argument("--lengths", default="512,1024,2048,4096,8192,16384", help="L values for the time-vs-L sweep")
 
 
@@ -48,31 +48,35 @@ def run(args) -> dict:
         report["core"] = core.run(args, rate)
     if "ssd" in suites:
         report["ssd"] = ssd.run(args, rate)
-        if args.plot:
-            plot(report["ssd"]["lengths"], args.plot, report)
+    if args.plot:
+        plot(report, args.plot)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)
     return report
 
 
-def plot(lengths: list, path: str, report: dict) -> None:
-    """Time vs L (log-log) for every contender of the SSD length sweep: a straight line of slope 1
-    means no cliff."""
+def plot(report: dict, path: str) -> None:
+    """Time vs L (log-log) of every contender of each length sweep: slope 1 means no cliff."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in sorted({k for row in lengths for k in row if k != "L"}):
-        pts = [(row["L"], row[name]) for row in lengths if name in row]
-        ax.plot(*zip(*pts), marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("L")
-    ax.set_ylabel("ms (CUDA graph)")
-    ax.set_title(f"Mamba-2 SSD forward, B4 H64 P64 N128 bf16\n{report['gpu']}, {report['date']}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    panels = [(title, report[suite]["lengths"]) for suite, title in
+              (("ssd", "Mamba-2 SSD fwd, B4 H64 P64 N128 bf16"), ("core", "recurrent lowerings, B4 D4096"))
+              if suite in report and report[suite].get("lengths")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, rows) in zip(axes[0], panels):
+        for name in sorted({k for row in rows for k in row if k != "L"}):
+            pts = [(row["L"], row[name]) for row in rows if name in row]
+            ax.plot(*zip(*pts), marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L")
+        ax.set_ylabel("ms (CUDA graph)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{report['gpu']}, torch {report['torch']}, Triton {report['triton']}, {report['date']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")

@@ -180,12 +180,33 @@ def run(args, rate: float) -> dict:
                                         floor_ms, best_ms)
     # decode step (Mamba-2 shape): selective_state_update, state updated in place
     report["decode"] = bench_decode(rate)
+    report["lengths"] = length_sweep([int(v) for v in args.lengths.split(",")])
     print("\n| kernel | ms | % of bandwidth floor | PyTorch loop ms | speedup |")
     print("|---|---|---|---|---|")
     for k in ("mamba1", "first_order", "decode"):
         r = report[k]
         print(f"| {k} | {r['ms']:.4f} | {r['pct_floor']:.1f}% | {r['loop_ms']:.1f} | {r['speedup_vs_loop']:.0f}x |")
     return report
+
+
+def length_sweep(lengths) -> list:
+    """Time vs L of the recurrent lowerings at their default schedules: no cliff means ms/L stays flat."""
+    from triton.testing import do_bench_cudagraph
+    g = first_order_graph()
+    first = compile(g, backend="triton")
+    rows = []
+    for L in lengths:
+        x = mamba1_inputs(L=L)
+        m1 = do_bench_cudagraph(lambda: ops.selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                                                           x["delta_bias"], delta_softplus=True, backend="triton"),
+                                rep=100, return_mode="median")
+        a = torch.rand(4, 4096, L, device="cuda") * 0.5 + 0.5
+        xs = torch.randn(4, 4096, L, device="cuda")
+        fo = do_bench_cudagraph(lambda: first(a=a, x=xs)["h"], rep=100, return_mode="median")
+        rows.append({"L": L, "mamba1 selective scan": m1, "first-order scan": fo})
+        print(f"  L {L}: mamba1 {m1:.3f} ms ({m1 / L * 1e3:.1f} us per 1K steps), first-order {fo:.3f} ms "
+              f"({fo / L * 1e3:.1f} us per 1K steps)", flush=True)
+    return rows
 
 
 def anchor(label, make, args, ref, floor, ssmc_ms) -> dict:
