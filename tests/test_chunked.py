@@ -5,6 +5,7 @@ checks on CUDA, where the dots run on tensor cores (3xTF32 for fp32 inputs, bf16
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,7 @@ SPECS = {
     "ssd_hp_limit": library.get("mamba2").with_(name="ssd_hp_limit", skip="hp", dt_limit=(0.01, 0.5), h0=False),
     "ssd_bare": library.get("mamba2").with_(name="ssd_bare", skip=None, gate=None, dt_bias=False, h0=False,
                                             final_state=False, groups=False),
+    "ssd_packed": library.get("mamba2").with_(name="ssd_packed", seq_idx=True),  # resets where seq_idx changes
 }
 SIZES = dict(batch=2, H=3, P=20, G=3, N=9)  # P and N not multiples of the 16-wide tiles
 
@@ -104,7 +106,9 @@ def test_cost_model():
     assert kind == "associative" and "not a scalar-per-head state" in why
     assert choose(ssmc.compile("s5").graph, big, "cuda")[0] == "sequential"
     packed = ssmc.compile(library.get("mamba2").with_(name="packed", seq_idx=True)).graph
-    assert "state resets" in choose(packed, big, "cuda")[1]
+    assert choose(packed, big, "cuda")[0] == "chunked"  # resets are masks inside the chunk
+    rev = ssmc.compile(library.get("mamba2").with_(name="rev", direction="reverse")).graph
+    assert "L-1-t order" in choose(rev, big, "cuda")[1]
 
 
 def test_forcing_chunked_on_a_graph_without_the_structure_names_why():
@@ -142,3 +146,26 @@ def test_autotune_picks_a_schedule_and_caches_it(rng, capsys):
     assert_close(again["out"], got["out"], 1e-6, "cached")
     with pytest.raises(ValueError, match="schedule: expected a Schedule"):
         ssmc.compile(spec, backend="triton", schedule="fast")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_chunked_resets_at_chunk_edges_and_repeated_ids(device, rng):
+    """seq_idx changes right at chunk edges, twice in one chunk, and back to an earlier id: each
+    change starts a new sequence (the reference resets wherever seq_idx differs from the step before)."""
+    spec = library.get("mamba2").with_(name="ssd_packed", seq_idx=True)
+    ref = ssmc.compile(spec, backend="numpy")
+    tri = ssmc.compile(spec, backend="triton", schedule=ChunkedSchedule(chunk=16, block_p=16))
+    sizes = dict(batch=2, L=50, H=2, P=17, G=1, N=16)
+    x = random_inputs(ref.graph, sizes, seed=seed_of(rng))
+    seq = np.zeros((2, 50), np.int64)
+    seq[0, 16:] = 1      # at a chunk edge
+    seq[0, 20:23] = 2    # twice inside one chunk
+    seq[0, 23:] = 1      # back to an earlier id: still a new sequence
+    seq[1, 1:] = 5       # right after the first step
+    seq[1, 32:] = 6      # at the next chunk edge
+    x["seq_idx"] = seq
+    want = ref(**x)
+    got = tri(**{k: torch.tensor(v, device=device) if v.dtype.kind == "i" else
+                 torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()})
+    for k, r in want.items():
+        assert_close(got[k], r, 1e-5, k)

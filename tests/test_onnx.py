@@ -268,12 +268,20 @@ def test_reverse_scan_uses_scan_directions(rng):
         assert_close(run(model, x)[k], ref, 1e-4, f"reverse {k}")
 
 
-def test_seq_idx_resets(rng):
+@pytest.mark.parametrize("force_scan", [False, True])
+def test_seq_idx_resets(rng, force_scan):
+    """Packed sequences: resets at chunk edges, twice in a chunk, back to an earlier id — in the
+    chunked SSD form (segment masks before Exp) and in the Scan form."""
     spec = library.get("mamba2").with_(name="mamba2_packed", seq_idx=True)
-    sizes = {**library.DEFAULT_SIZES["mamba2"], "L": 40}
-    model = export_onnx(spec, sizes=sizes, chunk_size=Q)
+    sizes = {**library.DEFAULT_SIZES["mamba2"], "L": 50}
+    model = export_onnx(spec, sizes=sizes, chunk_size=Q, force_scan=force_scan)
+    lowering = next(p.value for p in model.metadata_props if p.key == "ssmc.lowering")
+    assert (": scan (" if force_scan else ": chunked (") in lowering
     x = inputs(spec, sizes, rng)
-    assert len(np.unique(x["seq_idx"])) > 1
+    seq = np.zeros((sizes["batch"], 50), np.int64)
+    seq[0, 16:], seq[0, 20:23], seq[0, 23:] = 1, 2, 1
+    seq[1, 1:], seq[1, 32:] = 5, 6
+    x["seq_idx"] = seq
     for k, ref in reference(spec, x).items():
         assert_close(run(model, x)[k], ref, 1e-4, f"seq_idx {k}")
 

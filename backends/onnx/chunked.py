@@ -42,6 +42,20 @@ def log_decay(lw, a_id: int) -> str:
     return lw.em.op("Log", [lw.val(a_id)[0]])
 
 
+def _segments(lw, seq_id: int, pads: str, Q: int) -> str:
+    """Per step, the number of seq_idx changes before it within its chunk, (b, 1, c, Q) float:
+    0 is the sequence the carried state belongs to."""
+    em = lw.em
+    seq = em.op("Squeeze", [lw.val(seq_id)[0], em.ints([2, 3, 4])])  # (b, L)
+    prev = em.op("Concat", [em.op("Slice", [seq, em.ints([0]), em.ints([1]), em.ints([T])]),
+                            em.op("Slice", [seq, em.ints([0]), em.ints([-1]), em.ints([T])])], axis=T)
+    change = em.op("Cast", [em.op("Not", [em.op("Equal", [seq, prev])])], to=1)  # 1.0 where a sequence starts
+    change = em.op("Pad", [change, pads, em.scalar(0.0), em.ints([T])], mode="constant")
+    change = em.op("Reshape", [change, em.ints([0, -1, Q])])  # (b, c, Q)
+    seg = em.op("CumSum", [change, em.const(2, np.int64)])
+    return em.op("Unsqueeze", [seg, em.ints([1])])
+
+
 def lower(lw, s: int) -> None:
     g, em = lw.g, lw.em
     parts = ssd_parts(g, s)
@@ -74,20 +88,30 @@ def lower(lw, s: int) -> None:
     v = chunks(v, P, [0, 3, 1, 2, 4])  # (b, H, c, Q, P)
     c = chunks(c, N, [0, 3, 1, 2, 4])  # (b, H, c, Q, N)
     cum = em.op("CumSum", [la, em.const(3, np.int64)])
+    seg = _segments(lw, parts["seq"], pads, Q) if parts["seq"] is not None else None  # (b, 1, c, Q)
 
     # within a chunk: (C Kᵀ ∘ decay) V with the causal mask applied before Exp
     diff = em.op("Sub", [em.op("Unsqueeze", [cum, em.ints([-1])]), em.op("Unsqueeze", [cum, em.ints([-2])])])
-    causal = em.const(np.tril(np.ones((Q, Q), bool)), bool)
-    decay = em.op("Exp", [em.op("Where", [causal, diff, em.scalar(-np.inf)])])
+    mask = em.const(np.tril(np.ones((Q, Q), bool)), bool)
+    if seg is not None:  # and within one sequence of a packed batch
+        mask = em.op("And", [mask, em.op("Equal", [em.op("Unsqueeze", [seg, em.ints([-1])]),
+                                                   em.op("Unsqueeze", [seg, em.ints([-2])])])])
+    decay = em.op("Exp", [em.op("Where", [mask, diff, em.scalar(-np.inf)])])
     scores = em.op("MatMul", [c, em.op("Transpose", [k], perm=[0, 1, 2, 4, 3])])
     y_intra = em.op("MatMul", [em.op("Mul", [scores, decay]), v])  # (b, H, c, Q, P)
 
     # each chunk's own contribution to the state at its end, and its total decay
     total = em.op("Slice", [cum, em.ints([-1]), em.ints([BIG]), em.ints([3])])  # (b, H, c, 1)
     to_end = em.op("Exp", [em.op("Sub", [total, cum])])
+    total_decay = em.op("Exp", [total])
+    if seg is not None:  # only the chunk's last sequence reaches its end; the carried state only if no reset
+        last_seg = em.op("ReduceMax", [seg, em.ints([3])], keepdims=1)
+        zero = em.scalar(0.0)
+        to_end = em.op("Where", [em.op("Equal", [seg, last_seg]), to_end, zero])
+        total_decay = em.op("Where", [em.op("Equal", [last_seg, em.scalar(0.0)]), total_decay, zero])
     weighted = em.op("Mul", [v, em.op("Unsqueeze", [to_end, em.ints([-1])])])
     states = em.op("MatMul", [em.op("Transpose", [weighted], perm=[0, 1, 2, 4, 3]), k])  # (b, H, c, P, N)
-    chunk_decay = em.op("Exp", [em.op("Squeeze", [total, em.ints([3])])])  # (b, H, c)
+    chunk_decay = em.op("Squeeze", [total_decay, em.ints([3])])  # (b, H, c)
 
     # between chunks: a Scan over c carries the state (P×N per head)
     start = lw.initial_state(s, h0, rank5=False)[0]  # (b, H, P, N)
@@ -104,7 +128,10 @@ def lower(lw, s: int) -> None:
 
     # the carried state read out at every position of its chunk
     inter = em.op("MatMul", [c, em.op("Transpose", [starts], perm=[0, 1, 2, 4, 3])])  # (b, H, c, Q, P)
-    inter = em.op("Mul", [inter, em.op("Unsqueeze", [em.op("Exp", [cum]), em.ints([-1])])])
+    carried = em.op("Exp", [cum])
+    if seg is not None:  # the carried state reaches only the steps before the chunk's first reset
+        carried = em.op("Where", [em.op("Equal", [seg, em.scalar(0.0)]), carried, em.scalar(0.0)])
+    inter = em.op("Mul", [inter, em.op("Unsqueeze", [carried, em.ints([-1])])])
     y = em.op("Transpose", [em.op("Add", [y_intra, inter])], perm=[0, 2, 3, 1, 4])  # (b, c, Q, H, P)
     y = em.op("Reshape", [y, em.ints([0, -1, H, P])])
     y = em.op("Slice", [y, em.ints([0]), L, em.ints([T])])

@@ -130,6 +130,8 @@ def generate_chunked(graph: Graph, schedule) -> str:
     parts = ssd_parts(g, s)
     region = scan_region(g, s)
     skip = {s, g[s].args[1], *region.body}
+    if parts["seq"] is not None:  # loaded with its previous step in the SSD block
+        skip.add(parts["seq"])
     em = _Tiles(g)
     h0 = g[s].args[2] if g[s].attr("has_h0") else None
     for i, n in enumerate(g.nodes):
@@ -205,14 +207,36 @@ def _ssd_block(em, g, parts):
         "  # log Ā; 0 on padding steps")
     out("cum = tl.cumsum(la, axis=0)")
     out("total = tl.sum(la, axis=0)")
+    if parts["seq"] is not None:
+        _segments(em, g, parts["seq"])
     out(f"k = tl.where(valid[:, None] & mask_n[None, :], tl.broadcast_to({k} + 0.0, [Q, BLOCK_N]), 0.0)")
     out(f"v = tl.where(valid[:, None] & mask_p[None, :], tl.broadcast_to({v} + 0.0, [Q, BLOCK_P]), 0.0)")
     out(f"c = tl.broadcast_to({c} + 0.0, [Q, BLOCK_N])")
-    out("decay = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float('-inf')))  # mask before exp")
+    reset = parts["seq"] is not None
+    mask = "causal & (seg[:, None] == seg[None, :])" if reset else "causal"
+    out(f"decay = tl.exp(tl.where({mask}, cum[:, None] - cum[None, :], float('-inf')))  # mask before exp")
     out("scores = _dot(c, tl.trans(k), DOT) * decay")
-    out("y = _dot(scores, v, DOT) + tl.exp(cum)[:, None] * _dot(c, tl.trans(state), DOT)")
-    out("w = tl.exp(total - cum)  # decay from each step to the chunk's end")
-    out("state = tl.exp(total) * state + _dot(tl.trans(v * w[:, None]), k, DOT)")
+    carried = "tl.where(seg == 0, tl.exp(cum), 0.0)" if reset else "tl.exp(cum)"
+    out(f"y = _dot(scores, v, DOT) + {carried}[:, None] * _dot(c, tl.trans(state), DOT)")
+    if reset:  # only the chunk's last segment reaches its end; the carried state only if no reset
+        out("w = tl.where(seg == last_seg, tl.exp(total - cum), 0.0)")
+        out("state = tl.where(last_seg == 0, tl.exp(total), 0.0) * state + _dot(tl.trans(v * w[:, None]), k, DOT)")
+    else:
+        out("w = tl.exp(total - cum)  # decay from each step to the chunk's end")
+        out("state = tl.exp(total) * state + _dot(tl.trans(v * w[:, None]), k, DOT)")
+
+
+def _segments(em, g, seq_id):
+    """seg: per step of the chunk, how many resets (seq_idx changes) precede it within the chunk
+    (0 = the segment the carried state belongs to); last_seg: that of the chunk's last step."""
+    out = em.lines["loop"].append
+    n = g[seq_id]
+    ptr, _ = _load(n)
+    prev = ptr.replace("t_idx[:, None]", "(t_idx - 1)[:, None]")
+    out(f"sq = tl.sum(tl.load({ptr}, mask=valid[:, None], other=0), axis=1)  # seq_idx")
+    out(f"sq_prev = tl.sum(tl.load({prev}, mask=(valid & (t_idx > 0))[:, None], other=0), axis=1)")
+    out("seg = tl.cumsum(((t_idx > 0) & valid & (sq != sq_prev)).to(tl.int32), axis=0)")
+    out("last_seg = tl.max(seg, axis=0)")
 
 
 def _store(em, g, n):

@@ -3,7 +3,8 @@
 `scan_region` finds the nodes evaluated with a scan, step by step (the readout up to the sum
 over the state); `ssd_reason` / `ssd_parts` recognize Mamba-2's SSD structure — a scalar decay
 per head, an outer-product input k·v (k over the state n, v over the head's positions p) and a
-readout Σ_n C·h — which the chunked (matmul) lowerings of the ONNX and Triton backends need.
+readout Σ_n C·h, in forward order, with or without seq_idx resets — which the chunked (matmul)
+lowerings of the ONNX and Triton backends need.
 """
 from __future__ import annotations
 
@@ -51,8 +52,6 @@ def ssd_reason(g: Graph, r: Region):
         return "not a scalar-per-head state (Ā must vary over neither p nor n; the state over both)"
     if s.attr("order").kind != "identity":
         return f"{s.attr('order')} order"
-    if s.attr("reset"):
-        return "state resets (seq_idx)"
     if x.op != "mul" or not _outer(g, x):
         return "the scan input is not an outer product (B̄ over n) · (x over p)"
     if not _readout(g, r):
@@ -83,8 +82,9 @@ def _readout(g: Graph, r: Region) -> tuple | None:
 
 
 def ssd_parts(g: Graph, scan: int) -> dict:
-    """Operand ids of an SSD-shaped scan: decay a, outer factors k (over n) and v (over p), readout C."""
+    """Operand ids of an SSD-shaped scan: decay a, outer factors k (over n) and v (over p), readout C,
+    and the seq_idx input when the state resets (else None)."""
     s = g[scan]
     k, v = _outer(g, g[s.args[1]])
     mul, sm, c = _readout(g, scan_region(g, scan))
-    return dict(a=s.args[0], k=k, v=v, c=c, readout=sm)
+    return dict(a=s.args[0], k=k, v=v, c=c, readout=sm, seq=s.args[-1] if s.attr("reset") else None)
