@@ -250,6 +250,26 @@ def test_dft_convolution_option(name, opset, rng):
     _check_streaming(spec, sizes, model, rng)
 
 
+def test_dft_elementwise_form_when_the_state_itself_is_read(rng):
+    """A readout that is not a sum over the state (here the state itself is the output): the DFT
+    form convolves every state element (the general, elementwise construction)."""
+    m = ssmc.Builder("lti_state")
+    u = m.input("u", ("batch", "dim", "L"))
+    a = ssmc.declare.exp(-ssmc.declare.exp(m.input("a_log", ("dim",))))
+    h = m.scan(a, m.input("b", ("dim",)) * u)
+    m.output("h", h * m.input("c", ("dim",)), ("batch", "dim", "L"))
+    g = m.build()
+    sizes = dict(batch=2, dim=3, L=40)
+    model = export_onnx(g, sizes=sizes, lti="dft")
+    assert "DFT" in {n.op_type for n in model.graph.node} and "MatMul" not in {n.op_type for n in model.graph.node}
+    graph, _ = _stateful_graph(g, step=False)
+    x = random_inputs(graph, sizes, seed=seed_of(rng))
+    ref = numpy_interp.run(graph, x)
+    got = run(model, x)
+    assert_close(got["h"], ref["h"], 1e-4, "h")
+    assert_close(got["state_out"], ref["state"], 1e-4, "state")
+
+
 def test_dft_option_falls_back_with_a_reason():
     model = export_onnx("mamba1", lti="dft")
     lowering = next(p.value for p in model.metadata_props if p.key == "ssmc.lowering")

@@ -124,6 +124,98 @@ def _width(parts: tuple, complex_: bool) -> tuple:
     return parts if complex_ else parts[:1]
 
 
+def _split_readout(g, region, u_id):
+    """(pre, sum, post) when the readout is post(Σ_n pre(h)) with `pre` products by time-invariant
+    values and `post` real parts, negations or such products — so the per-step state never needs
+    to exist: the sum over n becomes a MatMul with the powers of Ā.  Also needs a state without p
+    and a real input u over (b, t, h).  Else None (the elementwise form is used)."""
+    state = g[region.scan].type
+    if len(region.frontier) != 1 or state.dims - {"b", "t", "h", "n"} or g[u_id].type.complex \
+            or g[u_id].type.dims - {"b", "t", "h"}:
+        return None
+    body = list(region.body)
+    sums = [i for i in body if g[i].op == "sum"]
+    if len(sums) != 1 or g[sums[0]].attr("axes") != ("n",) or region.frontier[0] != body[-1]:
+        return None
+    k = body.index(sums[0])
+    chain = region.scan
+    for i in body:
+        n = g[i]
+        others = [a for a in n.args if a != chain]
+        allowed = ("mul", "neg") if i != sums[0] and body.index(i) < k else ("mul", "neg", "real", "sum")
+        if n.op not in allowed or chain not in n.args or any(g[a].type.time_varying for a in others):
+            return None
+        chain = i
+    return body[:k], sums[0], body[k + 1:]
+
+
+def _to_hln(em, x: str) -> str:
+    """(1, L', h, 1, n) -> (h, L', n)."""
+    return em.op("Transpose", [em.op("Squeeze", [x, em.ints([0, 3])])], perm=[1, 0, 2])
+
+
+def _contract(lw, powers: tuple, w: tuple, roles: set) -> tuple:
+    """Σ_n Ā^k_n · w_n for every k: (h, L', n) @ (h, n, B) MatMuls, returned as (B, L', h, 1, 1) parts."""
+    em = lw.em
+    w = [em.op("Transpose", [em.op("Squeeze", [em.op("Expand", [p, lw.shape_of(roles)]), em.ints([1, 3])])],
+               perm=[1, 2, 0]) for p in w]  # (h, n, B)
+    pr, pi = powers
+    if len(w) == 1:
+        parts = (em.op("MatMul", [pr, w[0]]), em.op("MatMul", [pi, w[0]]))
+    else:
+        parts = (em.op("Sub", [em.op("MatMul", [pr, w[0]]), em.op("MatMul", [pi, w[1]])]),
+                 em.op("Add", [em.op("MatMul", [pr, w[1]]), em.op("MatMul", [pi, w[0]])]))
+    return tuple(em.op("Unsqueeze", [em.op("Transpose", [p], perm=[2, 1, 0]), em.ints([3, 4])]) for p in parts)
+
+
+def _contracted(lw, s, region, split, b, u, h0, powers, L, Lf, nfft) -> None:
+    """The DFT form without any (L, state)-sized product: kernel and initial-state term as MatMuls
+    of the powers of Ā with pre(B̄) and pre(h0), the final state as a MatMul with the reversed input."""
+    from .lower import cmul
+    g, em = lw.g, lw.em
+    pre, sum_id, post = split
+    cplx = g[s].type.complex
+    one = em.ints([1])
+
+    def pre_of(v):  # the time-invariant products before the sum, applied to v
+        vals = {region.scan: v}
+        for i in pre:
+            vals[i] = lw.lower_node(i, g[i], [vals[j] if j in vals else lw.val(j) for j in g[i].args], rank=5)
+        return vals[pre[-1]] if pre else v
+
+    def post_of(v):
+        vals = {sum_id: v}
+        for i in post:
+            vals[i] = lw.lower_node(i, g[i], [vals[j] if j in vals else lw.val(j) for j in g[i].args], rank=5)
+        return vals[post[-1]] if post else v
+
+    def window(start, end):
+        return tuple(_to_hln(em, em.op("Slice", [p, start, end, em.ints([T])])) for p in powers)
+
+    first = window(em.ints([0]), L)  # Ā^k, k = 0..L-1, as (h, L, n)
+    kernel = post_of(_contract(lw, first, pre_of(b), {"h", "n"}))  # K_k = post(Σ_n pre(Ā^k B̄))
+    y = _convolve(lw, kernel, u, L, nfft)
+    if h0 is not None:  # + post(Σ_n Ā^{t+1} pre(h0))
+        carried = post_of(_contract(lw, window(one, em.op("Add", [L, one])), pre_of(h0), {"b", "h", "n"}))
+        carried = carried + (em.scalar(0.0),) * (2 - len(carried))
+        y = tuple(em.op("Add", [p, q]) for p, q in zip(y, carried))
+    f = region.frontier[0]
+    lw.vals[f] = _width(y, g[f].type.complex)
+    if region.last:  # h_{L-1} = B̄ ⊙ Σ_j Ā^j u_{L-1-j} + Ā^L h0
+        ur = em.op("Squeeze", [u[0], em.ints([3, 4])])  # (b, L, h)
+        ur = em.op("Slice", [ur, em.op("Sub", [L, one]), em.ints([-BIG]), em.ints([T]), em.ints([-1])])
+        ur = em.op("Transpose", [ur], perm=[2, 0, 1])  # (h, b, L)
+        summed = tuple(em.op("Unsqueeze", [em.op("Transpose", [em.op("MatMul", [ur, p])], perm=[1, 0, 2]),
+                                           em.ints([1, 3])]) for p in first)  # (b, 1, h, 1, n)
+        final = cmul(em, summed, b)
+        if h0 is not None:
+            last = tuple(em.op("Slice", [p, L, em.op("Add", [L, one]), em.ints([T])]) for p in powers)
+            final = tuple(em.op("Add", [p, q]) for p, q in zip(final, cmul(em, last, h0)))
+        state = lw.initial_state(s, _width(final, cplx), rank5=True)
+        for i in region.last:
+            lw.vals[i] = state
+
+
 def lower(lw, s: int) -> None:
     g, em = lw.g, lw.em
     n = g[s]
@@ -151,6 +243,10 @@ def lower(lw, s: int) -> None:
     nfft = em.op("Cast", [em.op("Pow", [em.scalar(2.0), em.op("Ceil", [em.op("Div", [
         em.op("Log", [em.op("Mul", [Lf, em.scalar(2.0)])]), em.scalar(math.log(2.0))])])])], to=TensorProto.INT64)
 
+    split = _split_readout(g, region, parts["u"])
+    if split is not None:
+        _contracted(lw, s, region, split, b, u, h0, powers, L, Lf, nfft)
+        return
     from .lower import cmul
     impulse = _width(cmul(em, steps(zero, L), b), cplx)  # Ā^k B̄, k = 0..L-1
     kernels = _readout(lw, region, impulse)
