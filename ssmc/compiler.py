@@ -70,7 +70,7 @@ class Compiled:
 
     def _build_kernel(self, sizes: dict, device_type: str, acc: str = "float32"):
         from ssmc.backends import triton as tb
-        schedule = self.schedule
+        schedule = None if self.schedule == "autotune" else self.schedule  # autotune: see _run_triton
         if schedule is None:  # the cost model's choice (ssmc.backends.triton.strategy)
             schedule = tb.strategy.choose_schedule(self.graph, role_sizes(self.graph, sizes), device_type, acc)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
@@ -175,6 +175,10 @@ class Compiled:
             n = self.graph[i]
             name = n.attr("name")
             tensors[name] = _as_kernel_tensor(inputs[name], n, device, acc)
+        key = (tuple(sorted(sizes.items())), device.type, acc)
+        if self.schedule == "autotune" and key not in self._kernels and _largest_tensor(self.graph, sizes) < 2 ** 31:
+            from ssmc.backends.triton.tune import autotune  # times candidates on these tensors, once
+            self._kernels[key] = autotune(self.graph, sizes, role_sizes(self.graph, sizes), device, acc, tensors)
         kernel = self.kernel(sizes, device.type, acc)
         if use_torch:
             from ssmc.backends.triton.codegen import param_name
@@ -228,7 +232,9 @@ def compile(decl, backend: str = "auto", schedule=None, precision: str = "float6
     if precision not in ("float64", "float32"):  # checked now, not at the first call
         raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
     graph, trace = optimize(_to_graph(decl))
-    if isinstance(schedule, dict):  # else a Schedule or a ChunkedSchedule
+    if isinstance(schedule, str) and schedule != "autotune":
+        raise ValueError(f"schedule: expected a Schedule, a ChunkedSchedule, a dict or 'autotune', got {schedule!r}")
+    if isinstance(schedule, dict):  # else a Schedule, a ChunkedSchedule or "autotune"
         from ssmc.backends.triton import Schedule
         schedule = Schedule(**schedule)
     return Compiled(graph, trace, backend, schedule, precision)
