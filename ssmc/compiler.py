@@ -71,6 +71,8 @@ class Compiled:
     def _build_kernel(self, sizes: dict, device_type: str, acc: str = "float32"):
         from ssmc.backends import triton as tb
         schedule = None if self.schedule == "autotune" else self.schedule  # autotune: see _run_triton
+        if schedule is None and self.graph.ids("adjoint"):  # a backward graph: its own default
+            schedule = tb.default_backward_schedule(role_sizes(self.graph, sizes), device_type)
         if schedule is None:  # the cost model's choice (ssmc.backends.triton.strategy)
             schedule = tb.strategy.choose_schedule(self.graph, role_sizes(self.graph, sizes), device_type, acc)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
@@ -101,7 +103,6 @@ class Compiled:
             raise ValueError(f"grads: {sorted(unknown)} are not outputs of {self.graph.name}; "
                              f"outputs are {list(self.graph.outputs)}")
         sizes = bind(self.graph, inputs)
-        bwd = self.backward_graph
         full = dict(inputs)
         for name, i in self.graph.outputs.items():
             node = self.graph[i]
@@ -112,7 +113,17 @@ class Compiled:
             elif tuple(ct.shape) != shape:
                 raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {tuple(ct.shape)}")
             full[f"grad_{name}"] = ct
-        return Compiled(bwd, (), self.backend, self.schedule, self.precision).run(full, outs)
+        return self._backward_form().run(full, outs)
+
+    def _backward_form(self) -> "Compiled":
+        if "backward" not in self._forms:  # a plain Schedule carries over; other kinds do not apply to it
+            sched = self.schedule if hasattr(self.schedule, "block_d") else None
+            self._forms["backward"] = Compiled(self.backward_graph, (), self.backend, sched, self.precision)
+        return self._forms["backward"]
+
+    def backward_kernel(self, sizes: dict | None = None, device_type: str = "cpu", acc: str = "float32"):
+        """The generated Triton backward kernel (see `kernel`)."""
+        return self._backward_form().kernel(sizes, device_type, acc)
 
     def step(self, state, **inputs):
         """Advance the recurrence in place and return the outputs of the tokens given.

@@ -100,8 +100,9 @@ def test_triton_backward_matches_numpy_float64(name, L, rng):
         _close(got[k], want[k], 1e-10, f"{name} L={L} {k}")
 
 
-SCHEDULES = [dict(chunk=1, block_d=2), dict(chunk=4, block_d=16, layout="tdn"),
-             dict(chunk=16, block_d=4, layout="tnd"), dict(chunk=2, block_d=1, layout="ndt")]
+# checkpoint: a stored state every 4 chunks; every chunk; automatic; one segment for the whole sequence
+SCHEDULES = [dict(chunk=1, block_d=2, checkpoint=4), dict(chunk=4, block_d=16, layout="tdn", checkpoint=4),
+             dict(chunk=16, block_d=4, layout="tnd"), dict(chunk=2, block_d=1, layout="ndt", checkpoint=64)]
 # S4D-ZOH's B̄ = (e^{ΔA} - 1)/A: its derivative in A cancels to O(ΔA) of its terms when |ΔA| is small
 # (S4D's init has Δ down to 1e-3), so fp32 loses ~3 digits there, in any implementation of that formula.
 FP32_TOL = {"mamba1": 2e-5, "mamba2": 2e-5, "s4d_zoh": 2e-3}
@@ -204,3 +205,20 @@ def test_grad_bad_cotangents_name_the_argument(rng):
         fn.grad(x, {"nope": np.zeros(3)})
     with pytest.raises(ValueError, match="'out'"):
         fn.grad(x, {"out": np.zeros((1, 2, 3))})
+
+
+@pytest.mark.parametrize("checkpoint, slots", [(16, (4, 4)), (0, (4, 4)), (4, (16, 1))])
+def test_backward_stores_states_per_segment_not_per_step(checkpoint, slots, rng):
+    """L = 64, chunk 4: a checkpoint every `checkpoint` steps (automatic: √(64·4) = 16) plus one
+    segment's chunk start states, never a state per step (64)."""
+    fn = compile("mamba1", backend="numpy")
+    x = random_inputs(fn.graph, dict(batch=1, dim=2, N=2, L=64), seed=seed_of(rng))
+    cts = _cotangents(fn(**x), rng)
+    tri = compile("mamba1", backend="triton", schedule=dict(chunk=4, block_d=2, checkpoint=checkpoint))
+    got = tri.grad({k: _torch64(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in cts.items()})
+    ws = tri.backward_kernel(acc="float64").module.LAST_WORKSPACE
+    assert (ws["checkpoints"], ws["chunk_states"]) == slots
+    assert ws["bytes"] == sum(slots) * 1 * 2 * 2 * 8  # (batch, slots, dim, N) float64
+    want = fn.grad(x, cts)
+    for k in want:
+        assert_close(got[k], want[k], 1e-10, k)

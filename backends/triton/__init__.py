@@ -59,6 +59,21 @@ def default_schedule(roles: dict, device_type: str, stepwise: bool = False) -> S
     return Schedule(layout="tdn", block_d=1, chunk=16, num_warps=max(1, min(8, n // 32)))
 
 
+def default_backward_schedule(roles: dict, device_type: str) -> Schedule:
+    """A schedule for a backward kernel (ssmc.ir.passes.adjoint) at sizes `roles`.
+
+    The backward keeps a dozen chunk tiles live (states, Ā', the adjoint, its shifted operands,
+    the recomputed forward values), so its tiles are smaller than the forward's: about 2K elements
+    over 8 warps.  Not yet tuned on a GPU: benchmarks/bench_backward.py sweeps around it.
+    """
+    if device_type != "cuda":
+        return Schedule()
+    n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
+    chunk = 16 if n <= 128 else 8
+    block_d = max(1, 2048 // (n * chunk))
+    return Schedule(layout="dnt" if n <= 16 else "tdn", block_d=block_d, chunk=chunk, num_warps=8)
+
+
 @dataclass(frozen=True)
 class Kernel:
     graph: Graph
@@ -106,4 +121,5 @@ def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") 
     return kernel
 
 
-__all__ = ["ChunkedSchedule", "Kernel", "Schedule", "build", "cache_dir", "default_schedule", "ensure_runtime", "generate"]
+__all__ = ["ChunkedSchedule", "Kernel", "Schedule", "build", "cache_dir", "default_backward_schedule",
+           "default_schedule", "ensure_runtime", "generate"]

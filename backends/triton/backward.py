@@ -120,8 +120,7 @@ class _Bwd:
         for k, part in enumerate(hf):
             src = f" + {h0[k]}" if k < len(h0) else ""
             self.out("pre", f"{part} = tl.zeros({state}, {em.acc}){src}")
-        for k, part in enumerate(hf):
-            self.out("fwd", f"tl.store(ck_ptrs + {k}, {part}, mask=ck_mask)  # the state before chunk c")
+        self.fwd_state = hf
         out = lambda line: self.out("fwd", line)
         a_t, x_t = scan_operands(em, i, n, out)
         hs = scan_chunk(em, i, n, out, a_t, x_t, hf, self.sched)
@@ -133,7 +132,7 @@ class _Bwd:
         parts = 2 if n.type.complex else 1
         hc = [f"hc{i}_{k}" for k in range(parts)]
         for k, part in enumerate(hc):
-            self.out("loop", f"{part} = tl.load(ck_ptrs + {k}, mask=ck_mask, other=0.0)  # checkpoint")
+            self.out("loop", f"{part} = tl.load(sc_ptrs + {k}, mask=ck_mask, other=0.0)  # the chunk's start state")
         out = lambda line: self.out("loop", line)
         a_t, x_t = scan_operands(em, i, n, out)
         em.names[i] = tuple(scan_chunk(em, i, n, out, a_t, x_t, hc, self.sched))
@@ -303,25 +302,48 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     kname = f"{_ident(graph.name)}_kernel"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
-    params = tensor_params(graph, inputs + outputs) + ["ck_ptr", "L", "NCH", "P", "N", "HG", "NCK"]
+    params = tensor_params(graph, inputs + outputs) + ["ck_ptr", "sc_ptr", "L", "NCH", "P", "N", "HG", "NCK",
+                                                       "M", "NSEG"]
     consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
     parts = 2 if state.complex else 1
-    ck = [f"ck_ptrs = ck_ptr + (((pid_b * NCK + c) * NCH + offs_d{ta.bc('d')}) * N + offs_n{ta.bc('n')}) * {parts}",
-          f"ck_mask = mask_d{ta.bc('d')} & mask_n{ta.bc('n')}"]
+    d, n = ta.bc("d"), ta.bc("n")
+    slot = lambda buf, count, index: f"{buf}_ptr + (((pid_b * {count} + {index}) * NCH + offs_d{d}) * N + offs_n{n}) * {parts}"
     head = ["k = c * CHUNK + tl.arange(0, CHUNK)  # position along the scan order", "valid = k < L",
-            *_time_maps(graph, schedule), *ck]
+            *_time_maps(graph, schedule)]
+    hf = bw.fwd_state
+    ind = lambda lines, depth=1: ["    " * depth + x for x in lines]
     body = [
         *KERNEL_PROLOGUE,
+        f"ck_mask = mask_d{d} & mask_n{n}",
         "# ---- time-invariant values, accumulators",
         *lines["pre"],
-        "# ---- checkpoint pass: the forward recurrence, storing the state at each chunk start",
+        "# ---- forward sweep: the state at the start of every segment of M chunks (a checkpoint)",
         "for c in range(0, NCK):",
-        *["    " + x for x in head + lines["fwd"]],
-        "# ---- reverse pass: recompute each chunk from its checkpoint, then its adjoint",
-        "for ci in range(0, NCK):",
-        "    c = NCK - 1 - ci",
-        *["    " + x for x in head + lines["loop"]],
+        *ind(head),
+        f"    ck_ptrs = {slot('ck', 'NSEG', 'c // M')}",
+        *[f"    tl.store(ck_ptrs + {k}, {h}, mask=ck_mask & (c % M == 0))" for k, h in enumerate(hf)],
+        *ind(lines["fwd"]),
+        "tl.debug_barrier()  # checkpoints are read back by other threads of this program",
+        "# ---- segments in reverse: their chunk start states from the checkpoint, then the chunks in reverse",
+        "for si in range(0, NSEG):",
+        "    s = NSEG - 1 - si",
+        f"    ck_ptrs = {slot('ck', 'NSEG', 's')}",
+        *[f"    {h} = tl.load(ck_ptrs + {k}, mask=ck_mask, other=0.0)" for k, h in enumerate(hf)],
+        "    for j in range(0, M):",
+        "        c = s * M + j  # chunks past the end are all padding: identity steps, masked writes",
+        *ind(head, 2),
+        f"        sc_ptrs = {slot('sc', 'M', 'j')}",
+        *[f"        tl.store(sc_ptrs + {k}, {h}, mask=ck_mask)" for k, h in enumerate(hf)],
+        *ind(lines["fwd"], 2),
+        "    tl.debug_barrier()",
+        "    for ji in range(0, M):",
+        "        j = M - 1 - ji",
+        "        c = s * M + j",
+        *ind(head, 2),
+        f"        sc_ptrs = {slot('sc', 'M', 'j')}",
+        *ind(lines["loop"], 2),
+        "    tl.debug_barrier()  # the next segment overwrites the chunk start states",
         "# ---- reduced over time: parameter gradients, the initial state's",
         *lines["post"],
     ]

@@ -30,6 +30,9 @@ class Schedule:
     num_warps: int = 4
     layout: str = "dnt"  # order of the tile axes: d(channels) n(state) t(time); "tdn" keeps time per thread
     wide: bool = False  # int64 offsets inside a batch slab; set automatically for tensors of >= 2^31 elements
+    # backward: time steps between states stored by the forward sweep (a power of two; 0 = about
+    # √(L·chunk), which balances the checkpoints against the per-segment chunk states)
+    checkpoint: int = 0
 
     def __post_init__(self):
         if sorted(self.layout) != ["d", "n", "t"]:
@@ -38,6 +41,8 @@ class Schedule:
             v = getattr(self, k)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"Schedule.{k} must be a power of two, got {v}")
+        if self.checkpoint < 0 or self.checkpoint & (self.checkpoint - 1):
+            raise ValueError(f"Schedule.checkpoint must be 0 (automatic) or a power of two, got {self.checkpoint}")
 
 
 class TileAxes:
@@ -463,7 +468,7 @@ import torch
 import triton
 import triton.language as tl
 
-SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps)!r}  # layout {sched.layout}, wide={sched.wide}
+SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps, checkpoint=sched.checkpoint)!r}  # layout {sched.layout}, wide={sched.wide}
 MIMO = {mimo!r}  # all channels in one program: the state is shared across channels
 LAST_COMPILED = None
 
