@@ -46,10 +46,17 @@ def _phases(g: Graph) -> dict:
     return phase
 
 
+def _exact_roles(g: Graph) -> set:
+    """Roles a `reduce` sums inside the kernel: n and t always; h and p too when one program holds
+    every channel (a MIMO region)."""
+    mimo = any(g[i].attr("io") == "mimo" for i in g.ids("scan"))
+    return {"n", "t", "h", "p"} if mimo else {"n", "t"}
+
+
 def _extents(g: Graph) -> dict:
     """Which tile axes (d, n, t) each value's tile has.  A partial (see the module docstring)
     keeps the channel axis its IR type has summed away."""
-    ext = {}
+    ext, exact = {}, _exact_roles(g)
     for i, n in enumerate(g.nodes):
         args = [ext[a] for a in n.args]
         if n.op == "input":
@@ -62,7 +69,8 @@ def _extents(g: Graph) -> dict:
         elif n.op in ("reduce", "sum"):
             axes = set(n.attr("axes"))
             d, nn, t = args[0]
-            e = (d and (n.op == "reduce" or not axes & {"h", "p"}), nn and "n" not in axes, t and "t" not in axes)
+            keep_d = not axes & {"h", "p"} or (n.op == "reduce" and "h" not in exact)
+            e = (d and keep_d, nn and "n" not in axes, t and "t" not in axes)
         else:
             e = tuple(any(a[k] for a in args) for k in range(3))
         ext[i] = e
@@ -71,7 +79,7 @@ def _extents(g: Graph) -> dict:
 
 def _partials(g: Graph) -> dict:
     """Roles (b, h, p) over which a value is an unfinished per-program sum."""
-    part = {}
+    part, pending = {}, {"b", "h", "p"} - _exact_roles(g)
     for i, n in enumerate(g.nodes):
         ps = [part[a] for a in n.args]
         if n.op not in LINEAR and sum(bool(p) for p in ps) > 1:
@@ -80,7 +88,7 @@ def _partials(g: Graph) -> dict:
             raise IRError(f"node %{i} ({n.op}): a recurrence over a partial sum cannot be lowered")
         p = frozenset().union(*ps) if ps else frozenset()
         if n.op == "reduce":
-            p |= set(n.attr("axes")) & {"b", "h", "p"}
+            p |= set(n.attr("axes")) & pending
         part[i] = frozenset(p)
     return part
 
@@ -221,7 +229,9 @@ class _Bwd:
         em, ta = self.em, self.ta
         axes = set(n.attr("axes"))
         src, e = em.names[n.args[0]], self.ext[n.args[0]]
-        tile_axes = [ta.ax(r) for r, has in (("n", e[1]), ("t", e[2])) if r in axes and has]
+        exact = _exact_roles(self.g)
+        tile_axes = [ta.ax(c) for c, roles, has in (("d", {"h", "p"}, e[0]), ("n", {"n"}, e[1]), ("t", {"t"}, e[2]))
+                     if axes & roles & exact and has]
         names = tuple(f"{_v(i)}_{k}" for k in range(len(src)))
         em.names[i] = names
         if not tile_axes:  # over b, h or p only: a per-program partial, finished by the output's atomics
@@ -292,9 +302,6 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     scans = graph.ids("scan")
     if len(scans) != 1 or len(graph.ids("adjoint")) != 1:
         raise IRError(f"{graph.name}: the Triton backward lowers one scan and its adjoint")
-    if graph[scans[0]].attr("io") == "mimo":
-        raise NotImplementedError(f"{graph.name}: backward of a MIMO scan (a state shared by all channels) "
-                                  f"is not generated for Triton yet; use backend='numpy'")
     bw = _Bwd(graph, schedule, acc)
     bw.lower()
     ta, lines = bw.ta, bw.em.lines
@@ -308,14 +315,16 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
     parts = 2 if state.complex else 1
     d, n = ta.bc("d"), ta.bc("n")
-    slot = lambda buf, count, index: f"{buf}_ptr + (((pid_b * {count} + {index}) * NCH + offs_d{d}) * N + offs_n{n}) * {parts}"
+    # a MIMO state has no channel axis: its slots use channel 0 (one program holds every channel)
+    chan, chan_mask = (f"offs_d{d}", f"mask_d{d} & ") if state.dims & {"h", "p"} else ("0", "")
+    slot = lambda buf, count, index: f"{buf}_ptr + (((pid_b * {count} + {index}) * NCH + {chan}) * N + offs_n{n}) * {parts}"
     head = ["k = c * CHUNK + tl.arange(0, CHUNK)  # position along the scan order", "valid = k < L",
             *_time_maps(graph, schedule)]
     hf = bw.fwd_state
     ind = lambda lines, depth=1: ["    " * depth + x for x in lines]
     body = [
         *KERNEL_PROLOGUE,
-        f"ck_mask = mask_d{d} & mask_n{n}",
+        f"ck_mask = {chan_mask}mask_n{n}",
         "# ---- time-invariant values, accumulators",
         *lines["pre"],
         "# ---- forward sweep: the state at the start of every segment of M chunks (a checkpoint)",
@@ -351,4 +360,5 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
                         *["    " + x for x in body]])
     from .launcher import backward_launcher_source
     launcher = backward_launcher_source(graph, kname, inputs, outputs, bw.atomic, parts, acc)
-    return _module(graph, kname, kernel, inputs, outputs, schedule, False, launcher)
+    mimo = any(graph[i].attr("io") == "mimo" for i in scans)
+    return _module(graph, kname, kernel, inputs, outputs, schedule, mimo, launcher)

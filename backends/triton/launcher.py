@@ -106,8 +106,8 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc) 
         args.append(f"{p}_v, *{p}_v.stride()[:{rank}]" + (f", {p}_v.stride({rank})" if cx else ""))
     lines += [
         "    BLOCK_N = triton.next_power_of_2(N)",
-        "    BLOCK_D = min(sched['block_d'], triton.next_power_of_2(NCH))",
-        "    CHUNK = min(sched['chunk'], triton.next_power_of_2(L))",
+        "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
+        "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))  # MIMO: see the forward's launcher",
         "    NCK = triton.cdiv(L, CHUNK)",
         "    # a checkpoint every M chunks; chunk start states of one segment at a time in `scratch`",
         "    T = sched.get('checkpoint') or triton.next_power_of_2(int((L * CHUNK) ** 0.5))",
