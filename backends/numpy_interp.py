@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ssmc.ir import ROLES, Graph, IRError
+from ssmc.ir.ops import is_gather
 from ssmc.ir.passes.canonicalize import ORDERS
 from ssmc.ir.symbolic import expand, get_rule, lower, print_numpy
 from ssmc.ir.types import value_role
@@ -22,6 +23,8 @@ def to_canonical(x: np.ndarray, axes, roles: dict) -> np.ndarray:
     for k, ax in enumerate(axes):
         if ax.role == "g":  # channel h reads group h // (H // G)
             x = np.repeat(x, roles["h"] // roles["g"], axis=k)
+        if ax.role == "r":  # channel h reads h % R
+            x = np.concatenate([x] * (roles["h"] // roles["r"]), axis=k)
     have = [value_role(a.role) for a in axes]
     x = np.transpose(x, [have.index(r) for r in ROLES if r in have])
     return x.reshape([roles[r] if r in have else 1 for r in ROLES])
@@ -66,6 +69,14 @@ def _scan(args, node, ctx):
     rest = list(args[2:])
     h0 = rest.pop(0) if node.attr("has_h0") else None
     seq = rest.pop(0) if node.attr("reset") else None
+    if is_gather(node.attr("order")):  # permute, scan forward, unpermute
+        index = rest.pop(0)
+        a, x = _permute(a, index), _permute(x, index)
+        seq = None if seq is None else _permute(seq, index)
+        forward = node.with_attrs(order=ORDERS["forward"])
+        h = _scan([a, x] + ([h0] if h0 is not None else []) + ([seq] if seq is not None else []),
+                  forward.with_attrs(has_h0=h0 is not None), ctx)
+        return _unpermute(h, index)
     L = ctx["roles"]["t"]
     shape = list(np.broadcast_shapes(a.shape, x.shape))
     shape[1] = L
@@ -90,8 +101,31 @@ def _index_map(scan):
     return ORDERS[order] if isinstance(order, str) else order
 
 
+def _gather_index(v, index):
+    """index (1, L, H or 1, 1, 1) broadcast against v: one time index per (batch, step, channel, p, n)."""
+    H = max(v.shape[2], index.shape[2])
+    return np.broadcast_to(index, (v.shape[0], index.shape[1], H) + v.shape[3:])
+
+
+def _permute(v, index):
+    """v read along a gather order: step k of channel h holds v at time index[k, h]."""
+    if v.shape[1] == 1:  # time-invariant: the same at every step
+        return v
+    v = np.broadcast_to(v, v.shape[:2] + (max(v.shape[2], index.shape[2]),) + v.shape[3:])
+    return np.take_along_axis(v, _gather_index(v, index), axis=1)
+
+
+def _unpermute(h, index):
+    out = np.empty_like(h)
+    np.put_along_axis(out, _gather_index(h, index), h, axis=1)
+    return out
+
+
 def _last(args, node, ctx):
     scan = ctx["graph"][node.args[0]]
+    if is_gather(scan.attr("order")):  # the state after the last step: at time index[L-1] per channel
+        h = args[0]
+        return np.take_along_axis(h, _gather_index(h, ctx["values"][scan.args[-1]][:, -1:]), axis=1)
     t = _index_map(scan).numpy(ctx["roles"]["t"])[-1]
     return args[0][:, t:t + 1]
 
@@ -175,14 +209,19 @@ def _reduce(args, node, ctx):
 
 
 def output_value(x: np.ndarray, axes, roles: dict) -> np.ndarray:
-    """An output laid out along `axes`; a group axis sums the heads of each group (a gradient)."""
-    if not any(a.role == "g" for a in axes):
+    """An output laid out along `axes`; a group axis sums the heads of each group (a gradient), a
+    repeat axis sums the channels h that share h % R (the merge of a multi-order scan)."""
+    merged = next((a.role for a in axes if a.role in ("g", "r")), None)
+    if merged is None:
         return from_canonical(x, axes, roles)
     k = ROLES.index("h")
+    size = roles[merged]
     x = np.broadcast_to(x, x.shape[:k] + (roles["h"],) + x.shape[k + 1:])
-    x = x.reshape(x.shape[:k] + (roles["g"], roles["h"] // roles["g"]) + x.shape[k + 1:]).sum(axis=k + 1)
-    return from_canonical(x, tuple(a if a.role != "g" else type(a)(a.symbol, "h") for a in axes),
-                          {**roles, "h": roles["g"]})
+    # channel h = group * (H/G) + j for groups, = block * R + j for repeats: sum the other factor
+    split = (size, roles["h"] // size) if merged == "g" else (roles["h"] // size, size)
+    x = x.reshape(x.shape[:k] + split + x.shape[k + 1:]).sum(axis=k + 1 if merged == "g" else k)
+    return from_canonical(x, tuple(a if a.role != merged else type(a)(a.symbol, "h") for a in axes),
+                          {**roles, "h": size})
 
 
 SEMANTICS = {

@@ -88,9 +88,20 @@ def _scan(args, attrs):
         seq = rest.pop(0)
         if seq.dims - {"b", "t"}:
             raise IRError(f"scan: reset index must vary only over (b, t), got {seq}")
+    if is_gather(attrs.get("order")):
+        if not rest:
+            raise IRError("scan: a gather order needs its index operand (position k reads time index[k])")
+        idx = rest.pop(0)
+        if "t" not in idx.dims or idx.dims - {"t", "h"}:
+            raise IRError(f"scan: a gather order's index must vary over time, and at most over channels, got {idx}")
     if rest:
         raise IRError("scan: too many operands for its attributes")
     return state
+
+
+def is_gather(order) -> bool:
+    """Is a scan order (a declared name, or an IndexMap after canonicalize) read from an index tensor?"""
+    return order == "gather" or getattr(order, "kind", None) == "gather"
 
 
 def _last(args, attrs):
@@ -141,8 +152,8 @@ OPS = {s.name: s for s in [
     _op("expr", (1, 8), ("expr", "symbols", "complex"), _expr,
         "a simplified sympy expression of its operands (made by expand_discretization)"),
     _op("sum", 1, ("axes",), _sum, "sum over state/channel axes"),
-    _op("scan", (2, 4), ("order",), _scan,
-        "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, optional reset on seq_idx change"),
+    _op("scan", (2, 5), ("order",), _scan,
+        "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index"),
     _op("last", 1, (), _last, "the scan's state after its final step"),
     _op("output", 1, ("name", "axes"), _output, "a user-visible result, laid out along `axes`"),
 ]}

@@ -8,7 +8,9 @@ Every value lives in one canonical index space with five roles:
 
 A value's type lists the roles it varies over; it is constant (broadcast) along the others.
 Inputs may also carry a `g` (group) axis: channel h reads group h // (H // G), so after
-loading a grouped input varies over `h`.  Keeping the space fixed is what lets one NumPy
+loading a grouped input varies over `h`; and an `r` (repeat) axis of size R: channel h reads
+h % R (one tensor shared by H / R blocks of channels — the orders of a multi-order scan).  An
+output with an `r` axis sums the H / R channels that map to each of its R (the orders' merge).  Keeping the space fixed is what lets one NumPy
 interpreter and one Triton code generator serve every state kind: Mamba-2's scalar-per-head
 state is simply a diagonal state whose Ā does not vary over p and n.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ROLES = ("b", "t", "h", "p", "n")  # canonical axis order of values
-INPUT_ROLES = ROLES + ("g",)
+INPUT_ROLES = ROLES + ("g", "r")
 
 # Default role of a symbolic dimension, by its name; "name:role" overrides.
 DEFAULT_ROLES = {
@@ -58,8 +60,8 @@ class Axis:
 
 
 def value_role(role: str) -> str:
-    """Role an input axis takes in the canonical space (groups resolve to heads)."""
-    return "h" if role == "g" else role
+    """Role an input axis takes in the canonical space (groups and repeats resolve to heads)."""
+    return "h" if role in ("g", "r") else role
 
 
 @dataclass(frozen=True)

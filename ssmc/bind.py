@@ -61,12 +61,15 @@ def bind(graph: Graph, args: dict, fixed: dict | None = None) -> dict:
     for sym, role in roles.items():
         if role == "g" and heads is not None and sizes[heads] % sizes[sym]:
             raise ValueError(f"{origin[sym]}: {sym}={sizes[sym]} groups must divide {heads}={sizes[heads]}")
+        if role == "r" and heads is not None and sizes[heads] % sizes[sym]:
+            raise ValueError(f"{origin[sym]}: {sym}={sizes[sym]} (shared by every block of channels) must divide "
+                             f"{heads}={sizes[heads]}")
     return sizes
 
 
 def role_sizes(graph: Graph, sizes: dict) -> dict:
     """role -> size (missing roles are 1)."""
-    out = {r: 1 for r in "bthpng"}
+    out = {r: 1 for r in "bthpngr"}
     for sym, role in graph.symbols().items():
         if sym in sizes:
             out[role] = sizes[sym]

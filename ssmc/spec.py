@@ -12,6 +12,8 @@ Layouts (argument names and axes) follow the kernels people already call:
     B, C (batch, L, G, N); D (H,) or (H, P); initial_states/final_states (batch, H, P, N);
     seq_idx (batch, L).
   * MIMO (S5, LRU): u (batch, L, H); Λ and Δ (N,); B (N, H); C (H, N); D (H,).
+Any spec may take seq_idx (batch, L) (integer): the state resets where it changes (packed
+sequences, episode starts).
 """
 from __future__ import annotations
 
@@ -79,8 +81,6 @@ class Spec:
             raise ValueError("groups=True needs a time-varying B or C")
         if self.skip == "hp" and self.state != "scalar_head":
             raise ValueError("skip='hp' (D per head × P) is for scalar_head states")
-        if self.seq_idx and self.state != "scalar_head":
-            raise ValueError("seq_idx resets are declared on scalar_head (SSD) specs")
 
     @property
     def is_complex(self) -> bool:
@@ -107,13 +107,13 @@ def _layout(spec: Spec) -> dict:
                     D={"h": ("H",), "hp": ("H", "P")}.get(spec.skip), bias=("H",), seq_idx=("batch", "L"),
                     names=dict(u="x", dt="dt", bias="dt_bias", h0="initial_states", hT="final_states"))
     if spec.io == "mimo":
-        return dict(u=("batch", "L", "H"), dt_lti=("N",), A=("N",), state=("batch", "N"),
+        return dict(u=("batch", "L", "H"), dt_lti=("N",), A=("N",), state=("batch", "N"), seq_idx=("batch", "L"),
                     B_lti=("N", "H"), C_lti=("H", "N"), D=("H",), bias=("N",),
                     names=dict(u="u", dt="log_dt" if spec.dt == "exp" else "delta", bias="delta_bias",
                                h0="initial_state", hT="last_state"))
     return dict(u=("batch", "dim", "L"), dt=("batch", "dim", "L"), dt_lti=("dim",), A=("dim", "N"),
                 BC=("batch", "G", "N", "L") if spec.groups else ("batch", "N", "L"), BC_lti=("dim", "N"),
-                D=("dim",), bias=("dim",), state=("batch", "dim", "N"),
+                D=("dim",), bias=("dim",), state=("batch", "dim", "N"), seq_idx=("batch", "L"),
                 names=dict(u="u", dt="log_dt" if spec.dt == "exp" and not {"dt"} & spec.selective else "delta",
                            bias="delta_bias", h0="initial_state", hT="last_state"))
 

@@ -168,7 +168,6 @@ def test_unknown_schedule_key():
     (dict(io="mimo", selective=(), skip="hp"), r"MIMO specs|skip='hp'"),
     (dict(groups=True, selective={"dt"}), r"groups=True needs a time-varying B or C"),
     (dict(skip="hp"), r"skip='hp' \(D per head × P\) is for scalar_head states"),
-    (dict(seq_idx=True), r"seq_idx resets are declared on scalar_head"),
     (dict(state="diag_complex", complex_BC=()), r"state='diag_complex' with a real A \(A='neg_exp'\) needs a complex B"),
 ])
 def test_bad_spec(kw, msg):
@@ -190,7 +189,7 @@ def test_bad_builder_use():
     u = m.input("u", ("batch", "dim", "L"))
     with pytest.raises(ValueError, match=r"input 'u' declared twice"):
         m.input("u", ("batch", "dim", "L"))
-    with pytest.raises(ValueError, match=r"scan order must be 'forward' or 'reverse', got 'sideways'"):
+    with pytest.raises(ValueError, match=r"scan order must be 'forward', 'reverse' or 'gather', got 'sideways'"):
         m.scan(u, u, order="sideways")
     with pytest.raises(TypeError, match=r"cannot use str in an SSM declaration"):
         u + "1"

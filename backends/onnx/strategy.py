@@ -12,7 +12,7 @@ and tests can see it.
 """
 from __future__ import annotations
 
-from ssmc.ir import Graph
+from ssmc.ir import Graph, IRError
 from ssmc.ir.passes.structure import scan_region, ssd_reason
 
 LTI_CHOICES = ("scan", "dft")
@@ -52,6 +52,12 @@ def choose_lowering(g: Graph, lti: str = "scan", force_scan: bool = False) -> Gr
     if lti not in LTI_CHOICES:
         raise ValueError(f"lti: expected one of {LTI_CHOICES}, got {lti!r}")
     nodes = list(g.nodes)
+    for i, n in enumerate(g.nodes):
+        if n.op == "scan" and n.attr("order").kind == "gather":
+            raise IRError(f"node %{i} (scan): a gather (permutation) order has no ONNX lowering yet")
+        if n.op in ("input", "output") and any(a.role == "r" for a in n.attr("axes")):
+            raise IRError(f"node %{i} ({n.op} {n.attr('name')}): an axis shared across channel blocks "
+                          f"(role r, a multi-order scan) has no ONNX lowering yet")
     for i in g.ids("scan"):
         r = scan_region(g, i)
         ssd_why = ssd_reason(g, r)

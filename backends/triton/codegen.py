@@ -97,15 +97,19 @@ def _phases(g: Graph) -> dict:
     return phase
 
 
-def _pointers(ta: TileAxes, p: str, axes, tp="tp"):
+def _pointers(ta: TileAxes, p: str, axes, tp="tp", t_tile: bool = False):
     """(pointer expression, mask terms) for tensor `p` laid out along `axes` (strides p_s0, p_s1, ...).
 
     The batch offset is added to the base pointer as an int64 scalar, so the per-element
-    offsets stay 32-bit (cheaper index arithmetic) unless the schedule is `wide`.
+    offsets stay 32-bit (cheaper index arithmetic) unless the schedule is `wide`.  `tp` names the
+    time index of each step: a vector over the chunk, or with `t_tile` a tile (a gather order's
+    per-channel time indices).
     """
     d, n, t = ta.bc("d"), ta.bc("n"), ta.bc("t")
-    idx = {"t": f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}", "n": f"offs_n{n}"}
-    mask = {"t": f"valid{t}", "h": f"mask_d{d}", "p": f"mask_d{d}", "g": f"mask_d{d}", "n": f"mask_n{n}"}
+    idx = {"t": tp if t_tile else f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}",
+           "r": f"idx_r{d}", "n": f"offs_n{n}"}
+    mask = {"t": f"valid{t}", "h": f"mask_d{d}", "p": f"mask_d{d}", "g": f"mask_d{d}", "r": f"mask_d{d}",
+            "n": f"mask_n{n}"}
     base = f"{p}_ptr" + "".join(f" + pid_b * {p}_s{k}" for k, a in enumerate(axes) if a.role == "b")
     offs = [f"{idx[a.role]} * {p}_s{k}" for k, a in enumerate(axes) if a.role != "b"]
     masks = sorted({mask[a.role] for a in axes if a.role in mask})
@@ -129,7 +133,8 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
     params = tensor_params(graph, inputs + outputs)
-    symbols = ["L", "NCH", "P", "N", "HG"]
+    repeats = has_repeat_axis(graph)
+    symbols = ["L", "NCH", "P", "N", "HG"] + (["R"] if repeats else [])
     consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
 
@@ -138,6 +143,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
 
     body = [
         *KERNEL_PROLOGUE,
+        *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
         *(_time_loop(graph, schedule, em.lines["loop"]) if em.lines["loop"] else []),
@@ -193,11 +199,33 @@ def _time_loop(graph: Graph, schedule: Schedule, lines: list) -> list:
     ]
 
 
+def has_repeat_axis(g: Graph) -> bool:
+    """Does an input or output have an axis of role r (shared by every block of channels)?"""
+    return any(a.role == "r" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes"))
+
+
+def gather_index(g: Graph):
+    """The index input of the graph's gather-order scan, or None."""
+    for i in g.ids("scan"):
+        if g[i].attr("order").kind == "gather":
+            return g[g[i].args[-1]]
+    return None
+
+
 def _time_maps(g: Graph, sched: Schedule) -> list:
     wide = ".to(tl.int64)" if sched.wide else ""
     orders = {g[i].attr("order").kind for i in g.ids("scan")} or {"identity"}
     if len(orders) > 1:
         raise IRError(f"{g.name}: one region with two scan orders")
+    if orders == {"gather"}:  # a permutation per channel group, read from the index input: a tile
+        ta = TileAxes(sched.layout)
+        idx = gather_index(g)
+        now, _ = _pointers(ta, idx.attr("name"), idx.attr("axes"), tp="k")
+        before, _ = _pointers(ta, idx.attr("name"), idx.attr("axes"), tp="(k - 1)")
+        d, t = ta.bc("d"), ta.bc("t")
+        return [f"tp = tl.load({now}, mask=mask_d{d} & valid{t}, other=0){wide}  # step k visits time index[k]",
+                f"tq = tl.load({before}, mask=mask_d{d} & valid{t} & (k > 0){t}, other=0){wide}"
+                "  # the previous step in scan order"]
     if orders == {"reverse"}:
         return [f"tp = (L - 1 - k){wide}  # index map t = L-1-k: a reverse scan, no flipped copy",
                 "tq = tp + 1  # the previous step in scan order"]
@@ -221,7 +249,9 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     op = n.op
     if op == "input":
         p = n.attr("name")
-        ptr, masks = _pointers(em.ax, p, n.attr("axes"))
+        if gather_index(g) is n:  # read by the time map, not as a value
+            return
+        ptr, masks = _pointers(em.ax, p, n.attr("axes"), t_tile=gather_index(g) is not None)
         mask = " & ".join(masks) if masks else None
         m = f", mask={mask}, other=0" if mask else ""
         conv = "" if n.attr("integer") else f".to({em.acc})"
@@ -394,7 +424,7 @@ def scan_operands(em, i, n, out):
     if n.attr("reset"):
         seq = g[seq_id(g, n)]
         s = seq.attr("name")
-        prev, _ = _pointers(ta, s, seq.attr("axes"), tp="tq")
+        prev, _ = _pointers(ta, s, seq.attr("axes"), tp="tq", t_tile=gather_index(g) is not None)
         out(f"prev{i} = tl.load({prev}, mask={vt} & {kt}, other=0)")
         out(f"reset{i} = {kt} & (prev{i} != {em.names[seq_id(g, n)][0]})  # a new sequence starts")
         for k in range(parts):
@@ -431,7 +461,8 @@ def _tile(ta: TileAxes, t, time: str) -> str:
 
 
 def seq_id(g, scan_node):
-    return scan_node.args[-1]
+    """The seq_idx operand of a resetting scan: after Ā, x and the initial state, before a gather index."""
+    return scan_node.args[2 + bool(scan_node.attr("has_h0"))]
 
 
 def param_name(g: Graph, n) -> str:
@@ -444,12 +475,17 @@ def param_name(g: Graph, n) -> str:
 def _lower_output(em, i, n, phase):
     g = em.g
     p = param_name(g, n)
-    ptrs, masks = _pointers(em.ax, p, n.attr("axes"))
+    ptrs, masks = _pointers(em.ax, p, n.attr("axes"), t_tile=gather_index(g) is not None)
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]
     em.out(phase, f"{p}_ptrs = {ptrs}")
+    merge = any(a.role == "r" for a in n.attr("axes"))  # blocks of channels summed: fp32 atomic adds
     for k, part in enumerate(src):
         tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
+        if merge:
+            em.out(phase, f"tl.atomic_add({tgt}, tl.broadcast_to({part}, {p}_ptrs.shape).to(tl.float32)"
+                          f"{', mask=' + mask if mask else ''})")
+            continue
         val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
         em.out(phase, f"tl.store({tgt}, {val}{', mask=' + mask if mask else ''})")
 

@@ -17,6 +17,8 @@ def _sizes(inputs) -> tuple:
     r = lambda role, default: f"n_{role_sym[role]}" if role in role_sym else default
     lines.append(f"L, NCH, P, N = {r('t', 1)}, {r('h', 1)} * {r('p', 1)}, {r('p', 1)}, {r('n', 1)}")
     lines.append(f"HG = {r('h', 1)} // {r('g', r('h', 1))}  # heads per B/C group")
+    if "r" in role_sym:
+        lines.append(f"R = {r('r', 1)}  # channels of the inputs shared by every block of channels")
     lines.append(f"batch = {r('b', 1)}")
     return lines
 
@@ -45,12 +47,19 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
              *["    " + s for s in _sizes(inputs)],
              f"    device = {first}.device"]
     args = []
+    merged = []  # outputs summed over blocks of channels: fp32 zeros, atomic adds, then their dtype
     for n in inputs + outputs:
         p, cplx = param_name(graph, n), n.attr("complex") or (n.op == "output" and n.type.complex)
         if n.op == "output":
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
-            lines.append(f"    if {p} is None:")
-            lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={_out_dtype(graph, n, inputs, acc)})")
+            dtype = _out_dtype(graph, n, inputs, acc)
+            if any(a.role == "r" for a in n.attr("axes")):
+                merged.append((p, dtype))
+                lines.append(f"    {p}_given = {p}")
+                lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype=torch.float32)")
+            else:
+                lines.append(f"    if {p} is None:")
+                lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})")
         view = f"torch.view_as_real({p})" if cplx else p
         lines.append(f"    {p}_v = {view}")
         rank = len(n.attr("axes"))
@@ -65,10 +74,11 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         "    global LAST_COMPILED  # the compiled kernel of the last launch (registers, spills) for tuning",
         f"    LAST_COMPILED = {kname}[grid](",
         *[f"        {a}," for a in args],
-        "        L, NCH, P, N, HG,",
+        "        L, NCH, P, N, HG," + (" R," if any(a.role == "r" for n in inputs for a in n.attr("axes")) else ""),
         "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
         "        num_warps=sched['num_warps'],",
         "    )",
+        *[f"    {p} = {p}.to({dtype}) if {p}_given is None else {p}_given.copy_({p})" for p, dtype in merged],
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
     ]
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Canonicalization: scan orders become index maps, and trivial arithmetic folds away.
 
 A reverse scan is the forward recurrence read through the index map t ↦ L-1-t: the backends
-fold the map into their index arithmetic, so no flipped copy of any tensor is made.
+fold the map into their index arithmetic, so no flipped copy of any tensor is made.  A gather
+order (any permutation, e.g. a 2-D scan order) reads its map from an integer index operand.
 """
 from __future__ import annotations
 
@@ -18,18 +19,20 @@ from .rewrite import rewrite
 class IndexMap:
     """A scan order over the time axis: position k of the scan reads time index map(k)."""
 
-    kind: str  # "identity" | "reverse"
+    kind: str  # "identity" | "reverse" | "gather" (t = index[k], the scan's last operand)
 
     def __str__(self):
-        return {"identity": "t", "reverse": "L-1-t"}[self.kind]
+        return {"identity": "t", "reverse": "L-1-t", "gather": "index[t]"}[self.kind]
 
     def numpy(self, L: int):
         import numpy as np
+        if self.kind == "gather":
+            raise ValueError("a gather order is read from its index tensor, not computed from L")
         k = np.arange(L)
         return k if self.kind == "identity" else L - 1 - k
 
 
-ORDERS = {"forward": IndexMap("identity"), "reverse": IndexMap("reverse")}
+ORDERS = {"forward": IndexMap("identity"), "reverse": IndexMap("reverse"), "gather": IndexMap("gather")}
 
 
 def _order_to_index_map(rb, i):

@@ -87,4 +87,5 @@ def ssd_parts(g: Graph, scan: int) -> dict:
     s = g[scan]
     k, v = _outer(g, g[s.args[1]])
     mul, sm, c = _readout(g, scan_region(g, scan))
-    return dict(a=s.args[0], k=k, v=v, c=c, readout=sm, seq=s.args[-1] if s.attr("reset") else None)
+    seq = s.args[2 + bool(s.attr("has_h0"))] if s.attr("reset") else None
+    return dict(a=s.args[0], k=k, v=v, c=c, readout=sm, seq=seq)

@@ -1,0 +1,141 @@
+"""Scan orders as IR: multi-order scans (Vision Mamba, VMamba's SS2D, RSMamba, Point Cloud Mamba)
+declared as one graph and run as one kernel, with no permuted copies.
+
+`multi_order_scan` runs K selective scans over the same sequence, each along its own order (a
+permutation of the positions) with its own Δ, A, B, C, D, and sums them:
+
+    out = silu(z) · Σ_k unpermute_k(scan_k(permute_k(inputs_k)))
+
+In the IR the K orders are K blocks of channels (channel h = k·dim + d): Δ, A, D and the bias are
+laid out (K·dim, ...) — a reshape, not a copy; B, C and the orders are grouped by k (channel h
+reads group h // dim); u and z are shared by every block (an axis of role `r`: channel h reads
+h % dim); the output sums the K blocks (its `r` axis); and the scan's order is a gather from the
+orders tensor (step k of channel h visits time orders[h // dim, k]).  The NumPy interpreter
+defines it plainly (permute, scan, unpermute); the Triton kernel folds the order into its time
+index arithmetic and accumulates the merged output.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .compiler import compile
+
+NAMED_2D = ("row", "col", "row_rev", "col_rev", "snake_row", "snake_col")
+
+
+def scan_orders_2d(H: int, W: int, names) -> list:
+    """The named scan orders of an H×W grid as permutations of its row-major flattening.
+
+    row / col: row-major / column-major; *_rev: the same reversed; snake_row / snake_col: every
+    other row (column) reversed, so consecutive steps stay neighbours.
+    """
+    for arg, v in (("H", H), ("W", W)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{arg}: expected a positive integer, got {v!r}")
+    if isinstance(names, str):
+        names = [names]
+    grid = np.arange(H * W, dtype=np.int64).reshape(H, W)
+    snake = lambda g: np.stack([r[::-1] if i % 2 else r for i, r in enumerate(g)]).ravel()  # noqa: E731
+    make = {"row": lambda: grid.ravel(), "col": lambda: grid.T.ravel(),
+            "row_rev": lambda: grid.ravel()[::-1], "col_rev": lambda: grid.T.ravel()[::-1],
+            "snake_row": lambda: snake(grid), "snake_col": lambda: snake(grid.T)}
+    out = []
+    for name in names:
+        if name not in make:
+            raise ValueError(f"names: unknown 2-D order {name!r}; orders are {list(NAMED_2D)}")
+        out.append(np.ascontiguousarray(make[name]()))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend: str):
+    from . import declare as d
+    m = d.Builder("multi_order_scan")
+    u = m.input("u", ("batch", "dim:r", "L"))
+    delta = m.input("delta", ("batch", "KD:h", "L"))
+    if has_bias:
+        delta = delta + m.input("delta_bias", ("KD:h",))
+    if softplus:
+        delta = d.softplus(delta)
+    A_bar, B_scale = m.discretize(delta, m.input("A", ("KD:h", "N")), "zoh_euler")
+    B, C = m.input("B", ("batch", "K:g", "N", "L")), m.input("C", ("batch", "K:g", "N", "L"))
+    h = m.scan(A_bar, B_scale * B * u, order="gather", index=m.input("orders", ("K:g", "L"), integer=True))
+    y = (C * h).sum("n")
+    if has_D:
+        y = y + m.input("D", ("KD:h",)) * u
+    if has_z:
+        y = y * d.silu(m.input("z", ("batch", "dim:r", "L")))
+    m.output("out", y, ("batch", "dim:r", "L"))
+    return compile(m.build(), backend=backend)
+
+
+def _shape(x) -> tuple:
+    return tuple(getattr(x, "shape", ()))
+
+
+def _expect(name, x, want: tuple, labels: str):
+    if _shape(x) != want:
+        raise ValueError(f"{name}: expected shape {labels} = {want}, got {_shape(x)}")
+
+
+def _orders_array(orders, K: int, L: int, like):
+    """The K orders as one (K, L) int64 array (or tensor on u's device), each checked to be a
+    permutation of range(L)."""
+    is_torch = type(like).__module__.startswith("torch")
+    if isinstance(orders, (list, tuple)):
+        if len(orders) != K:
+            raise ValueError(f"orders: expected K={K} orders (one per delta[:, k]), got {len(orders)}")
+        rows = [np.asarray(o.detach().cpu() if hasattr(o, "detach") else o) for o in orders]
+    else:
+        arr = np.asarray(orders.detach().cpu() if hasattr(orders, "detach") else orders)
+        if arr.ndim != 2 or arr.shape[0] != K:
+            raise ValueError(f"orders: expected K={K} orders of length L={L}, as a list or a (K, L) array; "
+                             f"got shape {arr.shape}")
+        rows = list(arr)
+    for k, o in enumerate(rows):
+        if o.ndim != 1 or o.shape[0] != L or o.dtype.kind not in "iu":
+            raise ValueError(f"orders[{k}]: expected an integer permutation of range(L={L}), "
+                             f"got shape {o.shape} dtype {o.dtype}")
+        if not np.array_equal(np.sort(o), np.arange(L)):
+            raise ValueError(f"orders[{k}]: not a permutation of range(L={L})")
+    stacked = np.stack(rows).astype(np.int64)
+    if is_torch:
+        import torch
+        return torch.from_numpy(stacked).to(like.device)
+    return stacked
+
+
+def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,
+                     backend: str = "auto"):
+    """K selective scans of one sequence along K orders, summed (see the module docstring).
+
+    u, z: (batch, dim, L), shared by every order; delta: (batch, K, dim, L); A: (K, dim, N);
+    B, C: (batch, K, N, L); D, delta_bias: (K, dim); orders: K permutations of range(L) (NumPy or
+    torch integer arrays, or one (K, L) array).  Each B_k, C_k, delta_k is given in sequence
+    positions and read along order k.  Returns (batch, dim, L).
+    """
+    if len(_shape(u)) != 3:
+        raise ValueError(f"u: expected shape (batch, dim, L), got {_shape(u)}")
+    batch, dim, L = _shape(u)
+    if len(_shape(delta)) != 4:
+        raise ValueError(f"delta: expected shape (batch, K, dim, L), got {_shape(delta)}")
+    K = _shape(delta)[1]
+    _expect("delta", delta, (batch, K, dim, L), "(batch, K, dim, L)")
+    if len(_shape(A)) != 3:
+        raise ValueError(f"A: expected shape (K, dim, N), got {_shape(A)}")
+    N = _shape(A)[2]
+    _expect("A", A, (K, dim, N), "(K, dim, N)")
+    for name, x in (("B", B), ("C", C)):
+        _expect(name, x, (batch, K, N, L), "(batch, K, N, L)")
+    for name, x in (("D", D), ("delta_bias", delta_bias)):
+        if x is not None:
+            _expect(name, x, (K, dim), "(K, dim)")
+    if z is not None:
+        _expect("z", z, (batch, dim, L), "(batch, dim, L)")
+    fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend)
+    flat = lambda x, *shape: None if x is None else x.reshape(*shape)  # noqa: E731  (a view when contiguous)
+    return fn(u=u, delta=flat(delta, batch, K * dim, L), A=flat(A, K * dim, N), B=B, C=C,
+              orders=_orders_array(orders, K, L, u), D=flat(D, K * dim), z=z,
+              delta_bias=flat(delta_bias, K * dim))["out"]

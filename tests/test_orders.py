@@ -1,0 +1,182 @@
+"""Scan orders: named 2-D orders, multi-order scans (Vim, VMamba SS2D, RSMamba, Point Cloud Mamba)
+and state resets on any state kind — NumPy interpreter vs an independent permute-scan-unpermute
+formulation, and Triton (interpreter on CPU, CUDA under -m gpu) vs NumPy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ssmc
+from ssmc import library
+from ssmc.inits import random_inputs
+from ssmc.orders import _compiled, multi_order_scan, scan_orders_2d
+
+from conftest import DEVICES, assert_close, seed_of
+from reference_forms import selective_scan_loop, silu
+
+
+def test_named_2d_orders():
+    row, col, row_rev, col_rev, snake_row, snake_col = scan_orders_2d(2, 3, ["row", "col", "row_rev", "col_rev",
+                                                                              "snake_row", "snake_col"])
+    assert row.tolist() == [0, 1, 2, 3, 4, 5]
+    assert col.tolist() == [0, 3, 1, 4, 2, 5]
+    assert row_rev.tolist() == [5, 4, 3, 2, 1, 0]
+    assert col_rev.tolist() == [5, 2, 4, 1, 3, 0]
+    assert snake_row.tolist() == [0, 1, 2, 5, 4, 3]
+    assert snake_col.tolist() == [0, 3, 4, 1, 2, 5]
+    for H, W in ((5, 7), (1, 6), (4, 4)):
+        for o in scan_orders_2d(H, W, ["row", "col", "snake_row", "snake_col", "col_rev"]):
+            assert sorted(o.tolist()) == list(range(H * W))
+
+
+def _loop_reference(x, orders):
+    """Each order on its own: permute the sequence, run Mamba-1's loop, unpermute, then sum and gate."""
+    total = 0.0
+    for k, o in enumerate(orders):
+        inv = np.argsort(o)
+        y = selective_scan_loop(x["u"][..., o], x["delta"][:, k][..., o], x["A"][k], x["B"][:, k][..., o],
+                                x["C"][:, k][..., o], D=None if x.get("D") is None else x["D"][k],
+                                delta_bias=None if x.get("delta_bias") is None else x["delta_bias"][k],
+                                delta_softplus=True)
+        total = total + y[..., inv]
+    return total * silu(x["z"]) if x.get("z") is not None else total
+
+
+def _inputs(rng, batch, dim, N, L, K, D=True, z=True, bias=True):
+    x = dict(u=rng.standard_normal((batch, dim, L)), delta=rng.uniform(-3.0, 0.5, (batch, K, dim, L)),
+             A=-rng.uniform(0.5, 3.0, (K, dim, N)), B=rng.standard_normal((batch, K, N, L)),
+             C=rng.standard_normal((batch, K, N, L)))
+    if D:
+        x["D"] = rng.standard_normal((K, dim))
+    if z:
+        x["z"] = rng.standard_normal((batch, dim, L))
+    if bias:
+        x["delta_bias"] = 0.1 * rng.standard_normal((K, dim))
+    return x
+
+
+def _families(H, W, rng):
+    L = H * W
+    return {
+        "vim (forward, reverse)": [np.arange(L), np.arange(L)[::-1].copy()],
+        "vmamba ss2d (4 orders)": scan_orders_2d(H, W, ["row", "col", "row_rev", "col_rev"]),
+        "rsmamba (identity, reverse, random)": [np.arange(L), np.arange(L)[::-1].copy(), rng.permutation(L)],
+        "point cloud (serializations)": [rng.permutation(L), rng.permutation(L)],
+        "snakes": scan_orders_2d(H, W, ["snake_row", "snake_col"]),
+    }
+
+
+@pytest.mark.parametrize("grid", [(5, 7), (1, 6), (4, 4)])
+def test_numpy_matches_permute_scan_unpermute(grid, rng):
+    H, W = grid
+    for family, orders in _families(H, W, rng).items():
+        x = _inputs(rng, 2, 3, 4, H * W, len(orders), D=family != "snakes", z=family != "point cloud (serializations)")
+        got = multi_order_scan(**x, orders=orders, delta_softplus=True, backend="numpy")
+        assert_close(got, _loop_reference(x, orders), 1e-12, family)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grid", [(5, 7), (1, 6), (4, 4)])
+def test_triton_matches_numpy(grid, device, rng):
+    H, W = grid
+    for family, orders in _families(H, W, rng).items():
+        x = _inputs(rng, 2, 5, 4, H * W, len(orders))
+        want = multi_order_scan(**x, orders=orders, delta_softplus=True, backend="numpy")
+        t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+        got = multi_order_scan(**t, orders=[torch.tensor(o, device=device) for o in orders], delta_softplus=True,
+                               backend="triton")
+        assert got.shape == (2, 5, H * W) and got.dtype == torch.float32
+        assert_close(got, want, 1e-5, f"{family} on {device}")
+
+
+def test_one_launch_and_no_permuted_copies(rng):
+    """K orders are one kernel launch; the launcher allocates only the merged output (no permuted
+    inputs); the (K, dim) parameters reach the kernel as views of the caller's tensors."""
+    fn = _compiled(True, True, True, True, "triton")
+    src = fn.source
+    launcher = src.split("def launch")[1]
+    assert launcher.count("[grid](") == 1
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output
+    assert "tl.atomic_add(" in src and "tp = tl.load((orders_ptr)" in src  # order folded into the time index
+    delta = torch.randn(2, 3, 4, 10)
+    assert delta.reshape(2, 12, 10).data_ptr() == delta.data_ptr()
+
+
+def test_numpy_interpreter_defines_gather_orders_plainly(rng):
+    """The IR-level order: a Builder scan with order='gather' equals scanning a permuted copy."""
+    m = ssmc.Builder("gathered")
+    a, x = m.input("a", ("batch", "dim", "L")), m.input("x", ("batch", "dim", "L"))
+    m.output("h", m.scan(a, x, order="gather", index=m.input("perm", ("L",), integer=True)), ("batch", "dim", "L"))
+    g = ssmc.compile(m.build(), backend="numpy")
+    a_, x_ = rng.uniform(0.5, 1.0, (2, 3, 11)), rng.standard_normal((2, 3, 11))
+    perm = rng.permutation(11)
+    h = np.zeros((2, 3))
+    want = np.empty_like(x_)
+    for t in perm:
+        h = a_[..., t] * h + x_[..., t]
+        want[..., t] = h
+    assert_close(g(a=a_, x=x_, perm=perm)["h"], want, 1e-12, "gather")
+    assert "order=index[t]" in g.graph.text()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(orders=[np.arange(12), np.r_[0, 0, np.arange(2, 12)]]), r"orders\[1\]: not a permutation of range\(L=12\)"),
+    (dict(orders=[np.arange(12)]), r"orders: expected K=2 orders"),
+    (dict(orders=scan_orders_2d(3, 3, ["row", "col"])), r"orders\[0\]: expected an integer permutation of range\(L=12\)"),
+    (dict(orders=[np.arange(12.0), np.arange(12.0)]), r"orders\[0\]: expected an integer permutation"),
+    (dict(A=np.zeros((3, 4, 2))), r"A: expected shape \(K, dim, N\) = \(2, 4, 2\), got \(3, 4, 2\)"),
+    (dict(B=np.zeros((1, 3, 2, 12))), r"B: expected shape \(batch, K, N, L\) = \(1, 2, 2, 12\)"),
+    (dict(D=np.zeros((4,))), r"D: expected shape \(K, dim\) = \(2, 4\), got \(4,\)"),
+    (dict(delta=np.zeros((1, 4, 12))), r"delta: expected shape \(batch, K, dim, L\), got \(1, 4, 12\)"),
+])
+def test_bad_input_names_the_argument(kwargs, match):
+    x = dict(u=np.zeros((1, 4, 12)), delta=np.zeros((1, 2, 4, 12)), A=-np.ones((2, 4, 2)),
+             B=np.zeros((1, 2, 2, 12)), C=np.zeros((1, 2, 2, 12)), orders=[np.arange(12), np.arange(12)[::-1]])
+    x.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        multi_order_scan(**x, backend="numpy")
+
+
+@pytest.mark.parametrize("bad, match", [((0, 3, ["row"]), "H: expected a positive integer"),
+                                        ((2, 3, ["diagonal"]), "names: unknown 2-D order 'diagonal'")])
+def test_bad_grid(bad, match):
+    with pytest.raises(ValueError, match=match):
+        scan_orders_2d(*bad)
+
+
+def test_backward_of_gather_orders_is_refused():
+    with pytest.raises(NotImplementedError, match="gather-order"):
+        _compiled(False, False, False, False, "numpy").backward_graph
+
+
+@pytest.mark.parametrize("name", ["s5", "mamba1", "s4d_zoh"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_episode_resets_equal_separate_episodes(name, device, rng):
+    """State resets on any state kind (S5 for RL episode starts): one run over episodes with
+    seq_idx equals running every episode on its own from a zero state."""
+    spec = library.get(name).with_(name=f"{name}_resets", seq_idx=True)
+    ref = ssmc.compile(spec, backend="numpy")
+    sizes = {**library.DEFAULT_SIZES[name], "L": 30}
+    x = random_inputs(ref.graph, sizes, seed=seed_of(rng))
+    cuts = [0, 7, 8, 19, 30]
+    x["seq_idx"] = np.repeat(np.arange(len(cuts) - 1), np.diff(cuts))[None].repeat(sizes["batch"], 0)
+    got = ref(**x)["out"]
+    plain = ssmc.compile(library.get(name), backend="numpy")
+    t_axis = [a.role for a in ref.graph[ref.graph.outputs["out"]].attr("axes")].index("t")
+    pieces = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        piece = {}
+        for i in plain.graph.ids("input"):
+            n = plain.graph[i]
+            axes = [a.role for a in n.attr("axes")]
+            v = x[n.attr("name")]
+            piece[n.attr("name")] = np.take(v, range(lo, hi), axis=axes.index("t")) if "t" in axes else v
+        pieces.append(plain(**piece)["out"])
+    assert_close(got, np.concatenate(pieces, axis=t_axis), 1e-12, f"{name} episodes")
+    tri = ssmc.compile(spec, backend="triton")
+    t = {k: torch.tensor(v, device=device) if v.dtype.kind == "i" else
+         torch.tensor(v, device=device, dtype=torch.complex64 if np.iscomplexobj(v) else torch.float32)
+         for k, v in x.items()}
+    assert_close(tri(**t)["out"], got, 1e-5, f"{name} resets on {device}")
