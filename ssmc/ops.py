@@ -229,3 +229,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     _check_state(step.graph, state)
     args = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, state=state)
     return step.run(args, {"state": state})["out"]
+
+
+# Multi-order scans (Vision Mamba, VMamba's SS2D, RSMamba, Point Cloud Mamba): see ssmc/orders.py.
+from .orders import multi_order_scan, scan_orders_2d  # noqa: E402,F401

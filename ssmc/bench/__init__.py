@@ -3,9 +3,9 @@
     ssmc bench [--suite all|core|ssd] [--quick] [--json FILE] [--plot FILE.png] [--lengths 512,...]
 
 Suites: `core` (Mamba-1 selective scan, first-order scan, decode step; anchors accelerated-scan,
-mamba_ssm's `selective_state_update` and CUDA `selective_scan_fn`) and `ssd` (Mamba-2 SSD forward;
+mamba_ssm's `selective_state_update` and CUDA `selective_scan_fn`), `ssd` (Mamba-2 SSD forward;
 anchors mamba_ssm's `mamba_chunk_scan_combined` and flash-linear-attention's `chunk_simple_gla`,
-plus time vs L).  Every contender is checked against ssmc's output or a PyTorch loop before it is
+plus time vs L) and `orders` (VMamba's SS2D as one multi-order kernel vs the unfused pipeline).  Every contender is checked against ssmc's output or a PyTorch loop before it is
 timed; the report prints ms, ratios, % of the copy-bandwidth floor and TFLOP/s.  Needs CUDA.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-SUITES = ("core", "ssd")
+SUITES = ("core", "ssd", "orders")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def run(args) -> dict:
     import triton
     if not torch.cuda.is_available():
         raise RuntimeError("ssmc bench needs a CUDA GPU (the CPU interpreter's timings mean nothing)")
-    from . import core, ssd
+    from . import core, orders, ssd
     report = {"date": time.strftime("%Y-%m-%d"), "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
               "triton": triton.__version__}
     print(f"# {report['date']} {report['gpu']}, torch {report['torch']}, triton {report['triton']}", flush=True)
@@ -48,6 +48,8 @@ def run(args) -> dict:
         report["core"] = core.run(args, rate)
     if "ssd" in suites:
         report["ssd"] = ssd.run(args, rate)
+    if "orders" in suites:
+        report["orders"] = orders.run(args, rate)
     if args.plot:
         plot(report, args.plot)
     if args.json:
