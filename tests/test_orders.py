@@ -180,3 +180,17 @@ def test_episode_resets_equal_separate_episodes(name, device, rng):
          torch.tensor(v, device=device, dtype=torch.complex64 if np.iscomplexobj(v) else torch.float32)
          for k, v in x.items()}
     assert_close(tri(**t)["out"], got, 1e-5, f"{name} resets on {device}")
+
+
+def test_torch_orders_are_checked_once_and_rechecked_after_a_change(rng):
+    from ssmc.orders import _CHECKED
+    x = _inputs(rng, 1, 2, 3, 6, 2)
+    t = {k: torch.tensor(v, dtype=torch.float32) for k, v in x.items()}
+    orders = [torch.arange(6), torch.arange(5, -1, -1)]
+    multi_order_scan(**t, orders=orders, delta_softplus=True, backend="numpy")
+    n = len(_CHECKED)
+    multi_order_scan(**t, orders=orders, delta_softplus=True, backend="numpy")
+    assert len(_CHECKED) == n  # remembered
+    orders[1][0] = 0  # changed in place: no longer a permutation, and checked again
+    with pytest.raises(ValueError, match=r"orders\[1\]: not a permutation"):
+        multi_order_scan(**t, orders=orders, delta_softplus=True, backend="numpy")
