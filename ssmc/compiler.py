@@ -83,6 +83,9 @@ class Compiled:
         """Run on keyword arrays; an argument named like an output is a buffer to write it into."""
         arrays = {k: v for k, v in arrays.items() if v is not None}
         outs = {k: arrays.pop(k) for k in list(arrays) if k in self.graph.outputs}
+        if not outs and _needs_grad(arrays):  # autograd through the derived backward (ssmc.torch_ops)
+            from . import torch_ops
+            return torch_ops.run_compiled(self, arrays)
         return self.run(arrays, outs)
 
     @property
@@ -198,6 +201,13 @@ class Compiled:
             return kernel(**tensors, **buffers)
         res = kernel(**tensors)
         return _fill_numpy({k: _torch_to_numpy(v) for k, v in res.items()}, outs)
+
+
+def _needs_grad(arrays) -> bool:
+    if not any(_is_torch(v) and v.requires_grad for v in arrays.values()):
+        return False
+    import torch
+    return torch.is_grad_enabled()
 
 
 @lru_cache(maxsize=256)
