@@ -12,7 +12,10 @@ Complex values are (re, im) pairs of real tiles.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from ssmc.ir import Graph, IRError
 from ssmc.ir.symbolic import lower, print_triton
@@ -97,16 +100,14 @@ def _phases(g: Graph) -> dict:
     return phase
 
 
-def _pointers(ta: TileAxes, p: str, axes, tp="tp", t_tile: bool = False):
+def _pointers(ta: TileAxes, p: str, axes, tp="tp"):
     """(pointer expression, mask terms) for tensor `p` laid out along `axes` (strides p_s0, p_s1, ...).
 
     The batch offset is added to the base pointer as an int64 scalar, so the per-element
-    offsets stay 32-bit (cheaper index arithmetic) unless the schedule is `wide`.  `tp` names the
-    time index of each step: a vector over the chunk, or with `t_tile` a tile (a gather order's
-    per-channel time indices).
+    offsets stay 32-bit (cheaper index arithmetic) unless the schedule is `wide`.
     """
     d, n, t = ta.bc("d"), ta.bc("n"), ta.bc("t")
-    idx = {"t": tp if t_tile else f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}",
+    idx = {"t": f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}",
            "r": f"idx_r{d}", "n": f"offs_n{n}"}
     mask = {"t": f"valid{t}", "h": f"mask_d{d}", "p": f"mask_d{d}", "g": f"mask_d{d}", "r": f"mask_d{d}",
             "n": f"mask_n{n}"}
@@ -127,6 +128,10 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
                       f"found {len(regions)}")
     scans = graph.ids("scan")
     mimo = any(graph[i].attr("io") == "mimo" for i in scans)
+    index = gather_index(graph)
+    if mimo and index is not None and any(a.role == "g" for a in index.attr("axes")):
+        raise IRError(f"{graph.name}: a MIMO scan holds every channel in one program: it takes one gather "
+                      f"order for all channels, not one per group")
     em = _Emitter(graph, TileAxes(schedule.layout), acc)
     phase = _phases(graph)
     kname = f"{_ident(graph.name)}_fwd"
@@ -159,7 +164,22 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     ])
     from .launcher import launcher_source
     launcher = launcher_source(graph, kname, inputs, outputs, acc)
-    return _module(graph, kname, kernel, inputs, outputs, schedule, mimo, launcher)
+    return _module(graph, kname, with_acc_literals(kernel, acc), inputs, outputs, schedule, mimo, launcher)
+
+
+_FLOAT_LITERAL = re.compile(r"(?<![\w.])(\d+\.\d*(?:e[-+]?\d+)?)(?![\w.])")
+
+
+def with_acc_literals(kernel: str, acc: str) -> str:
+    """Triton types a Python float literal as fp32, so in a float64 kernel 0.3 would be 0.30000001192:
+    literals that fp32 cannot hold exactly become float64 constants."""
+    if acc != "float64":
+        return kernel
+
+    def fix(m):
+        v = float(m.group(1))
+        return m.group(1) if float(np.float32(v)) == v else f"tl.full([], {m.group(1)}, tl.float64)"
+    return _FLOAT_LITERAL.sub(fix, kernel)
 
 
 def tensor_params(graph: Graph, nodes) -> list:
@@ -217,14 +237,14 @@ def _time_maps(g: Graph, sched: Schedule) -> list:
     orders = {g[i].attr("order").kind for i in g.ids("scan")} or {"identity"}
     if len(orders) > 1:
         raise IRError(f"{g.name}: one region with two scan orders")
-    if orders == {"gather"}:  # a permutation per channel group, read from the index input: a tile
-        ta = TileAxes(sched.layout)
+    if orders == {"gather"}:  # read from the index input; the launcher keeps a block in one group
         idx = gather_index(g)
-        now, _ = _pointers(ta, idx.attr("name"), idx.attr("axes"), tp="k")
-        before, _ = _pointers(ta, idx.attr("name"), idx.attr("axes"), tp="(k - 1)")
-        d, t = ta.bc("d"), ta.bc("t")
-        return [f"tp = tl.load({now}, mask=mask_d{d} & valid{t}, other=0){wide}  # step k visits time index[k]",
-                f"tq = tl.load({before}, mask=mask_d{d} & valid{t} & (k > 0){t}, other=0){wide}"
+        p = idx.attr("name")
+        base = f"{p}_ptr" + "".join(f" + g_blk * {p}_s{k}" for k, a in enumerate(idx.attr("axes")) if a.role == "g")
+        st = next(f"{p}_s{k}" for k, a in enumerate(idx.attr("axes")) if a.role == "t")
+        return ["g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's order (channels of one group)",
+                f"tp = tl.load({base} + k * {st}, mask=valid, other=0){wide}  # step k visits time index[k]",
+                f"tq = tl.load({base} + (k - 1) * {st}, mask=valid & (k > 0), other=0){wide}"
                 "  # the previous step in scan order"]
     if orders == {"reverse"}:
         return [f"tp = (L - 1 - k){wide}  # index map t = L-1-k: a reverse scan, no flipped copy",
@@ -251,7 +271,7 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
         p = n.attr("name")
         if gather_index(g) is n:  # read by the time map, not as a value
             return
-        ptr, masks = _pointers(em.ax, p, n.attr("axes"), t_tile=gather_index(g) is not None)
+        ptr, masks = _pointers(em.ax, p, n.attr("axes"))
         mask = " & ".join(masks) if masks else None
         m = f", mask={mask}, other=0" if mask else ""
         conv = "" if n.attr("integer") else f".to({em.acc})"
@@ -424,7 +444,7 @@ def scan_operands(em, i, n, out):
     if n.attr("reset"):
         seq = g[seq_id(g, n)]
         s = seq.attr("name")
-        prev, _ = _pointers(ta, s, seq.attr("axes"), tp="tq", t_tile=gather_index(g) is not None)
+        prev, _ = _pointers(ta, s, seq.attr("axes"), tp="tq")
         out(f"prev{i} = tl.load({prev}, mask={vt} & {kt}, other=0)")
         out(f"reset{i} = {kt} & (prev{i} != {em.names[seq_id(g, n)][0]})  # a new sequence starts")
         for k in range(parts):
@@ -475,7 +495,7 @@ def param_name(g: Graph, n) -> str:
 def _lower_output(em, i, n, phase):
     g = em.g
     p = param_name(g, n)
-    ptrs, masks = _pointers(em.ax, p, n.attr("axes"), t_tile=gather_index(g) is not None)
+    ptrs, masks = _pointers(em.ax, p, n.attr("axes"))
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]
     em.out(phase, f"{p}_ptrs = {ptrs}")

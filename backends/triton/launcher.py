@@ -36,7 +36,7 @@ def _out_dtype(graph, out, inputs, acc="float32") -> str:
 
 
 def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
-    from .codegen import param_name
+    from .codegen import gather_index, param_name
     names = [n.attr("name") for n in inputs]
     outs = [param_name(graph, n) for n in outputs]
     sig = ", ".join(names + [f"{o}=None" for o in outs] + ["schedule=None"])
@@ -70,6 +70,8 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         # MIMO regions scan step by step: on an H100 (Triton 3.6) tl.associative_scan over the
         # channel-reduced MIMO state gave wrong results that the CPU interpreter does not show.
         "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))",
+        *(["    while (HG * P) % BLOCK_D:  # a gather order per group: keep each block of channels in one group",
+           "        BLOCK_D //= 2"] if gather_index(graph) is not None else []),
         "    grid = (batch, triton.cdiv(NCH, BLOCK_D))",
         "    global LAST_COMPILED  # the compiled kernel of the last launch (registers, spills) for tuning",
         f"    LAST_COMPILED = {kname}[grid](",
