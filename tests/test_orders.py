@@ -194,3 +194,15 @@ def test_torch_orders_are_checked_once_and_rechecked_after_a_change(rng):
     orders[1][0] = 0  # changed in place: no longer a permutation, and checked again
     with pytest.raises(ValueError, match=r"orders\[1\]: not a permutation"):
         multi_order_scan(**t, orders=orders, delta_softplus=True, backend="numpy")
+
+
+def test_fresh_order_tensors_are_never_mistaken_for_remembered_ones(rng):
+    """New order tensors may land where freed ones lived (same address, version 0): the orders
+    remembered from an earlier call must not be used for them."""
+    x = _inputs(rng, 1, 2, 3, 16, 2)
+    t = {k: torch.tensor(v, dtype=torch.float32) for k, v in x.items()}
+    for names in (["row", "col"], ["snake_row", "snake_col"], ["col_rev", "row"]):
+        orders = scan_orders_2d(4, 4, names)
+        want = multi_order_scan(**x, orders=orders, delta_softplus=True, backend="numpy")
+        got = multi_order_scan(**t, orders=[torch.tensor(o) for o in orders], delta_softplus=True, backend="numpy")
+        assert_close(got, want, 1e-12, str(names))

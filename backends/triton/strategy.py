@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ssmc.ir import Graph
 
+from .codegen import Schedule
 from .ssd import ChunkedSchedule, chunked_reason
 
 MIN_CHUNKED = 16  # P and N below this leave most of a tl.dot tile empty
@@ -46,10 +47,18 @@ def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") ->
     return kind, f"not chunked ({why_not}); {kind} scan, schedule {sched}"
 
 
+def _gathered(graph: Graph) -> bool:
+    return any(getattr(graph[i].attr("order"), "kind", None) == "gather" for i in graph.ids("scan"))
+
+
 def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
     """The schedule that realizes `choose`."""
     from . import default_schedule
     kind, _ = choose(graph, roles, device_type, acc)
     if kind == "chunked":
         return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32, num_warps=4, num_stages=2)
+    if device_type == "cuda" and kind == "associative" and _gathered(graph) and roles.get("n", 1) <= 16:
+        # a gather order adds a dependent index load per chunk: more, smaller programs hide it
+        # (the best of a sweep on an H100 at VMamba's SS2D shape, BENCHMARKS.md)
+        return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
     return default_schedule(roles, device_type, stepwise=kind == "step")
