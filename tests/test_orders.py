@@ -200,7 +200,7 @@ def test_fresh_order_tensors_are_never_mistaken_for_remembered_ones(rng):
     """New order tensors may land where freed ones lived (same address, version 0): the orders
     remembered from an earlier call must not be used for them."""
     x = _inputs(rng, 1, 2, 3, 16, 2)
-    t = {k: torch.tensor(v, dtype=torch.float32) for k, v in x.items()}
+    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in x.items()}
     for names in (["row", "col"], ["snake_row", "snake_col"], ["col_rev", "row"]):
         orders = scan_orders_2d(4, 4, names)
         want = multi_order_scan(**x, orders=orders, delta_softplus=True, backend="numpy")
