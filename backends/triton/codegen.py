@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import sympy as sp
+
 import numpy as np
 
 from ssmc.ir import Graph, IRError
@@ -374,18 +376,20 @@ def _clip(x, lo, hi):
 def _lower_expr(em, i, n, out):
     names = n.attr("symbols")
     flags = tuple(em.g[a].type.complex for a in n.args)
+    # the rule's symbols become the operands' own variables: no shared names such as `dt` or `a_re`,
+    # which Triton would see as one loop-carried variable when two expressions sit inside and
+    # outside the time loop
+    subs = {}
     for sym, a, f in zip(names, n.args, flags):
         parts = em.names[a]
-        if f:
-            out(f"{sym}_re, {sym}_im = {parts[0]}, {parts[1]}")
-        else:
-            out(f"{sym} = {parts[0]}")
+        keys = (f"{sym}_re", f"{sym}_im") if f else (sym,)
+        subs.update({sp.Symbol(k, real=True): sp.Symbol(v, real=True) for k, v in zip(keys, parts)})
     assigns, results = lower(n.attr("expr"), names, flags, split_complex=True, prefix=f"e{i}_")
     for var, e in assigns:
-        out(f"{var} = {print_triton(e)}")
+        out(f"{var} = {print_triton(e.xreplace(subs))}")
     # a real-typed result of complex operands has imaginary part 0: zip keeps the real part
     for var, e in zip(em.names[i], results):
-        out(f"{var} = {print_triton(e)}")
+        out(f"{var} = {print_triton(e.xreplace(subs))}")
 
 
 def _lower_scan(em, i, n, phase, sched):

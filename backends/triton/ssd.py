@@ -114,11 +114,11 @@ def _log_decay(g, a_id, em) -> str:
         return f"tl.log({em.names[a_id][0]})"
     names = n.attr("symbols")
     flags = tuple(g[j].type.complex for j in n.args)
-    lines = [f"{sym} = {em.names[j][0]}" for sym, j in zip(names, n.args)]
+    subs = {sp.Symbol(sym, real=True): sp.Symbol(em.names[j][0], real=True) for sym, j in zip(names, n.args)}
     assigns, (res,) = lower(sp.log(n.attr("expr")), names, flags, split_complex=True, prefix=f"l{a_id}_")
-    lines += [f"{v} = {print_triton(e)}" for v, e in assigns]
+    lines = [f"{v} = {print_triton(e.xreplace(subs))}" for v, e in assigns]
     em.lines["loop" if g[a_id].type.time_varying else "pre"].extend(lines)
-    return f"({print_triton(res)})"
+    return f"({print_triton(res.xreplace(subs))})"
 
 
 def generate_chunked(graph: Graph, schedule) -> str:
