@@ -251,6 +251,8 @@ SEMANTICS = {
     "prev": _prev,
     "adjoint": _adjoint,
     "carry": _carry,
+    "clip_grad": lambda args, node, ctx: np.where((args[0] >= node.attr("lo")) & (args[0] <= node.attr("hi")),
+                                                  args[1], 0.0),
 }
 
 

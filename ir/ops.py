@@ -190,6 +190,8 @@ ADJOINT_OPS = {s.name: s for s in [
     _op("adjoint", (2, 3), ("order",), _adjoint,
         "g_t = dh_t + conj(Ā'_{t+1}) g_{t+1} in reverse scan order, for scan operand 0 (Ā' = 0 at a "
         "reset); optional final-state cotangent dlast starts it: g_L = dlast"),
+    _op("clip_grad", 2, ("lo", "hi"), lambda a, t: _join(a),
+        "the gradient through clip: the cotangent (operand 1) where lo ≤ x (operand 0) ≤ hi, else 0"),
     _op("carry", 1, (), _carry,
         "the adjoint one step past its end: conj(Ā'_first) g_first, the initial state's cotangent"),
 ]}

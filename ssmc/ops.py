@@ -164,9 +164,6 @@ def ssd_backward(dout, dfinal, x, dt, A, B, C, D=None, z=None, dt_bias=None, ini
     (None: no final state).  Returns [dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states], None
     where the argument was None, each in its argument's layout and dtype."""
     lo, hi = (float(v) for v in dt_limit)
-    if (lo, hi) != (0.0, math.inf):
-        raise NotImplementedError(f"ssd backward: dt_limit={dt_limit!r} (a clamp of dt) has no gradient rule yet; "
-                                  f"only the default (0.0, inf) is differentiable")
     if dout is None or tuple(dout.shape) != tuple(x.shape):
         raise ValueError(f"dout: expected the shape of x {tuple(x.shape)}, got {tuple(getattr(dout, 'shape', ()))}")
     spec = _ssd_spec(D, z, dt_bias, initial_states, seq_idx, dt_softplus, lo, hi, dfinal is not None)

@@ -42,7 +42,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return y, h
 
 
-def ssd(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None, dt_softplus=False):
+def ssd(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None, dt_softplus=False,
+        dt_limit=None):
     """Mamba-2: x, z (batch, L, H, P); dt (batch, L, H); A (H,); B, C (batch, L, G, N); D (H,) or (H, P);
     initial_states (batch, H, P, N); seq_idx (batch, L).  Returns (out, final_states)."""
     batch, L, H, P = x.shape
@@ -51,6 +52,8 @@ def ssd(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_i
         dt = dt + dt_bias
     if dt_softplus:
         dt = F.softplus(dt)
+    if dt_limit is not None:
+        dt = dt.clamp(*dt_limit)
     h = x.new_zeros(batch, H, P, N) if initial_states is None else initial_states
     ys = []
     for t in range(L):

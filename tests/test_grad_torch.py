@@ -64,12 +64,13 @@ def test_selective_scan_autograd_matches_reference(device, case, last):
 
 SSD_CASES = {
     "mamba2": dict(D="h", z=True, bias=True, h0=True),
+    "dt_limit": dict(D="h", bias=True, limit=(0.3, 0.9)),
     "D_hp_seq_idx": dict(D="hp", z=False, bias=True, h0=True, seq=True),
     "bare": dict(),
 }
 
 
-def _ssd_args(seed, b=2, L=10, H=4, P=3, G=2, N=3, D=None, z=False, bias=False, h0=False, seq=False):
+def _ssd_args(seed, b=2, L=10, H=4, P=3, G=2, N=3, D=None, z=False, bias=False, h0=False, seq=False, limit=None):
     r = _gen(seed)
     return dict(x=r(b, L, H, P), dt=r(b, L, H) * 0.5, A=-r(H).abs() - 0.1, B=r(b, L, G, N), C=r(b, L, G, N),
                 D={"h": r(H), "hp": r(H, P)}.get(D), z=r(b, L, H, P) if z else None, dt_bias=r(H) if bias else None,
@@ -80,13 +81,14 @@ def _ssd_args(seed, b=2, L=10, H=4, P=3, G=2, N=3, D=None, z=False, bias=False, 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", sorted(SSD_CASES))
 def test_ssd_autograd_matches_reference(device, case):
+    limit = SSD_CASES[case].get("limit")
     args = _ssd_args(len(case), **SSD_CASES[case])
     seq = args.pop("seq_idx")
     leaves = {k: v.detach().clone().to(device).requires_grad_() if v is not None else None for k, v in args.items()}
     refs = {k: v.clone().requires_grad_() if v is not None else None for k, v in args.items()}
     y, final = ops.ssd(**leaves, chunk_size=4, seq_idx=None if seq is None else seq.to(device), dt_softplus=True,
-                       return_final_states=True, backend="triton")
-    yr, fr = grad_refs.ssd(**refs, seq_idx=seq, dt_softplus=True)
+                       dt_limit=limit or (0.0, float("inf")), return_final_states=True, backend="triton")
+    yr, fr = grad_refs.ssd(**refs, seq_idx=seq, dt_softplus=True, dt_limit=limit)
     r = _gen(3)
     w, wf = r(*yr.shape), r(*fr.shape)
     ((y * w.to(device)).sum() + (final * wf.to(device)).sum()).backward()
@@ -153,8 +155,6 @@ def test_backward_errors_name_the_argument():
     with pytest.raises(ValueError, match="dout"):
         ops.selective_scan_backward(torch.zeros(2, 2), None, **a, delta_softplus=True)
     s = _ssd_args(0)
-    with pytest.raises(NotImplementedError, match="dt_limit"):
-        ops.ssd_backward(torch.zeros_like(s["x"]), None, **s, dt_limit=(0.01, 0.5))
     with pytest.raises(ValueError, match="dout"):
         ops.ssd_backward(None, None, **s)
     with pytest.raises(ValueError, match="B"):

@@ -23,7 +23,7 @@ from ssmc.ir import Graph, IRError
 
 from .codegen import (KERNEL_PROLOGUE, Schedule, TileAxes, _Emitter, _ident, _lower_node, _module, _pointers,
                       _tile, _time_maps, _v, at_step, broadcast_tile, param_name, scan_chunk, scan_operands,
-                      tensor_params)
+                      tensor_params, with_acc_literals)
 
 LINEAR = {"add", "sub", "neg", "real", "complex", "reduce", "output", "sum"}
 
@@ -224,6 +224,15 @@ class _Bwd:
             self.out("post", f"{name[0]} = {an[0]} * {gc[0]}")
         self.em.names[i] = name
 
+    def clip_grad(self, i, n):
+        x, c = (self.em.names[a] for a in n.args)
+        lo, hi = n.attr("lo"), n.attr("hi")
+        inside = " & ".join([f"({x[0]} >= {lo!r})"] * (lo != float("-inf")) + [f"({x[0]} <= {hi!r})"] * (hi != float("inf")))
+        names = tuple(f"{_v(i)}_{k}" for k in range(len(c)))
+        for name, part in zip(names, c):
+            self.out(self.phase[i], f"{name} = tl.where({inside}, {part}, 0.0)" if inside else f"{name} = {part}")
+        self.em.names[i] = names
+
     # --- reductions and outputs -----------------------------------------------------------------
     def reduce(self, i, n):
         em, ta = self.em, self.ta
@@ -280,7 +289,7 @@ class _Bwd:
             if n.op == "scan":
                 self.scan_fwd(i, n)
                 self.scan_rev(i, n)
-            elif n.op in ("prev", "adjoint", "carry", "reduce", "output"):
+            elif n.op in ("prev", "adjoint", "carry", "reduce", "output", "clip_grad"):
                 getattr(self, n.op)(i, n)
             else:
                 _lower_node(self.em, i, n, self.phase[i], self.sched)
@@ -361,4 +370,4 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     from .launcher import backward_launcher_source
     launcher = backward_launcher_source(graph, kname, inputs, outputs, bw.atomic, parts, acc)
     mimo = any(graph[i].attr("io") == "mimo" for i in scans)
-    return _module(graph, kname, kernel, inputs, outputs, schedule, mimo, launcher)
+    return _module(graph, kname, with_acc_literals(kernel, acc), inputs, outputs, schedule, mimo, launcher)

@@ -164,6 +164,8 @@ def _local_rule(b, g, n, z, args, c, acc):
     elif op == "silu":
         s = b.emit("sigmoid", [x])
         acc(n.args[0], mul(c, b.emit("add", [s, mul(x, mul(s, b.emit("sub", [one, s])))])))
+    elif op == "clip":  # 1 inside [lo, hi] (ends included, as torch.clamp), 0 outside
+        acc(n.args[0], b.emit("clip_grad", [x, c], lo=n.attr("lo"), hi=n.attr("hi")))
     elif op == "real":
         acc(n.args[0], c)
     elif op == "abs2":
