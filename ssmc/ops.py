@@ -3,6 +3,9 @@
 `selective_scan` is `selective_scan_fn`; `ssd` is `mamba_chunk_scan_combined`.  Each picks the
 Spec its arguments describe, compiles it once (cached) and runs it on the chosen backend:
 "numpy", "triton", or "auto" (Triton for CUDA tensors, the NumPy reference otherwise).
+On the Triton backend both are differentiable (torch autograd through ssmc.torch_ops): their
+backward is the generated backward kernel of the same Spec (`selective_scan_backward`,
+`ssd_backward` call it directly).
 """
 from __future__ import annotations
 
