@@ -139,24 +139,24 @@ def test_triton_backward_float32_schedules(name, sched, rng):
         assert_close(got[k], want[k], FP32_TOL[name], f"{name} {sched} {k}")
 
 
-def test_nan_poisoned_gradient_buffers_are_written_everywhere(rng):
+@pytest.mark.parametrize("name", ["mamba1", "mamba2", "s4d_zoh", "s5"])
+def test_nan_poisoned_gradient_buffers_are_written_everywhere(name, rng):
     """Gradients written with plain stores go straight into the caller's buffers: poisoned with NaN,
     every element must come back finite; those finished by atomic adds are zeroed first."""
-    fn = compile("mamba2", backend="triton", schedule=dict(chunk=4, block_d=2))
-    sizes = dict(library.DEFAULT_SIZES["mamba2"], L=11, P=3)
-    x = {k: torch.from_numpy(np.ascontiguousarray(v)).float() for k, v in
-         random_inputs(fn.graph, sizes, seed=seed_of(rng)).items()}
+    fn = compile(name, backend="triton", schedule=dict(chunk=4, block_d=2))
+    sizes = dict(library.DEFAULT_SIZES[name], L=11)
+    x = {k: _torch32(v) for k, v in random_inputs(fn.graph, sizes, seed=seed_of(rng)).items()}
     outs = fn(**x)
-    cts = {k: torch.randn(v.shape) for k, v in outs.items()}
-    bufs = {f"grad_{k}": torch.full(v.shape, float("nan")) for k, v in x.items()}
+    cts = {k: torch.randn(v.shape, dtype=v.dtype) for k, v in outs.items()}
+    bufs = {f"grad_{k}": torch.full(v.shape, float("nan"), dtype=v.dtype) for k, v in x.items()}
     got = fn.grad(x, cts, outs=bufs)
     for k, v in got.items():
         assert v is bufs[k], k
         assert torch.isfinite(v).all(), f"{k}: unwritten (NaN) elements"
-    want = compile("mamba2", backend="numpy").grad({k: v.double().numpy() for k, v in x.items()},
-                                                   {k: v.double().numpy() for k, v in cts.items()})
+    want = compile(name, backend="numpy").grad({k: as_numpy(v) for k, v in x.items()},
+                                               {k: as_numpy(v) for k, v in cts.items()})
     for k in want:
-        assert_close(got[k], want[k], 2e-5, k)
+        assert_close(got[k], want[k], FP32_TOL[name], k)
 
 
 def test_reverse_scan_and_resets_backward(rng):
