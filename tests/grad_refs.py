@@ -27,7 +27,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if delta_softplus:
         delta = F.softplus(delta)
     cplx = A.is_complex()
-    h = torch.zeros(batch, dim, A.shape[1], dtype=A.dtype if cplx else u.dtype) if h0 is None else h0
+    h = torch.zeros(batch, dim, A.shape[1], dtype=A.dtype if cplx else u.dtype, device=u.device) if h0 is None else h0
     ys = [None] * L
     for t in (reversed(range(L)) if reverse else range(L)):
         dt = delta[:, :, t, None]
