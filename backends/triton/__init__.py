@@ -63,12 +63,16 @@ def default_backward_schedule(roles: dict, device_type: str) -> Schedule:
     """A schedule for a backward kernel (ssmc.ir.passes.adjoint) at sizes `roles`.
 
     The backward keeps a dozen chunk tiles live (states, Ā', the adjoint, its shifted operands,
-    the recomputed forward values), so its tiles are smaller than the forward's: about 2K elements
-    over 8 warps.  Not yet tuned on a GPU: benchmarks/bench_backward.py sweeps around it.
+    the recomputed forward values), so its tiles are smaller than the forward's.  For N <= 16 a
+    channel per lane (tnd, 16 channels, chunk 8, 4 warps) was the fastest of a sweep on an H100 at
+    the Mamba-1 shape (11.8 ms against 41 ms for the earlier dnt default, BENCHMARKS.md); larger
+    states keep about 2K elements over 8 warps, untuned.
     """
     if device_type != "cuda":
         return Schedule()
     n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
+    if 1 < n <= 16:
+        return Schedule(layout="tnd", block_d=16, chunk=8, num_warps=4)
     chunk = 16 if n <= 128 else 8
     block_d = max(1, 2048 // (n * chunk))
     return Schedule(layout="dnt" if n <= 16 else "tdn", block_d=block_d, chunk=chunk, num_warps=8)
