@@ -23,6 +23,15 @@ def _sizes(inputs) -> tuple:
     return lines
 
 
+def launch_header(graph, inputs, outputs, doc: str) -> list:
+    """The first lines of a `launch` function: keyword signature, docstring, schedule, sizes, device."""
+    from .codegen import param_name
+    names = [n.attr("name") for n in inputs]
+    sig = ", ".join(names + [f"{param_name(graph, n)}=None" for n in outputs] + ["schedule=None"])
+    return [f"def launch(*, {sig}):", f'    """{doc}"""', "    sched = dict(SCHEDULE, **(schedule or {}))",
+            *["    " + s for s in _sizes(inputs)], f"    device = {names[0]}.device"]
+
+
 def _out_dtype(graph, out, inputs, acc="float32") -> str:
     wide = acc == "float64"  # float64 tensors in: states and complex outputs in double precision too
     if out.type.complex:  # never a real input's dtype: the kernel writes through view_as_real
@@ -37,15 +46,9 @@ def _out_dtype(graph, out, inputs, acc="float32") -> str:
 
 def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
     from .codegen import gather_index, param_name
-    names = [n.attr("name") for n in inputs]
     outs = [param_name(graph, n) for n in outputs]
-    sig = ", ".join(names + [f"{o}=None" for o in outs] + ["schedule=None"])
-    first = names[0]
-    lines = [f"def launch(*, {sig}):",
-             '    """Run the fused kernel on torch tensors of one device; returns {output name: tensor}."""',
-             "    sched = dict(SCHEDULE, **(schedule or {}))",
-             *["    " + s for s in _sizes(inputs)],
-             f"    device = {first}.device"]
+    lines = launch_header(graph, inputs, outputs, "Run the fused kernel on torch tensors of one device; "
+                                                  "returns {output name: tensor}.")
     args = []
     merged = []  # outputs summed over blocks of channels: fp32 zeros, atomic adds, then their dtype
     for n in inputs + outputs:
@@ -91,16 +94,11 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc) 
     inputs); those finished by atomic adds start from zeros; a checkpoint buffer of one state per
     chunk (batch, chunks, channels, N, parts)."""
     from .codegen import param_name
-    names = [n.attr("name") for n in inputs]
     outs = [param_name(graph, n) for n in outputs]
     real = f"torch.{acc}"
     cplx = "torch.complex128" if acc == "float64" else "torch.complex64"
-    sig = ", ".join(names + [f"{o}=None" for o in outs] + ["schedule=None"])
-    lines = [f"def launch(*, {sig}):",
-             '    """Run the backward kernel on torch tensors of one device; returns {gradient name: tensor}."""',
-             "    sched = dict(SCHEDULE, **(schedule or {}))",
-             *["    " + s for s in _sizes(inputs)],
-             f"    device = {names[0]}.device"]
+    lines = launch_header(graph, inputs, outputs, "Run the backward kernel on torch tensors of one device; "
+                                                  "returns {gradient name: tensor}.")
     args = []
     for n in inputs + outputs:
         p = param_name(graph, n)

@@ -255,14 +255,10 @@ def _store(em, g, n):
 
 
 def _module(g, kname, kernel, inputs, outputs, sched) -> str:
-    from .launcher import _out_dtype, _sizes
-    names = [n.attr("name") for n in inputs]
+    from .launcher import _out_dtype, launch_header
     outs = [param_name(g, n) for n in outputs]
-    launch = [f"def launch(*, {', '.join(names + [f'{o}=None' for o in outs] + ['schedule=None'])}):",
-              '    """Run the chunked kernel on CUDA (or interpreted CPU) tensors; returns {output: tensor}."""',
-              "    sched = dict(SCHEDULE, **(schedule or {}))",
-              *["    " + line for line in _sizes(inputs)],
-              f"    device = {names[0]}.device"]
+    launch = launch_header(g, inputs, outputs, "Run the chunked kernel on CUDA (or interpreted CPU) tensors; "
+                                               "returns {output: tensor}.")
     args = []
     for n in inputs + outputs:
         p = param_name(g, n)
