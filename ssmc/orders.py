@@ -49,8 +49,12 @@ def scan_orders_2d(H: int, W: int, names) -> list:
     return out
 
 
+MERGES = ("sum", "mean", "concat")
+
+
 @lru_cache(maxsize=64)
-def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend: str):
+def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend: str, merge: str = "sum",
+              K: int = 1):
     from . import declare as d
     m = d.Builder("multi_order_scan")
     u = m.input("u", ("batch", "dim:r", "L"))
@@ -67,7 +71,10 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
         y = y + m.input("D", ("KD:h",)) * u
     if has_z:
         y = y * d.silu(m.input("z", ("batch", "dim:r", "L")))
-    m.output("out", y, ("batch", "dim:r", "L"))
+    if merge == "mean":  # the sum over the K blocks, scaled
+        y = y * (1.0 / K)
+    # concat keeps the K blocks (channel k·dim + d); sum and mean add them up (the output's r axis)
+    m.output("out", y, ("batch", "KD:h", "L") if merge == "concat" else ("batch", "dim:r", "L"))
     return compile(m.build(), backend=backend)
 
 
@@ -126,14 +133,17 @@ def _orders_array(orders, K: int, L: int, like):
 
 
 def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,
-                     backend: str = "auto"):
+                     merge: str = "sum", backend: str = "auto"):
     """K selective scans of one sequence along K orders, summed (see the module docstring).
 
     u, z: (batch, dim, L), shared by every order; delta: (batch, K, dim, L); A: (K, dim, N);
     B, C: (batch, K, N, L); D, delta_bias: (K, dim); orders: K permutations of range(L) (NumPy or
     torch integer arrays, or one (K, L) array).  Each B_k, C_k, delta_k is given in sequence
-    positions and read along order k.  Returns (batch, dim, L).
+    positions and read along order k.  `merge`: "sum" (the default) or "mean" of the K results, shape
+    (batch, dim, L); or "concat", shape (batch, K, dim, L).
     """
+    if merge not in MERGES:
+        raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
     if len(_shape(u)) != 3:
         raise ValueError(f"u: expected shape (batch, dim, L), got {_shape(u)}")
     batch, dim, L = _shape(u)
@@ -152,8 +162,10 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
             _expect(name, x, (K, dim), "(K, dim)")
     if z is not None:
         _expect("z", z, (batch, dim, L), "(batch, dim, L)")
-    fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend)
+    fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend, merge,
+                   K if merge == "mean" else 1)
     flat = lambda x, *shape: None if x is None else x.reshape(*shape)  # noqa: E731  (a view when contiguous)
-    return fn(u=u, delta=flat(delta, batch, K * dim, L), A=flat(A, K * dim, N), B=B, C=C,
-              orders=_orders_array(orders, K, L, u), D=flat(D, K * dim), z=z,
-              delta_bias=flat(delta_bias, K * dim))["out"]
+    out = fn(u=u, delta=flat(delta, batch, K * dim, L), A=flat(A, K * dim, N), B=B, C=C,
+             orders=_orders_array(orders, K, L, u), D=flat(D, K * dim), z=z,
+             delta_bias=flat(delta_bias, K * dim))["out"]
+    return out.reshape(batch, K, dim, L) if merge == "concat" else out

@@ -206,3 +206,28 @@ def test_fresh_order_tensors_are_never_mistaken_for_remembered_ones(rng):
         want = multi_order_scan(**x, orders=orders, delta_softplus=True, backend="numpy")
         got = multi_order_scan(**t, orders=[torch.tensor(o) for o in orders], delta_softplus=True, backend="numpy")
         assert_close(got, want, 1e-12, str(names))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("merge", ["mean", "concat"])
+def test_merge_rules(merge, device, rng):
+    """mean: the sum over orders divided by K; concat: each order's result, (batch, K, dim, L)."""
+    orders = scan_orders_2d(3, 5, ["row", "col", "snake_col"])
+    x = _inputs(rng, 2, 4, 3, 15, 3)
+    total = multi_order_scan(**x, orders=orders, delta_softplus=True, backend="numpy")
+    got = multi_order_scan(**x, orders=orders, delta_softplus=True, merge=merge, backend="numpy")
+    if merge == "mean":
+        assert_close(got, total / 3, 1e-12, "mean")
+    else:
+        assert got.shape == (2, 3, 4, 15)
+        assert_close(got.sum(axis=1), total, 1e-12, "concat sums to the merge")
+        one = {k: (v[:, :1] if k in ("delta", "B", "C") else v[:1] if k in ("A", "D", "delta_bias") else v)
+               for k, v in x.items()}
+        assert_close(got[:, 0], multi_order_scan(**one, orders=orders[:1], delta_softplus=True, backend="numpy"),
+                     1e-12, "concat block 0 is order 0 alone")
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    tri = multi_order_scan(**t, orders=[torch.tensor(o, device=device) for o in orders], delta_softplus=True,
+                           merge=merge, backend="triton")
+    assert_close(tri, got, 1e-5, f"{merge} on {device}")
+    with pytest.raises(ValueError, match="merge: expected one of"):
+        multi_order_scan(**x, orders=orders, merge="max", backend="numpy")
