@@ -189,10 +189,11 @@ class Compiled:
             n = self.graph[i]
             name = n.attr("name")
             tensors[name] = _as_kernel_tensor(inputs[name], n, device, acc)
-        key = (tuple(sorted(sizes.items())), device.type, acc)
-        if self.schedule == "autotune" and key not in self._kernels and _largest_tensor(self.graph, sizes) < 2 ** 31:
-            from ssmc.backends.triton.tune import autotune  # times candidates on these tensors, once
-            self._kernels[key] = autotune(self.graph, sizes, role_sizes(self.graph, sizes), device, acc, tensors)
+        if self.schedule == "autotune":  # times candidates on these tensors, once per sizes
+            key = (tuple(sorted(sizes.items())), device.type, acc)
+            if key not in self._kernels and _largest_tensor(self.graph, sizes) < 2 ** 31:
+                from ssmc.backends.triton.tune import autotune
+                self._kernels[key] = autotune(self.graph, sizes, role_sizes(self.graph, sizes), device, acc, tensors)
         kernel = self.kernel(sizes, device.type, acc)
         if use_torch:
             from ssmc.backends.triton.codegen import param_name

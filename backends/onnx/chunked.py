@@ -19,12 +19,11 @@ from onnx import helper
 
 from ssmc.ir.symbolic import lower as lower_expr
 
-from .emitter import float_info
+from .emitter import END, float_info
 from ssmc.ir.passes.structure import ssd_parts
 from .sym import emit_lowered
 
 T = 1
-BIG = 2 ** 62
 
 
 def log_decay(lw, a_id: int) -> str:
@@ -101,7 +100,7 @@ def lower(lw, s: int) -> None:
     y_intra = em.op("MatMul", [em.op("Mul", [scores, decay]), v])  # (b, H, c, Q, P)
 
     # each chunk's own contribution to the state at its end, and its total decay
-    total = em.op("Slice", [cum, em.ints([-1]), em.ints([BIG]), em.ints([3])])  # (b, H, c, 1)
+    total = em.op("Slice", [cum, em.ints([-1]), em.ints([END]), em.ints([3])])  # (b, H, c, 1)
     to_end = em.op("Exp", [em.op("Sub", [total, cum])])
     total_decay = em.op("Exp", [total])
     if seg is not None:  # only the chunk's last sequence reaches its end; the carried state only if no reset

@@ -19,13 +19,11 @@ from onnx import TensorProto
 
 from ssmc.ir.symbolic import lower as lower_expr
 
-from ssmc.ir.passes.structure import scan_region
-
+from .emitter import END
 from .strategy import dft_parts
 from .sym import emit_lowered
 
 T = 1
-BIG = 2 ** 62
 
 
 def _polar(lw, a_id: int) -> tuple:
@@ -203,7 +201,7 @@ def _contracted(lw, s, region, split, b, u, h0, powers, L, Lf, nfft) -> None:
     lw.vals[f] = _width(y, g[f].type.complex)
     if region.last:  # h_{L-1} = B̄ ⊙ Σ_j Ā^j u_{L-1-j} + Ā^L h0
         ur = em.op("Squeeze", [u[0], em.ints([3, 4])])  # (b, L, h)
-        ur = em.op("Slice", [ur, em.op("Sub", [L, one]), em.ints([-BIG]), em.ints([T]), em.ints([-1])])
+        ur = em.op("Slice", [ur, em.op("Sub", [L, one]), em.ints([-END]), em.ints([T]), em.ints([-1])])
         ur = em.op("Transpose", [ur], perm=[2, 0, 1])  # (h, b, L)
         summed = tuple(em.op("Unsqueeze", [em.op("Transpose", [em.op("MatMul", [ur, p])], perm=[1, 0, 2]),
                                            em.ints([1, 3])]) for p in first)  # (b, 1, h, 1, n)
@@ -219,7 +217,7 @@ def _contracted(lw, s, region, split, b, u, h0, powers, L, Lf, nfft) -> None:
 def lower(lw, s: int) -> None:
     g, em = lw.g, lw.em
     n = g[s]
-    region = scan_region(g, s)
+    region = lw.regions[s]
     parts = dft_parts(g, s)
     cplx = n.type.complex
     h0 = lw.val(n.args[2]) if n.attr("has_h0") else None
@@ -234,7 +232,7 @@ def lower(lw, s: int) -> None:
 
     def steps(start, end, reverse=False):  # Ā^k for k in [start, end), or reversed
         if reverse:
-            return tuple(em.op("Slice", [p, em.op("Sub", [L, em.ints([1])]), em.ints([-BIG]), em.ints([T]),
+            return tuple(em.op("Slice", [p, em.op("Sub", [L, em.ints([1])]), em.ints([-END]), em.ints([T]),
                                          em.ints([-1])]) for p in powers)
         return tuple(em.op("Slice", [p, start, end, em.ints([T])]) for p in powers)
 

@@ -12,6 +12,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 FLOAT = TensorProto.FLOAT
+END = 2 ** 62  # a Slice bound past any length: "to the end" (or, negated with step -1, "to the start")
 
 
 class Emitter:

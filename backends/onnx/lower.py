@@ -17,7 +17,7 @@ from ssmc.ir.symbolic import lower as lower_expr
 from ssmc.ir.types import value_role
 
 from . import chunked
-from .emitter import Emitter, float_info
+from .emitter import END, Emitter, float_info
 from ssmc.ir.passes.structure import scan_region
 from .sym import emit_lowered
 
@@ -36,8 +36,8 @@ class Lowering:
         self._dims = {}
         self.owner = {}  # node id -> the scan whose lowering produces it
         self._busy = set()
-        for s in g.ids("scan"):
-            r = scan_region(g, s)
+        self.regions = {s: scan_region(g, s) for s in g.ids("scan")}
+        for s, r in self.regions.items():
             for i in (s, *r.body, *r.last):
                 self.owner[i] = s
 
@@ -207,8 +207,7 @@ class Lowering:
         def sl(start, end):
             return em.op("Slice", [seq, em.ints([start]), em.ints([end]), em.ints([T])])
 
-        big = 2 ** 62
-        prev = (em.op("Concat", [sl(1, big), sl(-1, big)], axis=T) if reverse
+        prev = (em.op("Concat", [sl(1, END), sl(-1, END)], axis=T) if reverse
                 else em.op("Concat", [sl(0, 1), sl(0, -1)], axis=T))
         same = em.op("Equal", [seq, prev])
         zero = em.scalar(0.0)
@@ -233,7 +232,7 @@ class Lowering:
         """One ONNX Scan: the body steps the state and evaluates the region's readout per token."""
         g, em = self.g, self.em
         n = g[s]
-        region = scan_region(g, s)
+        region = self.regions[s]
         a, x, h0 = self.scan_operands(s)
         state0 = self.initial_state(s, h0, rank5=False)
         inside = {s, *region.body}

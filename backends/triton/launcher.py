@@ -23,6 +23,13 @@ def _sizes(inputs) -> tuple:
     return lines
 
 
+def kernel_arg(p: str, rank: int, cplx: bool) -> tuple:
+    """(line binding `<p>_v`, the kernel arguments): pointer and strides, and for a complex tensor its
+    real view and the stride to the imaginary part."""
+    view = f"torch.view_as_real({p})" if cplx else p
+    return f"    {p}_v = {view}", f"{p}_v, *{p}_v.stride()[:{rank}]" + (f", {p}_v.stride({rank})" if cplx else "")
+
+
 def launch_header(graph, inputs, outputs, doc: str) -> list:
     """The first lines of a `launch` function: keyword signature, docstring, schedule, sizes, device."""
     from .codegen import param_name
@@ -45,7 +52,7 @@ def _out_dtype(graph, out, inputs, acc="float32") -> str:
 
 
 def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
-    from .codegen import gather_index, param_name
+    from .codegen import gather_index, has_repeat_axis, param_name
     outs = [param_name(graph, n) for n in outputs]
     lines = launch_header(graph, inputs, outputs, "Run the fused kernel on torch tensors of one device; "
                                                   "returns {output name: tensor}.")
@@ -63,10 +70,9 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
             else:
                 lines.append(f"    if {p} is None:")
                 lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})")
-        view = f"torch.view_as_real({p})" if cplx else p
-        lines.append(f"    {p}_v = {view}")
-        rank = len(n.attr("axes"))
-        args.append(f"{p}_v, *{p}_v.stride()[:{rank}]" + (f", {p}_v.stride({rank})" if cplx else ""))
+        line, arg = kernel_arg(p, len(n.attr("axes")), cplx)
+        lines.append(line)
+        args.append(arg)
     lines += [
         "    BLOCK_N = triton.next_power_of_2(N)",
         "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
@@ -79,7 +85,7 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         "    global LAST_COMPILED  # the compiled kernel of the last launch (registers, spills) for tuning",
         f"    LAST_COMPILED = {kname}[grid](",
         *[f"        {a}," for a in args],
-        "        L, NCH, P, N, HG," + (" R," if any(a.role == "r" for n in inputs for a in n.attr("axes")) else ""),
+        "        L, NCH, P, N, HG," + (" R," if has_repeat_axis(graph) else ""),  # as the kernel's symbols
         "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
         "        num_warps=sched['num_warps'],",
         "    )",
@@ -111,9 +117,9 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc) 
             else:
                 lines.append(f"    if {p} is None:")
                 lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})")
-        lines.append(f"    {p}_v = {f'torch.view_as_real({p})' if cx else p}")
-        rank = len(n.attr("axes"))
-        args.append(f"{p}_v, *{p}_v.stride()[:{rank}]" + (f", {p}_v.stride({rank})" if cx else ""))
+        line, arg = kernel_arg(p, len(n.attr("axes")), cx)
+        lines.append(line)
+        args.append(arg)
     lines += [
         "    BLOCK_N = triton.next_power_of_2(N)",
         "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
