@@ -6,13 +6,17 @@ permutation of the positions) with its own Δ, A, B, C, D, and sums them:
 
     out = silu(z) · Σ_k unpermute_k(scan_k(permute_k(inputs_k)))
 
+or, merged by a gate (merge="gated", a gate tensor given in sequence positions):
+
+    out = silu(z) · Σ_k gate_k ⊙ unpermute_k(scan_k(permute_k(inputs_k)))
+
 In the IR the K orders are K blocks of channels (channel h = k·dim + d): Δ, A, D and the bias are
 laid out (K·dim, ...) — a reshape, not a copy; B, C and the orders are grouped by k (channel h
 reads group h // dim); u and z are shared by every block (an axis of role `r`: channel h reads
 h % dim); the output sums the K blocks (its `r` axis); and the scan's order is a gather from the
 orders tensor (step k of channel h visits time orders[h // dim, k]).  The NumPy interpreter
 defines it plainly (permute, scan, unpermute); the Triton kernel folds the order into its time
-index arithmetic and accumulates the merged output.
+index arithmetic and accumulates the merged output (with a gate: gate_k · y_k, in the same single launch).
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ def scan_orders_2d(H: int, W: int, names) -> list:
     return out
 
 
-MERGES = ("sum", "mean", "concat")
+MERGES = ("sum", "mean", "concat", "gated")
 
 
 @lru_cache(maxsize=64)
@@ -73,6 +77,8 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
         y = y * d.silu(m.input("z", ("batch", "dim:r", "L")))
     if merge == "mean":  # the sum over the K blocks, scaled
         y = y * (1.0 / K)
+    if merge == "gated":  # each block weighted by its gate (at sequence positions) before the sum
+        y = y * m.input("gate", ("batch", "KD:h", "L"))
     # concat keeps the K blocks (channel k·dim + d); sum and mean add them up (the output's r axis)
     m.output("out", y, ("batch", "KD:h", "L") if merge == "concat" else ("batch", "dim:r", "L"))
     return compile(m.build(), backend=backend)
@@ -133,17 +139,21 @@ def _orders_array(orders, K: int, L: int, like):
 
 
 def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,
-                     merge: str = "sum", backend: str = "auto"):
+                     merge: str = "sum", gate=None, backend: str = "auto"):
     """K selective scans of one sequence along K orders, summed (see the module docstring).
 
     u, z: (batch, dim, L), shared by every order; delta: (batch, K, dim, L); A: (K, dim, N);
     B, C: (batch, K, N, L); D, delta_bias: (K, dim); orders: K permutations of range(L) (NumPy or
     torch integer arrays, or one (K, L) array).  Each B_k, C_k, delta_k is given in sequence
     positions and read along order k.  `merge`: "sum" (the default) or "mean" of the K results, shape
-    (batch, dim, L); or "concat", shape (batch, K, dim, L).
+    (batch, dim, L); "concat", shape (batch, K, dim, L); or "gated": Σ_k gate[:, k] ⊙ result_k, shape
+    (batch, dim, L), with `gate` (batch, K, dim, L) in sequence positions (only with merge="gated").
     """
     if merge not in MERGES:
         raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
+    if (merge == "gated") != (gate is not None):
+        raise ValueError("gate: merge='gated' takes a gate of shape (batch, K, dim, L)" if gate is None else
+                         f"gate: given with merge={merge!r}; a gate is only used with merge='gated'")
     if len(_shape(u)) != 3:
         raise ValueError(f"u: expected shape (batch, dim, L), got {_shape(u)}")
     batch, dim, L = _shape(u)
@@ -162,10 +172,12 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
             _expect(name, x, (K, dim), "(K, dim)")
     if z is not None:
         _expect("z", z, (batch, dim, L), "(batch, dim, L)")
+    if gate is not None:
+        _expect("gate", gate, (batch, K, dim, L), "(batch, K, dim, L)")
     fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend, merge,
                    K if merge == "mean" else 1)
     flat = lambda x, *shape: None if x is None else x.reshape(*shape)  # noqa: E731  (a view when contiguous)
     out = fn(u=u, delta=flat(delta, batch, K * dim, L), A=flat(A, K * dim, N), B=B, C=C,
              orders=_orders_array(orders, K, L, u), D=flat(D, K * dim), z=z,
-             delta_bias=flat(delta_bias, K * dim))["out"]
+             delta_bias=flat(delta_bias, K * dim), gate=flat(gate, batch, K * dim, L))["out"]
     return out.reshape(batch, K, dim, L) if merge == "concat" else out

@@ -31,8 +31,9 @@ def test_named_2d_orders():
             assert sorted(o.tolist()) == list(range(H * W))
 
 
-def _loop_reference(x, orders):
-    """Each order on its own: permute the sequence, run Mamba-1's loop, unpermute, then sum and gate."""
+def _loop_reference(x, orders, gate=None):
+    """Each order on its own: permute the sequence, run Mamba-1's loop, unpermute, then sum (each
+    order weighted by its gate, when given) and gate by silu(z)."""
     total = 0.0
     for k, o in enumerate(orders):
         inv = np.argsort(o)
@@ -40,7 +41,7 @@ def _loop_reference(x, orders):
                                 x["C"][:, k][..., o], D=None if x.get("D") is None else x["D"][k],
                                 delta_bias=None if x.get("delta_bias") is None else x["delta_bias"][k],
                                 delta_softplus=True)
-        total = total + y[..., inv]
+        total = total + (y[..., inv] if gate is None else gate[:, k] * y[..., inv])
     return total * silu(x["z"]) if x.get("z") is not None else total
 
 
@@ -231,3 +232,56 @@ def test_merge_rules(merge, device, rng):
     assert_close(tri, got, 1e-5, f"{merge} on {device}")
     with pytest.raises(ValueError, match="merge: expected one of"):
         multi_order_scan(**x, orders=orders, merge="max", backend="numpy")
+
+
+@pytest.mark.parametrize("grid", [(5, 7), (1, 6), (4, 4)])
+def test_gated_merge_numpy_matches_loop(grid, rng):
+    """merge="gated": silu(z) · Σ_k gate_k ⊙ unpermute_k(scan_k(...)), the gate in sequence positions."""
+    H, W = grid
+    for family, orders in _families(H, W, rng).items():
+        x = _inputs(rng, 2, 3, 4, H * W, len(orders), D=family != "snakes", z=family != "vim (forward, reverse)")
+        gate = rng.standard_normal((2, len(orders), 3, H * W))
+        got = multi_order_scan(**x, orders=orders, delta_softplus=True, merge="gated", gate=gate, backend="numpy")
+        assert got.shape == (2, 3, H * W)
+        assert_close(got, _loop_reference(x, orders, gate), 1e-12, family)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grid", [(5, 7), (1, 6)])
+def test_gated_merge_triton_matches_loop(grid, device, rng):
+    H, W = grid
+    orders = scan_orders_2d(H, W, ["row", "col_rev", "snake_col"]) + [rng.permutation(H * W)]
+    x = _inputs(rng, 2, 5, 3, H * W, len(orders))
+    gate = rng.uniform(-1.5, 1.5, (2, len(orders), 5, H * W))
+    want = _loop_reference(x, orders, gate)
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    got = multi_order_scan(**t, orders=[torch.tensor(o, device=device) for o in orders], delta_softplus=True,
+                           merge="gated", gate=torch.tensor(gate, device=device, dtype=torch.float32),
+                           backend="triton")
+    assert got.shape == (2, 5, H * W) and got.dtype == torch.float32
+    assert_close(got, want, 1e-5, f"gated on {device}")
+
+
+def test_gated_merge_is_one_launch_with_the_gate_in_the_graph():
+    """The gate is an input of the graph, multiplied onto each order's output inside the kernel;
+    the K gated outputs are accumulated by the same single launch."""
+    fn = _compiled(True, True, True, True, "triton", "gated")
+    assert "input gate (batch, KD:h, L)" in fn.graph.text()
+    launcher = fn.source.split("def launch")[1]
+    assert launcher.count("[grid](") == 1
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1
+    assert "tl.atomic_add(" in fn.source and "gate_ptr" in fn.source
+
+
+@pytest.mark.parametrize("merge, gate, match", [
+    ("gated", None, r"gate: merge='gated' takes a gate of shape \(batch, K, dim, L\)"),
+    ("sum", np.ones((1, 2, 4, 12)), r"gate: given with merge='sum'"),
+    ("concat", np.ones((1, 2, 4, 12)), r"gate: given with merge='concat'"),
+    ("gated", np.ones((1, 4, 12)), r"gate: expected shape \(batch, K, dim, L\) = \(1, 2, 4, 12\), got \(1, 4, 12\)"),
+    ("gated", np.ones((1, 3, 4, 12)), r"gate: expected shape \(batch, K, dim, L\) = \(1, 2, 4, 12\)"),
+])
+def test_bad_gate_names_the_argument(merge, gate, match):
+    x = dict(u=np.zeros((1, 4, 12)), delta=np.zeros((1, 2, 4, 12)), A=-np.ones((2, 4, 2)),
+             B=np.zeros((1, 2, 2, 12)), C=np.zeros((1, 2, 2, 12)), orders=[np.arange(12), np.arange(12)[::-1]])
+    with pytest.raises(ValueError, match=match):
+        multi_order_scan(**x, merge=merge, gate=gate, backend="numpy")
