@@ -71,8 +71,8 @@ class Compiled:
     def _build_kernel(self, sizes: dict, device_type: str, acc: str = "float32"):
         from ssmc.backends import triton as tb
         schedule = None if self.schedule == "autotune" else self.schedule  # autotune: see _run_triton
-        if schedule is None and self.graph.ids("adjoint"):  # a backward graph: its own default
-            schedule = tb.default_backward_schedule(role_sizes(self.graph, sizes), device_type)
+        if schedule is None and self.graph.ids("adjoint"):  # a backward graph: its own cost model
+            schedule = tb.strategy.choose_backward_schedule(self.graph, role_sizes(self.graph, sizes), device_type, acc)
         if schedule is None:  # the cost model's choice (ssmc.backends.triton.strategy)
             schedule = tb.strategy.choose_schedule(self.graph, role_sizes(self.graph, sizes), device_type, acc)
         if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
@@ -119,8 +119,8 @@ class Compiled:
         return self._backward_form().run(full, outs)
 
     def _backward_form(self) -> "Compiled":
-        if "backward" not in self._forms:  # a plain Schedule carries over; other kinds do not apply to it
-            sched = self.schedule if hasattr(self.schedule, "block_d") else None
+        if "backward" not in self._forms:  # a Schedule or ChunkedSchedule carries over; "autotune" does not
+            sched = None if isinstance(self.schedule, (str, dict)) else self.schedule
             self._forms["backward"] = Compiled(self.backward_graph, (), self.backend, sched, self.precision)
         return self._forms["backward"]
 

@@ -17,6 +17,7 @@ from ssmc.ir import Graph
 
 from .codegen import CODEGEN_VERSION, Schedule, generate
 from .ssd import ChunkedSchedule, generate_chunked
+from .ssd_backward import chunked_backward_reason, generate_chunked_backward
 from . import strategy  # noqa: E402  (imports default_schedule from this module lazily)
 
 
@@ -104,12 +105,16 @@ def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") 
     """Generate (or find in the cache) and load the kernel module of a pipelined graph (or of a
     backward graph made by ssmc.ir.passes.adjoint); `acc` is the arithmetic dtype."""
     schedule = schedule or Schedule()
-    if isinstance(schedule, ChunkedSchedule) and graph.ids("adjoint"):
-        schedule = Schedule()  # a backward graph has no chunked lowering: its own default
+    backward = bool(graph.ids("adjoint"))
+    if isinstance(schedule, ChunkedSchedule) and backward and chunked_backward_reason(graph):
+        schedule = Schedule()  # this backward graph has no chunked lowering: the stepwise one
     key = _key(graph, schedule, acc)
     if key in _LOADED:
         return _LOADED[key]
-    source = generate_chunked(graph, schedule) if isinstance(schedule, ChunkedSchedule) else generate(graph, schedule, acc)
+    if isinstance(schedule, ChunkedSchedule):
+        source = (generate_chunked_backward if backward else generate_chunked)(graph, schedule)
+    else:
+        source = generate(graph, schedule, acc)
     path = cache_dir() / f"ssmc_{graph.name}_{key}.py"
     if not path.exists() or path.read_text() != source:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

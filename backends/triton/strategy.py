@@ -17,6 +17,7 @@ from ssmc.ir import Graph
 
 from .codegen import Schedule
 from .ssd import ChunkedSchedule, chunked_reason
+from .ssd_backward import MAX_P, chunked_backward_reason
 
 MIN_CHUNKED = 16  # P and N below this leave most of a tl.dot tile empty
 CHUNK = 32  # the best of a chunk x block_p x warps x stages sweep on an H100 (BENCHMARKS.md)
@@ -62,3 +63,34 @@ def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "flo
         # (the best of a sweep on an H100 at VMamba's SS2D shape, BENCHMARKS.md)
         return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
     return default_schedule(roles, device_type, stepwise=kind == "step")
+
+
+def choose_backward(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> tuple:
+    """(lowering, reason) for a backward graph (ssmc.ir.passes.adjoint): "chunked" (`ssd_backward.py`)
+    for an SSD-shaped scan on CUDA, else the stepwise backward kernel (`backward.py`)."""
+    why_not = chunked_backward_reason(graph)
+    p, n = roles.get("p", 1), roles.get("n", 1)
+    if why_not is None:
+        if acc != "float32":
+            why_not = f"{acc} arithmetic (the chunked kernel computes in fp32)"
+        elif device_type != "cuda":
+            why_not = "chunked needs tensor cores (CUDA); the CPU interpreter runs the recurrence"
+        elif min(p, n) < MIN_CHUNKED:
+            why_not = f"P={p}, N={n}: below {MIN_CHUNKED}, most of each tl.dot tile would be padding"
+        elif p > MAX_P:
+            why_not = f"P={p}: above {MAX_P}, a head's state and adjoint do not fit one program's registers"
+        else:
+            return "chunked", f"scalar-per-head state of {p}×{n}: SSD chunks of {BWD_CHUNK} forward, then in reverse"
+    return "stepwise", f"not chunked ({why_not}); the reverse recurrence with chunk checkpoints"
+
+
+BWD_CHUNK = 32
+
+
+def choose_backward_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
+    """The schedule that realizes `choose_backward`."""
+    from . import default_backward_schedule
+    kind, _ = choose_backward(graph, roles, device_type, acc)
+    if kind == "chunked":
+        return ChunkedSchedule(chunk=BWD_CHUNK, block_p=64, num_warps=8, num_stages=1)
+    return default_backward_schedule(roles, device_type)

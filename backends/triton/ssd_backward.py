@@ -1,0 +1,556 @@
+"""The chunked (tensor-core) lowering of the backward of an SSD-shaped scan, generated from the
+backward graph (ssmc.ir.passes.adjoint) as `ssd.py` generates the forward.
+
+In the backward graph of a scalar-per-head scan h_t = Ā_t h_{t-1} + k_t v_tᵀ, every value that
+varies over both p and n is one of a few contractions of the state h or of its adjoint g (the
+reverse recurrence g_t = U_t c_tᵀ + Ā_{t+1} g_{t+1}, U over p and c over n the cotangent's outer
+factors).  Each has a chunk form on tensor cores, with ℓ = log Ā, cum its running sum in the chunk,
+D[s,j] = e^{cum_s - cum_j}[s ≥ j], H the state before the chunk and G the adjoint flowing into the
+chunk from its end:
+
+    Σ_n c·h   = ((C Kᵀ) ∘ D) V + e^{cum} ∘ (C Hᵀ)          (the forward readout, for the epilogue)
+    Σ_p u·h   = ((U' Vᵀ) ∘ D) K + e^{cum} ∘ (U' H)
+    Σ_p w·g   = ((U Wᵀ) ∘ D)ᵀ C + e^{total-cum} ∘ (W G)
+    Σ_n k'·g  = ((C K'ᵀ) ∘ D)ᵀ U + e^{total-cum} ∘ (K' Gᵀ)
+    g·h_{t-1} (the decay's gradient): with ∂/∂ℓ_t = Ā_t ∂/∂Ā_t,
+              ∂ℓ_t = Σ_{s≥t in chunk} (U_s·y_s − v_s·(Σ_n k_s g_s)) + ⟨G, H_end⟩
+    G        <- e^{total} G + (U ∘ e^{cum})ᵀ C
+
+(the last identity: ∂ℓ_t sums the contributions of inputs before t to outputs from t on; row sums
+minus column sums of that lower-triangular matrix, summed from the chunk's end, so the
+cancellation stays within a chunk).  The decay's gradient reaches Ā's own parameters through
+sympy: d(Ā)·E = d(ℓ)·(E / Ā), simplified symbolically (A·e^{AΔ} / e^{AΔ} = A), so nothing is
+divided by an Ā that may underflow.
+
+One program per (batch, head) runs two sweeps: forward, storing the state at each chunk start in
+a scratch buffer (one P×N state per chunk, never per step), then the chunks in reverse with every
+node of the backward graph on (Q, p) or (Q, n) tiles — the recomputed forward prologue, the
+epilogue's adjoint, the contractions above — and G carried in registers.  Sums over time
+accumulate in registers; outputs shared by several programs (B/C groups, parameters summed over
+the batch) are finished with atomic adds into zeroed buffers.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import sympy as sp
+
+from ssmc.ir import Graph, IRError, Node
+from ssmc.ir.graph import _freeze
+from ssmc.ir.passes.structure import _outer
+
+from .codegen import CODEGEN_VERSION, _elementwise, _ident, _lower_expr, _usage, param_name, tensor_params
+from .ssd import SSD_VERSION, _load, _log_decay, _segments
+
+MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
+
+
+def _outer_of(g, i):
+    """(factor over n, factor over p) when node i is their product, else None."""
+    return _outer(g, g[i]) if g[i].op == "mul" else None
+
+
+def _pn(g, i) -> bool:
+    return {"p", "n"} <= g[i].type.dims
+
+
+def _sole_user(g, users, i, ops, axes=None):
+    """The one user of node i when it is one of `ops` (summing exactly `axes`), else None."""
+    us = users[i]
+    if len(us) != 1 or g[us[0]].op not in ops:
+        return None
+    if axes is not None and set(g[us[0]].attr("axes")) != set(axes):
+        return None
+    return us[0]
+
+
+def _vector(g, i, role) -> bool:
+    """A value over `role` (p or n) but not the other, real."""
+    other = "n" if role == "p" else "p"
+    d = g[i].type.dims
+    return role in d and other not in d and not g[i].type.complex
+
+
+def analyse(g: Graph) -> dict:
+    """The structure of an SSD-shaped backward graph, or IRError saying why it has none.
+
+    Returns scan/adjoint ids, the forward factors a, k, v, the cotangent factors U, c, the inputs
+    h0, dlast, seq (or None), and `core`: {node id: (kind, operand)} for the nodes computed by the
+    chunk forms (kinds Yh, Ph, Pg, Ng, dA, carry), `internal`: node ids folded into them.
+    """
+    scans, adjs = g.ids("scan"), g.ids("adjoint")
+    if len(scans) != 1 or len(adjs) != 1:
+        raise IRError(f"{len(scans)} scans and {len(adjs)} adjoints (one of each is lowered)")
+    s, a_id = scans[0], adjs[0]
+    sn, an = g[s], g[a_id]
+    if sn.type.complex:
+        raise IRError("complex state")
+    if g[sn.args[0]].type.dims & {"p", "n"} or not _pn(g, s):
+        raise IRError("not a scalar-per-head state")
+    if sn.attr("order").kind != "identity":
+        raise IRError(f"{sn.attr('order')} order")
+    if any(ax.role == "r" for i in g.ids("input") + g.ids("output") for ax in g[i].attr("axes")):
+        raise IRError("an input shared by blocks of channels (role r)")
+    fwd = _outer_of(g, sn.args[1])
+    ct = _outer_of(g, an.args[1])
+    if fwd is None or ct is None:
+        raise IRError("the scan input or the adjoint's cotangent is not an outer product (over n)·(over p)")
+    users = g.users()
+    info = dict(scan=s, adj=a_id, a=sn.args[0], k=fwd[0], v=fwd[1], c=ct[0], u=ct[1],
+                h0=sn.args[2] if sn.attr("has_h0") else None,
+                dlast=an.args[2] if an.attr("has_dlast") else None,
+                seq=sn.args[2 + bool(sn.attr("has_h0"))] if sn.attr("reset") else None)
+    core, internal = {}, {s, a_id, sn.args[1], an.args[1]}
+    if users[sn.args[1]] != [s] or users[an.args[1]] != [a_id]:
+        raise IRError("an outer product is used outside the recurrence")
+    for state, kinds in ((s, ("Yh", "Ph")), (a_id, ("Ng", "Pg"))):
+        for u in users[state]:
+            n = g[u]
+            if u == a_id or u in internal:
+                continue
+            if n.op == "prev" and state == s:
+                (m,) = users[u] if len(users[u]) == 1 else (None,)
+                r = _sole_user(g, users, m, ("reduce",), ("p", "n")) if m is not None else None
+                if r is None or g[m].op != "mul" or set(g[m].args) != {u, a_id}:
+                    raise IRError(f"node %{u}: h_(t-1) is used other than in the decay's gradient")
+                internal |= {u, m}
+                core[r] = ("dA", None)
+            elif n.op == "carry" and state == a_id:
+                core[u] = ("carry", None)
+            elif n.op == "mul":
+                (other,) = [x for x in n.args if x != state] or (None,)
+                for role, kind, axis in (("n", kinds[0], "n"), ("p", kinds[1], "p")):
+                    if other is not None and _vector(g, other, role):
+                        r = _sole_user(g, users, u, ("reduce", "sum"), (axis,))
+                        if r is None:
+                            raise IRError(f"node %{u}: a product with the state not summed over {axis}")
+                        internal.add(u)
+                        core[r] = (kind, other)
+                        break
+                else:
+                    raise IRError(f"node %{u}: the state times a value over neither p nor n alone")
+            else:
+                raise IRError(f"node %{u} ({n.op}) reads the state")
+    for i, n in enumerate(g.nodes):
+        if i in internal or i in core or n.op in ("input", "output"):
+            continue
+        if _pn(g, i):
+            raise IRError(f"node %{i} ({n.op}) varies over both p and n")
+        if n.type and n.type.complex:
+            raise IRError(f"node %{i}: complex values")
+        if n.op == "reduce" and {"b", "h"} & set(n.attr("axes")) and "t" not in n.attr("axes"):
+            raise IRError(f"node %{i}: a sum over {n.attr('axes')} that keeps time")
+        if n.op in ("prev", "carry", "last", "scan", "adjoint"):
+            raise IRError(f"node %{i} ({n.op}) outside the recurrence's structure")
+    info.update(core=core, internal=internal)
+    return info
+
+
+def chunked_backward_reason(g: Graph) -> str | None:
+    """None when a backward graph can take the chunked lowering, else why not."""
+    if not g.ids("adjoint"):
+        return "not a backward graph"
+    try:
+        analyse(g)
+    except IRError as e:
+        return str(e)
+    return None
+
+
+class _Gen:
+    def __init__(self, g: Graph, info: dict):
+        self.g, self.info = g, info
+        self.users = g.users()
+        self.pre, self.fwd, self.loop, self.tail, self.post = [], [], [], [], []
+        self.names = {}  # node id -> (variable,) for the reverse sweep (pre values shared)
+        self.cache = {}  # per-chunk products and tiles already emitted
+        self.acc = []  # accumulators of sums over time: (variable, shape)
+        self.atomic = set()
+        self.phase = self._phases()
+
+    # --- phases ----------------------------------------------------------------------------------
+    def _phases(self) -> dict:
+        g, core, ph = self.g, self.info["core"], {}
+        for i, n in enumerate(g.nodes):
+            if (n.op == "reduce" and "t" in n.attr("axes")) or (i in core and core[i][0] == "carry"):
+                ph[i] = "post"
+            elif any(ph.get(a) == "post" for a in n.args):
+                if n.type.time_varying:
+                    raise IRError(f"node %{i} ({n.op}): time-varying use of a value summed over time")
+                ph[i] = "post"
+            elif n.type.time_varying or i in core or i in self.info["internal"]:
+                ph[i] = "loop"
+            elif n.op == "output":
+                ph[i] = ph[n.args[0]]
+            else:
+                ph[i] = "pre"
+        return ph
+
+    # --- emitting nodes --------------------------------------------------------------------------
+    def node(self, i, out, names):
+        """Emit plain node i (input, const, expr, elementwise) with `names` as the name table."""
+        n = self.g[i]
+        if n.op == "input":
+            ptr, mask = _load(n)
+            m = f", mask={mask}, other=0" if mask else ""
+            conv = "" if n.attr("integer") else ".to(tl.float32)"
+            out(f"{names[i][0]} = tl.load({ptr}{m}){conv}  # {n.attr('name')}")
+        elif n.op == "const":
+            out(f"{names[i][0]} = {float(n.attr('value'))!r}")
+        elif n.op == "expr":
+            _lower_expr(self._em(names, None), i, n, out)
+        elif n.op == "clip_grad":  # the cotangent passes where the clipped value was inside [lo, hi]
+            x, c = (names[a][0] for a in n.args)
+            lo, hi = n.attr("lo"), n.attr("hi")
+            inside = [f"({x} >= {lo!r})"] * (lo != float("-inf")) + [f"({x} <= {hi!r})"] * (hi != float("inf"))
+            out(f"{names[i][0]} = tl.where({' & '.join(inside)}, {c}, 0.0)" if inside else f"{names[i][0]} = {c}")
+        else:
+            for line in _elementwise(n.op, n, names[i], [names[a] for a in n.args]):
+                out(line)
+
+    def _em(self, names, loop):
+        """What codegen's helpers read: the graph, a name table, the line lists."""
+        return SimpleNamespace(g=self.g, names=names, lines={"pre": self.pre, "loop": loop})
+
+    def forward_sweep(self):
+        """The forward prologue's time-varying nodes (those that Ā, k, v need) into `fwd`, under
+        their own names, then the state update storing each chunk's start state."""
+        g, info = self.g, self.info
+        need, stack = set(), [info["a"], info["k"], info["v"]]
+        while stack:
+            i = stack.pop()
+            if i in need or self.phase[i] == "pre":
+                continue
+            need.add(i)
+            stack.extend(g[i].args)
+        names = {i: v for i, v in self.names.items() if self.phase.get(i) == "pre"}
+        for i in sorted(need):
+            names[i] = (f"f{i}",)
+            self.node(i, self.fwd.append, names)
+        self._chunk_decay(self._em(names, self.fwd), self.fwd.append)
+        k, v = names[info["k"]][0], names[info["v"]][0]
+        out = self.fwd.append
+        out(f"kf = tl.where(valid[:, None] & mask_n[None, :], tl.broadcast_to({k} + 0.0, [Q, BLOCK_N]), 0.0)")
+        out(f"vf = tl.where(valid[:, None] & mask_p[None, :], tl.broadcast_to({v} + 0.0, [Q, BLOCK_P]), 0.0)")
+        out("tl.store(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile, state)")
+        self._state_update(out, "state", "vf", "kf")
+
+    def _chunk_decay(self, em, out):
+        """la, cum, total (and the reset segments) of the chunk."""
+        la = _log_decay(self.g, self.info["a"], em)
+        out(f"la = tl.sum(tl.where(valid[:, None], tl.broadcast_to({la} + 0.0, [Q, 1]), 0.0), axis=1)")
+        out("cum = tl.cumsum(la, axis=0)")
+        out("total = tl.sum(la, axis=0)")
+        if self.info["seq"] is not None:
+            _segments(em, self.g, self.info["seq"])
+            out("ecum = tl.where(seg == 0, tl.exp(cum), 0.0)  # weight of the state before the chunk")
+            out("wend = tl.where(seg == last_seg, tl.exp(total - cum), 0.0)  # to the chunk's end")
+            out("carry = tl.where(last_seg == 0, tl.exp(total), 0.0)")
+            mask = "causal & (seg[:, None] == seg[None, :])"
+        else:
+            out("ecum = tl.exp(cum)")
+            out("wend = tl.exp(total - cum)")
+            out("carry = tl.exp(total)")
+            mask = "causal"
+        out(f"decay = tl.exp(tl.where({mask}, cum[:, None] - cum[None, :], float('-inf')))  # mask before exp")
+
+    def _state_update(self, out, state, v, k):
+        out(f"{state} = carry * {state} + _dot(tl.trans({v} * wend[:, None]), {k}, DOT)")
+
+    # --- the chunk forms ---------------------------------------------------------------------------
+    def _tile(self, i, role) -> str:
+        """Node i as a masked (Q, p) or (Q, n) tile."""
+        key = ("tile", i)
+        if key not in self.cache:
+            name, cols = f"t{i}", "BLOCK_P" if role == "p" else "BLOCK_N"
+            self.loop.append(f"{name} = tl.where(valid[:, None] & mask_{role}[None, :], "
+                             f"tl.broadcast_to({self.names[i][0]} + 0.0, [Q, {cols}]), 0.0)")
+            self.cache[key] = name
+        return self.cache[key]
+
+    def _mm(self, a, b, ta=False, tb=False, decay=False) -> str:
+        """_dot(a, b) (transposed operands where asked), times the decay mask if asked; emitted once."""
+        key = ("mm", a, ta, b, tb, decay)
+        if key not in self.cache:
+            name = f"m{len(self.cache)}"
+            op = lambda x, t: f"tl.trans({x})" if t else x  # noqa: E731
+            self.loop.append(f"{name} = _dot({op(a, ta)}, {op(b, tb)}, DOT){' * decay' if decay else ''}")
+            self.cache[key] = name
+        return self.cache[key]
+
+    def _begin_core(self):
+        if "core" in self.cache:
+            return
+        self.cache["core"] = True
+        self.loop.append("# ---- the chunk's SSD forms (tensor cores)")
+        self._chunk_decay(self._em(self.names, self.loop), self.loop.append)
+
+    def y_h(self, c) -> str:
+        """Σ_n c·h per step: (Q, p)."""
+        k, v, ct = self._tile(self.info["k"], "n"), self._tile(self.info["v"], "p"), self._tile(c, "n")
+        return f"({self._mm(self._mm(ct, k, tb=True, decay=True), v)} + ecum[:, None] * {self._mm(ct, 'H', tb=True)})"
+
+    def p_h(self, u) -> str:
+        """Σ_p u·h per step: (Q, n)."""
+        k, v, ut = self._tile(self.info["k"], "n"), self._tile(self.info["v"], "p"), self._tile(u, "p")
+        return f"({self._mm(self._mm(ut, v, tb=True, decay=True), k)} + ecum[:, None] * {self._mm(ut, 'H')})"
+
+    def p_g(self, w) -> str:
+        """Σ_p w·g per step: (Q, n)."""
+        U, C, wt = self._tile(self.info["u"], "p"), self._tile(self.info["c"], "n"), self._tile(w, "p")
+        return f"({self._mm(self._mm(U, wt, tb=True, decay=True), C, ta=True)} + wend[:, None] * {self._mm(wt, 'G')})"
+
+    def n_g(self, kk) -> str:
+        """Σ_n kk·g per step: (Q, p)."""
+        U, C, kt = self._tile(self.info["u"], "p"), self._tile(self.info["c"], "n"), self._tile(kk, "n")
+        return f"({self._mm(self._mm(C, kt, tb=True, decay=True), U, ta=True)} + wend[:, None] * {self._mm(kt, 'G', tb=True)})"
+
+    def d_log_decay(self) -> str:
+        """∂ℓ per step: (Q,)."""
+        info, out = self.info, self.loop.append
+        U, v = self._tile(info["u"], "p"), self._tile(info["v"], "p")
+        out(f"ry = tl.sum({U} * {self.y_h(info['c'])}, axis=1)  # U·y")
+        out(f"cx = tl.sum({v} * {self.n_g(info['k'])}, axis=1)  # v·(Σ_n k g)")
+        out("dla = tl.cumsum(tl.where(valid, ry - cx, 0.0), axis=0, reverse=True) + tl.sum(tl.sum(G * Hn, axis=1), axis=0)")
+        keep = "valid & (t_idx > 0)" if info["h0"] is None else "valid"
+        if info["seq"] is not None:
+            keep += " & ((t_idx == 0) | (sq == sq_prev))"  # a reset step drops h_(t-1): no gradient
+        out(f"dla = tl.where({keep}, dla, 0.0)")
+        return "dla"
+
+    def core_node(self, i, kind, operand):
+        self._begin_core()
+        if kind == "Yh":
+            expr = self.y_h(operand)
+        elif kind == "Ph":
+            expr = self.p_h(operand)
+        elif kind == "Pg":
+            expr = self.p_g(operand)
+        elif kind == "Ng":
+            expr = self.n_g(operand)
+        else:  # dA: dĀ = dℓ / Ā, folded into its users where sympy can (see `decay_user`)
+            dla = self.d_log_decay()
+            self.loop.append(f"v{i} = ({dla} * tl.exp(-la))[:, None]")
+            return
+        self.loop.append(f"v{i} = {expr}")
+
+    def decay_user(self, i) -> bool:
+        """Emit node i = dĀ · E as dℓ · (E / Ā) when Ā and E are sympy rules of the same operands."""
+        g, n = self.g, self.g[i]
+        dA = [r for r, (kind, _) in self.info["core"].items() if kind == "dA"]
+        if n.op != "mul" or not dA or dA[0] not in n.args:
+            return False
+        e, a = g[[x for x in n.args if x != dA[0]][0]], g[self.info["a"]]
+        if e.op != "expr" or a.op != "expr" or not set(a.args) <= set(e.args):
+            return False
+        esym = {j: sp.Symbol(s, real=True) for j, s in zip(e.args, e.attr("symbols"))}
+        to_e = {sp.Symbol(s, real=True): esym[j] for j, s in zip(a.args, a.attr("symbols"))}
+        ratio = sp.simplify(e.attr("expr") / a.attr("expr").xreplace(to_e))
+        key = f"{i}q"
+        self.names[key] = (f"v{key}",)
+        _lower_expr(self._em(self.names, self.loop), key, Node("expr", e.args, _freeze(dict(e.attrs, expr=ratio)), e.type), self.loop.append)
+        self.loop.append(f"v{i} = dla[:, None] * v{key}")
+        return True
+
+    # --- reductions and outputs ----------------------------------------------------------------------
+    def reduce(self, i, n):
+        g, axes = self.g, set(n.attr("axes"))
+        src = self.names[n.args[0]][0]
+        dims = g[n.args[0]].type.dims
+        col = "p" if "p" in dims else "n" if "n" in dims else None
+        cols = {"p": "BLOCK_P", "n": "BLOCK_N", None: "1"}[col]
+        mask = f"valid[:, None]{f' & mask_{col}[None, :]' if col else ''}"
+        val = f"tl.where({mask}, tl.broadcast_to({src} + 0.0, [Q, {cols}]), 0.0)"
+        if col in axes:
+            val, cols = f"tl.sum({val}, axis=1, keep_dims=True)", "1"
+        if "t" not in axes:
+            self.loop.append(f"v{i} = {val}")
+            return
+        acc = f"acc{i}"
+        self.pre.append(f"{acc} = tl.zeros([1, {cols}], tl.float32)")
+        self.loop.append(f"{acc} += tl.sum({val}, axis=0, keep_dims=True)")
+        self.names[i] = (acc,)
+
+    def output(self, n):
+        g = self.g
+        p = param_name(g, n)
+        src, axes = self.names[n.args[0]][0], n.attr("axes")
+        roles = {a.role for a in axes}
+        atomic = "b" not in roles or "g" in roles
+        fn = "tl.atomic_add" if atomic else "tl.store"
+        if atomic:
+            self.atomic.add(n.attr("name"))
+        ptr, mask = _load(n.with_attrs(name=p))
+        if {"p", "n"} <= roles:  # the initial state's gradient: the adjoint carried out of the sequence
+            ptr = ptr.replace("offs_p[None, :]", "offs_p[:, None]")
+            self.post.append(f"{fn}({ptr}, {src}, mask=mask_p[:, None] & mask_n[None, :])")
+            return
+        cols = "BLOCK_P" if "p" in roles else "BLOCK_N" if "n" in roles else None
+        if "t" in roles:
+            shape = f"[Q, {cols or 1}]"
+            line = f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, {shape}){', mask=' + mask if mask else ''})"
+            self.loop.append(line)
+        elif cols:
+            self.post.append(f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, [1, {cols}]){', mask=' + mask if mask else ''})")
+        else:
+            self.post.append(f"{fn}({ptr}, tl.sum(tl.sum(tl.broadcast_to({src} + 0.0, [1, 1]), axis=1), axis=0))")
+
+    # --- the whole kernel ----------------------------------------------------------------------------
+    def body(self):
+        g, info = self.g, self.info
+        skip = set(info["internal"]) | {x for x in (info["h0"], info["dlast"], info["seq"]) if x is not None}
+        for i, n in enumerate(g.nodes):
+            if i in skip:
+                continue
+            ph = self.phase[i]
+            self.names.setdefault(i, (f"v{i}",))
+            if n.op == "output":
+                self.output(n)
+            elif i in info["core"]:
+                kind, operand = info["core"][i]
+                if kind == "carry":
+                    self.names[i] = ("G",)
+                else:
+                    self.core_node(i, kind, operand)
+            elif n.op == "reduce":
+                self.reduce(i, n)
+            elif ph == "post":
+                self.node(i, self.post.append, self.names)
+            elif not (ph == "loop" and self.decay_user(i)):
+                self.node(i, (self.loop if ph == "loop" else self.pre).append, self.names)
+        self._begin_core()  # the adjoint's carry needs the chunk's decays even if nothing else does
+        U, C = self._tile(info["u"], "p"), self._tile(info["c"], "n")
+        self.tail.append("Hn = H")
+        self.tail.append(f"G = carry * G + _dot(tl.trans({U} * ecum[:, None]), {C}, DOT)")
+
+
+def generate_chunked_backward(graph: Graph, schedule) -> str:
+    try:
+        info = analyse(graph)
+    except IRError as e:
+        raise IRError(f"{graph.name}: no chunked backward: {e}") from None
+    g = graph
+    gen = _Gen(g, info)
+    gen.body()
+    gen.forward_sweep()
+    h0 = info["h0"]
+    h0_load = "state = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"
+    if h0 is not None:
+        ptr, _ = _load(g[h0])
+        h0_load = (f"state = tl.load({ptr.replace('offs_p[None, :]', 'offs_p[:, None]')}, "
+                   f"mask=mask_p[:, None] & mask_n[None, :], other=0).to(tl.float32)  # initial state")
+    g_load = "G = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"
+    if info["dlast"] is not None:
+        ptr, _ = _load(g[info["dlast"]])
+        g_load = (f"G = tl.load({ptr.replace('offs_p[None, :]', 'offs_p[:, None]')}, "
+                  f"mask=mask_p[:, None] & mask_n[None, :], other=0).to(tl.float32)  # final state's cotangent")
+    timeline = lambda lines: ["    " + x for x in ["t_idx = c0 + offs_q", "valid = t_idx < L", *lines]]  # noqa: E731
+    body = [
+        "pid_b = tl.program_id(0).to(tl.int64)",
+        "pid_h = tl.program_id(1)",
+        "offs_p = tl.arange(0, BLOCK_P)",
+        "mask_p = offs_p < P",
+        "offs_n = tl.arange(0, BLOCK_N)",
+        "mask_n = offs_n < N",
+        f"offs_q = tl.arange(0, Q){'.to(tl.int64)' if schedule.wide else ''}",
+        "causal = offs_q[:, None] >= offs_q[None, :]",
+        "NC = tl.cdiv(L, Q)",
+        "st_base = st_ptr + (pid_b * NH + pid_h) * NC * BLOCK_P * BLOCK_N  # this program's chunk states",
+        "st_tile = offs_p[:, None] * BLOCK_N + offs_n[None, :]",
+        "# ---- time-invariant values, accumulators",
+        *gen.pre,
+        h0_load,
+        "# ---- forward: the state at every chunk start",
+        "for c0 in range(0, L, Q):",
+        *timeline(gen.fwd),
+        "Hn = state  # the final state",
+        "tl.debug_barrier()  # the chunk states were written by other threads of this program",
+        g_load,
+        "# ---- backward: the chunks in reverse",
+        "for cr in range(0, NC):",
+        "    c0 = (NC - 1 - cr) * Q",
+        *timeline(["H = tl.load(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile)", *gen.loop, *gen.tail]),
+        "# ---- sums over time, the initial state's gradient",
+        *gen.post,
+    ]
+    kname = f"{_ident(g.name)}_ssd_bwd"
+    inputs = [g[i] for i in g.ids("input")]
+    outputs = [g[i] for i in g.ids("output")]
+    params = tensor_params(g, inputs + outputs)
+    consts = ["Q: tl.constexpr", "BLOCK_P: tl.constexpr", "BLOCK_N: tl.constexpr", "DOT: tl.constexpr"]
+    kernel = "\n".join(["@triton.jit", f"def {kname}(",
+                        *[f"    {p}," for p in params + ["st_ptr", "L", "P", "N", "HG", "NH"] + consts],
+                        "):", *["    " + line for line in body]])
+    return _module(g, kname, kernel, inputs, outputs, schedule, gen.atomic)
+
+
+def _module(g, kname, kernel, inputs, outputs, sched, atomic) -> str:
+    from .launcher import kernel_arg, launch_header
+    outs = [param_name(g, n) for n in outputs]
+    launch = launch_header(g, inputs, outputs, "Run the chunked backward kernel on CUDA (or interpreted CPU) "
+                                               "tensors; returns {gradient name: tensor} in fp32.")
+    args = []
+    for n in inputs + outputs:
+        p = param_name(g, n)
+        if n.op == "output":
+            shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
+            if n.attr("name") in atomic:  # finished by atomic adds: starts from zero
+                launch.append(f"    {p} = torch.zeros(({shape},), device=device, dtype=torch.float32) "
+                              f"if {p} is None else {p}.zero_()")
+            else:
+                launch += [f"    if {p} is None:",
+                           f"        {p} = torch.empty(({shape},), device=device, dtype=torch.float32)"]
+        line, arg = kernel_arg(p, len(n.attr("axes")), False)
+        launch.append(line)
+        args.append(arg)
+    first_float = next(n.attr("name") for n in inputs if not n.attr("integer"))
+    launch += [
+        "    H = NCH // P",
+        "    Q = sched['chunk']",
+        "    BLOCK_P = max(16, triton.next_power_of_2(P))",
+        "    BLOCK_N = max(16, triton.next_power_of_2(N))",
+        f"    DOT = {{torch.bfloat16: 1, torch.float16: 2}}.get({first_float}.dtype, 0)  # tensor-core operand type",
+        "    # one P×N state per chunk and program (the forward sweep's checkpoints), never one per step",
+        "    states = torch.empty((batch, H, triton.cdiv(L, Q), BLOCK_P, BLOCK_N), device=device, dtype=torch.float32)",
+        "    global LAST_COMPILED, LAST_WORKSPACE",
+        "    LAST_WORKSPACE = dict(chunk_states=states.shape[2], bytes=states.nbytes)",
+        f"    LAST_COMPILED = {kname}[(batch, H)](",
+        *[f"        {a}," for a in args],
+        "        states, L, P, N, HG, H,",
+        "        Q=Q, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT=DOT,",
+        "        num_warps=sched['num_warps'], num_stages=sched['num_stages'],",
+        "    )",
+        "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
+    ]
+    sched_dict = dict(chunk=sched.chunk, block_p=sched.block_p, num_warps=sched.num_warps,
+                      num_stages=sched.num_stages)
+    return f'''"""Chunked (SSD) backward Triton kernel generated by ssmc {CODEGEN_VERSION}.{SSD_VERSION} for `{g.name}`.
+
+Needs only torch and triton.  Call `launch(**tensors)`; it returns a dict of gradients.
+{_usage(inputs, outputs)}
+IR:
+{g.text()}"""
+import torch
+import triton
+import triton.language as tl
+
+SCHEDULE = {sched_dict!r}
+LAST_COMPILED = None
+LAST_WORKSPACE = None
+
+
+@triton.jit
+def _dot(a, b, DOT: tl.constexpr):
+    # bf16/fp16 inputs: tensor cores on that type, fp32 accumulation; fp32 inputs: 3xTF32 (≈ fp32)
+    if DOT == 1:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif DOT == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision="tf32x3")
+
+
+{kernel}
+
+
+''' + "\n".join(launch) + "\n"
