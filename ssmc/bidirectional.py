@@ -1,0 +1,108 @@
+"""Hydra (Hwang et al. 2024): a bidirectional quasiseparable matrix mixer on Mamba-2's SSD state.
+
+Hydra mixes a sequence with a quasiseparable matrix M: a causal SSD below the diagonal, an
+anti-causal SSD above it, and a free input-dependent diagonal,
+
+    y = shift(SSD_fwd(x)) + flip(shift(SSD_bwd(flip(x)))) + δ ⊙ x
+
+The two directions share x and A (tied) and have their own Δ, B, C (untied).  `shift` moves each
+direction's output one step along its own direction (y_t takes the forward output at t-1, zero at
+t = 0; the backward output at t+1, zero at t = L-1), so neither scan's own diagonal term
+(C_t·B_t)Δ_t x_t reaches the output.  The diagonal is δ_t = D + diag_t: a static skip D per head
+plus a per-token, per-head term (Hydra's `fc_D(x)`, a linear map of the layer's input, computed by
+the caller since its weights belong to the layer).  This follows the public Hydra module
+(goombalab/hydra, hydra/modules/hydra.py): it runs the SSD without D and adds
+x ⊙ (fc_D(x) + D) after the shifts.  Entry by entry, for head h (group g of h) and s ≠ t:
+
+    M[t, s] = (C_fwd[t-1] · B_fwd[s]) Δ_fwd[s] Π_{r=s+1}^{t-1} exp(Δ_fwd[r] A)      (s < t)
+    M[t, s] = (C_bwd[t+1] · B_bwd[s]) Δ_bwd[s] Π_{r=t+1}^{s-1} exp(Δ_bwd[r] A)      (s > t)
+    M[t, t] = D + diag[t]
+
+Both directions are `ssmc.ops.ssd` scans: the forward one is the drop-in op, the backward one
+the same Spec with the IR's reverse order (the index map t ↦ L-1-t folded into the kernel, so x,
+Δ, B and C are never flipped or copied).  The shifts and the diagonal are elementwise NumPy/torch
+around them, so on the Triton backend the whole mixer is differentiable with torch autograd.
+"""
+from __future__ import annotations
+
+from . import ops
+
+
+def _shape(x) -> tuple:
+    return tuple(getattr(x, "shape", ()))
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _check(name, x, want: tuple, labels: str):
+    if _shape(x) != want:
+        raise ValueError(f"{name}: expected shape {labels} = {want}, got {_shape(x)}")
+
+
+def _shifted(y, step: int):
+    """y moved one step along L (axis 1): step=+1 gives y[t-1] at t (zero at t=0), step=-1 gives
+    y[t+1] at t (zero at t=L-1)."""
+    if _is_torch(y):
+        import torch
+        zero = torch.zeros_like(y[:, :1])
+        return torch.cat([zero, y[:, :-1]] if step > 0 else [y[:, 1:], zero], dim=1)
+    import numpy as np
+    zero = np.zeros_like(y[:, :1])
+    return np.concatenate([zero, y[:, :-1]] if step > 0 else [y[:, 1:], zero], axis=1)
+
+
+def hydra(x, dt, A, B, C, D=None, diag=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf")), *,
+          chunk_size: int = 256, backend: str = "auto"):
+    """Hydra's bidirectional mixer (see the module docstring for the matrix it applies).
+
+    x: (batch, L, H, P), shared by both directions; A: (H,), shared.
+    dt: (batch, L, 2, H); B, C: (batch, L, 2, G, N): [:, :, 0] the forward direction's, [:, :, 1]
+    the backward direction's, both in sequence positions (a view of an in_proj output split as
+    (…, 2, H) needs no copy).  dt_bias: (H,), shared by both directions (as in Hydra); then
+    softplus if `dt_softplus`, then clamped to `dt_limit`.
+    D: (H,) or (H, P), the static diagonal; diag: (batch, L, H), the input-dependent diagonal
+    (Hydra's fc_D(x)).  Either may be None (no such term).
+    `chunk_size` is passed to the SSD (its result does not depend on it).
+    Returns y (batch, L, H, P).  On the Triton backend, differentiable with torch autograd.
+    """
+    if len(_shape(x)) != 4:
+        raise ValueError(f"x: expected shape (batch, L, H, P), got {_shape(x)}")
+    batch, L, H, P = _shape(x)
+    _check("A", A, (H,), "(H,)")
+    _check("dt", dt, (batch, L, 2, H), "(batch, L, 2, H)")
+    if len(_shape(B)) != 5:
+        raise ValueError(f"B: expected shape (batch, L, 2, G, N), got {_shape(B)}")
+    G, N = _shape(B)[3:]
+    if H % G:
+        raise ValueError(f"B: {G} groups do not divide the H={H} heads of x")
+    _check("B", B, (batch, L, 2, G, N), "(batch, L, 2, G, N)")
+    _check("C", C, (batch, L, 2, G, N), "(batch, L, 2, G, N)")
+    if D is not None and _shape(D) not in ((H,), (H, P)):
+        raise ValueError(f"D: expected shape (H,) = {(H,)} or (H, P) = {(H, P)}, got {_shape(D)}")
+    if diag is not None:
+        _check("diag", diag, (batch, L, H), "(batch, L, H)")
+    if dt_bias is not None:
+        _check("dt_bias", dt_bias, (H,), "(H,)")
+    lo, hi = (float(v) for v in dt_limit)
+    scan = dict(dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=(lo, hi))
+    fwd = ops.ssd(x, dt[:, :, 0], A, B[:, :, 0], C[:, :, 0], chunk_size, **scan, backend=backend)
+    bwd = _reverse_ssd(x, dt[:, :, 1], A, B[:, :, 1], C[:, :, 1], **scan, backend=backend)  # (chunk_size: checked by ssd)
+    y = _shifted(fwd, +1) + _shifted(bwd, -1)
+    if D is not None:
+        y = y + (D[:, None] if len(_shape(D)) == 1 else D) * x
+    if diag is not None:
+        y = y + diag[..., None] * x
+    return y
+
+
+def _reverse_ssd(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, backend):
+    """ssd read backwards in time (h_t = exp(Δ_t A) h_{t+1} + Δ_t B_t x_t; y_t = C_t·h_t): the
+    drop-in op's Spec with direction="reverse", differentiable through the compiled graph's
+    autograd on the Triton backend."""
+    lo, hi = dt_limit
+    spec = ops._ssd_spec(None, None, dt_bias, None, None, dt_softplus, lo, hi, False)
+    spec = spec.with_(name="ssd_reverse", direction="reverse")
+    return ops._compiled(spec, backend)(x=x, dt=dt, A=A, B=B, C=C, dt_bias=dt_bias)["out"]
+
