@@ -231,7 +231,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     return step.run(args, {"state": state})["out"]
 
 
-# Multi-order scans (Vision Mamba, VMamba's SS2D, RSMamba, Point Cloud Mamba): see ssmc/orders.py.
-from .orders import multi_order_scan, scan_orders_2d  # noqa: E402,F401
+# Multi-order scans (Vision Mamba, VMamba's SS2D, RSMamba, Point Cloud Mamba, MSVMamba): see ssmc/orders.py.
+from .orders import multi_order_scan, multiscale_scan_2d, scan_orders_2d  # noqa: E402,F401
 # Hydra's bidirectional quasiseparable mixer on the SSD state: see ssmc/bidirectional.py.
 from .bidirectional import hydra  # noqa: E402,F401

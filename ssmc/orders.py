@@ -17,6 +17,9 @@ h % dim); the output sums the K blocks (its `r` axis); and the scan's order is a
 orders tensor (step k of channel h visits time orders[h // dim, k]).  The NumPy interpreter
 defines it plainly (permute, scan, unpermute); the Triton kernel folds the order into its time
 index arithmetic and accumulates the merged output (with a gate: gate_k · y_k, in the same single launch).
+
+`multiscale_scan_2d` (MSVMamba) is two multi-order scans of an H×W grid: one order at full
+resolution, the others on the stride-2 subsampled grid, upsampled (nearest) and added.
 """
 from __future__ import annotations
 
@@ -181,3 +184,98 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
              orders=_orders_array(orders, K, L, u), D=flat(D, K * dim), z=z,
              delta_bias=flat(delta_bias, K * dim), gate=flat(gate, batch, K * dim, L))["out"]
     return out.reshape(batch, K, dim, L) if merge == "concat" else out
+
+
+def _grid_order(order, H: int, W: int, arg: str):
+    """A named 2-D order of the H×W grid, or a given permutation of range(H·W) (checked later)."""
+    if isinstance(order, str):
+        if order not in NAMED_2D:
+            raise ValueError(f"{arg}: unknown 2-D order {order!r}; orders are {list(NAMED_2D)}")
+        return scan_orders_2d(H, W, order)[0]
+    return order
+
+
+def _orders_as(arg: str, orders, K: int, L: int, like, where: str):
+    """_orders_array, its errors naming `arg` (the argument the orders came from) and the grid."""
+    try:
+        return _orders_array(orders, K, L, like)
+    except ValueError as e:
+        prefix = "orders[0]" if arg == "full_order" else "orders"
+        raise ValueError(f"{arg}{str(e)[len(prefix):]} (the {where})") from None
+
+
+def _silu(z):
+    if type(z).__module__.startswith("torch"):
+        import torch
+        return torch.nn.functional.silu(z)
+    return 0.5 * z * (1.0 + np.tanh(0.5 * z))  # z·sigmoid(z), without overflow
+
+
+def multiscale_scan_2d(u, delta, A, B, C, grid, D=None, z=None, delta_bias=None, delta_softplus=False, *,
+                       full_order="row", coarse_orders=("col", "row_rev", "col_rev"), backend: str = "auto"):
+    """MSVMamba's multi-scale 2-D scan: one order at full resolution plus K-1 orders on the
+    half-resolution grid, upsampled and added.
+
+    The sequence is an H×W grid (`grid` = (H, W), L = H·W, row-major).  Branch 0 scans the full
+    grid along `full_order`; branches 1…K-1 scan the stride-2 subsampled grid — the cells (2i, 2j),
+    an ⌈H/2⌉×⌈W/2⌉ grid, odd H and W included — along `coarse_orders` (named orders of the coarse
+    grid, or permutations of its row-major positions), and their sum is upsampled back to H×W by
+    nearest neighbour (cell (i, j) takes coarse cell (i//2, j//2), which equals torch's
+    interpolate(mode="nearest") to size (H, W)):
+
+        out = silu(z) · (scan_0(u) + upsample(Σ_{k≥1} scan_k(subsample(u))))
+
+    Layouts are multi_order_scan's with K = 1 + len(coarse_orders), every per-position input at
+    full resolution: u, z (batch, dim, L); delta (batch, K, dim, L); A (K, dim, N);
+    B, C (batch, K, N, L); D, delta_bias (K, dim).  The coarse branches read u, delta, B and C at
+    the subsampled cells (so their values elsewhere are unused).  Each scan_k is a selective scan
+    with its own Δ, A, B, C, D.  Both scales run as multi_order_scan (one launch each on Triton);
+    the subsampling and upsampling are gathers.  Returns (batch, dim, L).  Not differentiable (the
+    gather-order backward is not derived).
+    """
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 2):
+        raise ValueError(f"grid: expected (H, W), got {grid!r}")
+    H, W = grid
+    for arg, v in (("H", H), ("W", W)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"grid: {arg} must be a positive integer, got {v!r}")
+    if len(_shape(u)) != 3:
+        raise ValueError(f"u: expected shape (batch, dim, L), got {_shape(u)}")
+    batch, dim, L = _shape(u)
+    if H * W != L:
+        raise ValueError(f"grid: H×W = {H}×{W} = {H * W} is not the length L={L} of u")
+    if isinstance(coarse_orders, str) or len(coarse_orders) < 1:
+        raise ValueError(f"coarse_orders: expected a list of orders of the coarse grid, got {coarse_orders!r}")
+    K = 1 + len(coarse_orders)
+    _expect("delta", delta, (batch, K, dim, L), "(batch, K, dim, L) with K = 1 + len(coarse_orders)")
+    if len(_shape(A)) != 3:
+        raise ValueError(f"A: expected shape (K, dim, N), got {_shape(A)}")
+    N = _shape(A)[2]
+    _expect("A", A, (K, dim, N), "(K, dim, N) with K = 1 + len(coarse_orders)")
+    for name, x in (("B", B), ("C", C)):
+        _expect(name, x, (batch, K, N, L), "(batch, K, N, L)")
+    for name, x in (("D", D), ("delta_bias", delta_bias)):
+        if x is not None:
+            _expect(name, x, (K, dim), "(K, dim)")
+    if z is not None:
+        _expect("z", z, (batch, dim, L), "(batch, dim, L)")
+    Hc, Wc = (H + 1) // 2, (W + 1) // 2
+    full = _orders_as("full_order", [_grid_order(full_order, H, W, "full_order")], 1, L, u, f"{H}×{W} grid")
+    coarse = _orders_as("coarse_orders", [_grid_order(o, Hc, Wc, f"coarse_orders[{k}]")
+                                          for k, o in enumerate(coarse_orders)], K - 1, Hc * Wc, u,
+                        f"{Hc}×{Wc} coarse grid")
+    rows, cols = np.meshgrid(np.arange(0, H, 2), np.arange(0, W, 2), indexing="ij")
+    sub = (rows * W + cols).ravel()  # the full-grid position of each coarse cell, row-major
+    rows, cols = np.meshgrid(np.arange(H) // 2, np.arange(W) // 2, indexing="ij")
+    up = (rows * Wc + cols).ravel()  # the coarse cell of each full-grid position
+    if type(u).__module__.startswith("torch"):
+        import torch
+        sub, up = torch.from_numpy(sub).to(u.device), torch.from_numpy(up).to(u.device)
+    first, rest = slice(0, 1), slice(1, K)  # slices of the K axis: views
+    part = lambda x, ks: None if x is None else x[ks]  # noqa: E731  ((K, dim) parameters)
+    y = multi_order_scan(u, delta[:, first], A[first], B[:, first], C[:, first], full, part(D, first), z,
+                         part(delta_bias, first), delta_softplus, backend=backend)
+    yc = multi_order_scan(u[..., sub], delta[:, rest][..., sub], A[rest], B[:, rest][..., sub],
+                          C[:, rest][..., sub], coarse, part(D, rest), None, part(delta_bias, rest),
+                          delta_softplus, backend=backend)[..., up]
+    return y + (yc if z is None else _silu(z) * yc)

@@ -11,7 +11,7 @@ import torch
 import ssmc
 from ssmc import library
 from ssmc.inits import random_inputs
-from ssmc.orders import _compiled, multi_order_scan, scan_orders_2d
+from ssmc.orders import _compiled, multi_order_scan, multiscale_scan_2d, scan_orders_2d
 
 from conftest import DEVICES, assert_close, seed_of
 from reference_forms import selective_scan_loop, silu
@@ -285,3 +285,102 @@ def test_bad_gate_names_the_argument(merge, gate, match):
              B=np.zeros((1, 2, 2, 12)), C=np.zeros((1, 2, 2, 12)), orders=[np.arange(12), np.arange(12)[::-1]])
     with pytest.raises(ValueError, match=match):
         multi_order_scan(**x, merge=merge, gate=gate, backend="numpy")
+
+
+def _cells(name, h, w):
+    """A named order of an h×w grid as a list of (row, col) cells, written out independently."""
+    row = [(i, j) for i in range(h) for j in range(w)]
+    col = [(i, j) for j in range(w) for i in range(h)]
+    return {"row": row, "col": col, "row_rev": row[::-1], "col_rev": col[::-1],
+            "snake_row": [(i, j if i % 2 == 0 else w - 1 - j) for i in range(h) for j in range(w)],
+            "snake_col": [(i if j % 2 == 0 else h - 1 - i, j) for j in range(w) for i in range(h)]}[name]
+
+
+def _multiscale_loop(x, H, W, full_order, coarse_orders):
+    """MSVMamba's two scales, by grid coordinates: branch 0 visits the full grid's cells in its
+    order; branch k ≥ 1 visits the cells (2a, 2b) of the coarse grid in its order; each runs
+    Mamba-1's loop on the gathered sequence and writes back per cell; the coarse sum is upsampled
+    with torch's nearest interpolation; then silu(z)."""
+    Hc, Wc = (H + 1) // 2, (W + 1) // 2
+    batch, dim, _ = x["u"].shape
+
+    def branch(k, cells):  # cells: full-grid (row, col) visited in order -> {cell: output (batch, dim)}
+        pos = [i * W + j for i, j in cells]
+        y = selective_scan_loop(x["u"][..., pos], x["delta"][:, k][..., pos], x["A"][k], x["B"][:, k][..., pos],
+                                x["C"][:, k][..., pos], D=None if x.get("D") is None else x["D"][k],
+                                delta_bias=None if x.get("delta_bias") is None else x["delta_bias"][k],
+                                delta_softplus=True)
+        return {c: y[..., n] for n, c in enumerate(cells)}
+
+    fine = branch(0, full_order if isinstance(full_order, list) else _cells(full_order, H, W))
+    coarse = np.zeros((batch, dim, Hc, Wc))
+    for k, order in enumerate(coarse_orders, start=1):
+        cells = order if isinstance(order, list) else _cells(order, Hc, Wc)
+        for (a, b), v in branch(k, [(2 * a, 2 * b) for a, b in cells]).items():
+            coarse[..., a // 2, b // 2] += v
+    up = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(H, W), mode="nearest").numpy()
+    out = np.zeros((batch, dim, H * W))
+    for i in range(H):
+        for j in range(W):
+            out[..., i * W + j] = fine[(i, j)] + up[..., i, j]
+    return out * silu(x["z"]) if x.get("z") is not None else out
+
+
+def _coarse_path(rng, H, W):
+    """A random permutation of the coarse grid, as cells (for the loop) and as positions (for the op)."""
+    Wc = (W + 1) // 2
+    cells = [divmod(int(p), Wc) for p in rng.permutation(((H + 1) // 2) * Wc)]
+    return cells, np.array([a * Wc + b for a, b in cells])
+
+
+@pytest.mark.parametrize("grid", [(5, 7), (1, 6), (4, 4), (6, 3), (1, 1)])
+def test_multiscale_numpy_matches_loop(grid, rng):
+    H, W = grid
+    x = _inputs(rng, 2, 3, 4, H * W, 4)
+    got = multiscale_scan_2d(**x, grid=grid, delta_softplus=True, backend="numpy")
+    assert got.shape == (2, 3, H * W)
+    assert_close(got, _multiscale_loop(x, H, W, "row", ["col", "row_rev", "col_rev"]), 1e-12, "default orders")
+    cells, path = _coarse_path(rng, H, W)
+    x = _inputs(rng, 1, 2, 3, H * W, 3, D=False, z=False)
+    got = multiscale_scan_2d(**x, grid=grid, delta_softplus=True, full_order="snake_col",
+                             coarse_orders=["snake_row", path], backend="numpy")
+    assert_close(got, _multiscale_loop(x, H, W, "snake_col", ["snake_row", cells]), 1e-12, "custom orders")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grid", [(5, 7), (4, 3)])
+def test_multiscale_triton_matches_loop(grid, device, rng):
+    H, W = grid
+    x = _inputs(rng, 2, 5, 3, H * W, 4)
+    want = _multiscale_loop(x, H, W, "row", ["col", "row_rev", "col_rev"])
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    got = multiscale_scan_2d(**t, grid=grid, delta_softplus=True, backend="triton")
+    assert got.shape == (2, 5, H * W) and got.dtype == torch.float32 and got.device.type == device
+    assert_close(got, want, 1e-5, f"multiscale on {device}")
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(grid=(3, 5)), r"grid: H×W = 3×5 = 15 is not the length L=12 of u"),
+    (dict(grid=(0, 12)), r"grid: H must be a positive integer"),
+    (dict(grid=12), r"grid: expected \(H, W\)"),
+    (dict(coarse_orders=["col"]), r"delta: expected shape \(batch, K, dim, L\) with K = 1 \+ len\(coarse_orders\) "
+                                  r"= \(1, 2, 2, 12\), got \(1, 4, 2, 12\)"),
+    (dict(A=-np.ones((3, 2, 2))), r"A: expected shape \(K, dim, N\) with K = 1 \+ len\(coarse_orders\) = \(4, 2, 2\)"),
+    (dict(B=np.zeros((1, 4, 3, 12))), r"B: expected shape \(batch, K, N, L\) = \(1, 4, 2, 12\)"),
+    (dict(D=np.zeros((3, 2))), r"D: expected shape \(K, dim\) = \(4, 2\)"),
+    (dict(z=np.zeros((1, 2, 6))), r"z: expected shape \(batch, dim, L\) = \(1, 2, 12\)"),
+    (dict(full_order="diagonal"), r"full_order: unknown 2-D order 'diagonal'"),
+    (dict(full_order=np.arange(11)), r"full_order: expected an integer permutation of range\(L=12\).* \(the 3×4 grid\)"),
+    (dict(coarse_orders=["col", "row", "zigzag"]), r"coarse_orders\[2\]: unknown 2-D order 'zigzag'"),
+    (dict(coarse_orders=["col", np.array([0, 0, 1, 2]), "row"]),
+     r"coarse_orders\[1\]: not a permutation of range\(L=4\) \(the 2×2 coarse grid\)"),
+    (dict(coarse_orders=["col", np.arange(6), "row"]),
+     r"coarse_orders\[1\]: expected an integer permutation of range\(L=4\), got shape \(6,\).* \(the 2×2 coarse grid\)"),
+    (dict(coarse_orders="col"), r"coarse_orders: expected a list of orders"),
+])
+def test_multiscale_bad_input_names_the_argument(change, match):
+    x = dict(u=np.zeros((1, 2, 12)), delta=np.zeros((1, 4, 2, 12)), A=-np.ones((4, 2, 2)), B=np.zeros((1, 4, 2, 12)),
+             C=np.zeros((1, 4, 2, 12)), grid=(3, 4))
+    x.update(change)
+    with pytest.raises(ValueError, match=match):
+        multiscale_scan_2d(**x, backend="numpy")
