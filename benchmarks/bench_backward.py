@@ -195,7 +195,7 @@ SWEEPS = {
                dict(layout="tdn", block_d=2, chunk=32, num_warps=8)],
     # the chunked (tensor-core) backward by chunk length and warps (None: the cost model's choice)
     "mamba2": [None] + [ChunkedSchedule(chunk=q, num_warps=w, num_stages=st)
-                        for q, w, st in ((16, 4, 1), (32, 4, 1), (32, 8, 2), (64, 4, 1), (64, 8, 1))],
+                        for q, w, st in ((16, 4, 2), (32, 4, 2), (32, 8, 1), (32, 8, 3), (64, 4, 2), (64, 8, 2))],
 }
 
 

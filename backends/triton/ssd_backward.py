@@ -12,15 +12,15 @@ chunk from its end:
     Σ_p u·h   = ((U' Vᵀ) ∘ D) K + e^{cum} ∘ (U' H)
     Σ_p w·g   = ((U Wᵀ) ∘ D)ᵀ C + e^{total-cum} ∘ (W G)
     Σ_n k'·g  = ((C K'ᵀ) ∘ D)ᵀ U + e^{total-cum} ∘ (K' Gᵀ)
-    g·h_{t-1} (the decay's gradient): with ∂/∂ℓ_t = Ā_t ∂/∂Ā_t,
-              ∂ℓ_t = Σ_{s≥t in chunk} (U_s·y_s − v_s·(Σ_n k_s g_s)) + ⟨G, H_end⟩
+    g·h_{t-1} (the decay's gradient): with ∂/∂ℓ_t = Ā_t ∂/∂Ā_t, ∂ℓ_t sums W[s,r] =
+              ⟨U_s c_sᵀ, e^{cum_s - cum_r} k_r v_rᵀ⟩ over outputs s ≥ t and inputs r < t: the
+              chunk's own Q×Q block ((U Vᵀ) ∘ (C Kᵀ) ∘ D, a cumsum each way), inputs before the
+              chunk through H, outputs after it through G — sums of like terms, no difference of
+              large row and column sums that bf16 rounding would swamp
     G        <- e^{total} G + (U ∘ e^{cum})ᵀ C
 
-(the last identity: ∂ℓ_t sums the contributions of inputs before t to outputs from t on; row sums
-minus column sums of that lower-triangular matrix, summed from the chunk's end, so the
-cancellation stays within a chunk).  The decay's gradient reaches Ā's own parameters through
-sympy: d(Ā)·E = d(ℓ)·(E / Ā), simplified symbolically (A·e^{AΔ} / e^{AΔ} = A), so nothing is
-divided by an Ā that may underflow.
+The decay's gradient reaches Ā's own parameters through sympy: d(Ā)·E = d(ℓ)·(E / Ā), simplified
+symbolically (A·e^{AΔ} / e^{AΔ} = A), so nothing is divided by an Ā that may underflow.
 
 One program per (batch, head) runs two sweeps: forward, storing the state at each chunk start in
 a scratch buffer (one P×N state per chunk, never per step), then the chunks in reverse with every
@@ -232,7 +232,7 @@ class _Gen:
         out = self.fwd.append
         out(f"kf = tl.where(valid[:, None] & mask_n[None, :], tl.broadcast_to({k} + 0.0, [Q, BLOCK_N]), 0.0)")
         out(f"vf = tl.where(valid[:, None] & mask_p[None, :], tl.broadcast_to({v} + 0.0, [Q, BLOCK_P]), 0.0)")
-        out("tl.store(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile, state)")
+        out("tl.store(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile, state.to(st_ptr.dtype.element_ty))")
         self._state_update(out, "state", "vf", "kf")
 
     def _chunk_decay(self, em, out):
@@ -272,9 +272,14 @@ class _Gen:
         """_dot(a, b) (transposed operands where asked), times the decay mask if asked; emitted once."""
         key = ("mm", a, ta, b, tb, decay)
         if key not in self.cache:
-            name = f"m{len(self.cache)}"
-            op = lambda x, t: f"tl.trans({x})" if t else x  # noqa: E731
-            self.loop.append(f"{name} = _dot({op(a, ta)}, {op(b, tb)}, DOT){' * decay' if decay else ''}")
+            if decay:
+                raw = self._mm(a, b, ta, tb)
+                name = f"m{len(self.cache)}"
+                self.loop.append(f"{name} = {raw} * decay")
+            else:
+                name = f"m{len(self.cache)}"
+                op = lambda x, t: f"tl.trans({x})" if t else x  # noqa: E731
+                self.loop.append(f"{name} = _dot({op(a, ta)}, {op(b, tb)}, DOT)")
             self.cache[key] = name
         return self.cache[key]
 
@@ -306,16 +311,22 @@ class _Gen:
         return f"({self._mm(self._mm(C, kt, tb=True, decay=True), U, ta=True)} + wend[:, None] * {self._mm(kt, 'G', tb=True)})"
 
     def d_log_decay(self) -> str:
-        """∂ℓ per step: (Q,)."""
+        """∂ℓ per step, (Q,): the sum of W[s, r] = ⟨ct_s, e^{cum_s - cum_r} x_r⟩ over rows s ≥ t and
+        columns r < t, by blocks — inside the chunk (the Q×Q matrix), rows inside and columns before
+        it (through H), rows after it (through G) — each a sum of its own terms, so nothing cancels
+        in bf16 as a difference of row and column sums would."""
         info, out = self.info, self.loop.append
         U, v = self._tile(info["u"], "p"), self._tile(info["v"], "p")
-        out(f"ry = tl.sum({U} * {self.y_h(info['c'])}, axis=1)  # U·y")
-        out(f"cx = tl.sum({v} * {self.n_g(info['k'])}, axis=1)  # v·(Σ_n k g)")
-        out("dla = tl.cumsum(tl.where(valid, ry - cx, 0.0), axis=0, reverse=True) + tl.sum(tl.sum(G * Hn, axis=1), axis=0)")
+        k, c = self._tile(info["k"], "n"), self._tile(info["c"], "n")
+        out(f"w_in = {self._mm(U, v, tb=True, decay=True)} * {self._mm(c, k, tb=True)}  # W within the chunk")
+        out("d_in = tl.sum(tl.where(causal, tl.cumsum(w_in, axis=1) - w_in, 0.0), axis=0)")
+        out(f"d_h = tl.cumsum(ecum * tl.sum({U} * {self._mm(c, 'H', tb=True)}, axis=1), axis=0, reverse=True)")
+        out(f"w_g = wend * tl.sum({v} * {self._mm(k, 'G', tb=True)}, axis=1)")
+        out("d_g = tl.cumsum(w_g, axis=0) - w_g + carry * tl.sum(tl.sum(G * H, axis=1), axis=0)")
         keep = "valid & (t_idx > 0)" if info["h0"] is None else "valid"
         if info["seq"] is not None:
             keep += " & ((t_idx == 0) | (sq == sq_prev))"  # a reset step drops h_(t-1): no gradient
-        out(f"dla = tl.where({keep}, dla, 0.0)")
+        out(f"dla = tl.where({keep}, d_in + d_h + d_g, 0.0)")
         return "dla"
 
     def core_node(self, i, kind, operand):
@@ -420,7 +431,6 @@ class _Gen:
                 self.node(i, (self.loop if ph == "loop" else self.pre).append, self.names)
         self._begin_core()  # the adjoint's carry needs the chunk's decays even if nothing else does
         U, C = self._tile(info["u"], "p"), self._tile(info["c"], "n")
-        self.tail.append("Hn = H")
         self.tail.append(f"G = carry * G + _dot(tl.trans({U} * ecum[:, None]), {C}, DOT)")
 
 
@@ -463,13 +473,12 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
         "# ---- forward: the state at every chunk start",
         "for c0 in range(0, L, Q):",
         *timeline(gen.fwd),
-        "Hn = state  # the final state",
         "tl.debug_barrier()  # the chunk states were written by other threads of this program",
         g_load,
         "# ---- backward: the chunks in reverse",
         "for cr in range(0, NC):",
         "    c0 = (NC - 1 - cr) * Q",
-        *timeline(["H = tl.load(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile)", *gen.loop, *gen.tail]),
+        *timeline(["H = tl.load(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile).to(tl.float32)", *gen.loop, *gen.tail]),
         "# ---- sums over time, the initial state's gradient",
         *gen.post,
     ]
@@ -510,8 +519,10 @@ def _module(g, kname, kernel, inputs, outputs, sched, atomic) -> str:
         "    BLOCK_P = max(16, triton.next_power_of_2(P))",
         "    BLOCK_N = max(16, triton.next_power_of_2(N))",
         f"    DOT = {{torch.bfloat16: 1, torch.float16: 2}}.get({first_float}.dtype, 0)  # tensor-core operand type",
-        "    # one P×N state per chunk and program (the forward sweep's checkpoints), never one per step",
-        "    states = torch.empty((batch, H, triton.cdiv(L, Q), BLOCK_P, BLOCK_N), device=device, dtype=torch.float32)",
+        "    # one P×N state per chunk and program (the forward sweep's checkpoints), never one per step; in the",
+        "    # tensor cores' operand type, which is all the state's precision the chunk products use",
+        "    st_dtype = {1: torch.bfloat16, 2: torch.float16}.get(DOT, torch.float32)",
+        "    states = torch.empty((batch, H, triton.cdiv(L, Q), BLOCK_P, BLOCK_N), device=device, dtype=st_dtype)",
         "    global LAST_COMPILED, LAST_WORKSPACE",
         "    LAST_WORKSPACE = dict(chunk_states=states.shape[2], bytes=states.nbytes)",
         f"    LAST_COMPILED = {kname}[(batch, H)](",
