@@ -106,6 +106,8 @@ def _orders_array(orders, K: int, L: int, like):
     version counter), so repeated calls and CUDA graph captures neither sync nor copy."""
     is_torch = type(like).__module__.startswith("torch")
     rows = list(orders) if isinstance(orders, (list, tuple)) else None
+    if is_torch and _tracing():
+        return _orders_traced(orders if rows is None else rows, K, L, like)
     key = None
     if is_torch and rows is not None and all(type(o).__module__.startswith("torch") for o in rows):
         key = tuple(id(o) for o in rows)
@@ -141,8 +143,27 @@ def _orders_array(orders, K: int, L: int, like):
     return out
 
 
+def _tracing() -> bool:
+    import torch
+    return torch.compiler.is_compiling()
+
+
+def _orders_traced(orders, K: int, L: int, like):
+    """_orders_array under torch.compile: shapes checked while tracing, the permutations on the
+    device (reading them on the host would break the graph)."""
+    import torch
+    stacked = torch.stack([torch.as_tensor(o) for o in orders]) if isinstance(orders, list) else torch.as_tensor(orders)
+    if stacked.dim() != 2 or tuple(stacked.shape) != (K, L) or stacked.is_floating_point():
+        raise ValueError(f"orders: expected K={K} integer permutations of range(L={L}), got shape "
+                         f"{tuple(stacked.shape)} dtype {stacked.dtype}")
+    stacked = stacked.to(like.device, torch.int64)
+    ok = (stacked.sort(dim=1).values == torch.arange(L, device=like.device)).all()
+    torch._assert_async(ok, "orders: not a permutation of range(L)")
+    return stacked
+
+
 def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,
-                     merge: str = "sum", gate=None, backend: str = "auto"):
+                     merge: str = "sum", gate=None, backend: str = "auto", _direct: bool = False):
     """K selective scans of one sequence along K orders, summed (see the module docstring).
 
     u, z: (batch, dim, L), shared by every order; delta: (batch, K, dim, L); A: (K, dim, N);
@@ -151,6 +172,8 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     positions and read along order k.  `merge`: "sum" (the default) or "mean" of the K results, shape
     (batch, dim, L); "concat", shape (batch, K, dim, L); or "gated": Σ_k gate[:, k] ⊙ result_k, shape
     (batch, dim, L), with `gate` (batch, K, dim, L) in sequence positions (only with merge="gated").
+    On the Triton backend it is differentiable (torch autograd; the backward is
+    `ssmc.orders_backward`).
     """
     if merge not in MERGES:
         raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
@@ -177,11 +200,23 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
         _expect("z", z, (batch, dim, L), "(batch, dim, L)")
     if gate is not None:
         _expect("gate", gate, (batch, K, dim, L), "(batch, K, dim, L)")
+    orders = _orders_array(orders, K, L, u)
+    from .ops import _custom_op
+    op = _custom_op(backend, _direct, u, delta, A, B, C, D, z, delta_bias, gate)
+    if op is not None:  # torch tensors on Triton: one custom op, with autograd (ssmc.torch_ops)
+        return op.multi_order_scan(u, delta, A, B, C, orders, D, z, delta_bias, gate, bool(delta_softplus), merge)
+    return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend)
+
+
+def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend):
+    """multi_order_scan on arguments already checked, `orders` the (K, L) int64 array or tensor."""
+    batch, K, dim, L = _shape(delta)
+    N = _shape(A)[2]
     fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend, merge,
                    K if merge == "mean" else 1)
     flat = lambda x, *shape: None if x is None else x.reshape(*shape)  # noqa: E731  (a view when contiguous)
     out = fn(u=u, delta=flat(delta, batch, K * dim, L), A=flat(A, K * dim, N), B=B, C=C,
-             orders=_orders_array(orders, K, L, u), D=flat(D, K * dim), z=z,
+             orders=orders, D=flat(D, K * dim), z=z,
              delta_bias=flat(delta_bias, K * dim), gate=flat(gate, batch, K * dim, L))["out"]
     return out.reshape(batch, K, dim, L) if merge == "concat" else out
 
@@ -230,8 +265,8 @@ def multiscale_scan_2d(u, delta, A, B, C, grid, D=None, z=None, delta_bias=None,
     B, C (batch, K, N, L); D, delta_bias (K, dim).  The coarse branches read u, delta, B and C at
     the subsampled cells (so their values elsewhere are unused).  Each scan_k is a selective scan
     with its own Δ, A, B, C, D.  Both scales run as multi_order_scan (one launch each on Triton);
-    the subsampling and upsampling are gathers.  Returns (batch, dim, L).  Not differentiable (the
-    gather-order backward is not derived).
+    the subsampling and upsampling are gathers.  Returns (batch, dim, L).  Differentiable on the
+    Triton backend, as multi_order_scan is.
     """
     if not (isinstance(grid, (tuple, list)) and len(grid) == 2):
         raise ValueError(f"grid: expected (H, W), got {grid!r}")

@@ -4,7 +4,8 @@
 implementation giving output shapes and dtypes without running anything.  `selective_scan` and
 `ssd` have registered autograd: their backward is a custom op of its own (`*_bwd`, with a fake
 implementation too) running the generated backward kernel (ssmc.ir.passes.adjoint), so a compiled
-forward+backward stays whole.  selective_state_update (a decode step, in place) has no backward.
+forward+backward stays whole; `multi_order_scan`'s backward is ssmc.orders_backward.
+selective_state_update (a decode step, in place) has no backward.
 """
 from __future__ import annotations
 
@@ -171,6 +172,59 @@ def _ssd_backward(ctx, dout, dfinal):
 
 
 ssd.register_autograd(_ssd_backward, setup_context=_ssd_setup_context)
+
+
+# --- multi-order scans (ssmc.orders) ----------------------------------------------------------------
+
+@torch.library.custom_op("ssmc::multi_order_scan", mutates_args=())
+def multi_order_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, orders: Tensor,
+                     D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], gate: Optional[Tensor],
+                     delta_softplus: bool, merge: str) -> Tensor:
+    from .orders import _run
+    return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, "triton")
+
+
+@multi_order_scan.register_fake
+def _(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge):
+    # concat keeps the K blocks (delta's layout and dtype); the merges have u's
+    return delta.new_empty(delta.shape) if merge == "concat" else u.new_empty(u.shape)
+
+
+_ORDER_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate")
+
+
+@torch.library.custom_op("ssmc::multi_order_scan_bwd", mutates_args=())
+def multi_order_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, orders: Tensor,
+                         D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                         gate: Optional[Tensor], delta_softplus: bool, merge: str) -> list[Tensor]:
+    """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dgate]; an empty tensor where the argument was None."""
+    from .orders_backward import multi_order_scan_backward
+    grads = multi_order_scan_backward(dout, u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus,
+                                      merge)
+    return _empty_for_none(grads, (u, delta, A, B, C, D, z, delta_bias, gate), u)
+
+
+@multi_order_scan_bwd.register_fake
+def _(dout, u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge):
+    return [torch.empty_like(x) if x is not None else u.new_empty(_EMPTY)
+            for x in (u, delta, A, B, C, D, z, delta_bias, gate)]
+
+
+def _orders_setup_context(ctx, inputs, output):
+    u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge = inputs
+    ctx.save_for_backward(u, delta, A, B, C, orders, D, z, delta_bias, gate)
+    ctx.flags = (delta_softplus, merge)
+
+
+def _orders_backward(ctx, dout):
+    u, delta, A, B, C, orders, D, z, delta_bias, gate = ctx.saved_tensors
+    given = (u, delta, A, B, C, D, z, delta_bias, gate)
+    grads = torch.ops.ssmc.multi_order_scan_bwd(dout, u, delta, A, B, C, orders, D, z, delta_bias, gate, *ctx.flags)
+    du, ddelta, dA, dB, dC, dD, dz, dbias, dgate = _none_if_empty(grads, given)
+    return du, ddelta, dA, dB, dC, None, dD, dz, dbias, dgate, None, None
+
+
+multi_order_scan.register_autograd(_orders_backward, setup_context=_orders_setup_context)
 
 
 # --- any compiled spec ----------------------------------------------------------------------------

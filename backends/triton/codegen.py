@@ -503,11 +503,11 @@ def _lower_output(em, i, n, phase):
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]
     em.out(phase, f"{p}_ptrs = {ptrs}")
-    merge = any(a.role == "r" for a in n.attr("axes"))  # blocks of channels summed: fp32 atomic adds
+    merge = any(a.role == "r" for a in n.attr("axes"))  # blocks of channels summed: atomic adds (arithmetic dtype)
     for k, part in enumerate(src):
         tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
         if merge:
-            em.out(phase, f"tl.atomic_add({tgt}, tl.broadcast_to({part}, {p}_ptrs.shape).to(tl.float32)"
+            em.out(phase, f"tl.atomic_add({tgt}, tl.broadcast_to({part}, {p}_ptrs.shape).to({em.acc})"
                           f"{', mask=' + mask if mask else ''})")
             continue
         val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"

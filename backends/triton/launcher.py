@@ -57,7 +57,7 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
     lines = launch_header(graph, inputs, outputs, "Run the fused kernel on torch tensors of one device; "
                                                   "returns {output name: tensor}.")
     args = []
-    merged = []  # outputs summed over blocks of channels: fp32 zeros, atomic adds, then their dtype
+    merged = []  # outputs summed over blocks of channels: zeros in the arithmetic dtype, atomic adds, then theirs
     for n in inputs + outputs:
         p, cplx = param_name(graph, n), n.attr("complex") or (n.op == "output" and n.type.complex)
         if n.op == "output":
@@ -66,7 +66,7 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
             if any(a.role == "r" for a in n.attr("axes")):
                 merged.append((p, dtype))
                 lines.append(f"    {p}_given = {p}")
-                lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype=torch.float32)")
+                lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype=torch.{acc})")
             else:
                 lines.append(f"    if {p} is None:")
                 lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})")

@@ -1,0 +1,87 @@
+"""The backward of `multi_order_scan` (ssmc.orders): the K orders as one grouped selective scan.
+
+Each order k is a selective scan of its inputs read along orders[k]; in that order's own time
+(step j at position orders[k, j]) it is a plain forward scan.  So the gradients are those of one
+selective scan over K·dim channels — B and C grouped by order (G = K), u and z tiled — with every
+time-varying input gathered into its order's time, run by the generated backward kernel
+(`ssmc.ops.selective_scan_backward`), and the gradients gathered back to sequence positions with
+the inverse permutations; the gradients of the shared u sum over the orders.
+
+The merge and the gate are applied here, outside the kernel: the cotangent of order k's result
+y_k (its scan plus D_k·u) is dout·silu(z) (sum), /K (mean), dout_k·silu(z) (concat) or
+dout·silu(z)·gate_k (gated); z's and the gate's gradients need the y_k themselves, which one more
+launch of the fused forward (merge="concat", no z) recomputes.
+
+Unlike the forward, this materializes order-time copies of the inputs (u, z and the cotangent K
+times, Δ, B, C once): a gather-order backward kernel is not generated yet.
+"""
+from __future__ import annotations
+
+
+def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, gate=None,
+                              delta_softplus=False, merge="sum"):
+    """Gradients of multi_order_scan for the cotangent `dout` of its output (torch tensors on the
+    Triton backend).  `orders` is the checked (K, L) int64 tensor.  Returns
+    [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dgate], None where the argument was None."""
+    import torch
+    import torch.nn.functional as F
+
+    from .ops import selective_scan_backward
+    from .orders import _run
+
+    batch, dim, L = u.shape
+    K, N = delta.shape[1], A.shape[2]
+    idx = orders.to(u.device, torch.int64)
+    inv = torch.argsort(idx, dim=1)
+
+    def along(x, index):  # (batch, K, X, L): gather each order's block along time with its own index
+        return x.gather(3, index[None, :, None, :].expand(x.shape[0], K, x.shape[2], L))
+
+    def in_order_time(x):  # (batch, K, X, L) in sequence positions -> each order's time
+        return along(x, idx)
+
+    def to_positions(x):  # each order's time -> sequence positions
+        return along(x, inv)
+
+    def blocks(x):  # (batch, dim, L) shared by the orders -> (batch, K, dim, L)
+        return x[:, None].expand(batch, K, dim, L)
+
+    gz = F.silu(z.float()) if z is not None else None
+    d = dout.float()
+    if merge == "concat":
+        dy = d * gz[:, None] if gz is not None else d
+    else:
+        w = d * gz if gz is not None else d
+        dy = blocks(w) / K if merge == "mean" else blocks(w)
+        if merge == "gated":
+            dy = dy * gate.float()
+    flat = lambda x: x.reshape(batch, K * dim, L)  # noqa: E731
+    grads = selective_scan_backward(
+        flat(in_order_time(dy)).contiguous(), None, flat(in_order_time(blocks(u))).contiguous(),
+        flat(in_order_time(delta)).contiguous(), A.reshape(K * dim, N), in_order_time(B).contiguous(),
+        in_order_time(C).contiguous(), None if D is None else D.reshape(K * dim), None,
+        None if delta_bias is None else delta_bias.reshape(K * dim), delta_softplus, backend="triton")
+    du_k, ddelta_k, dA, dB_k, dC_k, dD, _, dbias = grads
+    unflat = lambda x: to_positions(x.reshape(batch, K, dim, L))  # noqa: E731
+    du = unflat(du_k).sum(1).to(u.dtype)
+    ddelta = unflat(ddelta_k).to(delta.dtype)
+    dB, dC = to_positions(dB_k), to_positions(dC_k)
+    dA = dA.reshape(A.shape)
+    dD = None if dD is None else dD.reshape(D.shape)
+    dbias = None if dbias is None else dbias.reshape(delta_bias.shape)
+    dz = dgate = None
+    if z is not None or gate is not None:  # these need each order's result: one fused forward launch
+        y = _run(u, delta, A, B, C, idx, D, None, delta_bias, None, delta_softplus, "concat", "triton").float()
+        if gate is not None:
+            dgate = ((d * gz if gz is not None else d)[:, None] * y).to(gate.dtype)
+        if z is not None:
+            zf = z.float()
+            s = torch.sigmoid(zf)
+            if merge == "concat":
+                pre = (d * y).sum(1)
+            else:
+                merged = {"sum": lambda: y.sum(1), "mean": lambda: y.mean(1),
+                          "gated": lambda: (gate.float() * y).sum(1)}[merge]()
+                pre = d * merged
+            dz = (pre * s * (1 + zf * (1 - s))).to(z.dtype)
+    return [du, ddelta, dA, dB, dC, dD, dz, dbias, dgate]
