@@ -54,6 +54,7 @@ class Compiled:
     precision: str = "float64"  # NumPy backend arithmetic
     _kernels: dict = field(default_factory=dict, repr=False, compare=False)  # (sizes, device) -> Kernel
     _forms: dict = field(default_factory=dict, repr=False, compare=False)  # decode forms, compiled
+    _bound: dict = field(default_factory=dict, repr=False, compare=False)  # input signature -> sizes
 
     @property
     def source(self) -> str:
@@ -87,6 +88,20 @@ class Compiled:
             from . import torch_ops
             return torch_ops.run_compiled(self, arrays)
         return self.run(arrays, outs)
+
+    def _bind(self, inputs: dict) -> dict:
+        """bind(), remembered per (name, shape, dtype) signature: decode steps repeat one signature,
+        and binding again costs more than their kernel's launch."""
+        key = tuple((k, tuple(v.shape), v.dtype) for k, v in inputs.items() if hasattr(v, "shape"))
+        if len(key) != len(inputs):  # something shapeless: bind says what is wrong
+            return bind(self.graph, inputs)
+        sizes = self._bound.get(key)
+        if sizes is None:
+            sizes = bind(self.graph, inputs)
+            if len(self._bound) > 64:
+                self._bound.clear()
+            self._bound[key] = sizes
+        return dict(sizes)
 
     @property
     def backward_graph(self) -> Graph:
@@ -159,7 +174,7 @@ class Compiled:
         """Run on a dict of input arrays, writing into the buffers in `outs` where given."""
         outs = dict(outs or {})
         inputs = {k: v for k, v in inputs.items() if v is not None}
-        sizes = bind(self.graph, inputs)
+        sizes = self._bind(inputs)
         use_torch = any(_is_torch(v) for v in inputs.values())
         backend = self.backend
         if backend == "auto":
