@@ -509,11 +509,14 @@ def cmd_onnx(args) -> int:
     from ssmc.export import export_onnx
     from ssmc.ir import IRError
     sizes = dict(args.size or [])
-    flags = {"dim": args.dim, "N": args.d_state, "H": args.nheads, "P": args.headdim, "G": args.ngroups}
+    flags = {"dim": args.dim, "N": args.d_state, "H": args.nheads, "P": args.headdim, "G": args.ngroups,
+             "K": args.K}
     sizes.update({k: v for k, v in flags.items() if v is not None})
+    if args.name != "multi_order_scan" and (args.K is not None or args.merge is not None):
+        raise CLIError(f"--K and --merge are options of multi_order_scan, not {args.name}")
     try:
         model = export_onnx(args.name, args.output, sizes=sizes, opset=args.opset, fp16=args.fp16,
-                            step=args.step, lti=args.lti, chunk_size=args.chunk_size)
+                            step=args.step, lti=args.lti, chunk_size=args.chunk_size, merge=args.merge)
     except (ValueError, TypeError, IRError, onnx.checker.ValidationError) as e:
         raise CLIError(str(e)) from None
 
@@ -577,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("onnx", help="export an ONNX graph (batch and L symbolic; state in and out)")
-    named(s)
+    s.add_argument("name", metavar="NAME", choices=names + ["multi_order_scan"],
+                   help="a library entry (see `ssmc list`), selective_scan / ssd, or multi_order_scan")
     s.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file to write")
     s.add_argument("--opset", type=int, default=20, help="ONNX opset, 18-23 (default 20)")
     s.add_argument("--fp16", action="store_true", help="fp16 inputs and outputs; fp32 arithmetic inside")
@@ -587,11 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-size", type=_positive, default=64, help="SSD chunk length (Mamba-2; default 64)")
     s.add_argument("--size", type=_size, action="append", metavar="SYM=SIZE",
                    help="fix a size (e.g. --size dim=768); library entries default to small test sizes")
-    s.add_argument("--dim", type=_positive, help="selective_scan: channels")
-    s.add_argument("--d-state", type=_positive, help="selective_scan, ssd: state size N")
+    s.add_argument("--dim", type=_positive, help="selective_scan, multi_order_scan: channels")
+    s.add_argument("--d-state", type=_positive, help="selective_scan, ssd, multi_order_scan: state size N")
     s.add_argument("--nheads", type=_positive, help="ssd: heads H")
     s.add_argument("--headdim", type=_positive, help="ssd: head dimension P")
     s.add_argument("--ngroups", type=_positive, help="ssd: B/C groups G")
+    s.add_argument("--K", type=_positive, help="multi_order_scan: scan orders K (an input orders (K, L))")
+    s.add_argument("--merge", choices=("sum", "mean", "concat", "gated"),
+                   help="multi_order_scan: how the K results are merged (default sum)")
     s.set_defaults(func=cmd_onnx)
 
     s = sub.add_parser("bench", help="GPU benchmark: ssmc's kernels and the public anchors side by side")

@@ -10,6 +10,13 @@ Names accepted besides library entries are the two drop-in ops in their full for
     B and C (batch, N, L), delta_softplus on; outputs out, last_state.
   * "ssd" (sizes H, P, G, N): inputs x, dt, A, B, C, D, z, dt_bias, initial_states, D (H,),
     dt_softplus on; outputs out, final_states.
+  * "multi_order_scan" (sizes K, dim, N; KD = K·dim): ssmc.ops.multi_order_scan with D, z,
+    delta_bias and delta_softplus; `merge` picks sum (the default), mean, concat or gated.
+    Inputs u, delta (batch, KD, L), A (KD, N), B, C, orders (K, L) int64, D, z, delta_bias (KD,),
+    gate (batch, KD, L) when gated; output out.  The orders stay an input: any K permutations at
+    run time (not checked in the graph: an index out of range fails in the runtime's Gather, a
+    repeated one gives wrong results).  No state in/out and no step form (each order spans the
+    whole sequence).  `ssmc.orders.multi_order_graph` gives the graph of the other variants.
 Complex inputs and outputs are real tensors with a trailing axis of 2 (re, im).
 """
 from __future__ import annotations
@@ -19,7 +26,8 @@ from pathlib import Path
 import onnx
 
 from ssmc.backends.onnx import DEFAULT_OPSET, to_onnx
-from ssmc.ir import Graph
+from ssmc.ir import Graph, IRError
+from ssmc.ir.ops import is_gather
 from ssmc.ir.passes.step import STATE, single_step, stateful
 
 from . import library
@@ -39,12 +47,36 @@ OP_FORMS = {
 }
 
 
+MULTI_ORDER = "multi_order_scan"
+MULTI_ORDER_INPUTS = ("u", "delta", "A", "B", "C", "orders", "D", "z", "delta_bias", "gate")  # the op's order
+
+
 def exportable_names() -> list:
-    return sorted(library.ENTRIES) + sorted(OP_FORMS)
+    return sorted(library.ENTRIES) + sorted(OP_FORMS) + [MULTI_ORDER]
 
 
-def _resolve(decl, sizes):
-    """(Spec or Graph, sizes, input order) for a name, a Spec or a Graph."""
+def _multi_order(sizes, merge):
+    """(graph, sizes with KD = K·dim, input order) of the multi_order_scan form."""
+    from .orders import multi_order_graph
+    sizes = dict(sizes or {})
+    missing = [k for k in ("K", "dim", "N") if k not in sizes]
+    if missing:
+        raise ValueError(f"sizes: exporting {MULTI_ORDER!r} needs ['K', 'dim', 'N'], missing {missing}")
+    kd = sizes["K"] * sizes["dim"]
+    if sizes.setdefault("KD", kd) != kd:
+        raise ValueError(f"sizes: KD is K·dim = {kd} (the K blocks of dim channels), got KD={sizes['KD']}")
+    return multi_order_graph(sizes["K"], merge), sizes, MULTI_ORDER_INPUTS
+
+
+def _resolve(decl, sizes, merge=None):
+    """(Spec or Graph, sizes, input order) for a name, a Spec, a Graph or a compiled graph."""
+    if merge is not None and decl != MULTI_ORDER:
+        raise ValueError(f"merge: only the {MULTI_ORDER!r} form takes a merge, not {decl!r}")
+    if decl == MULTI_ORDER:
+        return _multi_order(sizes, merge or "sum")
+    from .compiler import Compiled
+    if isinstance(decl, Compiled):
+        decl = decl.graph
     if isinstance(decl, str):
         if decl in OP_FORMS:
             spec, order, need = OP_FORMS[decl]
@@ -57,7 +89,7 @@ def _resolve(decl, sizes):
         return spec, {**base, **(sizes or {})}, ()
     if isinstance(decl, (Spec, Graph)):
         return decl, dict(sizes or {}), ()
-    raise TypeError(f"export_onnx() takes a Spec, a Graph, a library entry or an op name "
+    raise TypeError(f"export_onnx() takes a Spec, a Graph (or a compiled one), a library entry or an op name "
                     f"({exportable_names()}), got {type(decl).__name__}")
 
 
@@ -70,6 +102,12 @@ def _stateful_graph(decl, step: bool):
             return full, {}
         return single_step(full), {STATE: names["h0"], ("out", STATE): names["hT"]}
     g = decl
+    gather = [i for i in g.ids("scan") if is_gather(g[i].attr("order"))]
+    if gather:  # a multi-order scan: no pieces to stream, the orders span the whole sequence
+        if step:
+            raise IRError(f"node %{gather[0]} (scan): a gather (multi-order) scan has no single-step form "
+                          f"(its steps follow the orders through the whole sequence); export it with step=False")
+        return g, {}
     has_state = any(g[i].attr("has_h0") for i in g.ids("scan")) and any(
         g[g[i].args[0]].op == "last" for i in g.ids("output"))
     if not step and has_state:
@@ -80,13 +118,15 @@ def _stateful_graph(decl, step: bool):
 
 def export_onnx(decl, path=None, *, sizes: dict | None = None, opset: int = DEFAULT_OPSET,
                 fp16: bool = False, step: bool = False, lti: str = "scan", chunk_size: int = 64,
-                force_scan: bool = False, check: bool = True) -> onnx.ModelProto:
-    """Export `decl` (a library entry or op name, a Spec or a Graph) as ONNX; write it to `path`
-    if given and return the model.  Options: `opset` (18–23), `fp16` (fp16 inputs/outputs, fp32
-    arithmetic inside), `step` (the single-token decode graph), `lti` ("scan" or "dft": DFT
-    convolution for time-invariant diagonal scans), `chunk_size` (Mamba-2's SSD chunks),
-    `force_scan` (every scan as a per-token Scan, e.g. to compare with the SSD form)."""
-    decl, sizes, order = _resolve(decl, sizes)
+                force_scan: bool = False, check: bool = True, merge: str | None = None) -> onnx.ModelProto:
+    """Export `decl` (a library entry or op name, a Spec, a Graph or a `ssmc.compile` result) as
+    ONNX; write it to `path` if given and return the model.  Options: `opset` (18–23), `fp16` (fp16
+    inputs/outputs, fp32 arithmetic inside), `step` (the single-token decode graph), `lti` ("scan"
+    or "dft": DFT convolution for time-invariant diagonal scans), `chunk_size` (Mamba-2's SSD
+    chunks), `force_scan` (every scan as a per-token Scan, e.g. to compare with the SSD form),
+    `merge` (only for "multi_order_scan": sum, mean, concat or gated).  Graphs with a gather
+    (multi-order) scan export without state in/out."""
+    decl, sizes, order = _resolve(decl, sizes, merge)
     graph, rename = _stateful_graph(decl, bool(step))
     fixed = {k: v for k, v in sizes.items() if k not in ("batch", "L")}
     model = to_onnx(graph, fixed, opset=opset, fp16=bool(fp16), lti=lti, chunk=chunk_size, rename=rename,

@@ -87,6 +87,24 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
     return compile(m.build(), backend=backend)
 
 
+def multi_order_graph(K: int = 1, merge: str = "sum", *, D: bool = True, z: bool = True,
+                      delta_bias: bool = True, delta_softplus: bool = True):
+    """The (optimized) IR graph `multi_order_scan` runs, e.g. to export it with
+    `ssmc.export_onnx(graph, sizes={"K": K, "dim": dim, "KD": K * dim, "N": N})`.
+
+    Inputs: u, z (batch, dim, L); delta (batch, KD, L) — multi_order_scan's (batch, K, dim, L)
+    flattened, channel k·dim + d; delta_bias, D (KD,); A (KD, N); B, C (batch, K, N, L); orders
+    (K, L) integer; gate (batch, KD, L) with merge="gated".  Output `out` (batch, dim, L), or
+    (batch, KD, L) with merge="concat".  D, z and delta_bias are inputs when True; K only
+    matters for merge="mean" (the 1/K scale)."""
+    if merge not in MERGES:
+        raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
+    if not isinstance(K, (int, np.integer)) or isinstance(K, bool) or K < 1:
+        raise ValueError(f"K: expected a positive integer, got {K!r}")
+    return _compiled(bool(D), bool(z), bool(delta_bias), bool(delta_softplus), "numpy", merge,
+                     int(K) if merge == "mean" else 1).graph
+
+
 def _shape(x) -> tuple:
     return tuple(getattr(x, "shape", ()))
 

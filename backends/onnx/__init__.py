@@ -3,7 +3,8 @@
     model = to_onnx(graph, sizes={"dim": 64, "N": 16})   # batch and L stay symbolic
 
 Each scan is lowered as `strategy.choose_lowering` decides (a Scan, Mamba-2's chunked SSD form,
-or an optional DFT convolution for LTI scans); the graph's size does not depend on L.
+or an optional DFT convolution for LTI scans); the graph's size does not depend on L.  Gather
+(multi-order) scans run as a Scan in the orders' permuted time, the orders an int64 graph input.
 """
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def to_onnx(graph: Graph, sizes: dict, *, opset: int = DEFAULT_OPSET, fp16: bool
     if missing:
         raise ValueError(f"sizes: the ONNX graph fixes every size but batch and L; give {missing} "
                          f"(sizes given: {dict(sizes)})")
+    heads = next((s for s, r in roles.items() if r == "h"), None)
+    for s, r in roles.items():
+        if r in ("g", "r") and heads is not None and sizes[heads] % sizes[s]:
+            what = "groups" if r == "g" else "(shared by every block of channels)"
+            raise ValueError(f"sizes: {s}={sizes[s]} {what} must divide {heads}={sizes[heads]}")
     lw = Lowering(g, dict(sizes), role_sizes(g, sizes), fp16, dict(rename or {}), chunk, opset)
     model = build_model(lw)
     onnx.helper.set_model_props(model, {

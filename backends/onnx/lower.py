@@ -13,6 +13,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ssmc.ir import ROLES, Graph, IRError
+from ssmc.ir.ops import is_gather
 from ssmc.ir.symbolic import lower as lower_expr
 from ssmc.ir.types import value_role
 
@@ -36,6 +37,7 @@ class Lowering:
         self._dims = {}
         self.owner = {}  # node id -> the scan whose lowering produces it
         self._busy = set()
+        self._orders = {}  # gather-index node id -> its flat indices (gather_order)
         self.regions = {s: scan_region(g, s) for s in g.ids("scan")}
         for s, r in self.regions.items():
             for i in (s, *r.body, *r.last):
@@ -111,6 +113,8 @@ class Lowering:
                 target = [0 if b.role == "b" else -1 if b.role == "t" else
                           self.roles["h"] if b.role == "g" else self.roles[value_role(b.role)] for b in axes]
                 x = em.op("Reshape", [x, em.ints(target)])
+            if a.role == "r":  # channel h reads h % R (shared by every block of R channels): one Gather
+                x = em.op("Gather", [x, self._block_channels(self.sizes[a.symbol])], axis=k)
         have = [value_role(a.role) for a in axes]
         perm = [have.index(r) for r in ROLES if r in have]
         if perm != list(range(len(perm))):
@@ -118,16 +122,41 @@ class Lowering:
         missing = [k for k, r in enumerate(ROLES) if r not in have]
         return em.op("Unsqueeze", [x, em.ints(missing)]) if missing else x
 
+    def _block_channels(self, size: int) -> str:
+        """The int64 constant [h % size for h < H]: the shared channel each of the H channels reads."""
+        H = self.roles["h"]
+        if H % size:
+            raise IRError(f"{self.g.name}: a shared (role r) axis of {size} must divide the {H} channels")
+        return self.em.ints(np.arange(H) % size)
+
+    def _merge_blocks(self, p: str, role: str, size: int, dims: set) -> str:
+        """A canonical value over all H channels summed to `size` channels: for role r (a multi-order
+        scan's merge) the blocks h = block·size + j are added; for role g the heads of each group.
+        `dims`: the roles p is full along (size 1 along the others)."""
+        em, H = self.em, self.roles["h"]
+        if H % size:
+            raise IRError(f"{self.g.name}: an output axis of role {role} and size {size} must divide "
+                          f"the {H} channels")
+        blocks = H // size
+        split = [blocks, size] if role == "r" else [size, blocks]
+        rest = [self.roles[r] if r in dims else 1 for r in "pn"]
+        x = em.op("Reshape", [p, em.ints([0, 0, *split, -1])])
+        x = em.op("ReduceSum", [x, em.ints([2 if role == "r" else 3])], keepdims=0)
+        return em.op("Reshape", [x, em.ints([0, 0, size, *rest])])
+
     def lower_output(self, i: int) -> None:
         n = self.g[i]
         em = self.em
         axes = n.attr("axes")
-        want = [a.role for a in axes]
+        want = [value_role(a.role) for a in axes]
+        merged = next((a for a in axes if a.role in ("g", "r")), None)
         value = self.g[n.args[0]]
         parts = []
         for p in self.val(n.args[0]):
             if set(want) - value.type.dims:  # the layout has an axis the value is constant along
                 p = em.op("Expand", [p, self.shape_of(set(want))])
+            if merged is not None:  # channels sharing the output's h % R (or group) are summed
+                p = self._merge_blocks(p, merged.role, self.sizes[merged.symbol], set(want))
             drop = [k for k, r in enumerate(ROLES) if r not in want]
             if drop:
                 p = em.op("Squeeze", [p, em.ints(drop)])
@@ -191,14 +220,80 @@ class Lowering:
             self.lower_stepwise(s)
 
     def scan_operands(self, s: int):
-        """(Ā parts with resets applied, x parts, h0 parts or None) of scan s, rank 5."""
+        """(Ā parts with resets applied, x parts, h0 parts or None) of scan s, rank 5; for a gather
+        order, Ā, x and seq_idx are read in the scan's own (permuted) time: step k at axis 1."""
         n = self.g[s]
         rest = list(n.args[2:])
         h0 = self.val(rest.pop(0)) if n.attr("has_h0") else None
         a, x = self.val(n.args[0]), self.val(n.args[1])
-        if n.attr("reset"):
-            a = self._reset(a, self.val(rest.pop(0))[0], n.attr("order").kind == "reverse")
+        seq = rest.pop(0) if n.attr("reset") else None
+        gather = self.gather_order(rest.pop(0)) if is_gather(n.attr("order")) else None
+        if gather is not None:
+            a, x = self.permute(a, n.args[0], gather), self.permute(x, n.args[1], gather)
+        if seq is not None:
+            seq_val = self.val(seq) if gather is None else self.permute(self.val(seq), seq, gather)
+            a = self._reset(a, seq_val[0], n.attr("order").kind == "reverse")
         return a, x, h0
+
+    # --- gather (permutation) orders --------------------------------------------------------------
+    def gather_order(self, idx: int) -> tuple:
+        """(forward, inverse, G, flat shape) for a gather order's index operand.
+
+        forward and inverse are flat int64 indices into a value reshaped to `flat shape`
+        (b, L·G, rest) — G the groups the index has (1, its g axis, or every channel), rest a block
+        of H/G channels — so that one batch-free Gather on axis 1 reads step k of group j at time
+        index[j, k] (forward) or puts it back (inverse: time t of group j from the step that
+        visited it).  The inverse permutation is computed in the graph (ScatterElements), so the
+        orders stay a graph input, any permutations at run time."""
+        if idx in self._orders:
+            return self._orders[idx]
+        em, node, H = self.em, self.g[idx], self.roles["h"]
+        if "h" not in node.type.dims:
+            G = 1
+        elif node.op == "input" and any(a.role == "g" for a in node.attr("axes")):
+            G = self.sizes[next(a.symbol for a in node.attr("axes") if a.role == "g")]
+        else:
+            G = H
+        order = self.val(idx)[0]  # (1, L, H or 1, 1, 1) int64: channel h's step k visits time order[k, h]
+        if G < H and "h" in node.type.dims:  # one channel per group: the first of each block of H/G
+            order = em.op("Gather", [order, em.ints(np.arange(G) * (H // G))], axis=2)
+        order = em.op("Reshape", [order, em.ints([-1, G])])  # (L, G)
+        groups = em.ints(np.arange(G))
+        G_ = em.const(G, np.int64)
+        length = em.op("Squeeze", [em.op("Shape", [order], start=0, end=1), em.ints([0])])
+        steps = em.op("Range", [em.const(0, np.int64), length, em.const(1, np.int64)])  # (L,)
+        steps = em.op("Expand", [em.op("Unsqueeze", [steps, em.ints([1])]), em.op("Shape", [order])])
+        inverse = em.op("ScatterElements", [order, order, steps], axis=0)  # inverse[order[k, j], j] = k
+
+        def flat(m):  # (L, G) times -> flat positions t·G + j of a (L·G) axis
+            return em.op("Reshape", [em.op("Add", [em.op("Mul", [m, G_]), groups]), em.ints([-1])])
+
+        forward = flat(order)
+        flat_shape = em.op("Concat", [em.ints([0]), em.op("Shape", [forward]), em.ints([-1])], axis=0)
+        self._orders[idx] = (forward, flat(inverse), G, flat_shape)
+        return self._orders[idx]
+
+    def _regather(self, parts: tuple, dims: set, index: str, gather: tuple) -> tuple:
+        """Each part (rank 5, time on axis 1) read at the flat time indices `index` per group."""
+        if "t" not in dims:  # the same at every step
+            return parts
+        em, out = self.em, []
+        G, flat_shape = gather[2], gather[3]
+        for p in parts:
+            if G > 1 and "h" not in dims:  # the groups read it at different times: one copy per channel
+                p = em.op("Expand", [p, em.ints([1, 1, self.roles["h"], 1, 1])])
+            flat = em.op("Reshape", [p, flat_shape])  # (b, L·G, H/G·p·n)
+            out.append(em.op("Reshape", [em.op("Gather", [flat, index], axis=1), em.op("Shape", [p])]))
+        return tuple(out)
+
+    def permute(self, parts: tuple, i: int, gather: tuple) -> tuple:
+        """Value i (its parts) in the scan's permuted time."""
+        return self._regather(parts, self.g[i].type.dims, gather[0], gather)
+
+    def unpermute(self, parts: tuple, i: int, gather: tuple) -> tuple:
+        """A per-step result of a gather-order scan put back at the times its steps visited."""
+        dims = set(self.g[i].type.dims) | ({"h"} if gather[2] > 1 else set())
+        return self._regather(parts, dims, gather[1], gather)
 
     def _reset(self, a: tuple, seq: str, reverse: bool) -> tuple:
         """Ā = 0 where seq_idx differs from the previous step's (in scan order): the state restarts."""
@@ -239,7 +334,8 @@ class Lowering:
         outside = []
         for i in region.body:
             outside += [j for j in g[i].args if j not in inside and j not in outside]
-        outer = {j: self.val(j) for j in outside}
+        gather = self.gather_order(n.args[-1]) if is_gather(n.attr("order")) else None
+        outer = {j: self.val(j) if gather is None else self.permute(self.val(j), j, gather) for j in outside}
         outer["a"], outer["x"] = a, x
 
         scan_in, body_name = [], {}  # outer names sliced per step, and what the body calls them
@@ -285,6 +381,8 @@ class Lowering:
         for f in region.frontier:
             k = len(vals[f])
             self.vals[f], ys = tuple(ys[:k]), ys[k:]
+            if gather is not None:  # step k back at the time it visited
+                self.vals[f] = self.unpermute(self.vals[f], f, gather)
         last = tuple(em.op("Unsqueeze", [p, em.ints([T])]) for p in final)
         for i in region.last:
             self.vals[i] = last

@@ -2,7 +2,8 @@
 
 Three lowerings:
   * "scan"    — one ONNX Scan whose small body steps the state and the readout; works for every
-                state kind, order and reset (the default);
+                state kind, order and reset (the default), and is the only one for gather
+                (multi-order) scans: run in the orders' permuted time, the readout put back;
   * "chunked" — Mamba-2's SSD form for scalar-per-head states: within a chunk a masked
                 (C·Bᵀ ∘ decay)·X MatMul, between chunks a short Scan over chunk states;
   * "dft"     — for time-invariant (LTI) diagonal scans, on request: the readout's impulse
@@ -12,7 +13,7 @@ and tests can see it.
 """
 from __future__ import annotations
 
-from ssmc.ir import Graph, IRError
+from ssmc.ir import Graph
 from ssmc.ir.passes.structure import scan_region, ssd_reason
 
 LTI_CHOICES = ("scan", "dft")
@@ -52,16 +53,14 @@ def choose_lowering(g: Graph, lti: str = "scan", force_scan: bool = False) -> Gr
     if lti not in LTI_CHOICES:
         raise ValueError(f"lti: expected one of {LTI_CHOICES}, got {lti!r}")
     nodes = list(g.nodes)
-    for i, n in enumerate(g.nodes):
-        if n.op == "scan" and n.attr("order").kind == "gather":
-            raise IRError(f"node %{i} (scan): a gather (permutation) order has no ONNX lowering yet")
-        if n.op in ("input", "output") and any(a.role == "r" for a in n.attr("axes")):
-            raise IRError(f"node %{i} ({n.op} {n.attr('name')}): an axis shared across channel blocks "
-                          f"(role r, a multi-order scan) has no ONNX lowering yet")
     for i in g.ids("scan"):
         r = scan_region(g, i)
         ssd_why = ssd_reason(g, r)
-        if force_scan:
+        if g[i].attr("order").kind == "gather":
+            kind, why = "scan", ("one Scan step per token in the gather order's permuted time: Ā, x and the "
+                                 "readout's time-varying operands read along the orders (one Gather each, per "
+                                 "group), the readout put back with the inverse permutation (ScatterElements)")
+        elif force_scan:
             kind, why = "scan", "one Scan step per token (forced)"
         elif ssd_why is None:
             kind, why = "chunked", "scalar-per-head state with an outer-product input and a C·h readout: SSD chunks"
