@@ -112,6 +112,7 @@ class _Bwd:
         self.ext = _extents(graph)
         self.partial = _partials(graph)
         self.atomic = set()  # names of outputs written with atomic adds
+        self.blocks = set()  # names of outputs written per block of channels (schedule.partials)
         self.scan_tiles = {}  # scan id -> (Ā' tile names, checkpoint state names, reset flag)
 
     def out(self, phase, line):
@@ -268,14 +269,21 @@ class _Bwd:
         src, e = em.names[n.args[0]], self.ext[n.args[0]]
         atomic = bool(self.partial[n.args[0]]) or any(a.role == "g" for a in axes)
         self.out(phase, f"{p}_ptrs = {ptrs}")
+        summed_here = atomic and e[0] and not any(a.role in "hpg" for a in axes)  # over every channel
+        per_block = summed_here and self.sched.partials and not self.partial[n.args[0]] - {"h", "p"}
         for k, part in enumerate(src):
             tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
-            if atomic and e[0] and not any(a.role in "hpg" for a in axes):  # channels summed here
+            if summed_here:
                 part = f"tl.sum(tl.where(mask_d{ta.bc('d')}, {part}, 0.0), axis={ta.ax('d')}, keep_dims=True)"
             val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
+            if per_block:  # this block's slice of the (blocks, ...) buffer; the launcher sums it
+                self.out(phase, f"tl.store({tgt} + tl.program_id(1) * {p}_sblk, {val}{', mask=' + mask if mask else ''})")
+                continue
             fn = "tl.atomic_add" if atomic else "tl.store"
             self.out(phase, f"{fn}({tgt}, {val}{', mask=' + mask if mask else ''})")
-        if atomic:
+        if per_block:
+            self.blocks.add(n.attr("name"))
+        elif atomic:
             self.atomic.add(n.attr("name"))
 
     # --- driver ---------------------------------------------------------------------------------
@@ -320,6 +328,7 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     outputs = [graph[i] for i in graph.ids("output")]
     params = tensor_params(graph, inputs + outputs) + ["ck_ptr", "sc_ptr", "L", "NCH", "P", "N", "HG", "NCK",
                                                        "M", "NSEG"]
+    params += [f"{param_name(graph, n)}_sblk" for n in outputs if n.attr("name") in bw.blocks]
     consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
     parts = 2 if state.complex else 1
@@ -368,6 +377,6 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     kernel = "\n".join(["@triton.jit", f"def {kname}(", *[f"    {p}," for p in params + consts], "):",
                         *["    " + x for x in body]])
     from .launcher import backward_launcher_source
-    launcher = backward_launcher_source(graph, kname, inputs, outputs, bw.atomic, parts, acc)
+    launcher = backward_launcher_source(graph, kname, inputs, outputs, bw.atomic, parts, acc, bw.blocks)
     mimo = any(graph[i].attr("io") == "mimo" for i in scans)
     return _module(graph, kname, with_acc_literals(kernel, acc), inputs, outputs, schedule, mimo, launcher)

@@ -38,6 +38,9 @@ class Schedule:
     # backward: time steps between states stored by the forward sweep (a power of two; 0 = about
     # √(L·chunk), which balances the checkpoints against the per-segment chunk states)
     checkpoint: int = 0
+    # backward: a gradient summed over the channel blocks (B, C shared by every channel) written per
+    # block and summed after the kernel, instead of atomic adds of every block into one buffer
+    partials: bool = False
 
     def __post_init__(self):
         if sorted(self.layout) != ["d", "n", "t"]:

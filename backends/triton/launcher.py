@@ -95,10 +95,11 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
     return "\n".join(lines)
 
 
-def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc) -> str:
+def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc, blocks=frozenset()) -> str:
     """`launch` of a backward kernel: gradients in the arithmetic dtype (fp32, or fp64 for float64
-    inputs); those finished by atomic adds start from zeros; a checkpoint buffer of one state per
-    chunk (batch, chunks, channels, N, parts)."""
+    inputs); those finished by atomic adds start from zeros; those in `blocks` are written per
+    block of channels into a (blocks, ...) buffer and summed here; a checkpoint buffer of one state
+    per chunk (batch, chunks, channels, N, parts)."""
     from .codegen import param_name
     outs = [param_name(graph, n) for n in outputs]
     real = f"torch.{acc}"
@@ -112,7 +113,12 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc) 
         if n.op == "output":
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
             dtype = cplx if cx else real
-            if n.attr("name") in atomic:  # finished by atomic adds: starts from zero
+            if n.attr("name") in blocks:  # per block of channels: a (blocks, ...) buffer, summed below
+                nblk = "triton.cdiv(NCH, min(sched['block_d'], triton.next_power_of_2(NCH)))"
+                lines.append(f"    {p}_given = {p}")
+                lines.append(f"    {p}_blocks = torch.empty(({nblk}, {shape},), device=device, dtype={dtype})")
+                lines.append(f"    {p} = {p}_blocks[0]")
+            elif n.attr("name") in atomic:  # finished by atomic adds: starts from zero
                 lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype={dtype}) if {p} is None else {p}.zero_()")
             else:
                 lines.append(f"    if {p} is None:")
@@ -137,9 +143,12 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc) 
         f"    LAST_COMPILED = {kname}[grid](",
         *[f"        {a}," for a in args],
         "        ckpt, scratch, L, NCH, P, N, HG, NCK, M, NSEG,",
+        *[f"        {param_name(graph, n)}_blocks.stride(0)," for n in outputs if n.attr("name") in blocks],
         "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
         "        num_warps=sched['num_warps'],",
         "    )",
+        *[f"    {p} = {p}_blocks.sum(0) if {p}_given is None else torch.sum({p}_blocks, 0, out={p}_given)"
+          for p in (param_name(graph, n) for n in outputs if n.attr("name") in blocks)],
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
     ]
     return "\n".join(lines)
