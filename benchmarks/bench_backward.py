@@ -8,7 +8,10 @@ Shapes (bf16 sequences, fp32 parameters):
   * Mamba-1 selective scan: batch 4, dim 4096, L 2048, N 16; softplus(Δ + bias), D skip, silu(z) gate
     (ssmc.ops.selective_scan; mamba_ssm's selective_scan_fn when importable);
   * Mamba-2 SSD: batch 4, L 2048, H 64, P 64, G 1, N 128; softplus(dt + bias), D per head
-    (ssmc.ops.ssd; mamba_ssm's mamba_chunk_scan_combined when importable).
+    (ssmc.ops.ssd; mamba_ssm's mamba_chunk_scan_combined when importable);
+  * VMamba SS2D: batch 8, dim 384, a 56×56 grid, N 16, K 4 orders (ssmc.ops.multi_order_scan, its
+    backward ssmc.orders_backward) against the unfused pipeline a user writes today (permuted copies,
+    ssmc.ops.selective_scan per order, unpermute, sum), whose float64 run is also its check.
 Before timing, every gradient is checked at a reduced shape against torch autograd through a float64
 PyTorch loop (tests/grad_refs.py) on the GPU: the CPU tests run Triton's interpreter, so this is
 where GPU-only lowering problems (tl.gather, reverse scans, atomics) would show.
@@ -98,6 +101,46 @@ def mamba_ssd():
                                                 dt_bias=a["dt_bias"], dt_softplus=True)), None
 
 
+def ss2d_inputs(b, d, H, W, N, K=4, seed=0):
+    """VMamba's SS2D: K = 4 orders (row, col and their reverses) of an H×W grid, per-order Δ, A, B, C, D."""
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    r = lambda *s, dtype=torch.bfloat16: torch.randn(*s, device=DEVICE, generator=g).to(dtype)
+    L = H * W
+    orders = [torch.as_tensor(o, device=DEVICE) for o in ops.scan_orders_2d(H, W, ["row", "col", "row_rev", "col_rev"])]
+    ORDERS[(H, W)] = orders
+    return dict(u=r(b, d, L), delta=r(b, K, d, L) * 0.5 - 1.0, A=-torch.exp(r(K, d, N, dtype=torch.float32) * 0.5),
+                B=r(b, K, N, L), C=r(b, K, N, L), D=r(K, d, dtype=torch.float32), z=r(b, d, L),
+                delta_bias=r(K, d, dtype=torch.float32) * 0.1)
+
+
+ORDERS: dict = {}  # (H, W) -> the SS2D orders, torch tensors (checked once by ssmc, then remembered)
+
+
+def _orders_of(a):
+    return next(o for o in ORDERS.values() if len(o[0]) == a["u"].shape[-1])
+
+
+def ssmc_ss2d(a):
+    return ops.multi_order_scan(a["u"], a["delta"], a["A"], a["B"], a["C"], _orders_of(a), a["D"], a["z"],
+                                a["delta_bias"], delta_softplus=True, backend="triton")
+
+
+def unfused_ss2d(a):
+    """The pipeline a user writes today: a permuted copy per order, ssmc's single-order scan, unpermute, sum."""
+    y = 0
+    for k, o in enumerate(_orders_of(a)):
+        inv = torch.argsort(o)
+        yk = ops.selective_scan(a["u"][..., o], a["delta"][:, k][..., o], a["A"][k], a["B"][:, k][..., o],
+                                a["C"][:, k][..., o], a["D"][k], None, a["delta_bias"][k], delta_softplus=True,
+                                backend="triton")
+        y = y + yk[..., inv]
+    return y * torch.nn.functional.silu(a["z"])
+
+
+def unfused():
+    return unfused_ss2d, None
+
+
 # --- checks ------------------------------------------------------------------------------
 
 def check(kind, smoke=False):
@@ -109,6 +152,9 @@ def check(kind, smoke=False):
         a, f = scan_inputs(2, 8 if smoke else 64, L, 16, seed=1), ssmc_scan
         ref = lambda t: grad_refs.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"],
                                                  t["delta_bias"], delta_softplus=True)[0]
+    elif kind == "ss2d":  # the fused multi-order backward against the unfused pipeline's (float64)
+        a, f = ss2d_inputs(2, 8 if smoke else 32, 5, 7, 16, seed=1), ssmc_ss2d
+        ref = unfused_ss2d
     else:
         a, f = ssd_inputs(2, L, 4, 8 if smoke else 64, 1, 16 if smoke else 128, seed=1), ssmc_ssd
         ref = lambda t: grad_refs.ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], None, t["dt_bias"],
@@ -189,10 +235,11 @@ def sweep(kind, a, scheds):
 
 
 SWEEPS = {
-    "mamba1": [None, dict(layout="dnt", block_d=4, chunk=16, num_warps=4), dict(layout="tnd", block_d=16, chunk=8,
-                                                                             num_warps=4),
-               dict(layout="dnt", block_d=8, chunk=16, num_warps=8, checkpoint=256),
-               dict(layout="tdn", block_d=2, chunk=32, num_warps=8)],
+    "mamba1": [None, dict(layout="tnd", block_d=16, chunk=8, num_warps=4),  # the previous default (atomics)
+               dict(layout="tnd", block_d=64, chunk=1, num_warps=4),  # the default without per-block partials
+               dict(layout="tnd", block_d=32, chunk=4, num_warps=4, partials=True),
+               dict(layout="tnd", block_d=32, chunk=2, num_warps=2, partials=True),
+               dict(layout="tnd", block_d=128, chunk=1, num_warps=4, partials=True)],
     # the chunked (tensor-core) backward by chunk length and warps (None: the cost model's choice)
     "mamba2": [None] + [ChunkedSchedule(chunk=q, num_warps=w, num_stages=st)
                         for q, w, st in ((16, 4, 2), (32, 4, 2), (32, 8, 1), (32, 8, 3), (64, 4, 2), (64, 8, 2))],
@@ -209,13 +256,16 @@ def main():
     if args.smoke:
         DEVICE = "cpu"
         shapes = {"mamba1": ("Mamba-1 (smoke) B1 D8 L40 N4", scan_inputs(1, 8, 40, 4), ssmc_scan, mamba_scan),
-                  "mamba2": ("Mamba-2 (smoke) B1 L40 H2 P4 G1 N8", ssd_inputs(1, 40, 2, 4, 1, 8), ssmc_ssd, mamba_ssd)}
+                  "mamba2": ("Mamba-2 (smoke) B1 L40 H2 P4 G1 N8", ssd_inputs(1, 40, 2, 4, 1, 8), ssmc_ssd, mamba_ssd),
+                  "ss2d": ("SS2D (smoke) B1 D4 3x4 N4 K4", ss2d_inputs(1, 4, 3, 4, 4), ssmc_ss2d, unfused)}
         print("# ssmc backward benchmark — smoke run on CPU (no timings)\n")
     else:
         shapes = {"mamba1": ("Mamba-1 selective scan B4 D4096 L2048 N16 bf16", scan_inputs(4, 4096, 2048, 16),
                              ssmc_scan, mamba_scan),
                   "mamba2": ("Mamba-2 SSD B4 L2048 H64 P64 G1 N128 bf16", ssd_inputs(4, 2048, 64, 64, 1, 128),
-                             ssmc_ssd, mamba_ssd)}
+                             ssmc_ssd, mamba_ssd),
+                  "ss2d": ("VMamba SS2D B8 D384 56x56 N16 K4 bf16", ss2d_inputs(8, 384, 56, 56, 16), ssmc_ss2d,
+                           unfused)}
         print(f"# ssmc backward benchmark — {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
     results = {}
     table = ["| shape | impl | fwd ms | fwd+bwd ms | bwd ms (diff) | extra memory fwd+bwd | inputs | extra / inputs |",
@@ -233,7 +283,7 @@ def main():
         impls = [("ssmc", f)]
         mf, why = other()
         if mf is not None:
-            impls.append(("mamba_ssm", mf))
+            impls.append(("unfused pipeline" if kind == "ss2d" else "mamba_ssm", mf))
         else:
             print(f"  mamba_ssm not importable: {why}")
         for name, fn in impls:
@@ -245,7 +295,7 @@ def main():
             results[kind][name] = dict(fwd_ms=t_fwd, fwd_bwd_ms=t_all, extra_bytes=extra, input_bytes=inb)
             table.append(f"| {title} | {name} | {t_fwd:.3f} | {t_all:.3f} | {t_all - t_fwd:.3f} | "
                          f"{extra / 2**20:.0f} MiB | {inb / 2**20:.0f} MiB | {extra / inb:.2f} |")
-        if not args.quick:
+        if not args.quick and kind in SWEEPS:
             rows = sweep(kind, a, SWEEPS[kind])
             results[kind]["sweep"] = [(str(s), ms, ws) for s, ms, ws in rows]
             print(f"\n{title}: backward kernel alone, by schedule (None = the cost model's choice)\n")

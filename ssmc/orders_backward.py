@@ -7,10 +7,9 @@ time-varying input gathered into its order's time, run by the generated backward
 (`ssmc.ops.selective_scan_backward`), and the gradients gathered back to sequence positions with
 the inverse permutations; the gradients of the shared u sum over the orders.
 
-The merge and the gate are applied here, outside the kernel: the cotangent of order k's result
-y_k (its scan plus D_k·u) is dout·silu(z) (sum), /K (mean), dout_k·silu(z) (concat) or
-dout·silu(z)·gate_k (gated); z's and the gate's gradients need the y_k themselves, which one more
-launch of the fused forward (merge="concat", no z) recomputes.
+Each order's result is silu(z)·y_k (z tiled like u, so the kernel also gives z's gradient per order);
+the merge sets its cotangent: dout (sum), dout/K (mean), dout_k (concat) or dout·gate_k (gated).  The
+gate's gradient needs the y_k themselves, which one more launch of the fused forward recomputes.
 
 Unlike the forward, this materializes order-time copies of the inputs (u, z and the cotangent K
 times, Δ, B, C once): a gather-order backward kernel is not generated yet.
@@ -46,22 +45,21 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     def blocks(x):  # (batch, dim, L) shared by the orders -> (batch, K, dim, L)
         return x[:, None].expand(batch, K, dim, L)
 
-    gz = F.silu(z.float()) if z is not None else None
     d = dout.float()
-    if merge == "concat":
-        dy = d * gz[:, None] if gz is not None else d
+    if merge == "concat":  # the cotangent of each order's gated result silu(z)·y_k
+        dy = d
     else:
-        w = d * gz if gz is not None else d
-        dy = blocks(w) / K if merge == "mean" else blocks(w)
+        dy = blocks(d) / K if merge == "mean" else blocks(d)
         if merge == "gated":
             dy = dy * gate.float()
     flat = lambda x: x.reshape(batch, K * dim, L)  # noqa: E731
+    in_time = lambda x: flat(in_order_time(x)).contiguous()  # noqa: E731
     grads = selective_scan_backward(
-        flat(in_order_time(dy)).contiguous(), None, flat(in_order_time(blocks(u))).contiguous(),
-        flat(in_order_time(delta)).contiguous(), A.reshape(K * dim, N), in_order_time(B).contiguous(),
-        in_order_time(C).contiguous(), None if D is None else D.reshape(K * dim), None,
-        None if delta_bias is None else delta_bias.reshape(K * dim), delta_softplus, backend="triton")
-    du_k, ddelta_k, dA, dB_k, dC_k, dD, _, dbias = grads
+        in_time(dy), None, in_time(blocks(u)), in_time(delta), A.reshape(K * dim, N), in_order_time(B).contiguous(),
+        in_order_time(C).contiguous(), None if D is None else D.reshape(K * dim),
+        None if z is None else in_time(blocks(z)), None if delta_bias is None else delta_bias.reshape(K * dim),
+        delta_softplus, backend="triton")
+    du_k, ddelta_k, dA, dB_k, dC_k, dD, dz_k, dbias = grads
     unflat = lambda x: to_positions(x.reshape(batch, K, dim, L))  # noqa: E731
     du = unflat(du_k).sum(1).to(u.dtype)
     ddelta = unflat(ddelta_k).to(delta.dtype)
@@ -69,19 +67,10 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     dA = dA.reshape(A.shape)
     dD = None if dD is None else dD.reshape(D.shape)
     dbias = None if dbias is None else dbias.reshape(delta_bias.shape)
-    dz = dgate = None
-    if z is not None or gate is not None:  # these need each order's result: one fused forward launch
+    dz = None if z is None else unflat(dz_k).sum(1).to(z.dtype)
+    dgate = None
+    if gate is not None:  # each order's result itself: one more launch of the fused forward
         y = _run(u, delta, A, B, C, idx, D, None, delta_bias, None, delta_softplus, "concat", "triton").float()
-        if gate is not None:
-            dgate = ((d * gz if gz is not None else d)[:, None] * y).to(gate.dtype)
-        if z is not None:
-            zf = z.float()
-            s = torch.sigmoid(zf)
-            if merge == "concat":
-                pre = (d * y).sum(1)
-            else:
-                merged = {"sum": lambda: y.sum(1), "mean": lambda: y.mean(1),
-                          "gated": lambda: (gate.float() * y).sum(1)}[merge]()
-                pre = d * merged
-            dz = (pre * s * (1 + zf * (1 - s))).to(z.dtype)
+        w = d * F.silu(z.float()) if z is not None else d
+        dgate = (w[:, None] * y).to(gate.dtype)
     return [du, ddelta, dA, dB, dC, dD, dz, dbias, dgate]

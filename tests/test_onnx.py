@@ -245,8 +245,8 @@ def test_dft_convolution_option(name, opset, rng):
     for L in LENGTHS:
         x = inputs(spec, {**sizes, "L": L}, rng)
         got = from_onnx(model, sess.run(None, to_feed(model, x)))
-        for k, ref in reference(spec, x).items():
-            assert_close(got[k], ref, 1e-4, f"{name} dft L={L} {k}")
+        for k, ref in reference(spec, x).items():  # fp32 FFTs of length >= 2L: error grows with log L
+            assert_close(got[k], ref, 3e-4, f"{name} dft L={L} {k}")
     _check_streaming(spec, sizes, model, rng)
 
 

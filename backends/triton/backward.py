@@ -270,14 +270,17 @@ class _Bwd:
         atomic = bool(self.partial[n.args[0]]) or any(a.role == "g" for a in axes)
         self.out(phase, f"{p}_ptrs = {ptrs}")
         summed_here = atomic and e[0] and not any(a.role in "hpg" for a in axes)  # over every channel
-        per_block = summed_here and self.sched.partials and not self.partial[n.args[0]] - {"h", "p"}
+        grouped = atomic and e[0] and any(a.role == "g" for a in axes) and not any(a.role in "hp" for a in axes)
+        per_block = ((summed_here or grouped) and self.sched.partials and "t" in {a.role for a in axes}
+                     and not self.partial[n.args[0]] - {"h", "p"})
         for k, part in enumerate(src):
             tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
-            if summed_here:
+            if summed_here or per_block:  # a group's channels: the launcher keeps a block in one group
                 part = f"tl.sum(tl.where(mask_d{ta.bc('d')}, {part}, 0.0), axis={ta.ax('d')}, keep_dims=True)"
             val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
             if per_block:  # this block's slice of the (blocks, ...) buffer; the launcher sums it
-                self.out(phase, f"tl.store({tgt} + tl.program_id(1) * {p}_sblk, {val}{', mask=' + mask if mask else ''})")
+                blk = "(tl.program_id(1) % ((P * HG) // BLOCK_D))" if grouped else "tl.program_id(1)"
+                self.out(phase, f"tl.store({tgt} + {blk} * {p}_sblk, {val}{', mask=' + mask if mask else ''})")
                 continue
             fn = "tl.atomic_add" if atomic else "tl.store"
             self.out(phase, f"{fn}({tgt}, {val}{', mask=' + mask if mask else ''})")

@@ -106,6 +106,15 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc, 
     cplx = "torch.complex128" if acc == "float64" else "torch.complex64"
     lines = launch_header(graph, inputs, outputs, "Run the backward kernel on torch tensors of one device; "
                                                   "returns {gradient name: tensor}.")
+    grouped = any(a.role == "g" for n in outputs if n.attr("name") in blocks for a in n.attr("axes"))
+    lines += [
+        "    BLOCK_N = triton.next_power_of_2(N)",
+        "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
+        *(["    while (HG * P) % BLOCK_D:  # per-block gradients of a B/C group: keep each block in one group",
+           "        BLOCK_D //= 2"] if grouped else []),
+        # blocks writing one slice of a per-block buffer: all of them, or those of one group
+        f"    NBLK = {'(HG * P) // BLOCK_D' if grouped else 'triton.cdiv(NCH, BLOCK_D)'}",
+    ]
     args = []
     for n in inputs + outputs:
         p = param_name(graph, n)
@@ -114,7 +123,7 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc, 
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
             dtype = cplx if cx else real
             if n.attr("name") in blocks:  # per block of channels: a (blocks, ...) buffer, summed below
-                nblk = "triton.cdiv(NCH, min(sched['block_d'], triton.next_power_of_2(NCH)))"
+                nblk = "NBLK"
                 lines.append(f"    {p}_given = {p}")
                 lines.append(f"    {p}_blocks = torch.empty(({nblk}, {shape},), device=device, dtype={dtype})")
                 lines.append(f"    {p} = {p}_blocks[0]")
@@ -127,8 +136,6 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc, 
         lines.append(line)
         args.append(arg)
     lines += [
-        "    BLOCK_N = triton.next_power_of_2(N)",
-        "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
         "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))  # MIMO: see the forward's launcher",
         "    NCK = triton.cdiv(L, CHUNK)",
         "    # a checkpoint every M chunks; chunk start states of one segment at a time in `scratch`",
