@@ -59,23 +59,29 @@ def scan_orders_2d(H: int, W: int, names) -> list:
 MERGES = ("sum", "mean", "concat", "gated")
 
 
+TIEABLE = ("delta", "A", "B", "C", "D", "delta_bias")
+
+
 @lru_cache(maxsize=64)
 def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend: str, merge: str = "sum",
-              K: int = 1):
+              K: int = 1, tied: frozenset = frozenset()):
+    """The graph: per-order parameters are K blocks of channels (axis KD, role h) or grouped by order
+    (B, C: axis K, role g); a tied one is shared by every block (role r, like u) or ungrouped."""
     from . import declare as d
     m = d.Builder("multi_order_scan")
+    ch = lambda name: "dim:r" if name in tied else "KD:h"  # noqa: E731
     u = m.input("u", ("batch", "dim:r", "L"))
-    delta = m.input("delta", ("batch", "KD:h", "L"))
+    delta = m.input("delta", ("batch", ch("delta"), "L"))
     if has_bias:
-        delta = delta + m.input("delta_bias", ("KD:h",))
+        delta = delta + m.input("delta_bias", (ch("delta_bias"),))
     if softplus:
         delta = d.softplus(delta)
-    A_bar, B_scale = m.discretize(delta, m.input("A", ("KD:h", "N")), "zoh_euler")
-    B, C = m.input("B", ("batch", "K:g", "N", "L")), m.input("C", ("batch", "K:g", "N", "L"))
+    A_bar, B_scale = m.discretize(delta, m.input("A", (ch("A"), "N")), "zoh_euler")
+    B, C = (m.input(x, ("batch", "N", "L") if x in tied else ("batch", "K:g", "N", "L")) for x in ("B", "C"))
     h = m.scan(A_bar, B_scale * B * u, order="gather", index=m.input("orders", ("K:g", "L"), integer=True))
     y = (C * h).sum("n")
     if has_D:
-        y = y + m.input("D", ("KD:h",)) * u
+        y = y + m.input("D", (ch("D"),)) * u
     if has_z:
         y = y * d.silu(m.input("z", ("batch", "dim:r", "L")))
     if merge == "mean":  # the sum over the K blocks, scaled
@@ -181,7 +187,7 @@ def _orders_traced(orders, K: int, L: int, like):
 
 
 def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,
-                     merge: str = "sum", gate=None, backend: str = "auto", _direct: bool = False):
+                     merge: str = "sum", gate=None, tie=(), backend: str = "auto", _direct: bool = False):
     """K selective scans of one sequence along K orders, summed (see the module docstring).
 
     u, z: (batch, dim, L), shared by every order; delta: (batch, K, dim, L); A: (K, dim, N);
@@ -190,6 +196,12 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     positions and read along order k.  `merge`: "sum" (the default) or "mean" of the K results, shape
     (batch, dim, L); "concat", shape (batch, K, dim, L); or "gated": Σ_k gate[:, k] ⊙ result_k, shape
     (batch, dim, L), with `gate` (batch, K, dim, L) in sequence positions (only with merge="gated").
+    `tie`: the parameters shared by every order (any of "delta", "A", "B", "C", "D", "delta_bias"),
+    given without their K axis — delta (batch, dim, L), A (dim, N), B/C (batch, N, L), D/delta_bias
+    (dim,) — as a bidirectional S4/S5-style layer ties them; Vision Mamba ties none.  A tied
+    parameter is one tensor in the IR read by every order (no copies; except that when Δ, A, D and the
+    bias are all tied, A is repeated K times — K·dim×N — so the graph keeps its K blocks of channels);
+    its gradient sums the orders.
     On the Triton backend it is differentiable (torch autograd; the backward is
     `ssmc.orders_backward`).
     """
@@ -198,22 +210,30 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     if (merge == "gated") != (gate is not None):
         raise ValueError("gate: merge='gated' takes a gate of shape (batch, K, dim, L)" if gate is None else
                          f"gate: given with merge={merge!r}; a gate is only used with merge='gated'")
+    tied = frozenset([tie] if isinstance(tie, str) else tie)
+    if not tied <= set(TIEABLE):
+        raise ValueError(f"tie: expected names among {TIEABLE}, got {sorted(tied - set(TIEABLE))}")
     if len(_shape(u)) != 3:
         raise ValueError(f"u: expected shape (batch, dim, L), got {_shape(u)}")
     batch, dim, L = _shape(u)
-    if len(_shape(delta)) != 4:
-        raise ValueError(f"delta: expected shape (batch, K, dim, L), got {_shape(delta)}")
-    K = _shape(delta)[1]
-    _expect("delta", delta, (batch, K, dim, L), "(batch, K, dim, L)")
-    if len(_shape(A)) != 3:
-        raise ValueError(f"A: expected shape (K, dim, N), got {_shape(A)}")
-    N = _shape(A)[2]
-    _expect("A", A, (K, dim, N), "(K, dim, N)")
-    for name, x in (("B", B), ("C", C)):
-        _expect(name, x, (batch, K, N, L), "(batch, K, N, L)")
-    for name, x in (("D", D), ("delta_bias", delta_bias)):
+    K = len(orders) if isinstance(orders, (list, tuple)) else _shape(orders)[0] if _shape(orders) else 0
+    if "delta" not in tied:  # K as delta gives it (the orders are then checked against it)
+        if len(_shape(delta)) != 4:
+            raise ValueError(f"delta: expected shape (batch, K, dim, L), got {_shape(delta)}")
+        K = _shape(delta)[1]
+    a_rank = 2 if "A" in tied else 3
+    if len(_shape(A)) != a_rank:
+        raise ValueError(f"A: expected shape {'(dim, N)' if a_rank == 2 else '(K, dim, N)'}, got {_shape(A)}")
+    N = _shape(A)[-1]
+    per_order = dict(delta=((batch, K, dim, L), "(batch, K, dim, L)"), A=((K, dim, N), "(K, dim, N)"),
+                     B=((batch, K, N, L), "(batch, K, N, L)"), C=((batch, K, N, L), "(batch, K, N, L)"),
+                     D=((K, dim), "(K, dim)"), delta_bias=((K, dim), "(K, dim)"))
+    shared = dict(delta=((batch, dim, L), "(batch, dim, L), tied"), A=((dim, N), "(dim, N), tied"),
+                  B=((batch, N, L), "(batch, N, L), tied"), C=((batch, N, L), "(batch, N, L), tied"),
+                  D=((dim,), "(dim,), tied"), delta_bias=((dim,), "(dim,), tied"))
+    for name, x in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("delta_bias", delta_bias)):
         if x is not None:
-            _expect(name, x, (K, dim), "(K, dim)")
+            _expect(name, x, *(shared if name in tied else per_order)[name])
     if z is not None:
         _expect("z", z, (batch, dim, L), "(batch, dim, L)")
     if gate is not None:
@@ -226,16 +246,30 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend)
 
 
+def tied_of(delta, A, B, C, D, delta_bias) -> frozenset:
+    """Which parameters of checked multi_order_scan arguments are tied (given without their K axis)."""
+    ranks = dict(delta=(delta, 3), A=(A, 2), B=(B, 3), C=(C, 3), D=(D, 1), delta_bias=(delta_bias, 1))
+    return frozenset(k for k, (x, r) in ranks.items() if x is not None and len(_shape(x)) == r)
+
+
 def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend):
     """multi_order_scan on arguments already checked, `orders` the (K, L) int64 array or tensor."""
-    batch, K, dim, L = _shape(delta)
-    N = _shape(A)[2]
+    batch, dim, L = _shape(u)
+    K, N = _shape(orders)[0], _shape(A)[-1]
+    tied = tied_of(delta, A, B, C, D, delta_bias)
+    channel_params = {k for k, x in (("delta", delta), ("A", A), ("D", D), ("delta_bias", delta_bias)) if x is not None}
+    if channel_params <= tied and gate is None:  # the K blocks of channels need one per-order input to exist:
+        tied = tied - {"A"}  # A, repeated (K·dim×N, small)
+        A = A[None].expand(K, dim, N) if hasattr(A, "expand") else np.broadcast_to(A[None], (K, dim, N))
     fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend, merge,
-                   K if merge == "mean" else 1)
-    flat = lambda x, *shape: None if x is None else x.reshape(*shape)  # noqa: E731  (a view when contiguous)
-    out = fn(u=u, delta=flat(delta, batch, K * dim, L), A=flat(A, K * dim, N), B=B, C=C,
-             orders=orders, D=flat(D, K * dim), z=z,
-             delta_bias=flat(delta_bias, K * dim), gate=flat(gate, batch, K * dim, L))["out"]
+                   K if merge == "mean" else 1, tied)
+
+    def flat(name, x, *shape):  # per-order (K, dim, ...) -> (K·dim, ...): a view when contiguous
+        return x if x is None or name in tied else x.reshape(*shape)
+    out = fn(u=u, delta=flat("delta", delta, batch, K * dim, L), A=flat("A", A, K * dim, N), B=B, C=C,
+             orders=orders, D=flat("D", D, K * dim), z=z,
+             delta_bias=flat("delta_bias", delta_bias, K * dim), gate=None if gate is None else
+             gate.reshape(batch, K * dim, L))["out"]
     return out.reshape(batch, K, dim, L) if merge == "concat" else out
 
 

@@ -26,10 +26,19 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     import torch.nn.functional as F
 
     from .ops import selective_scan_backward
-    from .orders import _run
+    from .orders import _run, tied_of
 
     batch, dim, L = u.shape
-    K, N = delta.shape[1], A.shape[2]
+    K, N = orders.shape[0], A.shape[-1]
+    # tied parameters (no K axis) take part as K identical views; their gradients sum the orders
+    tied = tied_of(delta, A, B, C, D, delta_bias)
+    given = dict(delta=delta, A=A, B=B, C=C, D=D, delta_bias=delta_bias)
+    if "delta" in tied:
+        delta = delta[:, None].expand(batch, K, dim, L)
+    if "A" in tied:
+        A = A[None].expand(K, dim, N)
+    B, C = (x[:, None].expand(batch, K, N, L) if name in tied else x for name, x in (("B", B), ("C", C)))
+    D, delta_bias = (x[None].expand(K, dim) if name in tied else x for name, x in (("D", D), ("delta_bias", delta_bias)))
     idx = orders.to(u.device, torch.int64)
     inv = torch.argsort(idx, dim=1)
 
@@ -70,7 +79,12 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     dz = None if z is None else unflat(dz_k).sum(1).to(z.dtype)
     dgate = None
     if gate is not None:  # each order's result itself: one more launch of the fused forward
-        y = _run(u, delta, A, B, C, idx, D, None, delta_bias, None, delta_softplus, "concat", "triton").float()
+        y = _run(u, *(given[k] for k in ("delta", "A", "B", "C")), idx, given["D"], None, given["delta_bias"], None,
+                 delta_softplus, "concat", "triton").float()
         w = d * F.silu(z.float()) if z is not None else d
         dgate = (w[:, None] * y).to(gate.dtype)
-    return [du, ddelta, dA, dB, dC, dD, dz, dbias, dgate]
+    grads = dict(delta=ddelta, A=dA, B=dB, C=dC, D=dD, delta_bias=dbias)
+    for name in tied:  # summed over the orders, back in the tied argument's layout and dtype
+        g = grads[name]
+        grads[name] = g.sum(1 if name in ("delta", "B", "C") else 0).to(given[name].dtype)
+    return [du, grads["delta"], grads["A"], grads["B"], grads["C"], grads["D"], dz, grads["delta_bias"], dgate]

@@ -186,8 +186,11 @@ def multi_order_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, 
 
 @multi_order_scan.register_fake
 def _(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge):
-    # concat keeps the K blocks (delta's layout and dtype); the merges have u's
-    return delta.new_empty(delta.shape) if merge == "concat" else u.new_empty(u.shape)
+    if merge != "concat":  # the merges have u's layout and dtype
+        return u.new_empty(u.shape)
+    # concat keeps the K blocks: delta's dtype when delta has that layout (the launcher's rule), else fp32
+    batch, dim, L = u.shape
+    return u.new_empty((batch, orders.shape[0], dim, L), dtype=delta.dtype if delta.dim() == 4 else torch.float32)
 
 
 _ORDER_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate")

@@ -139,3 +139,58 @@ def test_compiled_call_still_checks_the_orders(rng):
     torch._dynamo.reset()
     with pytest.raises(RuntimeError, match="permutation"):
         torch.compile(f, fullgraph=True, backend="aot_eager")(a["u"], a["delta"], a["A"], a["B"], a["C"])
+
+
+TIED_SHAPES = dict(delta=lambda a: a["delta"][:, 0], A=lambda a: a["A"][0], B=lambda a: a["B"][:, 0],
+                   C=lambda a: a["C"][:, 0], D=lambda a: a["D"][0], delta_bias=lambda a: a["delta_bias"][0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tie", [("A", "D", "delta_bias"), ("delta", "A", "B", "C", "D", "delta_bias"), ("B",)],
+                         ids=lambda t: "+".join(t))
+def test_tied_parameters(tie, device, rng):
+    """tie=: a parameter given once (no K axis) is read by every order — a bidirectional layer with tied
+    parameters (forward + reverse) — and its gradient sums the orders; the loop gets it repeated K times."""
+    L, K = 7, 2
+    orders = [np.arange(L), np.arange(L)[::-1].copy()]
+    a = _inputs(rng, 2, 3, L, 4, K)
+    a.pop("gate")
+    shared = {k: TIED_SHAPES[k](a).clone() for k in tie}
+    args = {**a, **shared}
+    want_np = _loop({k: v.double() for k, v in {**a, **{k: _repeat(k, v, K) for k, v in shared.items()}}.items()},
+                    orders, "sum")
+    got_np = ops.multi_order_scan(*(args[k].numpy() for k in ("u", "delta", "A", "B", "C")), orders,
+                                  args["D"].numpy(), args["z"].numpy(), args["delta_bias"].numpy(), True, tie=tie,
+                                  backend="numpy")
+    assert_close(got_np, want_np, 1e-5, "numpy forward")
+    leaves = {k: v.detach().clone().to(device).requires_grad_() for k, v in args.items()}
+    refs = {k: v.detach().double().to(device).requires_grad_() for k, v in args.items()}
+    y = ops.multi_order_scan(*(leaves[k] for k in ("u", "delta", "A", "B", "C")), orders, leaves["D"], leaves["z"],
+                             leaves["delta_bias"], True, tie=tie, backend="triton")
+    yr = _loop({k: _repeat(k, v, K) if k in tie else v for k, v in refs.items()}, orders, "sum")
+    w = torch.randn(yr.shape, dtype=torch.float64, device=device)
+    (y.double() * w).sum().backward()
+    (yr * w).sum().backward()
+    assert_close(y, yr, 1e-5, "triton forward")
+    for k, x in leaves.items():
+        assert x.grad.shape == x.shape, k
+        assert_close(x.grad, refs[k].grad, 1e-5, f"d{k}")
+
+
+def _repeat(name, x, K):
+    """A tied parameter as the per-order layout the loop reads: the same values for every order."""
+    axis = 1 if name in ("delta", "B", "C") else 0
+    return x.unsqueeze(axis).expand(*x.shape[:axis], K, *x.shape[axis:])
+
+
+def test_tie_errors_name_the_argument(rng):
+    a = _inputs(rng, 1, 2, 5, 3, 2)
+    orders = [np.arange(5), np.arange(5)[::-1].copy()]
+    call = lambda **kw: ops.multi_order_scan(*(kw.get(k, a[k]) for k in ("u", "delta", "A", "B", "C")), orders,  # noqa: E731
+                                             tie=kw.pop("tie"), backend="numpy")
+    with pytest.raises(ValueError, match="tie: expected names"):
+        call(tie=("u",))
+    with pytest.raises(ValueError, match=r"A: expected shape \(dim, N\)"):
+        call(tie=("A",))  # a per-order A given while tied
+    with pytest.raises(ValueError, match=r"B: expected shape .*\(batch, N, L\), tied"):
+        call(tie=("B",))
