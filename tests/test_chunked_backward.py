@@ -42,8 +42,8 @@ def _check(got, want, tol, what):
     for k, ref in want.items():
         if not np.any(ref):  # e.g. the decay's gradient at L=1 without an initial state: exactly zero
             assert torch.all(got[k] == 0), f"{what} {k}: expected zeros"
-        else:
-            assert_close(got[k], ref, tol, f"{what} {k}")
+        else:  # A's gradient sums signed terms over batch and time: up to 2.2e-5 over 25+ seeds at fp32
+            assert_close(got[k], ref, 1e-4 if k == "grad_A" else tol, f"{what} {k}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
