@@ -28,16 +28,10 @@ def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") ->
     from . import default_schedule
     if not any(n.type.time_varying for n in graph.nodes):
         return "step", "no time axis: one step per call, no loop"
-    why_not = chunked_reason(graph)
+    why_not = chunked_reason(graph) or _no_tensor_cores(roles, device_type, acc)
     if why_not is None:
         p, n, L = roles.get("p", 1), roles.get("n", 1), roles.get("t", 1)
-        if acc != "float32":
-            why_not = f"{acc} arithmetic (the chunked kernel computes in fp32)"
-        elif device_type != "cuda":
-            why_not = "chunked needs tensor cores (CUDA); the CPU interpreter runs the recurrence"
-        elif min(p, n) < MIN_CHUNKED:
-            why_not = f"P={p}, N={n}: below {MIN_CHUNKED}, most of each tl.dot tile would be padding"
-        elif L < CHUNK:
+        if L < CHUNK:
             why_not = f"L={L} is shorter than one chunk ({CHUNK})"
         else:
             return "chunked", f"scalar-per-head state of {p}×{n} per head: SSD chunks of {CHUNK} on tensor cores"
@@ -46,6 +40,18 @@ def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") ->
     sched = default_schedule(roles, device_type)
     kind = "sequential" if sched.chunk == 1 else "associative"
     return kind, f"not chunked ({why_not}); {kind} scan, schedule {sched}"
+
+
+def _no_tensor_cores(roles: dict, device_type: str, acc: str) -> str | None:
+    """Why a chunked (tl.dot) lowering does not pay or cannot run here, else None."""
+    p, n = roles.get("p", 1), roles.get("n", 1)
+    if acc != "float32":
+        return f"{acc} arithmetic (the chunked kernel computes in fp32)"
+    if device_type != "cuda":
+        return "chunked needs tensor cores (CUDA); the CPU interpreter runs the recurrence"
+    if min(p, n) < MIN_CHUNKED:
+        return f"P={p}, N={n}: below {MIN_CHUNKED}, most of each tl.dot tile would be padding"
+    return None
 
 
 def _gathered(graph: Graph) -> bool:
@@ -65,26 +71,19 @@ def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "flo
     return default_schedule(roles, device_type, stepwise=kind == "step")
 
 
+BWD_CHUNK = 32  # 4 warps, 2 stages: within 5% of a sweep's best on an H100 (chunk 16) at half its workspace
+
+
 def choose_backward(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> tuple:
     """(lowering, reason) for a backward graph (ssmc.ir.passes.adjoint): "chunked" (`ssd_backward.py`)
     for an SSD-shaped scan on CUDA, else the stepwise backward kernel (`backward.py`)."""
-    why_not = chunked_backward_reason(graph)
     p, n = roles.get("p", 1), roles.get("n", 1)
+    why_not = chunked_backward_reason(graph) or _no_tensor_cores(roles, device_type, acc)
+    if why_not is None and p > MAX_P:
+        why_not = f"P={p}: above {MAX_P}, a head's state and adjoint do not fit one program's registers"
     if why_not is None:
-        if acc != "float32":
-            why_not = f"{acc} arithmetic (the chunked kernel computes in fp32)"
-        elif device_type != "cuda":
-            why_not = "chunked needs tensor cores (CUDA); the CPU interpreter runs the recurrence"
-        elif min(p, n) < MIN_CHUNKED:
-            why_not = f"P={p}, N={n}: below {MIN_CHUNKED}, most of each tl.dot tile would be padding"
-        elif p > MAX_P:
-            why_not = f"P={p}: above {MAX_P}, a head's state and adjoint do not fit one program's registers"
-        else:
-            return "chunked", f"scalar-per-head state of {p}×{n}: SSD chunks of {BWD_CHUNK} forward, then in reverse"
+        return "chunked", f"scalar-per-head state of {p}×{n}: SSD chunks of {BWD_CHUNK} forward, then in reverse"
     return "stepwise", f"not chunked ({why_not}); the reverse recurrence with chunk checkpoints"
-
-
-BWD_CHUNK = 32  # 4 warps, 2 stages: within 5% of a sweep's best on an H100 (chunk 16) at half its workspace
 
 
 def choose_backward_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
