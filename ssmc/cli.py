@@ -210,7 +210,7 @@ def cmd_show(args) -> int:
         for k, (pass_name, g) in enumerate(c.trace):
             print(f"=== {k}: {pass_name} ({len(g.nodes)} nodes) ===")
             print(g.text())
-        print(_lowering_choices(c.graph))
+        print(_lowering_choices(c.graph, c))
     else:
         print(c.graph.text(), end="")
     if args.dot:
@@ -225,16 +225,24 @@ def cmd_show(args) -> int:
 SHOW_SIZES = {"b": 4, "t": 2048, "h": 64, "p": 64, "n": 128, "g": 1}  # Mamba-2's benchmark shape
 
 
-def _lowering_choices(graph) -> str:
-    """The Triton cost model's choice (ssmc.backends.triton.strategy) at a large and a small shape."""
-    from ssmc.backends.triton.strategy import choose
+def _lowering_choices(graph, compiled=None) -> str:
+    """The Triton cost model's choices (ssmc.backends.triton.strategy) at a large and a small shape,
+    for the forward graph and, when it has one, its backward graph."""
+    from ssmc.backends.triton.strategy import choose, choose_backward
     small = {"b": 2, "t": 33, "h": 4, "p": 3, "n": 4, "g": 2}
+    cases = (("CUDA, batch 4, L 2048, 64 channels/heads, P 64, N 128", SHOW_SIZES, "cuda"),
+             ("CUDA, the test sizes (L 33, P 3, N 4)", small, "cuda"),
+             ("CPU (interpreter)", SHOW_SIZES, "cpu"))
     rows = ["=== lowering (Triton cost model) ==="]
-    for label, roles, device in (("CUDA, batch 4, L 2048, 64 channels/heads, P 64, N 128", SHOW_SIZES, "cuda"),
-                                 ("CUDA, the test sizes (L 33, P 3, N 4)", small, "cuda"),
-                                 ("CPU (interpreter)", SHOW_SIZES, "cpu")):
-        kind, why = choose(graph, roles, device)
-        rows.append(f"{label}: {kind} — {why}")
+    rows += [f"{label}: {' — '.join(choose(graph, roles, device))}" for label, roles, device in cases]
+    try:
+        backward = compiled.backward_graph if compiled is not None else None
+    except (NotImplementedError, ValueError) as e:  # no backward derived for this graph: say why
+        rows.append(f"=== backward: none ({e}) ===")
+        return "\n".join(rows)
+    if backward is not None:
+        rows.append("=== backward lowering (Triton cost model) ===")
+        rows += [f"{label}: {' — '.join(choose_backward(backward, roles, device))}" for label, roles, device in cases]
     return "\n".join(rows)
 
 

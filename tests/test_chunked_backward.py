@@ -71,6 +71,9 @@ def test_backward_cost_model():
     assert "tensor cores (CUDA)" in choose_backward(g2, big, "cpu")[1]
     assert "P=256" in choose_backward(g2, {**big, "p": 256}, "cuda")[1]
     assert "float64" in choose_backward(g2, big, "cuda", "float64")[1]
+    from ssmc.cli import _lowering_choices  # what `ssmc show mamba2 --passes` prints
+    text = _lowering_choices(ssmc.compile("mamba2").graph, ssmc.compile("mamba2"))
+    assert "backward lowering" in text and "P 64, N 128: chunked — scalar-per-head state of 64×128: SSD" in text
     # a diagonal (Mamba-1) state has no chunked backward: it says why
     why = chunked_backward_reason(ssmc.compile("mamba1").backward_graph)
     assert why and "scalar-per-head" in why

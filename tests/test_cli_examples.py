@@ -104,6 +104,8 @@ def test_show_passes_and_dot(runs):
     for name, _ in PIPELINE:
         assert f": {name} (" in res.stdout
     assert (runs.tmp / "s5.dot").read_text().startswith('digraph "s5"')
+    assert "=== backward lowering (Triton cost model) ===" in res.stdout  # S5's MIMO state: stepwise
+    assert "stepwise — not chunked" in res.stdout.split("=== backward lowering")[1]
 
 
 def test_check_mamba1(runs):
