@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmc.backends import numpy_interp
-from ssmc.export import OP_FORMS, _stateful_graph, export_onnx
+from ssmc.export import OP_FORMS, _stateful_graph, export_onnx, onnx_inputs
 from ssmc.inits import random_inputs
 from ssmc.library import get
 
@@ -94,16 +94,6 @@ LOOPS = {"mamba2 (ssd)": Mamba2Loop, "mamba1 (selective_scan)": Mamba1Loop, "s4d
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-def feed(model, arrays):
-    out = {}
-    for v in model.graph.input:
-        x = np.asarray(arrays[v.name])
-        if np.iscomplexobj(x):
-            x = np.stack([x.real, x.imag], -1)
-        out[v.name] = x.astype(np.float32) if x.dtype.kind == "f" else x
-    return out
-
 
 def count_nodes(graph) -> int:
     n = 0
@@ -194,9 +184,9 @@ def main(argv=None) -> int:
             results = {}
             for label, (blob, export_s, m) in models.items():
                 sess = session(blob)
-                ms, out = timed(sess, feed(m, x), args.repeats)
+                ms, out = timed(sess, onnx_inputs(m, x), args.repeats)
                 err = rel(out[0], ref["out"])
-                dyn = rel(sess.run(None, feed(m, x_other))[0], ref_other) < 1e-3
+                dyn = rel(sess.run(None, onnx_inputs(m, x_other))[0], ref_other) < 1e-3
                 results[label] = (ms, count_nodes(m.graph), len(m.graph.node), len(blob) / 1024, export_s, dyn, err)
             for dynamo in (False, True):
                 label = f"torch.onnx.export loop ({'dynamo' if dynamo else 'TorchScript'})"

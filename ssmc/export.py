@@ -17,7 +17,8 @@ Names accepted besides library entries are the two drop-in ops in their full for
     run time (not checked in the graph: an index out of range fails in the runtime's Gather, a
     repeated one gives wrong results).  No state in/out and no step form (each order spans the
     whole sequence).  `ssmc.orders.multi_order_graph` gives the graph of the other variants.
-Complex inputs and outputs are real tensors with a trailing axis of 2 (re, im).
+Complex inputs and outputs are real tensors with a trailing axis of 2 (re, im); `onnx_inputs` turns
+NumPy arrays into a model's feed that way.
 """
 from __future__ import annotations
 
@@ -49,6 +50,19 @@ OP_FORMS = {
 
 MULTI_ORDER = "multi_order_scan"
 MULTI_ORDER_INPUTS = ("u", "delta", "A", "B", "C", "orders", "D", "z", "delta_bias", "gate")  # the op's order
+
+
+def onnx_inputs(model, arrays: dict, fp16: bool = False) -> dict:
+    """The feed of an exported model from NumPy arrays by input name: complex arrays as a trailing
+    (re, im) axis, floating-point ones as fp32 (fp16 for a model exported with fp16 I/O)."""
+    import numpy as np
+    feed = {}
+    for v in model.graph.input:
+        x = np.asarray(arrays[v.name])
+        if np.iscomplexobj(x):
+            x = np.stack([x.real, x.imag], -1)
+        feed[v.name] = x.astype(np.float16 if fp16 else np.float32) if x.dtype.kind == "f" else x
+    return feed
 
 
 def exportable_names() -> list:

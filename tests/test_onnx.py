@@ -16,7 +16,7 @@ import sympy as sp
 import ssmc
 from ssmc import library
 from ssmc.backends import numpy_interp
-from ssmc.export import OP_FORMS, _stateful_graph, export_onnx
+from ssmc.export import OP_FORMS, _stateful_graph, export_onnx, onnx_inputs
 from ssmc.inits import random_inputs
 from ssmc.ir import IRError
 
@@ -42,19 +42,6 @@ def session(model):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def to_feed(model, arrays, fp16=False):
-    """Graph inputs from NumPy arrays: complex as a trailing (re, im) axis, floats as fp32/fp16."""
-    feed = {}
-    for v in model.graph.input:
-        x = np.asarray(arrays[v.name])
-        if np.iscomplexobj(x):
-            x = np.stack([x.real, x.imag], -1)
-        if x.dtype.kind == "f":
-            x = x.astype(np.float16 if fp16 else np.float32)
-        feed[v.name] = x
-    return feed
-
-
 def from_onnx(model, results) -> dict:
     """Outputs by name, complex ones rebuilt from their (re, im) axis, as float64/complex128."""
     complex_ = next((p.value.split(",") for p in model.metadata_props if p.key == "ssmc.complex_outputs"), [])
@@ -66,7 +53,7 @@ def from_onnx(model, results) -> dict:
 
 
 def run(model, arrays, fp16=False) -> dict:
-    return from_onnx(model, session(model).run(None, to_feed(model, arrays, fp16)))
+    return from_onnx(model, session(model).run(None, onnx_inputs(model, arrays, fp16)))
 
 
 def reference(decl, arrays) -> dict:
@@ -86,7 +73,7 @@ def test_matches_reference_at_every_length(name, rng):
     sess = session(model)
     for L in LENGTHS:
         x = inputs(decl, {**_sizes(name), "L": L}, rng)
-        got = from_onnx(model, sess.run(None, to_feed(model, x)))
+        got = from_onnx(model, sess.run(None, onnx_inputs(model, x)))
         for k, ref in reference(decl, x).items():
             assert_close(got[k], ref, 1e-4, f"{name} L={L} {k}")
 
@@ -146,7 +133,7 @@ def _check_streaming(decl, sizes, model, rng):
     state, outs, lo = x[h0], [], 0
     for hi in _pieces(L):
         piece = {**_slice_time(graph, x, lo, hi), h0: state}
-        got = from_onnx(model, sess.run(None, to_feed(model, piece)))
+        got = from_onnx(model, sess.run(None, onnx_inputs(model, piece)))
         outs.append(got["out"])
         state, lo = got[hT], hi
     t_axis = [a.role for a in graph[graph.outputs["out"]].attr("axes")].index("t")
@@ -172,7 +159,7 @@ def test_single_step_graph_equals_the_scan(name, rng):
                      if any(a.role == "t" for a in graph[graph.inputs[k]].attr("axes")) else v)
                  for k, v in _slice_time(graph, x, t, t + 1).items()}
         token[h0] = state
-        got = from_onnx(step, sess.run(None, to_feed(step, token)))
+        got = from_onnx(step, sess.run(None, onnx_inputs(step, token)))
         outs.append(got["out"])
         state = got[hT]
     assert_close(np.stack(outs, axis=t_axis), full["out"], 1e-4, f"{name} stepped out")
@@ -244,7 +231,7 @@ def test_dft_convolution_option(name, opset, rng):
     sess = session(model)
     for L in LENGTHS:
         x = inputs(spec, {**sizes, "L": L}, rng)
-        got = from_onnx(model, sess.run(None, to_feed(model, x)))
+        got = from_onnx(model, sess.run(None, onnx_inputs(model, x)))
         for k, ref in reference(spec, x).items():  # fp32 FFTs of length >= 2L: error grows with log L
             assert_close(got[k], ref, 3e-4, f"{name} dft L={L} {k}")
     _check_streaming(spec, sizes, model, rng)

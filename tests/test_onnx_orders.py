@@ -16,7 +16,7 @@ import pytest
 import ssmc
 from ssmc import declare as d
 from ssmc.backends import numpy_interp
-from ssmc.export import MULTI_ORDER_INPUTS, export_onnx
+from ssmc.export import MULTI_ORDER_INPUTS, export_onnx, onnx_inputs
 from ssmc.inits import random_inputs
 from ssmc.ir import IRError
 from ssmc.ops import multi_order_scan, scan_orders_2d
@@ -34,19 +34,9 @@ def session(model):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def feed(model, arrays) -> dict:
-    out = {}
-    for v in model.graph.input:
-        x = np.asarray(arrays[v.name])
-        if np.iscomplexobj(x):
-            x = np.stack([x.real, x.imag], -1)
-        out[v.name] = x.astype(np.float32) if x.dtype.kind == "f" else x
-    return out
-
-
 def run(model, arrays, sess=None) -> dict:
     complex_ = next(p.value for p in model.metadata_props if p.key == "ssmc.complex_outputs").split(",")
-    res = (sess or session(model)).run(None, feed(model, arrays))
+    res = (sess or session(model)).run(None, onnx_inputs(model, arrays))
     out = {}
     for v, r in zip(model.graph.output, res):
         r = np.asarray(r, np.float64)
@@ -132,7 +122,7 @@ def test_opsets_and_fp16(opset, rng):
         x["orders"] = random_orders(2, 10, rng)
         sess = session(model)
         got = sess.run(None, {k: (v.astype(np.float16) if fp16 and v.dtype == np.float32 else v)
-                              for k, v in feed(model, x).items()})[0]
+                              for k, v in onnx_inputs(model, x).items()})[0]
         assert_close(np.asarray(got, np.float64), numpy_interp.run(graph, x)["out"], 1e-2 if fp16 else TOL,
                      f"opset {opset} fp16={fp16}")
 
@@ -252,7 +242,7 @@ def test_out_of_range_orders_fail_at_run_time(rng):
     x = random_inputs(multi_order_graph(2), dict(K=2, dim=3, KD=6, N=4, batch=1, L=6), seed=seed_of(rng))
     x["orders"] = np.stack([np.arange(6), np.arange(1, 7)])
     with pytest.raises(Exception, match=r"(?i)indices|out of|bounds"):
-        session(model).run(None, feed(model, x))
+        session(model).run(None, onnx_inputs(model, x))
 
 
 def _cli(*args, cwd=None):
