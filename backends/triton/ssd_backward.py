@@ -160,11 +160,9 @@ def chunked_backward_reason(g: Graph) -> str | None:
 class _Gen:
     def __init__(self, g: Graph, info: dict):
         self.g, self.info = g, info
-        self.users = g.users()
         self.pre, self.fwd, self.loop, self.tail, self.post = [], [], [], [], []
         self.names = {}  # node id -> (variable,) for the reverse sweep (pre values shared)
         self.cache = {}  # per-chunk products and tiles already emitted
-        self.acc = []  # accumulators of sums over time: (variable, shape)
         self.atomic = set()
         self.phase = self._phases()
 
@@ -233,7 +231,7 @@ class _Gen:
         out(f"kf = tl.where(valid[:, None] & mask_n[None, :], tl.broadcast_to({k} + 0.0, [Q, BLOCK_N]), 0.0)")
         out(f"vf = tl.where(valid[:, None] & mask_p[None, :], tl.broadcast_to({v} + 0.0, [Q, BLOCK_P]), 0.0)")
         out("tl.store(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile, state.to(st_ptr.dtype.element_ty))")
-        self._state_update(out, "state", "vf", "kf")
+        out("state = carry * state + _dot(tl.trans(vf * wend[:, None]), kf, DOT)")
 
     def _chunk_decay(self, em, out):
         """la, cum, total (and the reset segments) of the chunk."""
@@ -253,9 +251,6 @@ class _Gen:
             out("carry = tl.exp(total)")
             mask = "causal"
         out(f"decay = tl.exp(tl.where({mask}, cum[:, None] - cum[None, :], float('-inf')))  # mask before exp")
-
-    def _state_update(self, out, state, v, k):
-        out(f"{state} = carry * {state} + _dot(tl.trans({v} * wend[:, None]), {k}, DOT)")
 
     # --- the chunk forms ---------------------------------------------------------------------------
     def _tile(self, i, role) -> str:
