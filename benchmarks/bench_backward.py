@@ -107,17 +107,17 @@ def ss2d_inputs(b, d, H, W, N, K=4, seed=0):
     r = lambda *s, dtype=torch.bfloat16: torch.randn(*s, device=DEVICE, generator=g).to(dtype)
     L = H * W
     orders = [torch.as_tensor(o, device=DEVICE) for o in ops.scan_orders_2d(H, W, ["row", "col", "row_rev", "col_rev"])]
-    ORDERS[(H, W)] = orders
+    ORDERS[L] = orders
     return dict(u=r(b, d, L), delta=r(b, K, d, L) * 0.5 - 1.0, A=-torch.exp(r(K, d, N, dtype=torch.float32) * 0.5),
                 B=r(b, K, N, L), C=r(b, K, N, L), D=r(K, d, dtype=torch.float32), z=r(b, d, L),
                 delta_bias=r(K, d, dtype=torch.float32) * 0.1)
 
 
-ORDERS: dict = {}  # (H, W) -> the SS2D orders, torch tensors (checked once by ssmc, then remembered)
+ORDERS: dict = {}  # L -> the SS2D orders of the grid, torch tensors (checked once by ssmc, then remembered)
 
 
 def _orders_of(a):
-    return next(o for o in ORDERS.values() if len(o[0]) == a["u"].shape[-1])
+    return ORDERS[a["u"].shape[-1]]
 
 
 def ssmc_ss2d(a):

@@ -30,6 +30,14 @@ def kernel_arg(p: str, rank: int, cplx: bool) -> tuple:
     return f"    {p}_v = {view}", f"{p}_v, *{p}_v.stride()[:{rank}]" + (f", {p}_v.stride({rank})" if cplx else "")
 
 
+def output_buffer(p: str, shape: str, dtype: str, zeroed: bool = False) -> list:
+    """Lines giving output `p` a buffer when the caller passed none; a buffer finished by atomic adds
+    (`zeroed`) starts from zero, the caller's too."""
+    if zeroed:
+        return [f"    {p} = torch.zeros(({shape},), device=device, dtype={dtype}) if {p} is None else {p}.zero_()"]
+    return [f"    if {p} is None:", f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})"]
+
+
 def launch_header(graph, inputs, outputs, doc: str) -> list:
     """The first lines of a `launch` function: keyword signature, docstring, schedule, sizes, device."""
     from .codegen import param_name
@@ -68,8 +76,7 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
                 lines.append(f"    {p}_given = {p}")
                 lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype=torch.{acc})")
             else:
-                lines.append(f"    if {p} is None:")
-                lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})")
+                lines += output_buffer(p, shape, dtype)
         line, arg = kernel_arg(p, len(n.attr("axes")), cplx)
         lines.append(line)
         args.append(arg)
@@ -123,15 +130,11 @@ def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc, 
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
             dtype = cplx if cx else real
             if n.attr("name") in blocks:  # per block of channels: a (blocks, ...) buffer, summed below
-                nblk = "NBLK"
                 lines.append(f"    {p}_given = {p}")
-                lines.append(f"    {p}_blocks = torch.empty(({nblk}, {shape},), device=device, dtype={dtype})")
+                lines.append(f"    {p}_blocks = torch.empty((NBLK, {shape},), device=device, dtype={dtype})")
                 lines.append(f"    {p} = {p}_blocks[0]")
-            elif n.attr("name") in atomic:  # finished by atomic adds: starts from zero
-                lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype={dtype}) if {p} is None else {p}.zero_()")
             else:
-                lines.append(f"    if {p} is None:")
-                lines.append(f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})")
+                lines += output_buffer(p, shape, dtype, zeroed=n.attr("name") in atomic)
         line, arg = kernel_arg(p, len(n.attr("axes")), cx)
         lines.append(line)
         args.append(arg)

@@ -255,7 +255,7 @@ def _store(em, g, n):
 
 
 def _module(g, kname, kernel, inputs, outputs, sched) -> str:
-    from .launcher import _out_dtype, launch_header
+    from .launcher import _out_dtype, launch_header, output_buffer
     outs = [param_name(g, n) for n in outputs]
     launch = launch_header(g, inputs, outputs, "Run the chunked kernel on CUDA (or interpreted CPU) tensors; "
                                                "returns {output: tensor}.")
@@ -264,15 +264,13 @@ def _module(g, kname, kernel, inputs, outputs, sched) -> str:
         p = param_name(g, n)
         if n.op == "output":
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
-            launch += [f"    if {p} is None:",
-                       f"        {p} = torch.empty(({shape},), device=device, dtype={_out_dtype(g, n, inputs)})"]
+            launch += output_buffer(p, shape, _out_dtype(g, n, inputs))
         args.append(f"{p}, *{p}.stride()[:{len(n.attr('axes'))}]")
-    first_float = next(n.attr("name") for n in inputs if not n.attr("integer"))
     launch += [
         "    H = NCH // P",
         "    BLOCK_P = max(16, min(sched['block_p'], triton.next_power_of_2(P)))",
         "    BLOCK_N = max(16, triton.next_power_of_2(N))",
-        f"    DOT = {{torch.bfloat16: 1, torch.float16: 2}}.get({first_float}.dtype, 0)  # tensor-core operand type",
+        dot_type_line(inputs),
         "    grid = (batch, H, triton.cdiv(P, BLOCK_P))",
         "    global LAST_COMPILED",
         f"    LAST_COMPILED = {kname}[grid](",
@@ -284,6 +282,12 @@ def _module(g, kname, kernel, inputs, outputs, sched) -> str:
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
     ]
     return module_source("Chunked (SSD) Triton kernel", "outputs", g, inputs, outputs, sched, kernel, launch)
+
+
+def dot_type_line(inputs) -> str:
+    """The launcher line picking the tensor cores' operand type from the first floating-point input."""
+    first_float = next(n.attr("name") for n in inputs if not n.attr("integer"))
+    return f"    DOT = {{torch.bfloat16: 1, torch.float16: 2}}.get({first_float}.dtype, 0)  # tensor-core operand type"
 
 
 def module_source(title, returns, g, inputs, outputs, sched, kernel, launch, globals_=()) -> str:

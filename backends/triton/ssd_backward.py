@@ -40,7 +40,7 @@ from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
 from .codegen import _elementwise, _ident, _lower_expr, param_name, tensor_params
-from .ssd import _load, _log_decay, _segments, module_source
+from .ssd import _load, _log_decay, _segments, dot_type_line, module_source
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
 
@@ -489,7 +489,7 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
 
 
 def _module(g, kname, kernel, inputs, outputs, sched, atomic) -> str:
-    from .launcher import kernel_arg, launch_header
+    from .launcher import kernel_arg, launch_header, output_buffer
     outs = [param_name(g, n) for n in outputs]
     launch = launch_header(g, inputs, outputs, "Run the chunked backward kernel on CUDA (or interpreted CPU) "
                                                "tensors; returns {gradient name: tensor} in fp32.")
@@ -498,22 +498,16 @@ def _module(g, kname, kernel, inputs, outputs, sched, atomic) -> str:
         p = param_name(g, n)
         if n.op == "output":
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
-            if n.attr("name") in atomic:  # finished by atomic adds: starts from zero
-                launch.append(f"    {p} = torch.zeros(({shape},), device=device, dtype=torch.float32) "
-                              f"if {p} is None else {p}.zero_()")
-            else:
-                launch += [f"    if {p} is None:",
-                           f"        {p} = torch.empty(({shape},), device=device, dtype=torch.float32)"]
+            launch += output_buffer(p, shape, "torch.float32", zeroed=n.attr("name") in atomic)
         line, arg = kernel_arg(p, len(n.attr("axes")), False)
         launch.append(line)
         args.append(arg)
-    first_float = next(n.attr("name") for n in inputs if not n.attr("integer"))
     launch += [
         "    H = NCH // P",
         "    Q = sched['chunk']",
         "    BLOCK_P = max(16, triton.next_power_of_2(P))",
         "    BLOCK_N = max(16, triton.next_power_of_2(N))",
-        f"    DOT = {{torch.bfloat16: 1, torch.float16: 2}}.get({first_float}.dtype, 0)  # tensor-core operand type",
+        dot_type_line(inputs),
         "    # one P×N state per chunk and program (the forward sweep's checkpoints), never one per step; in the",
         "    # tensor cores' operand type, which is all the state's precision the chunk products use",
         "    st_dtype = {1: torch.bfloat16, 2: torch.float16}.get(DOT, torch.float32)",
