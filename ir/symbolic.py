@@ -131,11 +131,34 @@ class NumpyPrinter(NumPyPrinter):
         return f"numpy.conjugate({self._print(e.args[0])})"
 
 
+class exp2(sp.Function):
+    """2**x, for the Triton printer only: `exp2_form` rewrites e^x into it where the kernel can fold the
+    log2(e) scale into a time-invariant factor (the GPU's special-function unit computes 2**x)."""
+
+
+LOG2E = 1.4426950408889634
+
+
+def exp2_form(e: sp.Expr, invariant: set) -> tuple:
+    """e with every exp(c·x), c a symbol in `invariant` (a factor computed once, outside the time
+    loop), rewritten to exp2(c_l2e·x) where c_l2e = c·log2(e).  Returns (expression, the symbols c
+    used).  tl.exp is ex2(x·log2(e)) on the GPU: this saves the multiply on every element."""
+    used = set()
+
+    def fold(arg):
+        c = next((f for f in arg.args if isinstance(f, sp.Symbol) and f.name in invariant), None)
+        if not arg.is_Mul or c is None:
+            return sp.exp(arg)
+        used.add(c.name)
+        return exp2(arg.xreplace({c: sp.Symbol(f"{c.name}_l2e", real=True)}))
+    return e.replace(sp.exp, fold), used
+
+
 class TritonPrinter(PythonCodePrinter):
     """Prints real arithmetic into Triton (`tl.` special functions, float literals)."""
 
-    _funcs = {"exp": "tl.exp", "log": "tl.log", "cos": "tl.cos", "sin": "tl.sin", "sqrt": "tl.sqrt",
-              "Abs": "tl.abs"}
+    _funcs = {"exp": "tl.exp", "exp2": "tl.exp2", "log": "tl.log", "cos": "tl.cos", "sin": "tl.sin",
+              "sqrt": "tl.sqrt", "Abs": "tl.abs"}
 
     def _print_Function(self, e):
         name = type(e).__name__

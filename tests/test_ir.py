@@ -27,7 +27,7 @@ from ssmc.ir.symbolic import RULES, expand, lower, print_numpy, print_triton
 
 GOLDEN = Path(__file__).parent / "golden"
 ENTRIES = sorted(library.ENTRIES)
-PASSES = ["infer_types", "expand_discretization", "canonicalize", "detect_lti", "fuse_regions"]
+PASSES = ["infer_types", "expand_discretization", "canonicalize", "reassociate", "detect_lti", "fuse_regions"]
 
 
 # --- golden listings ---------------------------------------------------------------------------
@@ -100,6 +100,40 @@ def test_lti_hoists_time_invariant_work():
     loop = src.index("for k0 in range(0, L, CHUNK):")
     for i in g.ids("expr"):  # complex values lower to (re, im) pairs
         assert -1 < src.find(f"    v{i}_re = ") < loop, f"Ā/B̄ node %{i} is not computed before the time loop"
+
+
+def _product_graph(shared_by_other_user=False):
+    """u·Δ·B in the order (Δ·B)·u, as Mamba-1 declares its scan input."""
+    m = Builder("product")
+    u, delta = m.input("u", ("batch", "dim", "L")), m.input("delta", ("batch", "dim", "L"))
+    dB = delta * m.input("B", ("batch", "N", "L"))
+    m.output("out", (dB * u).sum("n"), ("batch", "dim", "L"))
+    if shared_by_other_user:
+        m.output("dB", dB, ("batch", "dim", "N", "L"))
+    return m.build()
+
+
+def test_reassociate_multiplies_the_narrowest_pair_first(rng):
+    g = compile(_product_graph(), backend="numpy").graph
+    outer = next(g[i] for i in g.ids("mul") if "n" in g[i].type.dims)
+    inner = g[outer.args[0]]  # (Δ·u) over (batch, time, channel), then · B
+    assert inner.op == "mul" and inner.type.dims == {"b", "t", "h"}
+    assert {g[a].attr("name") for a in inner.args} == {"u", "delta"}
+    sizes = dict(batch=2, dim=3, L=5, N=4)
+    x = random_inputs(_product_graph(), sizes, seed_of(rng))
+    want = (x["delta"][:, :, None] * x["B"][:, None] * x["u"][:, :, None]).sum(2)
+    assert_close(numpy_interp.run(g, x)["out"], want, 1e-12)
+    # a product another node also reads is left alone: regrouping would compute it twice
+    g2 = compile(_product_graph(shared_by_other_user=True), backend="numpy").graph
+    assert all("n" in g2[i].type.dims for i in g2.ids("mul"))
+
+
+def test_exp_of_a_hoisted_factor_becomes_exp2_with_log2e_folded_in():
+    src = compile("mamba1", backend="triton").source
+    loop = src.index("for k0 in range(0, L, CHUNK):")
+    scale = src.index("_l2e = ")  # the hoisted factor A·log2(e), once per sequence
+    assert scale < loop and "tl.exp2(" in src[loop:]
+    assert "EVEN_L=L % CHUNK == 0" in src  # the padding masks fold away when chunks tile L
 
 
 @pytest.mark.parametrize("name", ["mamba1", "s4d_zoh", "mamba2"])

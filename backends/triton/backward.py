@@ -283,7 +283,8 @@ class _Bwd:
                 self.out(phase, f"tl.store({tgt} + {blk} * {p}_sblk, {val}{', mask=' + mask if mask else ''})")
                 continue
             fn = "tl.atomic_add" if atomic else "tl.store"
-            self.out(phase, f"{fn}({tgt}, {val}{', mask=' + mask if mask else ''})")
+            sem = ", sem='relaxed'" if atomic else ""  # no ordering needed: only the final sums are read
+            self.out(phase, f"{fn}({tgt}, {val}{', mask=' + mask if mask else ''}{sem})")
         if per_block:
             self.blocks.add(n.attr("name"))
         elif atomic:

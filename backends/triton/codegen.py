@@ -20,9 +20,9 @@ import sympy as sp
 import numpy as np
 
 from ssmc.ir import Graph, IRError
-from ssmc.ir.symbolic import lower, print_triton
+from ssmc.ir.symbolic import LOG2E, exp2_form, lower, print_triton
 
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 AXIS_OF_ROLE = {"h": 0, "p": 0, "g": 0, "n": 1, "t": 2}
 
 
@@ -80,7 +80,8 @@ class _Emitter:
         self.acc = ACC_DTYPES[acc]  # arithmetic dtype: fp32, or fp64 for float64 inputs (gradcheck)
         self.lines = {"pre": [], "loop": [], "post": [], "fwd": []}
         self.names = {}  # node id -> (re,) or (re, im) variable names
-        self.phase = {}
+        self.phase = {}  # node id -> pre / loop / post (see _phases)
+        self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
 
     def out(self, phase, line):
         self.lines[phase].append(line)
@@ -138,7 +139,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
         raise IRError(f"{graph.name}: a MIMO scan holds every channel in one program: it takes one gather "
                       f"order for all channels, not one per group")
     em = _Emitter(graph, TileAxes(schedule.layout), acc)
-    phase = _phases(graph)
+    phase = em.phase = _phases(graph)
     kname = f"{_ident(graph.name)}_fwd"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
@@ -146,7 +147,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     repeats = has_repeat_axis(graph)
     symbols = ["L", "NCH", "P", "N", "HG"] + (["R"] if repeats else [])
     consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
-              "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
+              "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr", "EVEN_L: tl.constexpr"]
 
     for i, n in enumerate(graph.nodes):
         _lower_node(em, i, n, phase[i], schedule)
@@ -217,7 +218,7 @@ def _time_loop(graph: Graph, schedule: Schedule, lines: list) -> list:
         "for k0 in range(0, L, CHUNK):",
         *["    " + line for line in [
             "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
-            "valid = k < L",
+            "valid = (k < L) | EVEN_L  # all-true when chunks tile L: the padding selects fold away",
             *_time_maps(graph, schedule),
             *lines,
         ]],
@@ -388,11 +389,23 @@ def _lower_expr(em, i, n, out):
         keys = (f"{sym}_re", f"{sym}_im") if f else (sym,)
         subs.update({sp.Symbol(k, real=True): sp.Symbol(v, real=True) for k, v in zip(keys, parts)})
     assigns, results = lower(n.attr("expr"), names, flags, split_complex=True, prefix=f"e{i}_")
+    # in the time loop, exp(c·x) with c computed before it becomes exp2(c_l2e·x), c_l2e hoisted
+    phase = getattr(em, "phase", {})
+    invariant = {p for a in n.args if phase.get(a) == "pre" for p in em.names[a]} \
+        if phase.get(i) == "loop" else set()
+    hoisted = getattr(em, "hoisted", set())
+
+    def line(var, e):
+        e, used = exp2_form(e.xreplace(subs), invariant)
+        for c in sorted(used - hoisted):
+            em.out("pre", f"{c}_l2e = {c} * {LOG2E!r}  # log2(e) folded in: exp(c·x) = exp2(c·log2(e)·x)")
+            hoisted.add(c)
+        out(f"{var} = {print_triton(e)}")
     for var, e in assigns:
-        out(f"{var} = {print_triton(e.xreplace(subs))}")
+        line(var, e)
     # a real-typed result of complex operands has imaginary part 0: zip keeps the real part
     for var, e in zip(em.names[i], results):
-        out(f"{var} = {print_triton(e.xreplace(subs))}")
+        line(var, e)
 
 
 def _lower_scan(em, i, n, phase, sched):
@@ -511,7 +524,7 @@ def _lower_output(em, i, n, phase):
         tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
         if merge:
             em.out(phase, f"tl.atomic_add({tgt}, tl.broadcast_to({part}, {p}_ptrs.shape).to({em.acc})"
-                          f"{', mask=' + mask if mask else ''})")
+                          f"{', mask=' + mask if mask else ''}, sem='relaxed')")  # only the final sum is read
             continue
         val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
         em.out(phase, f"tl.store({tgt}, {val}{', mask=' + mask if mask else ''})")

@@ -94,7 +94,7 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         *[f"        {a}," for a in args],
         "        L, NCH, P, N, HG," + (" R," if has_repeat_axis(graph) else ""),  # as the kernel's symbols
         "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
-        "        num_warps=sched['num_warps'],",
+        "        EVEN_L=L % CHUNK == 0, num_warps=sched['num_warps'],",
         "    )",
         *[f"    {p} = {p}.to({dtype}) if {p}_given is None else {p}_given.copy_({p})" for p, dtype in merged],
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",

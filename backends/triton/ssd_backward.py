@@ -384,22 +384,23 @@ class _Gen:
         roles = {a.role for a in axes}
         atomic = "b" not in roles or "g" in roles
         fn = "tl.atomic_add" if atomic else "tl.store"
+        sem = ", sem='relaxed'" if atomic else ""  # no ordering needed: only the final sums are read
         if atomic:
             self.atomic.add(n.attr("name"))
         ptr, mask = _load(n.with_attrs(name=p))
         if {"p", "n"} <= roles:  # the initial state's gradient: the adjoint carried out of the sequence
             ptr = ptr.replace("offs_p[None, :]", "offs_p[:, None]")
-            self.post.append(f"{fn}({ptr}, {src}, mask=mask_p[:, None] & mask_n[None, :])")
+            self.post.append(f"{fn}({ptr}, {src}, mask=mask_p[:, None] & mask_n[None, :]{sem})")
             return
         cols = "BLOCK_P" if "p" in roles else "BLOCK_N" if "n" in roles else None
         if "t" in roles:
             shape = f"[Q, {cols or 1}]"
-            line = f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, {shape}){', mask=' + mask if mask else ''})"
+            line = f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, {shape}){', mask=' + mask if mask else ''}{sem})"
             self.loop.append(line)
         elif cols:
-            self.post.append(f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, [1, {cols}]){', mask=' + mask if mask else ''})")
+            self.post.append(f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, [1, {cols}]){', mask=' + mask if mask else ''}{sem})")
         else:
-            self.post.append(f"{fn}({ptr}, tl.sum(tl.sum(tl.broadcast_to({src} + 0.0, [1, 1]), axis=1), axis=0))")
+            self.post.append(f"{fn}({ptr}, tl.sum(tl.sum(tl.broadcast_to({src} + 0.0, [1, 1]), axis=1), axis=0){sem})")
 
     # --- the whole kernel ----------------------------------------------------------------------------
     def body(self):

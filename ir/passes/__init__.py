@@ -7,11 +7,13 @@ from .discretize import expand_discretization
 from .fusion import fuse_regions
 from .infer import infer_types
 from .lti import detect_lti
+from .reassociate import reassociate
 
 PIPELINE = (
     ("infer_types", infer_types),
     ("expand_discretization", expand_discretization),
     ("canonicalize", canonicalize),
+    ("reassociate", reassociate),
     ("detect_lti", detect_lti),
     ("fuse_regions", fuse_regions),
 )
