@@ -100,7 +100,7 @@ def test_one_launch_and_no_permuted_copies(rng):
     launcher = src.split("def launch")[1]
     assert launcher.count("[grid](") == 1
     assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output
-    assert "tl.atomic_add(" in src and "tp = tl.load(orders_ptr + g_blk" in src  # order folded into the time index
+    assert "tl.atomic_add(" in src and "tp_next = tl.load(orders_ptr + g_blk" in src  # order folded into the time index
     delta = torch.randn(2, 3, 4, 10)
     assert delta.reshape(2, 12, 10).data_ptr() == delta.data_ptr()
 

@@ -213,16 +213,43 @@ KERNEL_PROLOGUE = [
 
 
 def _time_loop(graph: Graph, schedule: Schedule, lines: list) -> list:
+    ahead, maps = _prefetched_gather(graph, schedule) if gather_index(graph) is not None \
+        else ([], _time_maps(graph, schedule))
     return [
         "# ---- the sequence, CHUNK steps at a time",
+        *ahead,
         "for k0 in range(0, L, CHUNK):",
         *["    " + line for line in [
             "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
             "valid = (k < L) | EVEN_L  # all-true when chunks tile L: the padding selects fold away",
-            *_time_maps(graph, schedule),
+            *maps,
             *lines,
         ]],
     ]
+
+
+def _prefetched_gather(g: Graph, sched: Schedule) -> tuple:
+    """(lines before the loop, lines in it) of a gather order whose time indices are loaded one chunk
+    ahead: every data load of a chunk waits on its indices, so their latency is spent during the
+    previous chunk.  Indices are int32 (orders hold positions < L) unless offsets must be 64-bit."""
+    base, st = _gather_pointer(g)
+    width = ".to(tl.int64)" if sched.wide else ".to(tl.int32)"
+    ahead = ["g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's order (channels of one group)",
+             f"tp_next = tl.load({base} + tl.arange(0, CHUNK) * {st}, mask=tl.arange(0, CHUNK) < L, other=0){width}"]
+    maps = ["tp = tp_next  # step k visits time index[k]",
+            f"tp_next = tl.load({base} + (k + CHUNK) * {st}, mask=(k + CHUNK) < L, other=0){width}",
+            f"tq = tl.load({base} + (k - 1) * {st}, mask=valid & (k > 0), other=0){width}"
+            "  # the previous step in scan order"]
+    return ahead, maps
+
+
+def _gather_pointer(g: Graph) -> tuple:
+    """(pointer to this block's order, its time stride) in the gather index input."""
+    idx = gather_index(g)
+    p = idx.attr("name")
+    base = f"{p}_ptr" + "".join(f" + g_blk * {p}_s{k}" for k, a in enumerate(idx.attr("axes")) if a.role == "g")
+    st = next(f"{p}_s{k}" for k, a in enumerate(idx.attr("axes")) if a.role == "t")
+    return base, st
 
 
 def has_repeat_axis(g: Graph) -> bool:
@@ -244,10 +271,7 @@ def _time_maps(g: Graph, sched: Schedule) -> list:
     if len(orders) > 1:
         raise IRError(f"{g.name}: one region with two scan orders")
     if orders == {"gather"}:  # read from the index input; the launcher keeps a block in one group
-        idx = gather_index(g)
-        p = idx.attr("name")
-        base = f"{p}_ptr" + "".join(f" + g_blk * {p}_s{k}" for k, a in enumerate(idx.attr("axes")) if a.role == "g")
-        st = next(f"{p}_s{k}" for k, a in enumerate(idx.attr("axes")) if a.role == "t")
+        base, st = _gather_pointer(g)
         return ["g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's order (channels of one group)",
                 f"tp = tl.load({base} + k * {st}, mask=valid, other=0){wide}  # step k visits time index[k]",
                 f"tq = tl.load({base} + (k - 1) * {st}, mask=valid & (k > 0), other=0){wide}"
