@@ -82,6 +82,7 @@ class _Emitter:
         self.names = {}  # node id -> (re,) or (re, im) variable names
         self.phase = {}  # node id -> pre / loop / post (see _phases)
         self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
+        self.one_group = False  # every program's channels in one group, g_blk (see _pointers)
 
     def out(self, phase, line):
         self.lines[phase].append(line)
@@ -106,17 +107,19 @@ def _phases(g: Graph) -> dict:
     return phase
 
 
-def _pointers(ta: TileAxes, p: str, axes, tp="tp"):
+def _pointers(ta: TileAxes, p: str, axes, tp="tp", one_group=False):
     """(pointer expression, mask terms) for tensor `p` laid out along `axes` (strides p_s0, p_s1, ...).
 
     The batch offset is added to the base pointer as an int64 scalar, so the per-element
-    offsets stay 32-bit (cheaper index arithmetic) unless the schedule is `wide`.
+    offsets stay 32-bit (cheaper index arithmetic) unless the schedule is `wide`.  With
+    `one_group` every channel of the program is in group g_blk: a grouped input (B, C per order)
+    is then one tile shared by the channels, not a per-channel gather.
     """
     d, n, t = ta.bc("d"), ta.bc("n"), ta.bc("t")
-    idx = {"t": f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": f"idx_g{d}",
+    idx = {"t": f"{tp}{t}", "h": f"idx_h{d}", "p": f"idx_p{d}", "g": "g_blk" if one_group else f"idx_g{d}",
            "r": f"idx_r{d}", "n": f"offs_n{n}"}
-    mask = {"t": f"valid{t}", "h": f"mask_d{d}", "p": f"mask_d{d}", "g": f"mask_d{d}", "r": f"mask_d{d}",
-            "n": f"mask_n{n}"}
+    mask = {"t": f"valid{t}", "h": f"mask_d{d}", "p": f"mask_d{d}", "r": f"mask_d{d}", "n": f"mask_n{n}",
+            **({} if one_group else {"g": f"mask_d{d}"})}
     base = f"{p}_ptr" + "".join(f" + pid_b * {p}_s{k}" for k, a in enumerate(axes) if a.role == "b")
     offs = [f"{idx[a.role]} * {p}_s{k}" for k, a in enumerate(axes) if a.role != "b"]
     masks = sorted({mask[a.role] for a in axes if a.role in mask})
@@ -140,6 +143,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
                       f"order for all channels, not one per group")
     em = _Emitter(graph, TileAxes(schedule.layout), acc)
     phase = em.phase = _phases(graph)
+    em.one_group = index is not None  # the launcher keeps a gather order's blocks inside one group
     kname = f"{_ident(graph.name)}_fwd"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
@@ -155,6 +159,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     body = [
         *KERNEL_PROLOGUE,
         *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
+        *([GROUP_OF_BLOCK] if em.one_group else []),
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
         *(_time_loop(graph, schedule, em.lines["loop"]) if em.lines["loop"] else []),
@@ -212,6 +217,9 @@ KERNEL_PROLOGUE = [
 ]
 
 
+GROUP_OF_BLOCK = "g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's group (and order)"
+
+
 def _time_loop(graph: Graph, schedule: Schedule, lines: list) -> list:
     ahead, maps = _prefetched_gather(graph, schedule) if gather_index(graph) is not None \
         else ([], _time_maps(graph, schedule))
@@ -234,8 +242,7 @@ def _prefetched_gather(g: Graph, sched: Schedule) -> tuple:
     previous chunk.  Indices are int32 (orders hold positions < L) unless offsets must be 64-bit."""
     base, st = _gather_pointer(g)
     width = ".to(tl.int64)" if sched.wide else ".to(tl.int32)"
-    ahead = ["g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's order (channels of one group)",
-             f"tp_next = tl.load({base} + tl.arange(0, CHUNK) * {st}, mask=tl.arange(0, CHUNK) < L, other=0){width}"]
+    ahead = [f"tp_next = tl.load({base} + tl.arange(0, CHUNK) * {st}, mask=tl.arange(0, CHUNK) < L, other=0){width}"]
     maps = ["tp = tp_next  # step k visits time index[k]",
             f"tp_next = tl.load({base} + (k + CHUNK) * {st}, mask=(k + CHUNK) < L, other=0){width}",
             f"tq = tl.load({base} + (k - 1) * {st}, mask=valid & (k > 0), other=0){width}"
@@ -272,7 +279,7 @@ def _time_maps(g: Graph, sched: Schedule) -> list:
         raise IRError(f"{g.name}: one region with two scan orders")
     if orders == {"gather"}:  # read from the index input; the launcher keeps a block in one group
         base, st = _gather_pointer(g)
-        return ["g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's order (channels of one group)",
+        return [GROUP_OF_BLOCK,
                 f"tp = tl.load({base} + k * {st}, mask=valid, other=0){wide}  # step k visits time index[k]",
                 f"tq = tl.load({base} + (k - 1) * {st}, mask=valid & (k > 0), other=0){wide}"
                 "  # the previous step in scan order"]
@@ -301,7 +308,7 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
         p = n.attr("name")
         if gather_index(g) is n:  # read by the time map, not as a value
             return
-        ptr, masks = _pointers(em.ax, p, n.attr("axes"))
+        ptr, masks = _pointers(em.ax, p, n.attr("axes"), one_group=em.one_group)
         mask = " & ".join(masks) if masks else None
         m = f", mask={mask}, other=0" if mask else ""
         conv = "" if n.attr("integer") else f".to({em.acc})"
