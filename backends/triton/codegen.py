@@ -78,7 +78,8 @@ class _Emitter:
         self.g = graph
         self.ax = axes
         self.acc = ACC_DTYPES[acc]  # arithmetic dtype: fp32, or fp64 for float64 inputs (gradcheck)
-        self.lines = {"pre": [], "loop": [], "post": [], "fwd": []}
+        self.lines = {"pre": [], "loads": [], "loop": [], "post": [], "fwd": []}
+        self.early_loads = False  # time-varying inputs into "loads", emitted at the top of the time loop
         self.names = {}  # node id -> (re,) or (re, im) variable names
         self.phase = {}  # node id -> pre / loop / post (see _phases)
         self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
@@ -144,6 +145,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     em = _Emitter(graph, TileAxes(schedule.layout), acc)
     phase = em.phase = _phases(graph)
     em.one_group = index is not None  # the launcher keeps a gather order's blocks inside one group
+    em.early_loads = True
     kname = f"{_ident(graph.name)}_fwd"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
@@ -162,7 +164,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
         *([GROUP_OF_BLOCK] if em.one_group else []),
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
-        *(_time_loop(graph, schedule, em.lines["loop"]) if em.lines["loop"] else []),
+        *(_time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []),
         "# ---- final states",
         *em.lines["post"],
     ]
@@ -312,6 +314,8 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
         mask = " & ".join(masks) if masks else None
         m = f", mask={mask}, other=0" if mask else ""
         conv = "" if n.attr("integer") else f".to({em.acc})"
+        if phase == "loop" and em.early_loads:  # all of a chunk's loads first: none waits after the scan
+            out = lambda line: em.out("loads", line)  # noqa: E731
         out(f"{name[0]} = tl.load({ptr}{m}){conv}  # {p}")
         if cplx:
             out(f"{name[1]} = tl.load({ptr} + {p}_si{m}){conv}")
