@@ -239,7 +239,11 @@ SWEEPS = {
                dict(layout="tnd", block_d=64, chunk=1, num_warps=4),  # the default without per-block partials
                dict(layout="tnd", block_d=32, chunk=4, num_warps=4, partials=True),
                dict(layout="tnd", block_d=32, chunk=2, num_warps=2, partials=True),
-               dict(layout="tnd", block_d=128, chunk=1, num_warps=4, partials=True)],
+               dict(layout="tnd", block_d=128, chunk=1, num_warps=4, partials=True),
+               dict(layout="tnd", block_d=64, chunk=2, num_warps=4, partials=True),
+               dict(layout="tnd", block_d=64, chunk=4, num_warps=4, partials=True),
+               dict(layout="tnd", block_d=128, chunk=2, num_warps=4, partials=True),
+               dict(layout="tnd", block_d=32, chunk=1, num_warps=4, partials=True)],
     # the chunked (tensor-core) backward by chunk length and warps (None: the cost model's choice)
     "mamba2": [None] + [ChunkedSchedule(chunk=q, num_warps=w, num_stages=st)
                         for q, w, st in ((16, 4, 2), (32, 4, 2), (32, 8, 1), (32, 8, 3), (64, 4, 2), (64, 8, 2))],

@@ -108,7 +108,7 @@ class _Bwd:
         self.g, self.sched = graph, schedule
         self.em = _Emitter(graph, TileAxes(schedule.layout), acc)
         self.ta = self.em.ax
-        self.phase = _phases(graph)
+        self.phase = self.em.phase = _phases(graph)  # the emitter's phases: exp of a hoisted factor as exp2
         self.ext = _extents(graph)
         self.partial = _partials(graph)
         self.atomic = set()  # names of outputs written with atomic adds

@@ -189,25 +189,36 @@ def _local_rule(b, g, n, z, args, c, acc):
     elif op == "sum":
         acc(n.args[0], c)
     elif op == "expr":
-        _expr_rule(b, g, n, args, c, acc)
+        _expr_rule(b, g, n, z, args, c, acc)
     else:
         raise NotImplementedError(f"backward: no derivative rule for op {op!r} "
                                   f"(node {n.op}{' ' + n.attr('name') if n.attr('name') else ''})")
 
 
-def _expr_rule(b, g, n, args, c, acc):
+def _expr_rule(b, g, n, z, args, c, acc):
     """d operand += c · conj(∂e/∂operand): the derivative is an expr node of its own (holomorphic,
-    so its lowering splits into (re, im) like the rule itself), the conjugate and product are ops."""
+    so its lowering splits into (re, im) like the rule itself), the conjugate and product are ops.
+    Where e itself appears in its derivative (∂e^{AΔ}/∂Δ = A·e^{AΔ}) it is read from the forward
+    value z, not evaluated again: a special-function call less per element in the backward kernel."""
     e = sp.sympify(n.attr("expr"))
     by_name = {s.name: s for s in e.free_symbols}
+    # a complex value is a plain symbol, like the rules' A: the lowering splits it into (re, im)
+    value = None if e.is_Symbol else sp.Symbol(_VALUE) if n.type.complex else sp.Symbol(_VALUE, real=True)
     for name, a in zip(n.attr("symbols"), n.args):
         if name not in by_name:
             continue
         d = sp.diff(e, by_name[name])
         if d == 0:
             continue
-        dn = b.emit("expr", list(args), expr=d, symbols=n.attr("symbols"), complex=n.type.complex)
+        operands, symbols = list(args), n.attr("symbols")
+        if value is not None and d.has(e):
+            d = d.subs(e, value)
+            operands, symbols = operands + [z], tuple(symbols) + (_VALUE,)
+        dn = b.emit("expr", operands, expr=d, symbols=symbols, complex=n.type.complex)
         acc(a, b.emit("mul", [c, b.conj(dn)]))
+
+
+_VALUE = "value"  # the symbol of an expr's own (forward) value in its derivatives
 
 
 __all__ = ["adjoint"]
