@@ -198,6 +198,13 @@ def cmd_list(args) -> int:
     print("Drop-in ops (ssmc.ops), also accepted as NAME by show/check/compile:")
     for name, (s, _) in _op_specs().items():
         print(f"  {name:<15} {s.description}")
+    from ssmc.library import FAMILIES
+    print()
+    print("Scan-order families (ssmc.library.family(NAME).run(...): ready calls of the ops, not Specs):")
+    width = max(map(len, FAMILIES))
+    for name, f in FAMILIES.items():
+        print(f"  {name:<{width}}  {f.description}")
+        print(f"  {'':<{width}}  orders: {f.orders} | merge: {f.merge} | tying: {f.tying} | op: {f.op}")
     return 0
 
 

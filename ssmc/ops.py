@@ -239,3 +239,6 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
 from .orders import multi_order_scan, multiscale_scan_2d, scan_orders_2d  # noqa: E402,F401
 # Hydra's bidirectional quasiseparable mixer on the SSD state: see ssmc/bidirectional.py.
 from .bidirectional import hydra  # noqa: E402,F401
+# Tied bidirectional LTI layers (bidirectional S4D, S5): see ssmc/tied_bidirectional.py.
+from . import tied_bidirectional as _tied  # noqa: E402
+tied_bidirectional = _tied.tied_bidirectional

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ["mamba1", "mamba2", "s4d", "lru", "s5", "custom_rule", "drop_in_ops", "onnx_export", "scan_orders"]
+EXAMPLES = ["mamba1", "mamba2", "s4d", "lru", "s5", "custom_rule", "drop_in_ops", "onnx_export", "scan_orders",
+            "library_orders"]
 TIMEOUT = 300
 
 

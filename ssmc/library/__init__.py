@@ -46,3 +46,8 @@ DEFAULT_SIZES = {
     "lru": dict(batch=2, L=33, H=5, N=4),
     "s5": dict(batch=2, L=33, H=5, N=4),
 }
+
+
+# Scan-order families (vision, bidirectional, packed sequences): ready calls of the ops, not Specs.
+from . import orders as _orders  # noqa: E402
+FAMILIES, OrderFamily, family = _orders.FAMILIES, _orders.OrderFamily, _orders.family
