@@ -236,7 +236,9 @@ def sweep(kind, a, scheds):
 
 SWEEPS = {
     "mamba1": [None, dict(layout="tnd", block_d=16, chunk=8, num_warps=4),  # the previous default (atomics)
-               dict(layout="tnd", block_d=64, chunk=1, num_warps=4),  # the default without per-block partials
+               dict(layout="tnd", block_d=16, chunk=1, num_warps=1, partials=True),  # deterministic B/C sums
+               dict(layout="tnd", block_d=64, chunk=1, num_warps=4, partials=True),  # the default before 16/1/1
+               dict(layout="tnd", block_d=64, chunk=1, num_warps=4),  # ... without per-block partials
                dict(layout="tnd", block_d=32, chunk=4, num_warps=4, partials=True),
                dict(layout="tnd", block_d=32, chunk=2, num_warps=2, partials=True),
                dict(layout="tnd", block_d=128, chunk=1, num_warps=4, partials=True),

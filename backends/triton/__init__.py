@@ -77,18 +77,20 @@ def default_backward_schedule(roles: dict, device_type: str) -> Schedule:
     """A schedule for a backward kernel (ssmc.ir.passes.adjoint) at sizes `roles`.
 
     The backward keeps a dozen chunk tiles live (states, Ā', the adjoint, its shifted operands,
-    the recomputed forward values), so its tiles are smaller than the forward's.  For N <= 16 a
-    channel per lane, 64 channels, stepping one time step at a time (chunk 1), B's and C's
-    gradients written per block of channels and summed after the kernel (no atomics): 7.9 ms at the
-    Mamba-1 shape on an H100, the best of a sweep (11.9 ms for the earlier tnd/16/8 with atomics,
-    41 ms for the dnt default before it; BENCHMARKS.md).  Larger states keep about 2K elements
-    over 8 warps, untuned.  (SSD-shaped scans on CUDA take the chunked backward, `ssd_backward.py`.)
+    the recomputed forward values), so its tiles are smaller than the forward's.  For N <= 16 one
+    warp of 16 channels (two lanes per channel, so the sums over channels for B's and C's gradients
+    stay inside the warp, no shared-memory round trip), one time step at a time (chunk 1), those
+    gradients added atomically: 6.1 ms at the Mamba-1 shape on an H100, the best of a 24-schedule
+    sweep (7.2 ms with per-block partials, which also take 4x the gradient memory; 8.2 ms for 64
+    channels over 4 warps; BENCHMARKS.md).  `Schedule(partials=True)` gives a deterministic
+    summation order.  Larger states keep about 2K elements over 8 warps, untuned.  (SSD-shaped scans
+    on CUDA take the chunked backward.)
     """
     if device_type != "cuda":
         return Schedule()
     n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
     if 1 < n <= 16:
-        return Schedule(layout="tnd", block_d=64, chunk=1, num_warps=4, partials=True)
+        return Schedule(layout="tnd", block_d=16, chunk=1, num_warps=1)
     chunk = 16 if n <= 128 else 8
     block_d = max(1, 2048 // (n * chunk))
     return Schedule(layout="dnt" if n <= 16 else "tdn", block_d=block_d, chunk=chunk, num_warps=8)
