@@ -111,14 +111,12 @@ def test_cost_model():
     assert "L-1-t order" in choose(rev, big, "cuda")[1]
 
 
-def test_small_batch_times_channels_gets_smaller_programs(monkeypatch):
+def test_default_recurrent_schedule_on_cuda():
     import ssmc.backends.triton as tb
-    monkeypatch.setattr(tb, "_sm_count", lambda: 132)
-    wide = tb.default_schedule(dict(b=4, t=2048, h=4096, n=16), "cuda")  # 128 programs of 128 channels
-    assert (wide.layout, wide.block_d) == ("tnd", 128)
-    for b, h in ((1, 4096), (8, 384)):  # 32 and 24 such programs on 132 SMs: 32-channel programs instead
-        small = tb.default_schedule(dict(b=b, t=2048, h=h, n=16), "cuda")
-        assert (small.layout, small.block_d, small.num_warps) == ("tnd", 32, 4)
+    for b, h in ((4, 4096), (1, 4096), (8, 384)):  # Mamba-1 sizes: one channel per program, time first
+        s = tb.default_schedule(dict(b=b, t=2048, h=h, n=16), "cuda")
+        assert (s.layout, s.block_d, s.chunk, s.num_warps) == ("tdn", 1, 64, 1)
+    assert tb.default_schedule(dict(b=4, t=2048, h=64, n=1), "cuda").chunk == 1024  # first-order: long chunks
 
 
 def test_forcing_chunked_on_a_graph_without_the_structure_names_why():
