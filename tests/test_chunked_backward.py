@@ -6,6 +6,8 @@ gradients against a float64 PyTorch loop.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,9 @@ def test_generated_backward_reads_like_the_math():
     assert "for cr in range(0, NC)" in src and "_dot(" in src  # chunks in reverse, on tensor cores
     assert "mask before exp" in src and "tl.cumsum(" in src
     assert "st_base + (c0 // Q)" in src  # one state per chunk in the scratch buffer, none per step
+    # dĀ·∂Ā/∂A and dĀ·∂Ā/∂Δ as dℓ·Δ and dℓ·A: Ā cancels (the adjoint writes ∂Ā as A·Ā), nothing divides by it
+    ratios = [line.split("=", 1)[1].strip() for line in src.splitlines() if re.match(r"\s*v\d+q = ", line)]
+    assert ratios and all(re.fullmatch(r"v\d+", r) for r in ratios), ratios
 
 
 @pytest.mark.gpu

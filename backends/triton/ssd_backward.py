@@ -351,7 +351,10 @@ class _Gen:
             return False
         esym = {j: sp.Symbol(s, real=True) for j, s in zip(e.args, e.attr("symbols"))}
         to_e = {sp.Symbol(s, real=True): esym[j] for j, s in zip(a.args, a.attr("symbols"))}
-        ratio = sp.simplify(e.attr("expr") / a.attr("expr").xreplace(to_e))
+        a_expr = a.attr("expr").xreplace(to_e)
+        # E may read Ā's own value (the adjoint writes d e^{AΔ} as A·Ā): Ā's expression, so that it cancels
+        e_expr = e.attr("expr").xreplace({esym[j]: a_expr for j in e.args if j == self.info["a"]})
+        ratio = sp.simplify(e_expr / a_expr)
         key = f"{i}q"
         self.names[key] = (f"v{key}",)
         _lower_expr(self._em(self.names, self.loop), key, Node("expr", e.args, _freeze(dict(e.attrs, expr=ratio)), e.type), self.loop.append)
