@@ -19,11 +19,13 @@ from .compiler import compile
 from .spec import Spec
 
 
-def _custom_op(backend: str, direct: bool, *tensors, traced_only: bool = False):
-    """torch.ops.ssmc when torch tensors run on the Triton backend (so torch.compile can trace
-    the call as one op), else None.  The custom op calls back here with direct=True.
-    `traced_only`: an op without autograd goes through it only under torch.compile or when a
-    tensor requires grad — otherwise its dispatch only adds overhead to a decode step."""
+def _custom_op(backend: str, direct: bool, *tensors):
+    """torch.ops.ssmc when torch tensors run on the Triton backend and the call needs it — under
+    torch.compile (so the call traces as one op) or when a tensor requires grad (the op's autograd)
+    — else None: the caller runs the kernel directly.  The custom op's dispatch took host time: a
+    Mamba-1 forward call (batch 4 × 4096 channels) took 0.41 ms of host time through it and 0.23 ms
+    without, on the H100 machine (torch 2.11) — about a batch-1 forward's GPU time.  The custom op
+    calls back here with direct=True."""
     if direct:
         return None
     given = [t for t in tensors if t is not None]
@@ -31,8 +33,8 @@ def _custom_op(backend: str, direct: bool, *tensors, traced_only: bool = False):
         return None
     if backend == "triton" or (backend == "auto" and given[0].device.type == "cuda"):
         import torch
-        if traced_only and not torch.compiler.is_compiling() and not any(t.requires_grad for t in given):
-            return None  # (with a tensor that requires grad, the op refuses a backward it does not have)
+        if not torch.compiler.is_compiling() and not any(t.requires_grad for t in given):
+            return None
 
         from . import torch_ops  # noqa: F401  (registers the ops)
         return torch.ops.ssmc
@@ -221,7 +223,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     D, dt_bias (dim,).  With heads: state (batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
     B, C (batch, G, N); D, dt_bias (H, P).  Returns out, shaped like x.
     """
-    op = _custom_op(backend, _direct, state, x, dt, A, B, C, D, z, dt_bias, traced_only=True)
+    op = _custom_op(backend, _direct, state, x, dt, A, B, C, D, z, dt_bias)
     if op is not None:
         return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
     nd = len(getattr(state, "shape", ()))
