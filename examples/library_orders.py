@@ -20,7 +20,7 @@ import numpy as np
 
 import ssmc
 from ssmc import library
-from ssmc.inits import random_inputs
+from ssmc.inits import as_torch, random_inputs
 
 TOL = 1e-5
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -73,20 +73,11 @@ inputs = {
 assert set(inputs) == set(library.FAMILIES)
 
 
-def on_device(v):
-    if isinstance(v, list):
-        return [on_device(o) for o in v]
-    if not isinstance(v, np.ndarray):
-        return v
-    dtype = torch.int64 if v.dtype.kind == "i" else torch.complex64 if np.iscomplexobj(v) else torch.float32
-    return torch.tensor(v, dtype=dtype, device=device)
-
-
 worst = 0.0
 for name, f in library.FAMILIES.items():
     x = inputs[name]
     want = f.run(**x, backend="numpy")
-    got = f.run(**{k: on_device(v) for k, v in x.items()}, backend="triton").double().cpu().numpy()
+    got = f.run(**as_torch(x, device), backend="triton").double().cpu().numpy()
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     worst = max(worst, err)
     print(f"{name:<18} {f.op:<36} out {tuple(got.shape)}; NumPy vs Triton rel. error {err:.1e}")

@@ -16,7 +16,7 @@ import torch
 
 import ssmc
 from ssmc import cli, library
-from ssmc.inits import random_inputs
+from ssmc.inits import as_torch, random_inputs
 from ssmc.library import FAMILIES, OrderFamily, family
 
 from conftest import DEVICES, assert_close, seed_of
@@ -234,18 +234,6 @@ CASES = {"vim": (_case_vim, LENGTHS), "vmamba_ss2d": (_case_vmamba, GRIDS), "msv
 PARAMS = [pytest.param(name, size, id=f"{name}-{size}") for name, (_, sizes) in CASES.items() for size in sizes]
 
 
-def _torch(x, device):
-    """fp32 / complex64 / int64 tensors (orders stay a list of index tensors); other arguments as they are."""
-    def conv(v):
-        if isinstance(v, list):
-            return [conv(o) for o in v]
-        if not isinstance(v, np.ndarray):
-            return v
-        dtype = torch.int64 if v.dtype.kind == "i" else torch.complex64 if np.iscomplexobj(v) else torch.float32
-        return torch.tensor(v, dtype=dtype, device=device)
-    return {k: conv(v) for k, v in x.items()}
-
-
 def _takes_out(f: OrderFamily) -> bool:
     return "out" in inspect.signature(f.run).parameters
 
@@ -287,7 +275,7 @@ def test_triton_matches_loop(name, size, device, rng):
     x, want = make(rng, size)
     f = family(name)
     out = torch.full(want.shape, float("nan"), device=device) if _takes_out(f) else None
-    got = f.run(**_torch(x, device), **({"out": out} if out is not None else {}), backend="triton")
+    got = f.run(**as_torch(x, device), **({"out": out} if out is not None else {}), backend="triton")
     assert out is None or got is out
     assert isinstance(got, torch.Tensor) and got.device.type == device and got.dtype == torch.float32
     assert_close(got, want, 1e-5, f"{name} {size} on {device} vs loop")
