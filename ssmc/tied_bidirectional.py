@@ -25,7 +25,9 @@ Lowering:
     (channel k·dim + d, the mechanism of `ssmc.orders`): u, Δ, A, B and D are one tensor read by
     both blocks (axis role `r`), C has one block per direction, the scan's order is a gather from
     the orders [0, …, L-1] and [L-1, …, 0] (group k = direction k), and the output sums the two
-    blocks.  D enters each block halved, so the sum adds D·u once.
+    blocks.  D enters each block halved, so the sum adds D·u once.  The backward pass is not derived
+    for gather orders, so when a torch tensor requires grad the layer runs as the two Spec runs below
+    (reverse is an index map with a derived backward): differentiable, two launches.
   * MIMO specs (S5, LRU): two runs of the Spec (forward with D, the Spec's reverse direction
     without it), summed into one output.  One graph does not lower today: a graph with two scans
     is refused by the fusion pass ("two scans feed one region; multi-scan graphs are not lowered
@@ -52,6 +54,15 @@ def _is_torch(x) -> bool:
 
 def _shape(x) -> tuple:
     return tuple(getattr(x, "shape", ()))
+
+
+def _needs_grad(inputs) -> bool:
+    return any(_is_torch(v) and v.requires_grad for v in inputs.values()) and _grad_enabled()
+
+
+def _grad_enabled() -> bool:
+    import torch
+    return torch.is_grad_enabled()
 
 
 @lru_cache(maxsize=32)
@@ -128,8 +139,8 @@ def tied_bidirectional(spec, *, backend: str = "auto", out=None, **inputs):
     and its parameters), except C: (2, dim, N) / (2, H, N) — [0] forward, [1] backward — or
     (dim, N) / (H, N), shared by both directions.  `out`: an output buffer to write into (optional).
     Returns the output, shaped like u.  SISO specs run as one kernel; on the Triton backend they are
-    forward only (the generic backward refuses gather orders).  MIMO specs run as two Spec runs and
-    are differentiable where the Spec is.
+    differentiable as two Spec runs when a torch tensor requires grad (the derived backward refuses gather
+    orders).  MIMO specs run as two Spec runs and are differentiable where the Spec is.
     """
     spec = _check_spec(spec)
     u, C = inputs.get("u"), inputs.get("C")
@@ -142,10 +153,13 @@ def tied_bidirectional(spec, *, backend: str = "auto", out=None, **inputs):
         raise ValueError(f"C: expected shape (2, {label}, N) (one per direction) or ({label}, N) (shared) with "
                          f"{label}={channels}, got {_shape(C)}")
     per_direction = len(_shape(C)) == 3
-    if spec.io == "mimo":
+    if spec.io == "mimo" or _needs_grad(inputs):
         fwd, rev = (C[0], C[1]) if per_direction else (C, C)
         y = _compiled(spec, backend, "forward")(**{**inputs, "C": fwd}, out=out)["out"]
-        y += _compiled(spec, backend, "reverse")(**{**inputs, "C": rev, "D": None})["out"]
+        y_rev = _compiled(spec, backend, "reverse")(**{**inputs, "C": rev, "D": None})["out"]
+        if out is None:
+            return y + y_rev  # not in place: y may be saved for autograd
+        y += y_rev
         return y
     if not per_direction:  # the graph reads C in blocks: both directions' copies (2·dim×N, small)
         C = C[None].expand(2, *_shape(C)) if _is_torch(C) else np.broadcast_to(C[None], (2,) + _shape(C))
