@@ -104,6 +104,18 @@ def _compiled(spec: Spec, backend: str, direction: str = ""):
     return compile(spec, backend=backend)
 
 
+def tied_bidirectional_graph(spec):
+    """The (optimized) IR graph of a SISO LTI Spec's tied bidirectional layer (see the module
+    docstring), e.g. to export it: `ssmc.export_onnx(tied_bidirectional_graph("s4d_zoh"), sizes={"dim":
+    dim, "Kdim": 2 * dim, "K": 2, "N": N})`.  Inputs as the Spec's, but C (2·dim, N) — direction k's C
+    in rows k·dim … — and `orders` (2, L) int64, [0 … L-1] and [L-1 … 0]."""
+    spec = _check_spec(spec)
+    if spec.io == "mimo":
+        raise ValueError(f"spec: {spec.name!r} is MIMO: its tied bidirectional layer is two runs of the Spec, "
+                         f"not one graph")
+    return _compiled(spec, "numpy").graph
+
+
 def _check_spec(spec) -> Spec:
     if isinstance(spec, str):
         from . import library

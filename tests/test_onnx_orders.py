@@ -260,3 +260,21 @@ def test_cli(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "options of multi_order_scan" in r.stderr
     r = _cli("multi_order_scan", "-o", str(tmp_path / "x.onnx"), "--K", "2", "--dim", "8")
     assert r.returncode == 2 and "missing ['N']" in r.stderr
+
+
+def test_tied_bidirectional_s4d_exports_as_one_graph(rng):
+    """The tied bidirectional S4D graph (two blocks of channels, gather orders) through onnxruntime equals
+    ssmc.ops.tied_bidirectional on NumPy, at two lengths of one exported model; MIMO specs are refused."""
+    from ssmc.tied_bidirectional import tied_bidirectional, tied_bidirectional_graph
+    dim, N = 3, 4
+    graph = tied_bidirectional_graph("s4d_zoh")
+    model = export_onnx(graph, sizes={"dim": dim, "Kdim": 2 * dim, "K": 2, "N": N})
+    sess = session(model)
+    for L in (7, 12):
+        x = random_inputs(graph, dict(batch=2, dim=dim, Kdim=2 * dim, K=2, N=N, L=L), seed=seed_of(rng))
+        x["orders"] = np.stack([np.arange(L), np.arange(L)[::-1]]).astype(np.int64)
+        want = tied_bidirectional("s4d_zoh", backend="numpy", **dict({k: v for k, v in x.items() if k != "orders"},
+                                                                       C=x["C"].reshape(2, dim, N)))
+        assert_close(run(model, x, sess)["out"], want, TOL, f"L={L}")
+    with pytest.raises(ValueError, match="spec: 's5' is MIMO"):
+        tied_bidirectional_graph("s5")
