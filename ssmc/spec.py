@@ -101,7 +101,7 @@ def _check_choice(what, value, allowed):
 def _layout(spec: Spec) -> dict:
     """Axes of every argument, by the conventions in the module docstring."""
     if spec.state == "scalar_head":
-        ch, seq = ("H", "P"), lambda *inner: ("batch", "L") + inner
+        seq = lambda *inner: ("batch", "L") + inner  # noqa: E731
         return dict(u=seq("H", "P"), dt=seq("H"), dt_lti=("H",), A=("H",), state=("batch", "H", "P", "N"),
                     BC=seq("G", "N") if spec.groups else seq("N"), BC_lti=("H", "N"),
                     D={"h": ("H",), "hp": ("H", "P")}.get(spec.skip), bias=("H",), seq_idx=("batch", "L"),

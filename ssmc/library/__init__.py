@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ssmc.ir.symbolic import A, dt, rule
+from ssmc.ir.symbolic import A, Rule, dt, rule
 from ssmc.spec import Spec
 
 ENTRIES = {s.name: s for s in [
@@ -32,7 +32,7 @@ def get(name: str) -> Spec:
     return ENTRIES[name]
 
 
-def generalized_bilinear(alpha) -> "ssmc.Rule":
+def generalized_bilinear(alpha) -> Rule:
     """The generalized bilinear transform (GBT): α=0 Euler, α=½ bilinear, α=1 backward Euler."""
     alpha = sp.nsimplify(alpha)
     return rule(f"gbt_{alpha}", (1 + (1 - alpha) * dt * A) / (1 - alpha * dt * A), dt / (1 - alpha * dt * A))
