@@ -2,6 +2,8 @@
 # One call on a lent GPU: install ssmc (and any carried anchor wheels), run the GPU test tier, then
 # `ssmc bench` (and the backward benchmark when present).
 # Usage (on the device machine, repo root): bash benchmarks/gpu_run.sh [ssmc bench options, e.g. --quick]
+# All of it takes about 12 minutes on an H100 (tier ~4, bench ~5, backward ~3): where one command may run
+# 10 minutes, split it with SKIP_TESTS=1 / SKIP_BENCH=1 / SKIP_BACKWARD=1 into two calls.
 # Carried, never committed: .whl/*.whl (flash-linear-attention, fla-core, accelerated-scan) and
 # .anchors/ (a folder holding mamba_ssm/ops/triton/*.py, put on PYTHONPATH).
 set -uo pipefail
