@@ -44,25 +44,9 @@ import numpy as np
 
 from ssmc.ir import Axis, Rebuilder
 
-from .compiler import compile
+from .compiler import _is_torch, _needs_grad, compile
+from .orders import _shape
 from .spec import Spec
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
-def _shape(x) -> tuple:
-    return tuple(getattr(x, "shape", ()))
-
-
-def _needs_grad(inputs) -> bool:
-    return any(_is_torch(v) and v.requires_grad for v in inputs.values()) and _grad_enabled()
-
-
-def _grad_enabled() -> bool:
-    import torch
-    return torch.is_grad_enabled()
 
 
 @lru_cache(maxsize=32)

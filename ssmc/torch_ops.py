@@ -193,9 +193,6 @@ def _(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge):
     return u.new_empty((batch, orders.shape[0], dim, L), dtype=delta.dtype if delta.dim() == 4 else torch.float32)
 
 
-_ORDER_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "gate")
-
-
 @torch.library.custom_op("ssmc::multi_order_scan_bwd", mutates_args=())
 def multi_order_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, orders: Tensor,
                          D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],

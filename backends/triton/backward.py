@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ssmc.ir import Graph, IRError
 
-from .codegen import (KERNEL_PROLOGUE, Schedule, TileAxes, _Emitter, _ident, _lower_node, _module, _pointers,
+from .codegen import (KERNEL_PROLOGUE, RELAXED, Schedule, TileAxes, _Emitter, _ident, _lower_node, _module, _pointers,
                       _tile, _time_maps, _v, at_step, broadcast_tile, param_name, scan_chunk, scan_operands,
                       tensor_params, with_acc_literals)
 
@@ -283,7 +283,7 @@ class _Bwd:
                 self.out(phase, f"tl.store({tgt} + {blk} * {p}_sblk, {val}{', mask=' + mask if mask else ''})")
                 continue
             fn = "tl.atomic_add" if atomic else "tl.store"
-            sem = ", sem='relaxed'" if atomic else ""  # no ordering needed: only the final sums are read
+            sem = RELAXED if atomic else ""
             self.out(phase, f"{fn}({tgt}, {val}{', mask=' + mask if mask else ''}{sem})")
         if per_block:
             self.blocks.add(n.attr("name"))

@@ -24,6 +24,7 @@ from ssmc.ir.symbolic import LOG2E, exp2_form, lower, print_triton
 
 CODEGEN_VERSION = "2"
 AXIS_OF_ROLE = {"h": 0, "p": 0, "g": 0, "n": 1, "t": 2}
+RELAXED = ", sem='relaxed'"  # atomic adds need no ordering: only the sums they finish are read, after the kernel
 
 
 @dataclass(frozen=True)
@@ -559,7 +560,7 @@ def _lower_output(em, i, n, phase):
         tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
         if merge:
             em.out(phase, f"tl.atomic_add({tgt}, tl.broadcast_to({part}, {p}_ptrs.shape).to({em.acc})"
-                          f"{', mask=' + mask if mask else ''}, sem='relaxed')")  # only the final sum is read
+                          f"{', mask=' + mask if mask else ''}{RELAXED})")
             continue
         val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
         em.out(phase, f"tl.store({tgt}, {val}{', mask=' + mask if mask else ''})")

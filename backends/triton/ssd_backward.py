@@ -39,7 +39,7 @@ from ssmc.ir import Graph, IRError, Node
 from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
-from .codegen import _elementwise, _ident, _lower_expr, param_name, tensor_params
+from .codegen import RELAXED, _elementwise, _ident, _lower_expr, param_name, tensor_params
 from .ssd import _load, _log_decay, _segments, dot_type_line, module_source
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
@@ -387,7 +387,7 @@ class _Gen:
         roles = {a.role for a in axes}
         atomic = "b" not in roles or "g" in roles
         fn = "tl.atomic_add" if atomic else "tl.store"
-        sem = ", sem='relaxed'" if atomic else ""  # no ordering needed: only the final sums are read
+        sem = RELAXED if atomic else ""
         if atomic:
             self.atomic.add(n.attr("name"))
         ptr, mask = _load(n.with_attrs(name=p))
