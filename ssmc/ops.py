@@ -21,7 +21,8 @@ from .spec import Spec
 
 def _custom_op(backend: str, direct: bool, *tensors):
     """torch.ops.ssmc when torch tensors run on the Triton backend and the call needs it — under
-    torch.compile (so the call traces as one op) or when a tensor requires grad (the op's autograd)
+    torch.compile (so the call traces as one op) or when autograd records it (a tensor requires grad
+    and grad mode is on: the op's autograd)
     — else None: the caller runs the kernel directly.  The custom op's dispatch took host time: a
     Mamba-1 forward call (batch 4 × 4096 channels) took 0.41 ms of host time through it and 0.23 ms
     without, on the H100 machine (torch 2.11) — about a batch-1 forward's GPU time.  The custom op
@@ -33,7 +34,7 @@ def _custom_op(backend: str, direct: bool, *tensors):
         return None
     if backend == "triton" or (backend == "auto" and given[0].device.type == "cuda"):
         import torch
-        if not torch.compiler.is_compiling() and not any(t.requires_grad for t in given):
+        if not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(t.requires_grad for t in given)):
             return None
 
         from . import torch_ops  # noqa: F401  (registers the ops)
