@@ -69,8 +69,8 @@ def _scan(args, node, ctx):
     rest = list(args[2:])
     h0 = rest.pop(0) if node.attr("has_h0") else None
     seq = rest.pop(0) if node.attr("reset") else None
-    if is_gather(node.attr("order")):  # permute, scan forward, unpermute
-        index = rest.pop(0)
+    if is_gather(node.attr("order")) or _index_map(node).kind == "grid":  # permute, scan forward, unpermute
+        index = rest.pop(0) if is_gather(node.attr("order")) else _grid_index(node, ctx)
         a, x = _permute(a, index), _permute(x, index)
         seq = None if seq is None else _permute(seq, index)
         forward = node.with_attrs(order=ORDERS["forward"])
@@ -101,6 +101,20 @@ def _index_map(scan):
     return ORDERS[order] if isinstance(order, str) else order
 
 
+def _grid_index(scan, ctx):
+    """A grid order as a gather index (1, L, heads or 1, 1, 1): channel h takes its group's order,
+    the group of h being h // (heads // groups), as for any grouped input."""
+    roles = ctx["roles"]
+    perms = _index_map(scan).permutations(roles["t"])  # (orders, L)
+    if len(perms) == 1:
+        return perms.T[None, :, :, None, None]
+    heads, groups = roles.get("h", 1), roles.get("g", 1)
+    if groups != len(perms):
+        raise IRError(f"scan order {_index_map(scan)}: {len(perms)} orders, one per group, but the inputs "
+                      f"have {groups} groups")
+    return np.repeat(perms, heads // groups, axis=0).T[None, :, :, None, None]
+
+
 def _gather_index(v, index):
     """index (1, L, H or 1, 1, 1) broadcast against v: one time index per (batch, step, channel, p, n)."""
     H = max(v.shape[2], index.shape[2])
@@ -123,9 +137,10 @@ def _unpermute(h, index):
 
 def _last(args, node, ctx):
     scan = ctx["graph"][node.args[0]]
-    if is_gather(scan.attr("order")):  # the state after the last step: at time index[L-1] per channel
+    if is_gather(scan.attr("order")) or _index_map(scan).kind == "grid":  # at time index[L-1] per channel
         h = args[0]
-        return np.take_along_axis(h, _gather_index(h, ctx["values"][scan.args[-1]][:, -1:]), axis=1)
+        index = ctx["values"][scan.args[-1]] if is_gather(scan.attr("order")) else _grid_index(scan, ctx)
+        return np.take_along_axis(h, _gather_index(h, index[:, -1:]), axis=1)
     t = _index_map(scan).numpy(ctx["roles"]["t"])[-1]
     return args[0][:, t:t + 1]
 

@@ -108,11 +108,14 @@ class Builder:
                 self._emit("discretize", delta, A, rule=r, part="B"))
 
     def scan(self, A_bar: Value, x: Value, h0: Value | None = None, seq_idx: Value | None = None,
-             order: str = "forward", index: Value | None = None) -> Value:
+             order="forward", index: Value | None = None) -> Value:
         """h_t = Ā_t h_{t-1} + x_t along `order`: "forward", "reverse", or "gather" — step k visits
-        time index[k] (`index` an integer input over (L,) or (groups, L): a permutation per group)."""
-        if order not in ("forward", "reverse", "gather"):
-            raise ValueError(f"scan order must be 'forward', 'reverse' or 'gather', got {order!r}")
+        time index[k] (`index` an integer input over (L,) or (groups, L): a permutation per group) —
+        or named 2-D orders of an H×W grid, `ssmc.ir.passes.canonicalize.grid_order(H, W, names)`
+        (one name, or one per B/C group), which need no index input."""
+        grid = getattr(order, "kind", None) == "grid"
+        if not grid and order not in ("forward", "reverse", "gather"):
+            raise ValueError(f"scan order must be 'forward', 'reverse', 'gather' or a grid_order, got {order!r}")
         if (order == "gather") != (index is not None):
             raise ValueError("scan: order='gather' takes an `index` input (and only it does)")
         extra = [v for v in (h0, seq_idx, index) if v is not None]

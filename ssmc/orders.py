@@ -29,31 +29,26 @@ import numpy as np
 
 from .compiler import compile
 
-NAMED_2D = ("row", "col", "row_rev", "col_rev", "snake_row", "snake_col")
+from .ir.grid import NAMED_2D, grid_permutation, match_grid
+from .ir.passes.canonicalize import grid_order
 
 
 def scan_orders_2d(H: int, W: int, names) -> list:
     """The named scan orders of an H×W grid as permutations of its row-major flattening.
 
     row / col: row-major / column-major; *_rev: the same reversed; snake_row / snake_col: every
-    other row (column) reversed, so consecutive steps stay neighbours.
+    other row (column) reversed, so consecutive steps stay neighbours.  (multi_order_scan
+    recognizes these permutations and scans them as the IR's grid orders, no index read.)
     """
     for arg, v in (("H", H), ("W", W)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{arg}: expected a positive integer, got {v!r}")
     if isinstance(names, str):
         names = [names]
-    grid = np.arange(H * W, dtype=np.int64).reshape(H, W)
-    snake = lambda g: np.stack([r[::-1] if i % 2 else r for i, r in enumerate(g)]).ravel()  # noqa: E731
-    make = {"row": lambda: grid.ravel(), "col": lambda: grid.T.ravel(),
-            "row_rev": lambda: grid.ravel()[::-1], "col_rev": lambda: grid.T.ravel()[::-1],
-            "snake_row": lambda: snake(grid), "snake_col": lambda: snake(grid.T)}
-    out = []
     for name in names:
-        if name not in make:
+        if name not in NAMED_2D:
             raise ValueError(f"names: unknown 2-D order {name!r}; orders are {list(NAMED_2D)}")
-        out.append(np.ascontiguousarray(make[name]()))
-    return out
+    return [grid_permutation(int(H), int(W), name) for name in names]
 
 
 MERGES = ("sum", "mean", "concat", "gated")
@@ -64,9 +59,11 @@ TIEABLE = ("delta", "A", "B", "C", "D", "delta_bias")
 
 @lru_cache(maxsize=64)
 def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend: str, merge: str = "sum",
-              K: int = 1, tied: frozenset = frozenset()):
+              K: int = 1, tied: frozenset = frozenset(), grid: str = ""):
     """The graph: per-order parameters are K blocks of channels (axis KD, role h) or grouped by order
-    (B, C: axis K, role g); a tied one is shared by every block (role r, like u) or ungrouped."""
+    (B, C: axis K, role g); a tied one is shared by every block (role r, like u) or ungrouped.  The
+    order is a gather from an `orders` input, or, when `grid` ("HxW:name,…", see grid_key) names
+    the K orders, the IR's grid order (no index input)."""
     from . import declare as d
     m = d.Builder("multi_order_scan")
     ch = lambda name: "dim:r" if name in tied else "KD:h"  # noqa: E731
@@ -78,7 +75,12 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
         delta = d.softplus(delta)
     A_bar, B_scale = m.discretize(delta, m.input("A", (ch("A"), "N")), "zoh_euler")
     B, C = (m.input(x, ("batch", "N", "L") if x in tied else ("batch", "K:g", "N", "L")) for x in ("B", "C"))
-    h = m.scan(A_bar, B_scale * B * u, order="gather", index=m.input("orders", ("K:g", "L"), integer=True))
+    if grid:
+        shape, names = grid.split(":")
+        H, W = (int(v) for v in shape.split("x"))
+        h = m.scan(A_bar, B_scale * B * u, order=grid_order(H, W, names.split(",")))
+    else:
+        h = m.scan(A_bar, B_scale * B * u, order="gather", index=m.input("orders", ("K:g", "L"), integer=True))
     y = (C * h).sum("n")
     if has_D:
         y = y + m.input("D", (ch("D"),)) * u
@@ -120,14 +122,21 @@ def _expect(name, x, want: tuple, labels: str):
         raise ValueError(f"{name}: expected shape {labels} = {want}, got {_shape(x)}")
 
 
-_CHECKED: dict = {}  # id of each torch order -> (the tensors, their versions, the stacked tensor)
+_CHECKED: dict = {}  # id of each torch order -> (the tensors, their versions, (stacked tensor, grid key))
+
+
+def grid_key(stacked: np.ndarray) -> str:
+    """"HxW:name,…" when every order is a named order of one H×W grid (ssmc.ir.grid), else ""."""
+    match = match_grid(stacked)
+    return "" if match is None else f"{match[0]}x{match[1]}:{','.join(match[2])}"
 
 
 def _orders_array(orders, K: int, L: int, like):
-    """The K orders as one (K, L) int64 array (or tensor on u's device), each checked to be a
-    permutation of range(L).  Torch orders are checked once (the check reads them on the host)
-    and remembered — holding the tensors, so their memory is not reused — until one changes (its
-    version counter), so repeated calls and CUDA graph captures neither sync nor copy."""
+    """(the K orders as one (K, L) int64 array, or tensor on u's device, each checked to be a
+    permutation of range(L); their grid key, see grid_key).  Torch orders are checked once (the
+    check reads them on the host) and remembered — holding the tensors, so their memory is not
+    reused — until one changes (its version counter), so repeated calls and CUDA graph captures
+    neither sync nor copy."""
     is_torch = type(like).__module__.startswith("torch")
     rows = list(orders) if isinstance(orders, (list, tuple)) else None
     if is_torch and _tracing():
@@ -156,10 +165,11 @@ def _orders_array(orders, K: int, L: int, like):
         if not np.array_equal(np.sort(o), np.arange(L)):
             raise ValueError(f"orders[{k}]: not a permutation of range(L={L})")
     stacked = np.stack(rows).astype(np.int64)
+    grid = grid_key(stacked)
     if not is_torch:
-        return stacked
+        return stacked, grid
     import torch
-    out = torch.from_numpy(stacked).to(like.device)
+    out = torch.from_numpy(stacked).to(like.device), grid
     if key is not None:
         if len(_CHECKED) > 256:
             _CHECKED.clear()
@@ -183,7 +193,7 @@ def _orders_traced(orders, K: int, L: int, like):
     stacked = stacked.to(like.device, torch.int64)
     ok = (stacked.sort(dim=1).values == torch.arange(L, device=like.device)).all()
     torch._assert_async(ok, "orders: not a permutation of range(L)")
-    return stacked
+    return stacked, ""  # the grid orders are not recognized while tracing: a gather
 
 
 def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,
@@ -238,12 +248,13 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
         _expect("z", z, (batch, dim, L), "(batch, dim, L)")
     if gate is not None:
         _expect("gate", gate, (batch, K, dim, L), "(batch, K, dim, L)")
-    orders = _orders_array(orders, K, L, u)
+    orders, grid = _orders_array(orders, K, L, u)
     from .ops import _custom_op
     op = _custom_op(backend, _direct, u, delta, A, B, C, D, z, delta_bias, gate)
     if op is not None:  # torch tensors on Triton: one custom op, with autograd (ssmc.torch_ops)
-        return op.multi_order_scan(u, delta, A, B, C, orders, D, z, delta_bias, gate, bool(delta_softplus), merge)
-    return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend)
+        return op.multi_order_scan(u, delta, A, B, C, orders, D, z, delta_bias, gate, bool(delta_softplus), merge,
+                                   grid)
+    return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend, grid)
 
 
 def tied_of(delta, A, B, C, D, delta_bias) -> frozenset:
@@ -252,8 +263,9 @@ def tied_of(delta, A, B, C, D, delta_bias) -> frozenset:
     return frozenset(k for k, (x, r) in ranks.items() if x is not None and len(_shape(x)) == r)
 
 
-def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend):
-    """multi_order_scan on arguments already checked, `orders` the (K, L) int64 array or tensor."""
+def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend, grid=""):
+    """multi_order_scan on arguments already checked, `orders` the (K, L) int64 array or tensor;
+    `grid` their grid key (grid_key) when they are named orders of a grid, which then need no index."""
     batch, dim, L = _shape(u)
     K, N = _shape(orders)[0], _shape(A)[-1]
     tied = tied_of(delta, A, B, C, D, delta_bias)
@@ -261,13 +273,15 @@ def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merg
     if channel_params <= tied and gate is None:  # the K blocks of channels need one per-order input to exist:
         tied = tied - {"A"}  # A, repeated (K·dim×N, small)
         A = A[None].expand(K, dim, N) if hasattr(A, "expand") else np.broadcast_to(A[None], (K, dim, N))
+    if {"B", "C"} <= tied:  # no input is grouped by order, so only the orders tensor can tell blocks apart
+        grid = ""
     fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend, merge,
-                   K if merge == "mean" else 1, tied)
+                   K if merge == "mean" else 1, tied, grid)
 
     def flat(name, x, *shape):  # per-order (K, dim, ...) -> (K·dim, ...): a view when contiguous
         return x if x is None or name in tied else x.reshape(*shape)
     out = fn(u=u, delta=flat("delta", delta, batch, K * dim, L), A=flat("A", A, K * dim, N), B=B, C=C,
-             orders=orders, D=flat("D", D, K * dim), z=z,
+             **({} if grid else {"orders": orders}), D=flat("D", D, K * dim), z=z,
              delta_bias=flat("delta_bias", delta_bias, K * dim), gate=None if gate is None else
              gate.reshape(batch, K * dim, L))["out"]
     return out.reshape(batch, K, dim, L) if merge == "concat" else out
@@ -285,7 +299,7 @@ def _grid_order(order, H: int, W: int, arg: str):
 def _orders_as(arg: str, orders, K: int, L: int, like, where: str):
     """_orders_array, its errors naming `arg` (the argument the orders came from) and the grid."""
     try:
-        return _orders_array(orders, K, L, like)
+        return _orders_array(orders, K, L, like)[0]
     except ValueError as e:
         prefix = "orders[0]" if arg == "full_order" else "orders"
         raise ValueError(f"{arg}{str(e)[len(prefix):]} (the {where})") from None

@@ -179,13 +179,13 @@ ssd.register_autograd(_ssd_backward, setup_context=_ssd_setup_context)
 @torch.library.custom_op("ssmc::multi_order_scan", mutates_args=())
 def multi_order_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, orders: Tensor,
                      D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], gate: Optional[Tensor],
-                     delta_softplus: bool, merge: str) -> Tensor:
+                     delta_softplus: bool, merge: str, grid: str) -> Tensor:
     from .orders import _run
-    return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, "triton")
+    return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, "triton", grid)
 
 
 @multi_order_scan.register_fake
-def _(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge):
+def _(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, grid):
     if merge != "concat":  # the merges have u's layout and dtype
         return u.new_empty(u.shape)
     # concat keeps the K blocks: delta's dtype when delta has that layout (the launcher's rule), else fp32
@@ -211,7 +211,7 @@ def _(dout, u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, m
 
 
 def _orders_setup_context(ctx, inputs, output):
-    u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge = inputs
+    u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, _grid = inputs  # backward: a gather
     ctx.save_for_backward(u, delta, A, B, C, orders, D, z, delta_bias, gate)
     ctx.flags = (delta_softplus, merge)
 
@@ -221,7 +221,7 @@ def _orders_backward(ctx, dout):
     given = (u, delta, A, B, C, D, z, delta_bias, gate)
     grads = torch.ops.ssmc.multi_order_scan_bwd(dout, u, delta, A, B, C, orders, D, z, delta_bias, gate, *ctx.flags)
     du, ddelta, dA, dB, dC, dD, dz, dbias, dgate = _none_if_empty(grads, given)
-    return du, ddelta, dA, dB, dC, None, dD, dz, dbias, dgate, None, None
+    return du, ddelta, dA, dB, dC, None, dD, dz, dbias, dgate, None, None, None
 
 
 multi_order_scan.register_autograd(_orders_backward, setup_context=_orders_setup_context)

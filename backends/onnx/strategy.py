@@ -54,6 +54,10 @@ def choose_lowering(g: Graph, lti: str = "scan", force_scan: bool = False) -> Gr
         raise ValueError(f"lti: expected one of {LTI_CHOICES}, got {lti!r}")
     nodes = list(g.nodes)
     for i in g.ids("scan"):
+        if g[i].attr("order").kind == "grid":  # the gather form exports: its orders are a graph input
+            raise NotImplementedError(f"{g.name}: a {g[i].attr('order')} scan has no ONNX lowering; export the "
+                                      f"same scan with order='gather' (ssmc.orders.multi_order_graph), the "
+                                      f"permutations (ssmc.ops.scan_orders_2d) an input")
         r = scan_region(g, i)
         ssd_why = ssd_reason(g, r)
         if g[i].attr("order").kind == "gather":

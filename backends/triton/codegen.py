@@ -85,6 +85,7 @@ class _Emitter:
         self.phase = {}  # node id -> pre / loop / post (see _phases)
         self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
         self.one_group = False  # every program's channels in one group, g_blk (see _pointers)
+        self.mode = "chunk"  # how a scan lowers: "chunk", or a column-wise pass of a grid order (grid.py)
 
     def out(self, phase, line):
         self.lines[phase].append(line)
@@ -130,6 +131,7 @@ def _pointers(ta: TileAxes, p: str, axes, tp="tp", one_group=False):
 
 def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     """Python source of a module holding the kernel and a `launch` function."""
+    from .grid import body as grid_body, grid_map
     if graph.ids("adjoint"):  # a backward graph (ssmc.ir.passes.adjoint)
         from .backward import generate_backward
         return generate_backward(graph, schedule, acc)
@@ -145,7 +147,8 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
                       f"order for all channels, not one per group")
     em = _Emitter(graph, TileAxes(schedule.layout), acc)
     phase = em.phase = _phases(graph)
-    em.one_group = index is not None  # the launcher keeps a gather order's blocks inside one group
+    grid = grid_map(graph)
+    em.one_group = per_group_order(graph)  # the launcher keeps a block's channels inside one group
     em.early_loads = True
     kname = f"{_ident(graph.name)}_fwd"
     inputs = [graph[i] for i in graph.ids("input")]
@@ -165,7 +168,8 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
         *([GROUP_OF_BLOCK] if em.one_group else []),
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
-        *(_time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []),
+        *(grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"]) if grid else
+          _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []),
         "# ---- final states",
         *em.lines["post"],
     ]
@@ -223,9 +227,10 @@ KERNEL_PROLOGUE = [
 GROUP_OF_BLOCK = "g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's group (and order)"
 
 
-def _time_loop(graph: Graph, schedule: Schedule, lines: list) -> list:
+def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None = None) -> list:
+    """The chunked time loop around a chunk's `lines`; `maps` (lines giving tp) default to the scan's order."""
     ahead, maps = _prefetched_gather(graph, schedule) if gather_index(graph) is not None \
-        else ([], _time_maps(graph, schedule))
+        else ([], maps or _time_maps(graph, schedule))
     return [
         "# ---- the sequence, CHUNK steps at a time",
         *ahead,
@@ -265,6 +270,13 @@ def _gather_pointer(g: Graph) -> tuple:
 def has_repeat_axis(g: Graph) -> bool:
     """Does an input or output have an axis of role r (shared by every block of channels)?"""
     return any(a.role == "r" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes"))
+
+
+def per_group_order(g: Graph) -> bool:
+    """Does each B/C group have its own scan order (a gather index over groups, or grid orders)?"""
+    from .grid import grid_map
+    index, grid = gather_index(g), grid_map(g)
+    return index is not None or (grid is not None and len(grid.names) > 1)
 
 
 def gather_index(g: Graph):
@@ -446,6 +458,9 @@ def _lower_expr(em, i, n, out):
 
 def _lower_scan(em, i, n, phase, sched):
     out = lambda line: em.out("loop", line)
+    if em.mode != "chunk":  # a column-wise pass of a grid order: its states are set up by grid.body
+        from .grid import transposed_scan
+        return transposed_scan(em, i, n, out)
     h = _state_names(i, n.type.complex)
     state_shape = _tile(em.ax, n.type, "1")
     # initial state: zeros or h0, before the loop

@@ -60,7 +60,7 @@ def _out_dtype(graph, out, inputs, acc="float32") -> str:
 
 
 def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
-    from .codegen import gather_index, has_repeat_axis, param_name
+    from .codegen import has_repeat_axis, param_name, per_group_order
     outs = [param_name(graph, n) for n in outputs]
     lines = launch_header(graph, inputs, outputs, "Run the fused kernel on torch tensors of one device; "
                                                   "returns {output name: tensor}.")
@@ -86,8 +86,8 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         # MIMO regions scan step by step: on an H100 (Triton 3.6) tl.associative_scan over the
         # channel-reduced MIMO state gave wrong results that the CPU interpreter does not show.
         "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))",
-        *(["    while (HG * P) % BLOCK_D:  # a gather order per group: keep each block of channels in one group",
-           "        BLOCK_D //= 2"] if gather_index(graph) is not None else []),
+        *(["    while (HG * P) % BLOCK_D:  # an order per group: keep each block of channels in one group",
+           "        BLOCK_D //= 2"] if per_group_order(graph) else []),
         "    grid = (batch, triton.cdiv(NCH, BLOCK_D))",
         "    global LAST_COMPILED  # the compiled kernel of the last launch (registers, spills) for tuning",
         f"    LAST_COMPILED = {kname}[grid](",

@@ -72,9 +72,10 @@ def adjoint(g: Graph) -> Graph:
     if len(scans) != 1:
         raise NotImplementedError(f"{g.name}: backward is derived for graphs with exactly one scan, "
                                   f"found {len(scans)}")
-    if getattr(g[scans[0]].attr("order"), "kind", None) == "gather" or any(
+    if getattr(g[scans[0]].attr("order"), "kind", None) in ("gather", "grid") or any(
             a.role == "r" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes")):
-        raise NotImplementedError(f"{g.name}: backward of a gather-order (multi-order) scan is not derived yet")
+        raise NotImplementedError(f"{g.name}: backward of a gather-order or grid-order (multi-order) scan is not "
+                                  f"derived yet")
     b = _Builder()
     new = {}  # forward node id -> its recomputation in the backward graph
     for i, n in enumerate(g.nodes):

@@ -17,19 +17,52 @@ from .rewrite import rewrite
 
 @dataclass(frozen=True)
 class IndexMap:
-    """A scan order over the time axis: position k of the scan reads time index map(k)."""
+    """A scan order over the time axis: position k of the scan reads time index map(k).
 
-    kind: str  # "identity" | "reverse" | "gather" (t = index[k], the scan's last operand)
+    kind "grid": the time axis is an H×W grid (`grid`), scanned along named 2-D orders
+    (`names`, see ssmc.ir.grid) — one for all channels, or one per B/C group (a multi-order scan's
+    K orders), so no index tensor is read at all."""
+
+    kind: str  # "identity" | "reverse" | "gather" (t = index[k], the scan's last operand) | "grid"
+    grid: tuple = ()  # (H, W) of a grid order
+    names: tuple = ()  # a grid order's named orders, one per group (or one for every channel)
+
+    def __post_init__(self):
+        if self.kind == "grid":
+            from ..grid import NAMED_2D
+            if len(self.grid) != 2 or any(not isinstance(v, int) or v < 1 for v in self.grid):
+                raise ValueError(f"grid order: expected grid=(H, W) of positive ints, got {self.grid!r}")
+            if not self.names or any(n not in NAMED_2D for n in self.names):
+                raise ValueError(f"grid order: expected names among {list(NAMED_2D)}, got {self.names!r}")
 
     def __str__(self):
+        if self.kind == "grid":
+            return f"grid{self.grid[0]}x{self.grid[1]}[{','.join(self.names)}]"
         return {"identity": "t", "reverse": "L-1-t", "gather": "index[t]"}[self.kind]
 
-    def numpy(self, L: int):
+    def permutations(self, L: int):
+        """The order as a (groups, L) array of time indices (one row for identity/reverse)."""
         import numpy as np
         if self.kind == "gather":
             raise ValueError("a gather order is read from its index tensor, not computed from L")
+        if self.kind == "grid":
+            from ..grid import grid_permutation
+            H, W = self.grid
+            if H * W != L:
+                raise ValueError(f"grid order {self}: H×W = {H * W} is not the length L={L}")
+            return np.stack([grid_permutation(H, W, n) for n in self.names])
         k = np.arange(L)
-        return k if self.kind == "identity" else L - 1 - k
+        return (k if self.kind == "identity" else L - 1 - k)[None]
+
+    def numpy(self, L: int):
+        if self.kind == "grid" and len(self.names) > 1:
+            raise ValueError(f"grid order {self} has one order per group")
+        return self.permutations(L)[0]
+
+
+def grid_order(H: int, W: int, names) -> IndexMap:
+    """The index map of named 2-D orders over an H×W grid: one name, or one per B/C group."""
+    return IndexMap("grid", (int(H), int(W)), (names,) if isinstance(names, str) else tuple(names))
 
 
 ORDERS = {"forward": IndexMap("identity"), "reverse": IndexMap("reverse"), "gather": IndexMap("gather")}
@@ -39,7 +72,7 @@ def _order_to_index_map(rb, i):
     n = rb.nodes[i]
     order = n.attr("order")
     if isinstance(order, str):
-        return rb.add(n.with_attrs(order=ORDERS[order]))
+        return rb.add(n.with_attrs(order=ORDERS[order]))  # an IndexMap (a grid order) stays
     return None
 
 

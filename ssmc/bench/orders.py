@@ -30,15 +30,20 @@ def inputs(batch=8, dim=384, H=56, W=56, N=16, K=4, seed=0):
                 D=r(K, dim), z=r(batch, dim, L).to(bf), delta_bias=0.1 * r(K, dim))
 
 
-def fused(x, orders, schedule=None):
-    if schedule is None:
+def fused(x, orders, schedule=None, gather=False):
+    """The multi-order op (its default schedule), or its kernel at `schedule`: named grid orders
+    read as the IR's grid order, or with `gather` as permutations read from the orders tensor."""
+    if schedule is None and not gather:
         return lambda: ops.multi_order_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], orders, D=x["D"], z=x["z"],
                                             delta_bias=x["delta_bias"], delta_softplus=True, backend="triton")
     from ssmc.orders import _compiled, _orders_array
-    fn = compile(_compiled(True, True, True, True, "triton").graph, backend="triton", schedule=schedule)
     b, K, dim, L = x["delta"].shape
+    index, grid = _orders_array(orders, K, L, x["u"])
+    grid = "" if gather else grid
+    fn = compile(_compiled(True, True, True, True, "triton", "sum", 1, frozenset(), grid).graph, backend="triton",
+                 schedule=schedule)
     args = dict(u=x["u"], delta=x["delta"].reshape(b, K * dim, L), A=x["A"].reshape(K * dim, -1), B=x["B"],
-                C=x["C"], orders=_orders_array(orders, K, L, x["u"]), D=x["D"].reshape(-1), z=x["z"],
+                C=x["C"], **({} if grid else {"orders": index}), D=x["D"].reshape(-1), z=x["z"],
                 delta_bias=x["delta_bias"].reshape(-1))
     return lambda: fn(**args)["out"]
 
