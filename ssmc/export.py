@@ -116,7 +116,8 @@ def _stateful_graph(decl, step: bool):
             return full, {}
         return single_step(full), {STATE: names["h0"], ("out", STATE): names["hT"]}
     g = decl
-    gather = [i for i in g.ids("scan") if is_gather(g[i].attr("order"))]
+    whole = lambda o: is_gather(o) or getattr(o, "kind", None) == "grid"  # noqa: E731  (orders over all of L)
+    gather = [i for i in g.ids("scan") if whole(g[i].attr("order"))]
     if gather:  # a multi-order scan: no pieces to stream, the orders span the whole sequence
         if step:
             raise IRError(f"node %{gather[0]} (scan): a gather (multi-order) scan has no single-step form "

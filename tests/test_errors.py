@@ -189,7 +189,7 @@ def test_bad_builder_use():
     u = m.input("u", ("batch", "dim", "L"))
     with pytest.raises(ValueError, match=r"input 'u' declared twice"):
         m.input("u", ("batch", "dim", "L"))
-    with pytest.raises(ValueError, match=r"scan order must be 'forward', 'reverse' or 'gather', got 'sideways'"):
+    with pytest.raises(ValueError, match=r"scan order must be 'forward', 'reverse', 'gather' or a grid_order, got 'sideways'"):
         m.scan(u, u, order="sideways")
     with pytest.raises(TypeError, match=r"cannot use str in an SSM declaration"):
         u + "1"

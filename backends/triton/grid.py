@@ -16,10 +16,11 @@ before it, hence two passes over the rows per tile of CHUNK columns:
      column c0+j; a second pass over the rows runs the columns from those states and computes
      every output.
 
-Pass 1 computes only the values the scan's operands need (no readout, no stores).  A multi-order
-scan's K orders are K groups of channels: each program's channels lie in one group (the launcher
-keeps blocks inside a group), so a program branches once, on its group, to the row-wise or the
-column-wise loop.
+Pass 1 computes only the values the scan's operands need (no readout, no stores).  col_rev keeps
+its lanes in ascending columns (contiguous loads) and scans the lanes from the last one down.
+A multi-order scan's K orders are K groups of channels: each program's channels lie in one
+group (the launcher keeps blocks inside a group), and the kernel has one branch per named order,
+its index arithmetic static, so a program branches once, on its group.
 """
 from __future__ import annotations
 
@@ -52,110 +53,101 @@ def check(g: Graph) -> None:
         raise IRError(f"{g.name}: a complex state along a column order has no Triton lowering")
 
 
-def _select(cases: list, default: str) -> str:
-    """tl.where chain picking expression e_k for the program's group k (`cases` = [(k, e_k)])."""
-    expr = default
-    for k, e in cases:
-        expr = f"tl.where(g_blk == {k}, {e}, {expr})"
-    return expr
+def _groups_of(names: tuple, name: str) -> list:
+    return [k for k, n in enumerate(names) if n == name]
 
 
-def _groups(names: tuple, pick) -> list:
-    """The groups whose order is in `pick`, or [None] (every program) for a single order."""
-    if len(names) == 1:
-        return [None] if names[0] in pick else []
-    return [k for k, name in enumerate(names) if name in pick]
+def _row_map(name: str, W: int, wide: str) -> list:
+    """tp (and valid) for the chunk of scan positions k of a row-walking order."""
+    if name == "row_rev":  # lanes in descending time; ascending lanes scanned with reverse=True measured
+        return [f"tp = (L - 1 - k){wide}"]  # 1.45x slower on an H100 (BENCHMARKS.md)
+    if name == "row":
+        return [f"tp = k{wide}"]
+    return [f"tp = ((k // {W}) * {W} + tl.where((k // {W}) % 2 == 1, {W - 1} - k % {W}, k % {W})){wide}"
+            "  # snake_row: odd rows reversed"]
 
 
-def _flag(names: tuple, pick) -> str:
-    """A scalar (or Python) boolean: does this program's order lie in `pick`?"""
-    ks = _groups(names, pick)
-    if ks == [None]:
-        return "True"
-    return " | ".join(f"(g_blk == {k})" for k in ks) if ks else "False"
+def _relower(em, graph: Graph, loop_phase: list, schedule, mode: str, only=None) -> list:
+    """The loop-phase nodes lowered again (all, or those in `only`) as `mode`; their lines."""
+    em.mode, em.lines["loads"], em.lines["loop"] = mode, [], []
+    for i in loop_phase:
+        if only is None or i in only:
+            _lower_node(em, i, graph[i], "loop", schedule)
+    return em.lines["loads"] + em.lines["loop"]
 
 
-def _row_time_map(order, wide: str) -> list:
-    """tp: the time index of scan position k for the row-walking orders."""
-    H, W = order.grid
-    exprs = {"row": "k", "row_rev": "L - 1 - k",
-             "snake_row": f"(k // {W}) * {W} + tl.where((k // {W}) % 2 == 1, {W - 1} - k % {W}, k % {W})"}
-    present = [n for n in dict.fromkeys(order.names) if n in exprs]
-    first, rest = present[0], present[1:]
-    cases = [(k, exprs[name]) for name in rest for k in _groups(order.names, {name})]
-    return [f"tp = ({_select(cases, exprs[first])}){wide}  # {order}: the time index of position k"]
-
-
-def _column_time_map(order, p: str) -> list:
-    """tp and valid for lanes visiting columns p (in visit order) at row step ri."""
-    H, W = order.grid
-    rev, snake = _flag(order.names, {"col_rev"}), _flag(order.names, {"snake_col"})
-    col = {"False": p, "True": f"{W - 1} - ({p})"}.get(rev, f"tl.where({rev}, {W - 1} - ({p}), {p})")
-    flip = [f for f in (rev if rev != "False" else None,
-                        None if snake == "False" else "(cc % 2 == 1)" if snake == "True" else f"(({snake}) & (cc % 2 == 1))")
-            if f]
-    row = "ri" if not flip else f"{H - 1} - ri" if flip == ["True"] else f"tl.where({' | '.join(flip)}, {H - 1} - ri, ri)"
-    return [f"valid = (({p}) >= 0) & (({p}) < {W})  # lanes holding a column",
-            f"cc = {col}  # the column",
-            f"tp = ({row}) * {W} + cc  # its row at step ri"]
-
-
-def body(em, graph: Graph, schedule, loop_phase: list) -> list:
-    """The time loops of a grid-order kernel (after the time-invariant lines).  `em` holds the
-    chunked loop's lines already; the column-wise passes are lowered here."""
-    from .codegen import _time_loop
-    check(graph)
+def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str) -> list:
+    """The column-wise lowering of one column-walking order (see the module docstring).  Lanes hold
+    ascending columns cs+j; col_rev visits them right to left, so its lane scan runs reversed."""
     order = grid_map(graph)
-    wide = ".to(tl.int64)" if schedule.wide else ""
-    rows = _groups(order.names, set(order.names) - TRANSPOSED)
-    cols = _groups(order.names, TRANSPOSED)
-    row_loop = _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"], _row_time_map(order, wide)) \
-        if rows else []
-    if not cols:
-        return row_loop
-    scan = graph.ids("scan")[0]
-    needed = _ancestors(graph, scan)
-    passes = {}
-    for mode in ("pass1", "pass2"):
-        em.mode, em.lines["loads"], em.lines["loop"] = mode, [], []
-        for i in loop_phase:
-            if mode == "pass2" or i in needed or i == scan:
-                _lower_node(em, i, graph[i], "loop", schedule)
-        passes[mode] = em.lines["loads"] + em.lines["loop"]
-    em.mode = "chunk"
     H, W = order.grid
+    wide = ".to(tl.int64)" if schedule.wide else ""
+    scan = graph.ids("scan")[0]
+    back = name == "col_rev"
+    cs = f"({W} - CHUNK - c0)" if back else "c0"  # the tile's first column
+    prev = "+ 1" if back else "- 1"  # pass 1: each lane runs the column visited before its own
+    carry_lane = "CHUNK - 1" if back else "0"  # the lane holding the state entering the tile
+    last_lane = f"tl.maximum(0, CHUNK + c0 - {W})" if back else f"tl.minimum(CHUNK, {W} - c0) - 1"
+    row = {"col": "ri", "col_rev": f"{H - 1} - ri", "snake_col": f"tl.where(cc % 2 == 1, {H - 1} - ri, ri)"}[name]
+
+    def maps(col):
+        return [f"cc = {col}", f"valid = (cc >= 0) & (cc < {W})  # lanes holding a column",
+                f"tp = (({row}) * {W} + cc){wide}  # the cell at row step ri"]
+    pass1 = _relower(em, graph, loop_phase, schedule, "pass1", _ancestors(graph, scan) | {scan})
+    pass2 = _relower(em, graph, loop_phase, schedule, "pass2")
     n = graph[scan]
     shape = _tile(em.ax, n.type, "CHUNK")
     t = em.ax.bc("t")
     h, hc, pc = f"h{scan}", f"hc{scan}", f"pc{scan}"
-    col_loop = [
-        f"# ---- {order}: lanes over CHUNK columns, the loop over the {H} rows (see backends/triton/grid.py)",
+    rev = ", reverse=True" if back else ""
+    return [
+        f"# ---- {name} of the {H}x{W} grid: lanes over CHUNK columns, the loop over its rows (backends/triton/grid.py)",
         "lane = tl.arange(0, CHUNK)",
         f"for c0 in range(0, {W}, CHUNK):",
         *["    " + s for s in [
-            "# pass 1: lane j runs column c0+j-1 from a zero state: its end state and total decay",
+            "# pass 1: each lane runs the column visited before its own from a zero state: end state, total decay",
             f"{hc} = tl.zeros({shape}, {em.acc})",
             f"{pc} = tl.full({shape}, 1.0, {em.acc})",
             f"for ri in range(0, {H}):",
-            *["    " + s for s in _column_time_map(order, "c0 + lane - 1") + wide_tp(wide) + passes["pass1"]],
-            "# lane 0 holds the state entering the tile; scanning the lanes gives each column's entry state",
-            f"{pc} = tl.where((lane == 0){t}, 0.0, {pc})",
-            f"{hc} = tl.where((lane == 0){t}, tl.broadcast_to({h}, {shape}), {hc})",
-            f"_, {hc} = tl.associative_scan(({pc}, {hc}), axis={em.ax.ax('t')}, combine_fn=_combine_real)",
+            *["    " + s for s in maps(f"{cs} + lane {prev}") + pass1],
+            "# the carry lane takes the state entering the tile; a scan over the lanes gives each column's",
+            f"{pc} = tl.where((lane == {carry_lane}){t}, 0.0, {pc})",
+            f"{hc} = tl.where((lane == {carry_lane}){t}, tl.broadcast_to({h}, {shape}), {hc})",
+            f"_, {hc} = tl.associative_scan(({pc}, {hc}), axis={em.ax.ax('t')}, combine_fn=_combine_real{rev})",
             "# pass 2: every column from its entry state, with the readout",
             f"for ri in range(0, {H}):",
-            *["    " + s for s in _column_time_map(order, "c0 + lane") + wide_tp(wide) + passes["pass2"]],
-            f"{h} = {at_step(em.ax, hc, f'tl.minimum(CHUNK, {W} - c0) - 1')}  # the state entering the next tile",
+            *["    " + s for s in maps(f"{cs} + lane") + pass2],
+            f"{h} = {at_step(em.ax, hc, last_lane)}  # the state after the tile's last column",
         ]],
     ]
-    if not rows:
-        return col_loop
-    return [f"if {_flag(order.names, TRANSPOSED)}:", *["    " + s for s in col_loop],
-            "else:", *["    " + s for s in row_loop]]
 
 
-def wide_tp(wide: str) -> list:
-    return [f"tp = tp{wide}"] if wide else []
+def body(em, graph: Graph, schedule, loop_phase: list) -> list:
+    """The time loops of a grid-order kernel (after the time-invariant lines): one branch per named
+    order (a program takes its group's), each with its index arithmetic static, so the compiler sees
+    contiguous lanes wherever the order has them."""
+    from .codegen import _time_loop
+    check(graph)
+    order = grid_map(graph)
+    wide = ".to(tl.int64)" if schedule.wide else ""
+    pre = list(em.lines["pre"])  # lowering again repeats the scan's state set-up: keep the first
+    branches = []
+    for name in dict.fromkeys(order.names):
+        if name in TRANSPOSED:
+            loops = _column_loops(em, graph, loop_phase, schedule, name)
+        else:
+            lines = _relower(em, graph, loop_phase, schedule, "chunk")
+            loops = _time_loop(graph, schedule, lines, _row_map(name, order.grid[1], wide))
+        groups = _groups_of(order.names, name)
+        branches.append((" | ".join(f"(g_blk == {k})" for k in groups), loops))
+    em.mode, em.lines["pre"] = "chunk", pre
+    if len(branches) == 1:
+        return branches[0][1]
+    out = []
+    for k, (cond, loops) in enumerate(branches):
+        head = "if" if k == 0 else "elif"
+        out += [f"{head} {cond}:" if k < len(branches) - 1 else "else:", *["    " + s for s in loops]]
+    return out
 
 
 def transposed_scan(em, i, n, out) -> None:

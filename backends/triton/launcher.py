@@ -80,6 +80,7 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         line, arg = kernel_arg(p, len(n.attr("axes")), cplx)
         lines.append(line)
         args.append(arg)
+    lines += _grid_check(graph)
     lines += [
         "    BLOCK_N = triton.next_power_of_2(N)",
         "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
@@ -100,6 +101,18 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
     ]
     return "\n".join(lines)
+
+
+def _grid_check(graph) -> list:
+    """Lines refusing inputs whose B/C groups are not one per named order of a grid-order scan."""
+    from .grid import grid_map
+    order = grid_map(graph)
+    if order is None or len(order.names) == 1:
+        return []
+    k = len(order.names)
+    return [f"    if (NCH // P) // HG != {k}:",
+            f"        raise ValueError(f'scan order {order}: {k} orders, one per group, but the inputs have "
+            "{(NCH // P) // HG} groups')"]
 
 
 def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc, blocks=frozenset()) -> str:

@@ -1,0 +1,140 @@
+"""Grid orders (ssmc.ir.grid): named 2-D orders as an IR index map, no index tensor.
+
+The NumPy interpreter's grid order equals the same scan read through the permutation as a gather;
+the Triton lowering (rows: computed time indices; columns: lanes over columns, two passes) equals
+the NumPy gather form across schedules, including several tiles of columns and grids that do not
+fill a tile; multi_order_scan recognizes scan_orders_2d's permutations and nothing else.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ssmc
+from ssmc.backends.triton import Schedule
+from ssmc.compiler import compile
+from ssmc.ir.grid import NAMED_2D, grid_permutation, match_grid
+from ssmc.ir.passes.canonicalize import IndexMap, grid_order
+from ssmc.orders import _compiled, _orders_array, multi_order_scan, scan_orders_2d
+
+from conftest import DEVICES, assert_close
+
+ORDER_SETS = [("row", "col", "row_rev", "col_rev"), ("snake_row", "snake_col"), ("col",), ("col_rev", "snake_col", "row")]
+
+
+def _inputs(rng, batch, dim, N, L, K):
+    return dict(u=rng.standard_normal((batch, dim, L)), delta=rng.uniform(-3.0, 0.5, (batch, K * dim, L)),
+                A=-rng.uniform(0.5, 3.0, (K * dim, N)), B=rng.standard_normal((batch, K, N, L)),
+                C=rng.standard_normal((batch, K, N, L)), D=rng.standard_normal(K * dim),
+                z=rng.standard_normal((batch, dim, L)), delta_bias=0.1 * rng.standard_normal(K * dim))
+
+
+def _key(H, W, names):
+    return f"{H}x{W}:{','.join(names)}"
+
+
+@pytest.mark.parametrize("grid", [(5, 7), (1, 6), (4, 4), (3, 9)])
+def test_numpy_grid_order_equals_its_gather(grid, rng):
+    H, W = grid
+    for names in ORDER_SETS:
+        x = _inputs(rng, 2, 3, 4, H * W, len(names))
+        gather = _compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))
+        got = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names))(**x)
+        assert_close(got["out"], gather["out"], 1e-13, f"{names} on {H}x{W}")
+
+
+# (grid, orders, schedule): chunks of 2 and 4 split 7 and 9 columns over several tiles (the carry
+# between tiles); chunk 1 makes one lane per tile; block_d 8 > dim keeps blocks inside a group
+CASES = [((5, 7), ORDER_SETS[0], Schedule()), ((5, 7), ORDER_SETS[0], Schedule(chunk=2, block_d=2)),
+         ((5, 7), ORDER_SETS[3], Schedule(chunk=4, block_d=1, layout="tdn")),
+         ((3, 9), ORDER_SETS[1], Schedule(chunk=4, block_d=4, layout="tnd", num_warps=1)),
+         ((3, 9), ORDER_SETS[2], Schedule(chunk=1, block_d=8)), ((1, 6), ORDER_SETS[0], Schedule()),
+         ((4, 4), ORDER_SETS[1], Schedule(chunk=2, block_d=1, layout="tdn")), ((4, 4), ORDER_SETS[0], Schedule())]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grid, names, sched", CASES)
+def test_triton_grid_orders_match_numpy_across_schedules(grid, names, sched, device, rng):
+    H, W = grid
+    x = _inputs(rng, 2, 3, 4, H * W, len(names))
+    want = _compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
+    graph = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    got = compile(graph, backend="triton", schedule=sched)(**t, out=torch.full_like(t["u"], float("nan")))
+    assert_close(got["out"], want, 2e-5, f"{names} on {H}x{W}, {sched}, {device}")
+
+
+def test_grid_kernel_reads_no_index_and_is_one_launch():
+    fn = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev")
+    src = fn.source
+    launcher = src.split("def launch")[1]
+    assert "orders_ptr" not in src and "orders" not in src.split("def launch")[1].split(":")[0]
+    assert launcher.count("[grid](") == 1
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output only
+    # a branch per order, its index map static (the last one the else)
+    assert "if (g_blk == 0):" in src and "elif (g_blk == 1):" in src and "elif (g_blk == 2):" in src and "    else:" in src
+    assert "# ---- col of the 5x7 grid" in src and "# ---- col_rev of the 5x7 grid" in src
+    assert src.count("tl.associative_scan((pc") == 2  # the carries between columns (col, col_rev)
+    assert "combine_fn=_combine_real, reverse=True)" in src  # col_rev: lanes over ascending columns
+
+
+def test_multi_order_scan_uses_the_grid_order_for_named_orders(rng):
+    from ssmc.orders import grid_key
+    L = 35
+    assert grid_key(np.stack(scan_orders_2d(5, 7, ["row", "col", "row_rev", "col_rev"]))) == \
+        "5x7:row,col,row_rev,col_rev"
+    assert grid_key(np.stack([np.arange(L), np.arange(L)[::-1]])) == "35x1:row,row_rev"  # Vim: any grid's rows
+    assert grid_key(np.stack([np.arange(L), rng.permutation(L)])) == ""  # a random path: a gather
+    x = rng.standard_normal((1, 2, L))
+    _, key = _orders_array(scan_orders_2d(5, 7, ["col", "snake_row"]), 2, L, x)
+    assert key == "5x7:col,snake_row"
+
+
+@pytest.mark.parametrize("H, W", [(5, 7), (7, 5), (1, 6), (6, 1), (4, 4), (2, 3)])
+def test_match_grid_recognizes_every_named_order(H, W):
+    for name in NAMED_2D:
+        got = match_grid(grid_permutation(H, W, name)[None])
+        assert got is not None
+        gH, gW, (gname,) = got
+        assert np.array_equal(grid_permutation(gH, gW, gname), grid_permutation(H, W, name))
+    mixed = np.stack([grid_permutation(H, W, n) for n in NAMED_2D])
+    gH, gW, names = match_grid(mixed)
+    assert all(np.array_equal(grid_permutation(gH, gW, n), o) for n, o in zip(names, mixed))
+
+
+def test_grid_order_in_the_ir_text_and_its_errors():
+    m = ssmc.Builder("grid_scan")
+    a, x = m.input("a", ("batch", "dim", "L")), m.input("x", ("batch", "dim", "L"))
+    m.output("h", m.scan(a, x, order=grid_order(2, 3, "col")), ("batch", "dim", "L"))
+    g = ssmc.compile(m.build(), backend="numpy")
+    assert "order=grid2x3[col]" in g.graph.text()
+    a_, x_ = np.full((1, 1, 6), 0.5), np.arange(6.0)[None, None]
+    h, want = 0.0, np.empty(6)
+    for t in grid_permutation(2, 3, "col"):
+        h = 0.5 * h + t
+        want[t] = h
+    assert_close(g(a=a_, x=x_)["h"][0, 0], want, 1e-15, "grid col")
+    with pytest.raises(ValueError, match="H×W = 6 is not the length L=7"):
+        g(a=np.ones((1, 1, 7)), x=np.ones((1, 1, 7)))
+    with pytest.raises(ValueError, match="grid order: expected names among"):
+        IndexMap("grid", (2, 3), ("diagonal",))
+    with pytest.raises(ValueError, match=r"grid order: expected grid=\(H, W\)"):
+        IndexMap("grid", (0, 3), ("row",))
+
+
+def test_grid_orders_need_one_per_group(rng):
+    """Three named orders for inputs grouped in two: refused by name, not scanned with a wrong order."""
+    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col,row_rev").graph
+    x = _inputs(rng, 1, 2, 4, 35, 2)
+    with pytest.raises(ssmc.ir.IRError, match="3 orders, one per group, but the inputs have 2 groups"):
+        ssmc.compile(graph, backend="numpy")(**x)
+    t = {k: torch.tensor(v, dtype=torch.float32) for k, v in x.items()}
+    with pytest.raises(ValueError, match="3 orders, one per group, but the inputs have 2 groups"):
+        compile(graph, backend="triton")(**t)
+
+
+def test_grid_graph_has_no_onnx_lowering_and_says_what_exports():
+    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
+    with pytest.raises(NotImplementedError, match="order='gather'"):
+        ssmc.export_onnx(graph, sizes={"K": 2, "dim": 3, "KD": 6, "N": 4})
