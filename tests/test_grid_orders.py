@@ -134,6 +134,13 @@ def test_grid_orders_need_one_per_group(rng):
         compile(graph, backend="triton")(**t)
 
 
+def test_triton_grid_kernel_refuses_another_length(rng):
+    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
+    t = {k: torch.tensor(v, dtype=torch.float32) for k, v in _inputs(rng, 1, 2, 4, 36, 2).items()}
+    with pytest.raises(ValueError, match=r"the sequence length L=36 is not H×W = 35"):
+        compile(graph, backend="triton")(**t)
+
+
 def test_grid_graph_has_no_onnx_lowering_and_says_what_exports():
     graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
     with pytest.raises(NotImplementedError, match="order='gather'"):

@@ -58,9 +58,9 @@ def _groups_of(names: tuple, name: str) -> list:
 
 
 def _row_map(name: str, W: int, wide: str) -> list:
-    """tp (and valid) for the chunk of scan positions k of a row-walking order."""
-    if name == "row_rev":  # lanes in descending time; ascending lanes scanned with reverse=True measured
-        return [f"tp = (L - 1 - k){wide}"]  # 1.45x slower on an H100 (BENCHMARKS.md)
+    """tp for the chunk of scan positions k of a row-walking order."""
+    if name == "row_rev":  # lanes in descending time: ascending lanes scanned with reverse=True were
+        return [f"tp = (L - 1 - k){wide}"]  # slower on an H100 (SS2D 1.57 vs 1.33 ms, BENCHMARKS.md)
     if name == "row":
         return [f"tp = k{wide}"]
     return [f"tp = ((k // {W}) * {W} + tl.where((k // {W}) % 2 == 1, {W - 1} - k % {W}, k % {W})){wide}"

@@ -104,13 +104,19 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
 
 
 def _grid_check(graph) -> list:
-    """Lines refusing inputs whose B/C groups are not one per named order of a grid-order scan."""
+    """Lines refusing inputs of a grid-order scan whose length is not H·W, or whose B/C groups are not one
+    per named order."""
     from .grid import grid_map
     order = grid_map(graph)
-    if order is None or len(order.names) == 1:
+    if order is None:
         return []
+    H, W = order.grid
+    lines = [f"    if L != {H * W}:",
+             f"        raise ValueError(f'scan order {order}: the sequence length L={{L}} is not H×W = {H * W}')"]
+    if len(order.names) == 1:
+        return lines
     k = len(order.names)
-    return [f"    if (NCH // P) // HG != {k}:",
+    return lines + [f"    if (NCH // P) // HG != {k}:",
             f"        raise ValueError(f'scan order {order}: {k} orders, one per group, but the inputs have "
             "{(NCH // P) // HG} groups')"]
 
