@@ -14,7 +14,9 @@ In the IR the K orders are K blocks of channels (channel h = k·dim + d): Δ, A,
 laid out (K·dim, ...) — a reshape, not a copy; B, C and the orders are grouped by k (channel h
 reads group h // dim); u and z are shared by every block (an axis of role `r`: channel h reads
 h % dim); the output sums the K blocks (its `r` axis); and the scan's order is a gather from the
-orders tensor (step k of channel h visits time orders[h // dim, k]).  The NumPy interpreter
+orders tensor (step k of channel h visits time orders[h // dim, k]) — or, when the orders are named
+orders of one H×W grid (scan_orders_2d's), the IR's grid order, which reads no index at all
+(ssmc.ir.grid; on Triton, column orders run with the lanes across columns).  The NumPy interpreter
 defines it plainly (permute, scan, unpermute); the Triton kernel folds the order into its time
 index arithmetic and accumulates the merged output (with a gate: gate_k · y_k, in the same single launch).
 
