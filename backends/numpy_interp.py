@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ssmc.ir import ROLES, Graph, IRError
-from ssmc.ir.ops import is_gather
+from ssmc.ir.ops import is_gather, spans_sequence
 from ssmc.ir.passes.canonicalize import ORDERS
 from ssmc.ir.symbolic import expand, get_rule, lower, print_numpy
 from ssmc.ir.types import value_role
@@ -69,8 +69,8 @@ def _scan(args, node, ctx):
     rest = list(args[2:])
     h0 = rest.pop(0) if node.attr("has_h0") else None
     seq = rest.pop(0) if node.attr("reset") else None
-    if is_gather(node.attr("order")) or _index_map(node).kind == "grid":  # permute, scan forward, unpermute
-        index = rest.pop(0) if is_gather(node.attr("order")) else _grid_index(node, ctx)
+    if spans_sequence(node.attr("order")):  # permute, scan forward, unpermute
+        index = _order_index(node, ctx)
         a, x = _permute(a, index), _permute(x, index)
         seq = None if seq is None else _permute(seq, index)
         forward = node.with_attrs(order=ORDERS["forward"])
@@ -99,6 +99,11 @@ def _index_map(scan):
     """The scan's order as an IndexMap (graphs before canonicalize still name it 'forward'/'reverse')."""
     order = scan.attr("order")
     return ORDERS[order] if isinstance(order, str) else order
+
+
+def _order_index(scan, ctx):
+    """The time index of a whole-sequence order: a gather's index operand (its last), or a grid order's."""
+    return ctx["values"][scan.args[-1]] if is_gather(scan.attr("order")) else _grid_index(scan, ctx)
 
 
 def _grid_index(scan, ctx):
@@ -137,10 +142,9 @@ def _unpermute(h, index):
 
 def _last(args, node, ctx):
     scan = ctx["graph"][node.args[0]]
-    if is_gather(scan.attr("order")) or _index_map(scan).kind == "grid":  # at time index[L-1] per channel
+    if spans_sequence(scan.attr("order")):  # the state after the last step: at time index[L-1] per channel
         h = args[0]
-        index = ctx["values"][scan.args[-1]] if is_gather(scan.attr("order")) else _grid_index(scan, ctx)
-        return np.take_along_axis(h, _gather_index(h, index[:, -1:]), axis=1)
+        return np.take_along_axis(h, _gather_index(h, _order_index(scan, ctx)[:, -1:]), axis=1)
     t = _index_map(scan).numpy(ctx["roles"]["t"])[-1]
     return args[0][:, t:t + 1]
 

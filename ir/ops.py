@@ -99,6 +99,12 @@ def _scan(args, attrs):
     return state
 
 
+def spans_sequence(order) -> bool:
+    """Is a scan order a permutation of the whole sequence (a gather, or a grid order), as opposed to
+    forward/reverse, which a stream of pieces or a single step can follow?"""
+    return is_gather(order) or getattr(order, "kind", None) == "grid"
+
+
 def is_gather(order) -> bool:
     """Is a scan order (a declared name, or an IndexMap after canonicalize) read from an index tensor?"""
     return order == "gather" or getattr(order, "kind", None) == "gather"

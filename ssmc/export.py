@@ -28,7 +28,7 @@ import onnx
 
 from ssmc.backends.onnx import DEFAULT_OPSET, to_onnx
 from ssmc.ir import Graph, IRError
-from ssmc.ir.ops import is_gather
+from ssmc.ir.ops import spans_sequence
 from ssmc.ir.passes.step import STATE, single_step, stateful
 
 from . import library
@@ -116,8 +116,7 @@ def _stateful_graph(decl, step: bool):
             return full, {}
         return single_step(full), {STATE: names["h0"], ("out", STATE): names["hT"]}
     g = decl
-    whole = lambda o: is_gather(o) or getattr(o, "kind", None) == "grid"  # noqa: E731  (orders over all of L)
-    gather = [i for i in g.ids("scan") if whole(g[i].attr("order"))]
+    gather = [i for i in g.ids("scan") if spans_sequence(g[i].attr("order"))]
     if gather:  # a multi-order scan: no pieces to stream, the orders span the whole sequence
         if step:
             raise IRError(f"node %{gather[0]} (scan): a gather (multi-order) scan has no single-step form "

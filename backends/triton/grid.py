@@ -130,14 +130,14 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     check(graph)
     order = grid_map(graph)
     wide = ".to(tl.int64)" if schedule.wide else ""
+    chunk = em.lines["loads"] + em.lines["loop"]  # generate() lowered the chunk lines: row orders share them
     pre = list(em.lines["pre"])  # lowering again repeats the scan's state set-up: keep the first
     branches = []
     for name in dict.fromkeys(order.names):
         if name in TRANSPOSED:
             loops = _column_loops(em, graph, loop_phase, schedule, name)
         else:
-            lines = _relower(em, graph, loop_phase, schedule, "chunk")
-            loops = _time_loop(graph, schedule, lines, _row_map(name, order.grid[1], wide))
+            loops = _time_loop(graph, schedule, chunk, _row_map(name, order.grid[1], wide))
         groups = _groups_of(order.names, name)
         branches.append((" | ".join(f"(g_blk == {k})" for k in groups), loops))
     em.mode, em.lines["pre"] = "chunk", pre

@@ -117,8 +117,8 @@ def _grid_check(graph) -> list:
         return lines
     k = len(order.names)
     return lines + [f"    if (NCH // P) // HG != {k}:",
-            f"        raise ValueError(f'scan order {order}: {k} orders, one per group, but the inputs have "
-            "{(NCH // P) // HG} groups')"]
+                    f"        raise ValueError(f'scan order {order}: {k} orders, one per group, but the inputs "
+                    "have {(NCH // P) // HG} groups')"]
 
 
 def backward_launcher_source(graph, kname, inputs, outputs, atomic, parts, acc, blocks=frozenset()) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..graph import Graph, Node, Rebuilder, _freeze, prune
-from ..ops import ALL_OPS, IRError
+from ..ops import ALL_OPS, IRError, spans_sequence
 from ..types import ROLES, ValueType
 
 SKIP_ATTRS = ("region", "hoist", "lti")
@@ -72,7 +72,7 @@ def adjoint(g: Graph) -> Graph:
     if len(scans) != 1:
         raise NotImplementedError(f"{g.name}: backward is derived for graphs with exactly one scan, "
                                   f"found {len(scans)}")
-    if getattr(g[scans[0]].attr("order"), "kind", None) in ("gather", "grid") or any(
+    if spans_sequence(g[scans[0]].attr("order")) or any(
             a.role == "r" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes")):
         raise NotImplementedError(f"{g.name}: backward of a gather-order or grid-order (multi-order) scan is not "
                                   f"derived yet")

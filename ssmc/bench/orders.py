@@ -95,5 +95,5 @@ def run(args, rate: float) -> dict:
           f"scatter + sum) {ums:.3f} ms; speedup {ums / fms:.2f}x; rel. difference {err:.1e}", flush=True)
     print(f"  best fused schedule {best[1]}: {best[0]:.3f} ms ({floor / best[0] * 100:.1f}% of floor), "
           f"speedup over the unfused pipeline {ums / best[0]:.2f}x", flush=True)
-    return dict(fused_ms=fms, unfused_ms=ums, gather_ms=gms, speedup=ums / fms, floor_ms=floor, pct_floor=floor / fms * 100,
-                rel_err=err, best_ms=best[0], best_schedule=best[1], best_speedup=ums / best[0], sweep=sweep)
+    return dict(fused_ms=fms, unfused_ms=ums, gather_ms=gms, speedup=ums / fms, floor_ms=floor,
+                pct_floor=floor / fms * 100, rel_err=err, best_ms=best[0], best_schedule=best[1], best_speedup=ums / best[0], sweep=sweep)
