@@ -65,6 +65,24 @@ def test_triton_grid_orders_match_numpy_across_schedules(grid, names, sched, dev
     assert_close(got["out"], want, 2e-5, f"{names} on {H}x{W}, {sched}, {device}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["col", "col_rev", "snake_col"])
+def test_triton_column_order_of_a_decay_that_is_no_exponential(name, device, rng):
+    """Ā given as an input (no e^{c·x} to sum in the exponent): the column passes multiply the
+    column's decays step by step instead."""
+    m = ssmc.Builder("grid_scan")
+    a, x = m.input("a", ("batch", "dim", "L")), m.input("x", ("batch", "dim", "L"))
+    m.output("h", m.scan(a, x, order=grid_order(5, 7, name)), ("batch", "dim", "L"))
+    graph = m.build()
+    arrays = dict(a=rng.uniform(0.5, 1.0, (2, 3, 35)), x=rng.standard_normal((2, 3, 35)))
+    want = ssmc.compile(graph, backend="numpy")(**arrays)["h"]
+    fn = ssmc.compile(graph, backend="triton", schedule=Schedule(chunk=4, block_d=2))
+    assert "pc2 = pc2 * v0" in fn.source and "tl.exp(" not in fn.source
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in arrays.items()}
+    got = fn(**t, h=torch.full_like(t["x"], float("nan")))["h"]
+    assert_close(got, want, 2e-6, f"{name}, {device}")
+
+
 def test_grid_kernel_reads_no_index_and_is_one_launch():
     fn = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev")
     src = fn.source
@@ -77,6 +95,8 @@ def test_grid_kernel_reads_no_index_and_is_one_launch():
     assert "# ---- col of the 5x7 grid" in src and "# ---- col_rev of the 5x7 grid" in src
     assert src.count("tl.associative_scan((pc") == 2  # the carries between columns (col, col_rev)
     assert "combine_fn=_combine_real, reverse=True)" in src  # col_rev: lanes over ascending columns
+    # ZOH's Ā = e^{A·Δ}: a column's total decay is one exp of A·ΣΔ, not a product over its steps
+    assert src.count("tl.exp(v5 * sc11)") == 2 and "pc11 = pc11 *" not in src
 
 
 def test_multi_order_scan_uses_the_grid_order_for_named_orders(rng):

@@ -9,25 +9,28 @@ instead: the chunk's lanes hold CHUNK consecutive columns and the loop walks the
 load reads contiguous pieces of grid rows.  Each column's scan needs the state left by the one
 before it, hence two passes over the rows per tile of CHUNK columns:
 
-  1. with lanes j = 1…CHUNK-1 holding columns c0+j-1, scan each column from a zero state, keeping
-     its end state E_j and its total decay P_j = ∏ Ā (the column maps h ↦ P_j·h + E_j); lane 0
-     holds the state entering the tile (P_0 = 0, E_0 = carry);
-  2. an associative scan of the (P, E) pairs across the lanes gives, at lane j, the state entering
-     column c0+j; a second pass over the rows runs the columns from those states and computes
-     every output.
+  1. every lane scans its column from a zero state, keeping its end state E_j and its total decay
+     P_j = ∏ Ā (the column maps h ↦ P_j·h + E_j; for Ā = e^{c·x}, P_j = e^{c·Σx});
+  2. an associative scan of the (P, E) pairs across the lanes composes the columns in visiting
+     order; applied to the state entering the tile it gives the state after every column, and
+     shifted by one lane the state entering every column.  A second pass over the rows runs the
+     columns from those states and computes every output.
 
 Pass 1 computes only the values the scan's operands need (no readout, no stores).  col_rev keeps
 its lanes in ascending columns (contiguous loads) and scans the lanes from the last one down.
+Both passes issue a row's loads one row ahead.
 A multi-order scan's K orders are K groups of channels: each program's channels lie in one
 group (the launcher keeps blocks inside a group), and the kernel has one branch per named order,
 its index arithmetic static, so a program branches once, on its group.
 """
 from __future__ import annotations
 
+import sympy as sp
+
 from ssmc.ir import Graph, IRError
 from ssmc.ir.grid import TRANSPOSED
 
-from .codegen import _lower_node, _tile, at_step, scan_operands
+from .codegen import _lower_node, _tile, at_step, load_lines
 
 
 def grid_map(g: Graph):
@@ -67,13 +70,37 @@ def _row_map(name: str, W: int, wide: str) -> list:
             "  # snake_row: odd rows reversed"]
 
 
-def _relower(em, graph: Graph, loop_phase: list, schedule, mode: str, only=None) -> list:
-    """The loop-phase nodes lowered again (all, or those in `only`) as `mode`; their lines."""
+def _relower(em, graph: Graph, loop_phase: list, schedule, mode: str, only=None) -> tuple:
+    """The loop-phase nodes lowered again (all, or those in `only`) as `mode`: (the time-varying
+    inputs they read, their arithmetic lines without the loads)."""
     em.mode, em.lines["loads"], em.lines["loop"] = mode, [], []
+    inputs = []
     for i in loop_phase:
         if only is None or i in only:
             _lower_node(em, i, graph[i], "loop", schedule)
-    return em.lines["loads"] + em.lines["loop"]
+            inputs += [i] if graph[i].op == "input" else []
+    return inputs, em.lines["loop"]
+
+
+def _row_loop(em, graph: Graph, H: int, cell, inputs: list, lines: list) -> list:
+    """The loop over the grid's rows of a column-wise pass; `cell(ri)` is the time index of row step
+    ri in every lane.  Each step issues the next row's loads before its own arithmetic, so their
+    latency is spent on this row's (SS2D on an H100: 1.21 vs 1.33 ms)."""
+    ahead = {i: tuple(f"{v}_n" for v in em.names[i]) for i in inputs}
+    loads = lambda when: [line for i in inputs  # noqa: E731
+                          for line in load_lines(em, graph[i], ahead[i], tp="tp_n", when=when)]
+    return [
+        f"tp_n = {cell('0')}",
+        *loads(""),
+        f"for ri in range(0, {H}):",
+        *["    " + s for s in [
+            *[f"{v} = {a}" for i in inputs for v, a in zip(em.names[i], ahead[i])],
+            f"tp = {cell('ri')}  # the cell at row step ri",
+            f"tp_n = {cell('ri + 1')}",
+            *loads(f"(ri + 1 < {H})"),
+            *lines,
+        ]],
+    ]
 
 
 def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str) -> list:
@@ -85,38 +112,45 @@ def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str) -> li
     scan = graph.ids("scan")[0]
     back = name == "col_rev"
     cs = f"({W} - CHUNK - c0)" if back else "c0"  # the tile's first column
-    prev = "+ 1" if back else "- 1"  # pass 1: each lane runs the column visited before its own
-    carry_lane = "CHUNK - 1" if back else "0"  # the lane holding the state entering the tile
+    step = "tl.minimum(lane + 1, CHUNK - 1)" if back else "tl.maximum(lane - 1, 0)"  # the column before
+    carry_lane = "CHUNK - 1" if back else "0"  # the lane whose column comes first: it enters with the carry
     last_lane = f"tl.maximum(0, CHUNK + c0 - {W})" if back else f"tl.minimum(CHUNK, {W} - c0) - 1"
-    row = {"col": "ri", "col_rev": f"{H - 1} - ri", "snake_col": f"tl.where(cc % 2 == 1, {H - 1} - ri, ri)"}[name]
-
-    def maps(col):
-        return [f"cc = {col}", f"valid = (cc >= 0) & (cc < {W})  # lanes holding a column",
-                f"tp = (({row}) * {W} + cc){wide}  # the cell at row step ri"]
+    row = {"col": lambda r: r, "col_rev": lambda r: f"{H - 1} - ({r})",
+           "snake_col": lambda r: f"tl.where(cc % 2 == 1, {H - 1} - ({r}), {r})"}[name]
+    cell = lambda r: f"(({row(r)}) * {W} + cc){wide}"  # noqa: E731
     pass1 = _relower(em, graph, loop_phase, schedule, "pass1", _ancestors(graph, scan) | {scan})
+    total = getattr(em, "decay_total", None)
     pass2 = _relower(em, graph, loop_phase, schedule, "pass2")
     n = graph[scan]
     shape = _tile(em.ax, n.type, "CHUNK")
     t = em.ax.bc("t")
-    h, hc, pc = f"h{scan}", f"hc{scan}", f"pc{scan}"
+    h, hc, pc, sc = f"h{scan}", f"hc{scan}", f"pc{scan}", f"sc{scan}"
     rev = ", reverse=True" if back else ""
+    if total:  # Ā = e^{c·x}: the column's decay is e^{c·Σx}, one exp per column instead of a product per step
+        init = [f"{sc} = tl.zeros({total[2]}, {em.acc})"]
+        product = [f"{pc} = tl.broadcast_to(tl.exp({total[1]} * {sc}), {shape})  # the column's total decay"]
+    else:
+        init, product = [f"{pc} = tl.full({shape}, 1.0, {em.acc})"], []
     return [
         f"# ---- {name} of the {H}x{W} grid: lanes over CHUNK columns, the loop over its rows (backends/triton/grid.py)",
         "lane = tl.arange(0, CHUNK)",
         f"for c0 in range(0, {W}, CHUNK):",
         *["    " + s for s in [
-            "# pass 1: each lane runs the column visited before its own from a zero state: end state, total decay",
+            f"cc = {cs} + lane",
+            f"valid = (cc >= 0) & (cc < {W})  # lanes holding a column; the others' values reach no valid lane",
+            "# pass 1: each column from a zero state: its end state and total decay (h -> P·h + E)",
             f"{hc} = tl.zeros({shape}, {em.acc})",
-            f"{pc} = tl.full({shape}, 1.0, {em.acc})",
-            f"for ri in range(0, {H}):",
-            *["    " + s for s in maps(f"{cs} + lane {prev}") + pass1],
-            "# the carry lane takes the state entering the tile; a scan over the lanes gives each column's",
-            f"{pc} = tl.where((lane == {carry_lane}){t}, 0.0, {pc})",
+            *init,
+            *_row_loop(em, graph, H, cell, *pass1),
+            *product,
+            "# composing the columns in visiting order (a scan over the lanes) and applying them to the state",
+            "# entering the tile gives the state after each column; the one before a column's is its entry state",
+            f"{pc}, {hc} = tl.associative_scan(({pc}, {hc}), axis={em.ax.ax('t')}, combine_fn=_combine_real{rev})",
+            f"{hc} = {pc} * {h} + {hc}",
+            f"{hc} = tl.gather({hc}, tl.broadcast_to({step}{t}, {shape}), axis={em.ax.ax('t')})",
             f"{hc} = tl.where((lane == {carry_lane}){t}, tl.broadcast_to({h}, {shape}), {hc})",
-            f"_, {hc} = tl.associative_scan(({pc}, {hc}), axis={em.ax.ax('t')}, combine_fn=_combine_real{rev})",
             "# pass 2: every column from its entry state, with the readout",
-            f"for ri in range(0, {H}):",
-            *["    " + s for s in maps(f"{cs} + lane") + pass2],
+            *_row_loop(em, graph, H, cell, *pass2),
             f"{h} = {at_step(em.ax, hc, last_lane)}  # the state after the tile's last column",
         ]],
     ]
@@ -151,13 +185,40 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
 
 
 def transposed_scan(em, i, n, out) -> None:
-    """Scan node i in a column-wise pass: every lane (column) steps its own state one row."""
-    a_t, x_t = scan_operands(em, i, n, out)
-    hc, pc = f"hc{i}", f"pc{i}"
-    out(f"{hc} = {a_t[0]} * {hc} + {x_t[0]}")
+    """Scan node i in a column-wise pass: every lane (column) steps its own state one row.  No
+    padding selects: a lane past the grid's edge feeds only lanes past it (its scan direction)."""
+    a, x = em.names[n.args[0]][0], em.names[n.args[1]][0]
+    hc = f"hc{i}"
+    out(f"{hc} = {a} * {hc} + {x}")
     if em.mode == "pass1":
-        out(f"{pc} = {pc} * {a_t[0]}")
+        em.decay_total = total = decay_total(em, n.args[0])
+        out(f"sc{i} = sc{i} + {total[0]}" if total else f"pc{i} = pc{i} * {a}")
     em.names[i] = (hc,)
+
+
+def decay_total(em, a: int):
+    """(x, c, x's tile) when node a is Ā = e^{c·x}, c computed before the time loop and x a single
+    time-varying value (ZOH's e^{A·Δ}): a product of such Ā over steps is e^{c·Σx}.  Else None."""
+    g = em.g
+    n = g[a]
+    if n.op != "expr" or any(g[k].type.complex for k in (a, *n.args)):
+        return None
+    sym = {sp.Symbol(s, real=True): k for s, k in zip(n.attr("symbols"), n.args)}
+    e = sp.sympify(n.attr("expr")).xreplace({sp.Symbol(v.name): v for v in sym})
+    if not isinstance(e, sp.exp):
+        return None
+    const, var = [], []
+    for f in sp.Mul.make_args(e.args[0]):
+        if f.is_number:
+            const.append(repr(float(f)))
+        elif f in sym:
+            (const if em.phase.get(sym[f]) == "pre" else var).append(sym[f])
+        else:
+            return None
+    if len(var) != 1 or not const:
+        return None
+    c = " * ".join(k if isinstance(k, str) else em.names[k][0] for k in const)
+    return em.names[var[0]][0], c, _tile(em.ax, g[var[0]].type, "CHUNK")
 
 
 def _ancestors(g: Graph, i: int) -> set:

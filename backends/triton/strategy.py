@@ -54,8 +54,8 @@ def _no_tensor_cores(roles: dict, device_type: str, acc: str) -> str | None:
     return None
 
 
-def _gathered(graph: Graph) -> bool:
-    return any(getattr(graph[i].attr("order"), "kind", None) == "gather" for i in graph.ids("scan"))
+def _order_kind(graph: Graph) -> str | None:
+    return next((k for i in graph.ids("scan") if (k := getattr(graph[i].attr("order"), "kind", None))), None)
 
 
 def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
@@ -64,10 +64,15 @@ def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "flo
     kind, _ = choose(graph, roles, device_type, acc)
     if kind == "chunked":
         return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32, num_warps=4, num_stages=2)
-    if device_type == "cuda" and kind == "associative" and _gathered(graph) and roles.get("n", 1) <= 16:
+    order = _order_kind(graph)
+    if device_type == "cuda" and kind == "associative" and order == "gather" and roles.get("n", 1) <= 16:
         # a gather order adds a dependent index load per chunk: more, smaller programs hide it
         # (the best of a sweep on an H100 at VMamba's SS2D shape, BENCHMARKS.md)
         return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
+    if device_type == "cuda" and kind == "associative" and order == "grid" and roles.get("n", 1) <= 16:
+        # two channels per program share each step's B and C tiles (loads, bf16 conversions): SS2D on
+        # an H100 0.86 ms vs 1.04 with one (the best of a sweep, BENCHMARKS.md)
+        return Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)
     return default_schedule(roles, device_type, stepwise=kind == "step")
 
 
