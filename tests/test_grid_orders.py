@@ -165,3 +165,13 @@ def test_grid_graph_has_no_onnx_lowering_and_says_what_exports():
     graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
     with pytest.raises(NotImplementedError, match="order='gather'"):
         ssmc.export_onnx(graph, sizes={"K": 2, "dim": 3, "KD": 6, "N": 4})
+
+
+def test_cost_model_gives_grid_orders_two_channels_per_program_on_cuda():
+    from ssmc.backends.triton import strategy
+    graph = _compiled(True, True, True, True, "numpy", grid="56x56:row,col,row_rev,col_rev").graph
+    roles = {"n": 16, "t": 3136, "h": 1536}
+    want = Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)
+    assert strategy.choose_schedule(graph, roles, "cuda") == want
+    assert repr(want) in strategy.choose(graph, roles, "cuda")[1]  # the reason names the schedule it runs
+    assert strategy.choose_schedule(graph, roles, "cpu") == Schedule()

@@ -37,7 +37,7 @@ def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") ->
             return "chunked", f"scalar-per-head state of {p}×{n} per head: SSD chunks of {CHUNK} on tensor cores"
     if any(graph[i].attr("io") == "mimo" for i in graph.ids("scan")):
         return "sequential", f"not chunked ({why_not}); a MIMO state is scanned step by step"
-    sched = default_schedule(roles, device_type)
+    sched = _order_schedule(graph, roles, device_type) or default_schedule(roles, device_type)
     kind = "sequential" if sched.chunk == 1 else "associative"
     return kind, f"not chunked ({why_not}); {kind} scan, schedule {sched}"
 
@@ -54,8 +54,17 @@ def _no_tensor_cores(roles: dict, device_type: str, acc: str) -> str | None:
     return None
 
 
-def _order_kind(graph: Graph) -> str | None:
-    return next((k for i in graph.ids("scan") if (k := getattr(graph[i].attr("order"), "kind", None))), None)
+def _order_schedule(graph: Graph, roles: dict, device_type: str):
+    """The schedule of a gather or grid order of small states on CUDA (else None): the best of sweeps
+    on an H100 at VMamba's SS2D shape (BENCHMARKS.md)."""
+    kind = next((k for i in graph.ids("scan") if (k := getattr(graph[i].attr("order"), "kind", None))), None)
+    if device_type != "cuda" or roles.get("n", 1) > 16:
+        return None
+    if kind == "gather":  # a dependent index load per chunk: more, smaller programs hide it
+        return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
+    if kind == "grid" and roles.get("n", 1) > 1:  # two channels per program share each step's B and C
+        return Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)  # tiles (loads, conversions): 0.86 vs 1.04 ms
+    return None
 
 
 def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
@@ -64,15 +73,8 @@ def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "flo
     kind, _ = choose(graph, roles, device_type, acc)
     if kind == "chunked":
         return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32, num_warps=4, num_stages=2)
-    order = _order_kind(graph)
-    if device_type == "cuda" and kind == "associative" and order == "gather" and roles.get("n", 1) <= 16:
-        # a gather order adds a dependent index load per chunk: more, smaller programs hide it
-        # (the best of a sweep on an H100 at VMamba's SS2D shape, BENCHMARKS.md)
-        return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
-    if device_type == "cuda" and kind == "associative" and order == "grid" and roles.get("n", 1) <= 16:
-        # two channels per program share each step's B and C tiles (loads, bf16 conversions): SS2D on
-        # an H100 0.86 ms vs 1.04 with one (the best of a sweep, BENCHMARKS.md)
-        return Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)
+    if kind == "associative":
+        return _order_schedule(graph, roles, device_type) or default_schedule(roles, device_type)
     return default_schedule(roles, device_type, stepwise=kind == "step")
 
 
