@@ -113,12 +113,14 @@ def test_ssd_op_gradients_bf16_on_cuda(rng):
                         dt_softplus=True)
     y, fin = ssd(*(leaves[k] for k in "x dt A B C".split()), 64, **kw(leaves), return_final_states=True)
     yr, finr = grad_refs.ssd(*(refs[k] for k in "x dt A B C".split()), **kw(refs))
-    wy = torch.randn(y.shape, device="cuda", dtype=torch.float64)
-    wf = torch.randn(fin.shape, device="cuda", dtype=torch.float64)
+    wy = torch.randn(y.shape, device="cuda", dtype=torch.float64, generator=g)  # the printed seed replays it
+    wf = torch.randn(fin.shape, device="cuda", dtype=torch.float64, generator=g)
     ((y.double() * wy).sum() + (fin.double() * wf).sum()).backward()
     ((yr * wy).sum() + (finr * wf).sum()).backward()
     for k in a:
-        assert_close(leaves[k].grad, refs[k].grad, 1e-2, f"d{k}")
+        # a per-head parameter's gradient is one sum over ~10^5 bf16-rounded products that largely
+        # cancel: over 8 seeds dA/dD/ddt_bias were off by 0.07-0.98% (the other gradients 0.2-0.4%)
+        assert_close(leaves[k].grad, refs[k].grad, 2e-2 if k in ("A", "D", "dt_bias") else 1e-2, f"d{k}")
     kernel = ssmc.ops._compiled(ssmc.ops._ssd_spec(a["D"], a["z"], a["dt_bias"], a["h0"], seq, True, 0.0,
                                                    float("inf"), True), "triton")
     assert any(isinstance(k.schedule, ChunkedSchedule) for k in kernel._backward_form()._kernels.values())
