@@ -118,10 +118,10 @@ def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str) -> li
     row = {"col": lambda r: r, "col_rev": lambda r: f"{H - 1} - ({r})",
            "snake_col": lambda r: f"tl.where(cc % 2 == 1, {H - 1} - ({r}), {r})"}[name]
     cell = lambda r: f"(({row(r)}) * {W} + cc){wide}"  # noqa: E731
-    pass1 = _relower(em, graph, loop_phase, schedule, "pass1", _ancestors(graph, scan) | {scan})
-    total = getattr(em, "decay_total", None)
-    pass2 = _relower(em, graph, loop_phase, schedule, "pass2")
     n = graph[scan]
+    pass1 = _relower(em, graph, loop_phase, schedule, "pass1", _ancestors(graph, scan) | {scan})
+    total = decay_total(em, n.args[0])  # (after lowering: it names pass 1's variables)
+    pass2 = _relower(em, graph, loop_phase, schedule, "pass2")
     shape = _tile(em.ax, n.type, "CHUNK")
     t = em.ax.bc("t")
     h, hc, pc, sc = f"h{scan}", f"hc{scan}", f"pc{scan}", f"sc{scan}"
@@ -191,7 +191,7 @@ def transposed_scan(em, i, n, out) -> None:
     hc = f"hc{i}"
     out(f"{hc} = {a} * {hc} + {x}")
     if em.mode == "pass1":
-        em.decay_total = total = decay_total(em, n.args[0])
+        total = decay_total(em, n.args[0])
         out(f"sc{i} = sc{i} + {total[0]}" if total else f"pc{i} = pc{i} * {a}")
     em.names[i] = (hc,)
 
@@ -207,7 +207,7 @@ def decay_total(em, a: int):
     e = sp.sympify(n.attr("expr")).xreplace({sp.Symbol(v.name): v for v in sym})
     if not isinstance(e, sp.exp):
         return None
-    const, var = [], []
+    const, var = [], []  # the exponent's factors: numbers (as text) and time-invariant nodes; time-varying nodes
     for f in sp.Mul.make_args(e.args[0]):
         if f.is_number:
             const.append(repr(float(f)))

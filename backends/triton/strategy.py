@@ -57,9 +57,9 @@ def _no_tensor_cores(roles: dict, device_type: str, acc: str) -> str | None:
 def _order_schedule(graph: Graph, roles: dict, device_type: str):
     """The schedule of a gather or grid order of small states on CUDA (else None): the best of sweeps
     on an H100 at VMamba's SS2D shape (BENCHMARKS.md)."""
-    kind = next((k for i in graph.ids("scan") if (k := getattr(graph[i].attr("order"), "kind", None))), None)
     if device_type != "cuda" or roles.get("n", 1) > 16:
         return None
+    kind = next((k for i in graph.ids("scan") if (k := getattr(graph[i].attr("order"), "kind", None))), None)
     if kind == "gather":  # a dependent index load per chunk: more, smaller programs hide it
         return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
     if kind == "grid" and roles.get("n", 1) > 1:  # two channels per program share each step's B and C
