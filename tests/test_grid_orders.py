@@ -154,6 +154,22 @@ def test_grid_orders_need_one_per_group(rng):
         compile(graph, backend="triton")(**t)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grid, dtype", [((6, 1), torch.float32), ((1, 1), torch.float32), ((7, 3), torch.float64)])
+def test_triton_grid_orders_on_degenerate_grids_and_in_float64(grid, dtype, device, rng):
+    """One column, one cell, and float64 arithmetic: the lane shift and the per-column decay totals
+    hold at the edges (the schedule is CUDA's default for grid orders)."""
+    H, W = grid
+    for names in (ORDER_SETS[0], ("snake_col", "col_rev")):
+        x = _inputs(rng, 2, 3, 4, H * W, len(names))
+        want = _compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
+        graph = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
+        t = {k: torch.tensor(v, dtype=dtype, device=device) for k, v in x.items()}
+        fn = compile(graph, backend="triton", schedule=Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1))
+        got = fn(**t, out=torch.full_like(t["u"], float("nan")))["out"]
+        assert_close(got, want, 2e-5 if dtype == torch.float32 else 1e-12, f"{names} on {H}x{W}, {dtype}, {device}")
+
+
 def test_triton_grid_kernel_refuses_another_length(rng):
     graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
     t = {k: torch.tensor(v, dtype=torch.float32) for k, v in _inputs(rng, 1, 2, 4, 36, 2).items()}
