@@ -212,8 +212,9 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     given without their K axis — delta (batch, dim, L), A (dim, N), B/C (batch, N, L), D/delta_bias
     (dim,) — as a bidirectional S4/S5-style layer ties them; Vision Mamba ties none.  A tied
     parameter is one tensor in the IR read by every order (no copies; except that when Δ, A, D and the
-    bias are all tied, A is repeated K times — K·dim×N — so the graph keeps its K blocks of channels);
-    its gradient sums the orders.
+    bias are all tied, A is repeated K times — K·dim×N — so the graph keeps its K blocks of channels,
+    and that with B and C both tied on named grid orders B enters as a view repeating it along K with
+    stride 0, so the grid kernel can tell the orders' blocks apart); its gradient sums the orders.
     On the Triton backend it is differentiable (torch autograd; the backward is
     `ssmc.orders_backward`).
     """
@@ -275,8 +276,9 @@ def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merg
     if channel_params <= tied and gate is None:  # the K blocks of channels need one per-order input to exist:
         tied = tied - {"A"}  # A, repeated (K·dim×N, small)
         A = A[None].expand(K, dim, N) if hasattr(A, "expand") else np.broadcast_to(A[None], (K, dim, N))
-    if {"B", "C"} <= tied:  # no input is grouped by order, so only the orders tensor can tell blocks apart
-        grid = ""
+    if {"B", "C"} <= tied and grid:  # no input grouped by order would tell the grid kernel's blocks apart:
+        tied = tied - {"B"}  # B as a (batch, K, N, L) view repeating it with stride 0 along K (no copy)
+        B = B[:, None].expand(batch, K, N, L) if hasattr(B, "expand") else np.broadcast_to(B[:, None], (batch, K, N, L))
     fn = _compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend, merge,
                    K if merge == "mean" else 1, tied, grid)
 

@@ -191,3 +191,27 @@ def test_cost_model_gives_grid_orders_two_channels_per_program_on_cuda():
     assert strategy.choose_schedule(graph, roles, "cuda") == want
     assert repr(want) in strategy.choose(graph, roles, "cuda")[1]  # the reason names the schedule it runs
     assert strategy.choose_schedule(graph, roles, "cpu") == Schedule()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tied_b_and_c_on_grid_orders_take_the_grid_kernel(device, rng, monkeypatch):
+    """B and C both tied: no input is grouped by order, so B reaches the grid graph as a stride-0
+    (batch, K, N, L) view (not the gather graph, not a copy); the result is the gather form's."""
+    import ssmc.orders as so
+    H, W, names = 4, 5, ORDER_SETS[0]
+    K, L = len(names), H * W
+    x = _inputs(rng, 2, 3, 4, L, K)
+    x["B"], x["C"] = x["B"][:, 0], x["C"][:, 0]
+    want = _compiled(True, True, True, True, "numpy", "sum", 1, frozenset({"B", "C"}))(
+        **x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
+    grids = []
+    real = so._compiled
+    monkeypatch.setattr(so, "_compiled", lambda *a, **k: grids.append(a[8] if len(a) > 8 else k.get("grid", ""))
+                        or real(*a, **k))
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    got = ssmc.ops.multi_order_scan(t["u"], t["delta"].reshape(2, K, 3, L), t["A"].reshape(K, 3, 4), t["B"], t["C"],
+                                    scan_orders_2d(H, W, names), D=t["D"].reshape(K, 3), z=t["z"],
+                                    delta_bias=t["delta_bias"].reshape(K, 3), delta_softplus=True, tie=("B", "C"),
+                                    backend="triton")
+    assert grids == [_key(H, W, names)]
+    assert_close(got, want, 2e-5, f"tied B, C on {device}")
