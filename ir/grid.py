@@ -6,7 +6,7 @@ reverse every other row (column) so consecutive steps stay neighbours.
 
 Orders that walk columns ("transposed": col, col_rev, snake_col) are, seen from memory, a walk
 with a stride of W; the Triton backend lowers them with the lanes across columns instead
-(`backends/triton/codegen.py`), so it needs each order's parts: which axis it walks first and
+(`backends/triton/grid.py`), so it needs each order's parts: which axis it walks first and
 in which directions.
 """
 from __future__ import annotations

@@ -324,9 +324,9 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     if op == "input":
         if gather_index(g) is n:  # read by the time map, not as a value
             return
-        for line in load_lines(em, n, name):
-            em.out("loads" if phase == "loop" and em.early_loads else phase, line)  # loads first: none waits
-        return                                                                   # after the scan
+        for line in load_lines(em, n, name):  # a chunk's loads first: none waits after the scan
+            em.out("loads" if phase == "loop" and em.early_loads else phase, line)
+        return
     if op == "const":
         out(f"{name[0]} = {float(n.attr('value'))!r}")
         return

@@ -25,6 +25,8 @@ its index arithmetic static, so a program branches once, on its group.
 """
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 from ssmc.ir import Graph, IRError
@@ -84,8 +86,8 @@ def _relower(em, graph: Graph, loop_phase: list, schedule, mode: str, only=None)
 
 def _row_loop(em, graph: Graph, H: int, cell, inputs: list, lines: list) -> list:
     """The loop over the grid's rows of a column-wise pass; `cell(ri)` is the time index of row step
-    ri in every lane.  Each step issues the next row's loads before its own arithmetic, so their
-    latency is spent on this row's (SS2D on an H100: 1.21 vs 1.33 ms)."""
+    ri in every lane (`tp`, for the pass's stores).  Each step issues the next row's loads before its
+    own arithmetic, so their latency is spent on this row's (SS2D on an H100: 1.21 vs 1.33 ms)."""
     ahead = {i: tuple(f"{v}_n" for v in em.names[i]) for i in inputs}
     loads = lambda when: [line for i in inputs  # noqa: E731
                           for line in load_lines(em, graph[i], ahead[i], tp="tp_n", when=when)]
@@ -95,7 +97,7 @@ def _row_loop(em, graph: Graph, H: int, cell, inputs: list, lines: list) -> list
         f"for ri in range(0, {H}):",
         *["    " + s for s in [
             *[f"{v} = {a}" for i in inputs for v, a in zip(em.names[i], ahead[i])],
-            f"tp = {cell('ri')}  # the cell at row step ri",
+            *([f"tp = {cell('ri')}  # the cell at row step ri"] if any(re.search(r"\btp\b", x) for x in lines) else []),
             f"tp_n = {cell('ri + 1')}",
             *loads(f"(ri + 1 < {H})"),
             *lines,
@@ -165,7 +167,6 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     order = grid_map(graph)
     wide = ".to(tl.int64)" if schedule.wide else ""
     chunk = em.lines["loads"] + em.lines["loop"]  # generate() lowered the chunk lines: row orders share them
-    pre = list(em.lines["pre"])  # lowering again repeats the scan's state set-up: keep the first
     branches = []
     for name in dict.fromkeys(order.names):
         if name in TRANSPOSED:
@@ -174,7 +175,7 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
             loops = _time_loop(graph, schedule, chunk, _row_map(name, order.grid[1], wide))
         groups = _groups_of(order.names, name)
         branches.append((" | ".join(f"(g_blk == {k})" for k in groups), loops))
-    em.mode, em.lines["pre"] = "chunk", pre
+    em.mode = "chunk"
     if len(branches) == 1:
         return branches[0][1]
     out = []

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from ssmc.ir import Graph
 
-from .codegen import Schedule
+from .codegen import Schedule, gather_index
+from .grid import grid_map
 from .ssd import ChunkedSchedule, chunked_reason
 from .ssd_backward import MAX_P, chunked_backward_reason
 
@@ -59,10 +60,9 @@ def _order_schedule(graph: Graph, roles: dict, device_type: str):
     on an H100 at VMamba's SS2D shape (BENCHMARKS.md)."""
     if device_type != "cuda" or roles.get("n", 1) > 16:
         return None
-    kind = next((k for i in graph.ids("scan") if (k := getattr(graph[i].attr("order"), "kind", None))), None)
-    if kind == "gather":  # a dependent index load per chunk: more, smaller programs hide it
+    if gather_index(graph) is not None:  # a dependent index load per chunk: more, smaller programs hide it
         return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
-    if kind == "grid" and roles.get("n", 1) > 1:  # two channels per program share each step's B and C
+    if grid_map(graph) is not None and roles.get("n", 1) > 1:  # two channels per program share each step's B and C
         return Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)  # tiles (loads, conversions): 0.86 vs 1.04 ms
     return None
 
