@@ -113,7 +113,20 @@ def test_triton_backward_matches_numpy_float64(name, L, rng):
     assert set(got) == set(want)
     for k in want:
         assert got[k].dtype in (torch.float64, torch.complex128)
-        _close(got[k], want[k], 1e-10, f"{name} L={L} {k}")
+        _close(got[k], want[k], _float64_tol(name, k, x), f"{name} L={L} {k}")
+
+
+def _float64_tol(name, k, x):
+    """1e-10, except for A's gradient under ZOH: B̄ = (e^{ΔA} - 1)/A is computed with e^{ΔA} - 1 (there is
+    no expm1 in the IR), which carries an absolute rounding error of ~eps, while the derivative in A is
+    O(|ΔA|²) of its terms; so any float64 implementation of that formula is good to ~2 eps / |ΔA|²
+    relative, up to ~1e-8 at S4D's smallest Δ (1e-3) and |A| (0.5)."""
+    if name not in ("s4d_zoh", "s5") or k not in ("grad_A_log_re", "grad_A_im"):
+        return 1e-10
+    dt = np.exp(x["log_dt"])
+    A = np.abs(-np.exp(x["A_log_re"]) + 1j * x["A_im"])
+    dtA = dt.reshape(dt.shape + (1,) * (A.ndim - dt.ndim)) * A
+    return max(1e-10, 4 * np.finfo(np.float64).eps / float(dtA.min()) ** 2)
 
 
 # checkpoint: a stored state every 4 chunks; every chunk; automatic; one segment for the whole sequence
