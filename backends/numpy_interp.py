@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ssmc.ir import ROLES, Graph, IRError
-from ssmc.ir.ops import is_gather, spans_sequence
+from ssmc.ir.grid import anchors
+from ssmc.ir.ops import is_gather, spans_sequence, strided
 from ssmc.ir.passes.canonicalize import ORDERS
 from ssmc.ir.symbolic import expand, get_rule, lower, print_numpy
 from ssmc.ir.types import value_role
@@ -76,7 +77,11 @@ def _scan(args, node, ctx):
         forward = node.with_attrs(order=ORDERS["forward"])
         h = _scan([a, x] + ([h0] if h0 is not None else []) + ([seq] if seq is not None else []),
                   forward.with_attrs(has_h0=h0 is not None), ctx)
-        return _unpermute(h, index)
+        h = _unpermute(h, index)
+        if strided(node.attr("order")):  # a strided view's state is 0 off its anchors (its steps past
+            index = _anchors(node.attr("order"), ctx)  # the coarse grid only pad the permutation)
+            h = np.where(index == np.arange(index.shape[1])[None, :, None, None, None], h, 0)
+        return h
     L = ctx["roles"]["t"]
     shape = list(np.broadcast_shapes(a.shape, x.shape))
     shape[1] = L
@@ -107,17 +112,33 @@ def _order_index(scan, ctx):
 
 
 def _grid_index(scan, ctx):
-    """A grid order as a gather index (1, L, heads or 1, 1, 1): channel h takes its group's order,
-    the group of h being h // (heads // groups), as for any grouped input."""
-    roles = ctx["roles"]
-    perms = _index_map(scan).permutations(roles["t"])  # (orders, L)
-    if len(perms) == 1:
-        return perms.T[None, :, :, None, None]
-    heads, groups = roles.get("h", 1), roles.get("g", 1)
-    if groups != len(perms):
-        raise IRError(f"scan order {_index_map(scan)}: {len(perms)} orders, one per group, but the inputs "
-                      f"have {groups} groups")
-    return np.repeat(perms, heads // groups, axis=0).T[None, :, :, None, None]
+    """A grid order as a gather index (1, L, heads or 1, 1, 1): channel h takes its group's order."""
+    order = _index_map(scan)
+    return _per_channel(order, order.permutations(ctx["roles"]["t"]), ctx)
+
+
+def _per_channel(order, rows: np.ndarray, ctx) -> np.ndarray:
+    """(groups, L) rows of a grid order, one per group, as (1, L, heads or 1, 1, 1): channel h takes
+    its group's row, the group of h being h // (heads // groups), as for any grouped input."""
+    if len(rows) == 1:
+        return rows.T[None, :, :, None, None]
+    heads, groups = ctx["roles"].get("h", 1), ctx["roles"].get("g", 1)
+    if groups != len(rows):
+        raise IRError(f"scan order {order}: {len(rows)} orders, one per group, but the inputs have {groups} groups")
+    return np.repeat(rows, heads // groups, axis=0).T[None, :, :, None, None]
+
+
+def _anchors(order, ctx) -> np.ndarray:
+    """The anchor of every position of a grid order's strided views, per channel (1, L, heads or 1, 1, 1)."""
+    H, W = order.grid
+    return _per_channel(order, np.stack([anchors(H, W, order.stride(k)) for k in range(len(order.names))]), ctx)
+
+
+def _upsample(args, node, ctx):
+    v = args[0]
+    if v.shape[1] == 1:  # time-invariant: the same at every anchor
+        return v
+    return _permute(v, _anchors(node.attr("order"), ctx))
 
 
 def _gather_index(v, index):
@@ -265,6 +286,7 @@ SEMANTICS = {
     "sum": _sum,
     "scan": _scan,
     "last": _last,
+    "upsample": _upsample,
     "output": lambda args, node, ctx: args[0],
     "reduce": _reduce,
     "prev": _prev,

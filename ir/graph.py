@@ -197,6 +197,34 @@ def verify(g: Graph) -> None:
                 raise IRError(f"{where}: type {n.type} disagrees with its rule, which gives {want}")
     if not g.ids("output"):
         raise IRError(f"graph {g.name!r} has no outputs")
+    _verify_strided(g)
+
+
+def _verify_strided(g: Graph) -> None:
+    """A strided grid view's state is 0 off its cells' anchors: its values reach outputs only
+    through an `upsample` of the same order, and it has no final state (`last`)."""
+    from .ops import strided
+    scans = [i for i in g.ids("scan") if strided(g[i].attr("order"))]
+    for i in g.ids("upsample"):
+        if getattr(g[i].attr("order"), "kind", None) != "grid":
+            raise IRError(f"node %{i} (upsample): its order must be a grid order (a scan's strided view), "
+                          f"got {g[i].attr('order')}")
+        if not any(g[s].attr("order") == g[i].attr("order") for s in scans):
+            raise IRError(f"node %{i} (upsample): no scan has its order {g[i].attr('order')}")
+    if not scans:
+        return
+    for i in g.ids("last"):
+        if g[i].args[0] in scans:
+            raise IRError(f"node %{i} (last): a strided grid view has no final state")
+    for i in g.ids("output"):  # walk back from each output, stopping at upsamples
+        seen, todo = set(), [i]
+        while todo:
+            j = todo.pop()
+            if j in scans:
+                raise IRError(f"node %{i} (output): reads the strided grid scan %{j} without an upsample")
+            if j not in seen and g.nodes[j].op != "upsample":
+                seen.add(j)
+                todo.extend(g.nodes[j].args)
 
 
 class Rebuilder:

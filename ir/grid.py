@@ -8,6 +8,9 @@ Orders that walk columns ("transposed": col, col_rev, snake_col) are, seen from 
 with a stride of W; the Triton backend lowers them with the lanes across columns instead
 (`backends/triton/grid.py`), so it needs each order's parts: which axis it walks first and
 in which directions.
+
+A strided view (multi-scale orders, MSVMamba) scans the ⌈H/s⌉×⌈W/s⌉ grid of every s-th row and
+column along a named order; an `upsample` node then writes each coarse value to its s×s block.
 """
 from __future__ import annotations
 
@@ -17,16 +20,39 @@ NAMED_2D = ("row", "col", "row_rev", "col_rev", "snake_row", "snake_col")
 TRANSPOSED = frozenset({"col", "col_rev", "snake_col"})  # walk columns: consecutive steps are W apart
 
 
-def grid_permutation(H: int, W: int, name: str) -> np.ndarray:
-    """The named order of an H×W grid as an int64 permutation of range(H·W)."""
+def grid_permutation(H: int, W: int, name: str, stride: int = 1) -> np.ndarray:
+    """The named order of an H×W grid as an int64 permutation of range(H·W).
+
+    With a stride s > 1 (a strided view, see coarse_shape) the order walks the coarse grid: its
+    first ⌈H/s⌉·⌈W/s⌉ steps visit the cells' anchors (s·i, s·j) in the named order of the coarse
+    grid, and the remaining positions follow in row-major order (steps a scan of the view never
+    takes: they only make the map a permutation)."""
     if name not in NAMED_2D:
         raise ValueError(f"unknown 2-D order {name!r}; orders are {list(NAMED_2D)}")
-    grid = np.arange(H * W, dtype=np.int64).reshape(H, W)
+    Hc, Wc = coarse_shape(H, W, stride)
+    grid = (stride * np.arange(Hc, dtype=np.int64))[:, None] * W + stride * np.arange(Wc, dtype=np.int64)
     lines = grid.T if name in TRANSPOSED else grid  # the rows (or columns) the order walks
     if name.startswith("snake"):
         lines = np.stack([r[::-1] if i % 2 else r for i, r in enumerate(lines)])
     order = lines.ravel()
-    return np.ascontiguousarray(order[::-1] if name.endswith("_rev") else order)
+    order = order[::-1] if name.endswith("_rev") else order
+    if stride > 1:
+        order = np.concatenate([order, np.setdiff1d(np.arange(H * W), order)])
+    return np.ascontiguousarray(order)
+
+
+def coarse_shape(H: int, W: int, stride: int) -> tuple:
+    """(⌈H/s⌉, ⌈W/s⌉): the grid of a stride-s view of an H×W grid.  Coarse cell (i, j) is the s×s
+    block of positions (s·i + a, s·j + b) inside the grid; its anchor (s·i, s·j) is where the view
+    reads, and every position of the block is where an upsampled value of the cell is written
+    (nearest-neighbour upsampling, as torch's interpolate(mode="nearest") to (H, W))."""
+    return -(-H // stride), -(-W // stride)
+
+
+def anchors(H: int, W: int, stride: int) -> np.ndarray:
+    """The anchor of every position of an H×W grid in its stride-s view (int64, length H·W)."""
+    rows, cols = np.meshgrid(np.arange(H) // stride * stride, np.arange(W) // stride * stride, indexing="ij")
+    return (rows * W + cols).ravel()
 
 
 def match_grid(orders: np.ndarray):

@@ -110,6 +110,18 @@ def is_gather(order) -> bool:
     return order == "gather" or getattr(order, "kind", None) == "gather"
 
 
+def _upsample(args, attrs):
+    order = attrs["order"]
+    if getattr(order, "kind", None) != "grid":
+        raise IRError(f"upsample: its order must be a grid order (the scan's strided view), got {order}")
+    return args[0]
+
+
+def strided(order) -> bool:
+    """Is a scan order a grid order with a strided view (multi-scale), read back through `upsample`?"""
+    return bool(getattr(order, "strides", ()))
+
+
 def _last(args, attrs):
     return ValueType(args[0].dims - {"t"}, args[0].complex)
 
@@ -161,6 +173,9 @@ OPS = {s.name: s for s in [
     _op("scan", (2, 5), ("order",), _scan,
         "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index"),
     _op("last", 1, (), _last, "the scan's state after its final step"),
+    _op("upsample", 1, ("order",), _upsample,
+        "a value of a grid order's strided view at every position: position t of a channel whose order has "
+        "stride s takes the value at its cell's anchor (nearest upsampling); stride 1 is the identity"),
     _op("output", 1, ("name", "axes"), _output, "a user-visible result, laid out along `axes`"),
 ]}
 

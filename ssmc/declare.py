@@ -122,6 +122,12 @@ class Builder:
         return self._emit("scan", A_bar, x, *extra, order=order, has_h0=h0 is not None,
                           reset="seq_idx" if seq_idx is not None else "")
 
+    def upsample(self, value: Value, order) -> Value:
+        """`value` at every position of the grid, for a scan along `order` (a grid_order with strides):
+        a channel whose order has stride s takes, at each position, the value at its s×s cell's
+        anchor (nearest upsampling).  A strided view's values reach outputs only through it."""
+        return self._emit("upsample", value, order=order)
+
     def last(self, h: Value) -> Value:
         """The state after the scan's final step."""
         return self._emit("last", h)

@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .compiler import compile
+from .compiler import _is_torch, _needs_grad, compile
 
 from .ir.grid import NAMED_2D, grid_permutation, match_grid
 from .ir.passes.canonicalize import grid_order
@@ -77,15 +77,19 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
         delta = d.softplus(delta)
     A_bar, B_scale = m.discretize(delta, m.input("A", (ch("A"), "N")), "zoh_euler")
     B, C = (m.input(x, ("batch", "N", "L") if x in tied else ("batch", "K:g", "N", "L")) for x in ("B", "C"))
+    order = None
     if grid:
-        shape, names = grid.split(":")
+        shape, names, *strides = grid.split(":")
         H, W = (int(v) for v in shape.split("x"))
-        h = m.scan(A_bar, B_scale * B * u, order=grid_order(H, W, names.split(",")))
+        order = grid_order(H, W, names.split(","), [int(v) for v in strides[0].split(",")] if strides else ())
+        h = m.scan(A_bar, B_scale * B * u, order=order)
     else:
         h = m.scan(A_bar, B_scale * B * u, order="gather", index=m.input("orders", ("K:g", "L"), integer=True))
     y = (C * h).sum("n")
     if has_D:
         y = y + m.input("D", (ch("D"),)) * u
+    if order is not None and order.strides:  # the strided views' outputs, written to their cells' blocks
+        y = m.upsample(y, order)
     if has_z:
         y = y * d.silu(m.input("z", ("batch", "dim:r", "L")))
     if merge == "mean":  # the sum over the K blocks, scaled
@@ -270,7 +274,7 @@ def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merg
     """multi_order_scan on arguments already checked, `orders` the (K, L) int64 array or tensor;
     `grid` their grid key (grid_key) when they are named orders of a grid, which then need no index."""
     batch, dim, L = _shape(u)
-    K, N = _shape(orders)[0], _shape(A)[-1]
+    K, N = len(grid.split(":")[1].split(",")) if grid else _shape(orders)[0], _shape(A)[-1]
     tied = tied_of(delta, A, B, C, D, delta_bias)
     channel_params = {k for k, x in (("delta", delta), ("A", A), ("D", D), ("delta_bias", delta_bias)) if x is not None}
     if channel_params <= tied and gate is None:  # the K blocks of channels need one per-order input to exist:
@@ -365,6 +369,13 @@ def multiscale_scan_2d(u, delta, A, B, C, grid, D=None, z=None, delta_bias=None,
     if z is not None:
         _expect("z", z, (batch, dim, L), "(batch, dim, L)")
     Hc, Wc = (H + 1) // 2, (W + 1) // 2
+    names = [full_order, *coarse_orders]
+    tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    if all(isinstance(o, str) and o in NAMED_2D for o in names) and \
+            not (_is_torch(u) and (_tracing() or _needs_grad(tensors))):
+        # one graph: the coarse orders are stride-2 views of the grid, their sum upsampled in the kernel
+        grid_key = f"{H}x{W}:{','.join(names)}:1{',2' * (K - 1)}"
+        return _run(u, delta, A, B, C, None, D, z, delta_bias, None, delta_softplus, "sum", backend, grid_key)
     full = _orders_as("full_order", [_grid_order(full_order, H, W, "full_order")], 1, L, u, f"{H}×{W} grid")
     coarse = _orders_as("coarse_orders", [_grid_order(o, Hc, Wc, f"coarse_orders[{k}]")
                                           for k, o in enumerate(coarse_orders)], K - 1, Hc * Wc, u,

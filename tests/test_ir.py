@@ -23,6 +23,7 @@ from ssmc.compiler import compile, optimize
 from ssmc.inits import random_inputs
 from ssmc.ir import OPS, Graph, IRError, verify
 from ssmc.ir.passes import PIPELINE, IndexMap, run_pipeline
+from ssmc.ir.passes.canonicalize import grid_order
 from ssmc.ir.symbolic import RULES, expand, lower, print_numpy, print_triton
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -220,7 +221,21 @@ def _ops_ssd() -> Graph:
     return m.build()
 
 
+def _ops_grid() -> Graph:
+    """A strided grid view (the 3×2 anchors of a 5×3 grid, column-major) read back by upsample."""
+    m = Builder("ops_grid")
+    u = m.input("u", ("batch", "dim", "L"))
+    A_bar, B_scale = m.discretize(d.softplus(m.input("delta", ("batch", "dim", "L"))), -d.exp(m.input("A_log", ("dim", "N"))),
+                                  "zoh_euler")
+    order = grid_order(5, 3, "col", strides=(2,))
+    h = m.scan(A_bar, B_scale * m.input("B", ("batch", "N", "L")) * u, order=order)
+    y = m.upsample((m.input("C", ("batch", "N", "L")) * h).sum("n") + u, order)
+    m.output("y", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
+    return m.build()
+
+
 OP_GRAPHS = {"ops_real": (_ops_real, dict(batch=2, dim=3, L=6, N=3)),
+             "ops_grid": (_ops_grid, dict(batch=2, dim=3, L=15, N=3)),
              "ops_complex": (_ops_complex, dict(batch=2, dim=3, L=6, N=3)),
              "ops_mimo": (_ops_mimo, dict(batch=2, L=6, H=3, N=3)),
              "ops_ssd": (_ops_ssd, dict(batch=2, L=6, H=4, P=2, G=2, N=3))}

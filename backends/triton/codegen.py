@@ -88,6 +88,9 @@ class _Emitter:
         self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
         self.one_group = False  # every program's channels in one group, g_blk (see _pointers)
         self.mode = "chunk"  # how a scan lowers: "chunk", or a column-wise pass of a grid order (grid.py)
+        self.tp, self.valid = "tp", "valid"  # the time index and mask that loads and stores use
+        self.fine = []  # nodes evaluated after an upsample, at every position of a cell (grid.py)
+        self.skip = set()  # of those, the ones not also needed at the anchors
 
     def out(self, phase, line):
         self.lines[phase].append(line)
@@ -133,7 +136,7 @@ def _pointers(ta: TileAxes, p: str, axes, tp="tp", one_group=False, valid="valid
 
 def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     """Python source of a module holding the kernel and a `launch` function."""
-    from .grid import body as grid_body, grid_map
+    from .grid import body as grid_body, grid_map, upsampled
     if graph.ids("adjoint"):  # a backward graph (ssmc.ir.passes.adjoint)
         from .backward import generate_backward
         return generate_backward(graph, schedule, acc)
@@ -152,6 +155,8 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     grid = grid_map(graph)
     em.one_group = per_group_order(graph)  # the launcher keeps a block's channels inside one group
     em.early_loads = True
+    if grid is not None and grid.strides:  # nodes after an upsample are lowered per cell by grid.body
+        em.fine, em.skip = upsampled(graph, phase)
     kname = f"{_ident(graph.name)}_fwd"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
@@ -162,7 +167,8 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr", "EVEN_L: tl.constexpr"]
 
     for i, n in enumerate(graph.nodes):
-        _lower_node(em, i, n, phase[i], schedule)
+        if i not in em.skip:
+            _lower_node(em, i, n, phase[i], schedule)
 
     body = [
         *KERNEL_PROLOGUE,
@@ -229,17 +235,19 @@ KERNEL_PROLOGUE = [
 GROUP_OF_BLOCK = "g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's group (and order)"
 
 
-def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None = None) -> list:
-    """The chunked time loop around a chunk's `lines`; `maps` (lines giving tp) default to the scan's order."""
+def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None = None, length: str = "L",
+               even: str = "EVEN_L") -> list:
+    """The chunked time loop around a chunk's `lines`; `maps` (lines giving tp) default to the scan's order.
+    The scan takes `length` steps (a strided grid view fewer than L), `even` when CHUNK divides them."""
     ahead, maps = _prefetched_gather(graph, schedule) if gather_index(graph) is not None \
         else ([], maps or _time_maps(graph, schedule))
     return [
         "# ---- the sequence, CHUNK steps at a time",
         *ahead,
-        "for k0 in range(0, L, CHUNK):",
+        f"for k0 in range(0, {length}, CHUNK):",
         *["    " + line for line in [
             "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
-            "valid = (k < L) | EVEN_L  # all-true when chunks tile L: the padding selects fold away",
+            f"valid = (k < {length}) | {even}  # all-true when chunks tile L: the padding selects fold away",
             *maps,
             *lines,
         ]],
@@ -336,6 +344,9 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     if op == "last":
         em.names[i] = tuple(f"h{n.args[0]}{s}" for s in ("_re", "_im")) if cplx else (f"h{n.args[0]}",)
         return
+    if op == "upsample":  # the value at the anchor; the nodes after it run per position (grid.fine_block)
+        em.names[i] = args[0]
+        return
     if op == "output":
         _lower_output(em, i, n, phase)
         return
@@ -360,10 +371,11 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
         out(line)
 
 
-def load_lines(em: _Emitter, n, name: tuple, tp="tp", valid="valid", when: str = "") -> list:
+def load_lines(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = "") -> list:
     """The loads of input node n into variables `name` (one, or re and im), at time indices `tp`
-    where `valid` (and the scalar condition `when`) holds."""
+    where `valid` (and the scalar condition `when`) holds; by default the emitter's em.tp, em.valid."""
     p = n.attr("name")
+    tp, valid = tp or em.tp, valid or em.valid
     ptr, masks = _pointers(em.ax, p, n.attr("axes"), tp=tp, one_group=em.one_group, valid=valid)
     masks = ([when] if when else []) + masks
     m = f", mask={' & '.join(masks)}, other=0" if masks else ""
@@ -575,7 +587,7 @@ def param_name(g: Graph, n) -> str:
 def _lower_output(em, i, n, phase):
     g = em.g
     p = param_name(g, n)
-    ptrs, masks = _pointers(em.ax, p, n.attr("axes"))
+    ptrs, masks = _pointers(em.ax, p, n.attr("axes"), tp=em.tp, valid=em.valid)
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]
     em.out(phase, f"{p}_ptrs = {ptrs}")

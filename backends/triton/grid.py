@@ -22,6 +22,12 @@ Both passes issue a row's loads one row ahead.
 A multi-order scan's K orders are K groups of channels: each program's channels lie in one
 group (the launcher keeps blocks inside a group), and the kernel has one branch per named order,
 its index arithmetic static, so a program branches once, on its group.
+
+A strided view (stride s > 1, MSVMamba's coarse scans) is the same lowering on the ⌈H/s⌉×⌈W/s⌉
+grid of anchors: only the cell → position arithmetic changes (position s·i·W + s·j), so the scan
+reads its inputs at the anchors where they lie, with no subsampled copy.  The nodes after the
+`upsample` (the gate, the merged output) then run once for every position of the cell's s×s block
+(a static loop of s² offsets), which writes the upsampled result with no upsampled copy either.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import re
 import sympy as sp
 
 from ssmc.ir import Graph, IRError
-from ssmc.ir.grid import TRANSPOSED
+from ssmc.ir.grid import TRANSPOSED, coarse_shape
 
 from .codegen import _lower_node, _tile, at_step, load_lines
 
@@ -58,12 +64,14 @@ def check(g: Graph) -> None:
         raise IRError(f"{g.name}: a complex state along a column order has no Triton lowering")
 
 
-def _groups_of(names: tuple, name: str) -> list:
-    return [k for k, n in enumerate(names) if n == name]
-
-
-def _row_map(name: str, W: int, wide: str) -> list:
-    """tp for the chunk of scan positions k of a row-walking order."""
+def _row_map(name: str, H: int, W: int, stride: int, wide: str) -> list:
+    """tp for the chunk of scan positions k of a row-walking order (of the stride-s view's anchors)."""
+    if stride > 1:
+        Hc, Wc = coarse_shape(H, W, stride)
+        k = f"({Hc * Wc - 1} - k)" if name == "row_rev" else "k"
+        col = f"tl.where(({k} // {Wc}) % 2 == 1, {Wc - 1} - {k} % {Wc}, {k} % {Wc})" if name == "snake_row" \
+            else f"{k} % {Wc}"
+        return [f"tp = ({stride * W} * ({k} // {Wc}) + {stride} * ({col})){wide}  # cell -> its anchor"]
     if name == "row_rev":  # lanes in descending time: ascending lanes scanned with reverse=True were
         return [f"tp = (L - 1 - k){wide}"]  # slower on an H100 (SS2D 1.57 vs 1.33 ms, BENCHMARKS.md)
     if name == "row":
@@ -105,11 +113,13 @@ def _row_loop(em, graph: Graph, H: int, cell, inputs: list, lines: list) -> list
     ]
 
 
-def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str) -> list:
+def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str, stride: int) -> list:
     """The column-wise lowering of one column-walking order (see the module docstring).  Lanes hold
-    ascending columns cs+j; col_rev visits them right to left, so its lane scan runs reversed."""
+    ascending columns cs+j; col_rev visits them right to left, so its lane scan runs reversed.
+    H and W here are the walked grid's (the anchors' of a strided view)."""
     order = grid_map(graph)
-    H, W = order.grid
+    full_w = order.grid[1]
+    H, W = coarse_shape(*order.grid, stride)
     wide = ".to(tl.int64)" if schedule.wide else ""
     scan = graph.ids("scan")[0]
     back = name == "col_rev"
@@ -119,11 +129,13 @@ def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str) -> li
     last_lane = f"tl.maximum(0, CHUNK + c0 - {W})" if back else f"tl.minimum(CHUNK, {W} - c0) - 1"
     row = {"col": lambda r: r, "col_rev": lambda r: f"{H - 1} - ({r})",
            "snake_col": lambda r: f"tl.where(cc % 2 == 1, {H - 1} - ({r}), {r})"}[name]
-    cell = lambda r: f"(({row(r)}) * {W} + cc){wide}"  # noqa: E731
+    cell = lambda r: f"(({row(r)}) * {W} + cc){wide}" if stride == 1 else \
+        f"({stride * full_w} * ({row(r)}) + {stride} * cc){wide}"  # noqa: E731
     n = graph[scan]
     pass1 = _relower(em, graph, loop_phase, schedule, "pass1", _ancestors(graph, scan) | {scan})
     total = decay_total(em, n.args[0])  # (after lowering: it names pass 1's variables)
-    pass2 = _relower(em, graph, loop_phase, schedule, "pass2")
+    inputs, lines = _relower(em, graph, loop_phase, schedule, "pass2", set(loop_phase) - em.skip)
+    pass2 = inputs, lines + fine_block(em, graph, schedule, stride)
     shape = _tile(em.ax, n.type, "CHUNK")
     t = em.ax.bc("t")
     h, hc, pc, sc = f"h{scan}", f"hc{scan}", f"pc{scan}", f"sc{scan}"
@@ -165,15 +177,20 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     from .codegen import _time_loop
     check(graph)
     order = grid_map(graph)
+    H, W = order.grid
     wide = ".to(tl.int64)" if schedule.wide else ""
     chunk = em.lines["loads"] + em.lines["loop"]  # generate() lowered the chunk lines: row orders share them
+    keys = [(name, order.stride(k)) for k, name in enumerate(order.names)]
     branches = []
-    for name in dict.fromkeys(order.names):
+    for name, stride in dict.fromkeys(keys):
         if name in TRANSPOSED:
-            loops = _column_loops(em, graph, loop_phase, schedule, name)
+            loops = _column_loops(em, graph, loop_phase, schedule, name, stride)
         else:
-            loops = _time_loop(graph, schedule, chunk, _row_map(name, order.grid[1], wide))
-        groups = _groups_of(order.names, name)
+            Hc, Wc = coarse_shape(H, W, stride)
+            steps = dict(length=str(Hc * Wc), even=str(Hc * Wc % schedule.chunk == 0)) if stride > 1 else {}
+            loops = _time_loop(graph, schedule, chunk + fine_block(em, graph, schedule, stride),
+                               _row_map(name, H, W, stride, wide), **steps)
+        groups = [k for k, key in enumerate(keys) if key == (name, stride)]
         branches.append((" | ".join(f"(g_blk == {k})" for k in groups), loops))
     em.mode = "chunk"
     if len(branches) == 1:
@@ -183,6 +200,48 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
         head = "if" if k == 0 else "elif"
         out += [f"{head} {cond}:" if k < len(branches) - 1 else "else:", *["    " + s for s in loops]]
     return out
+
+
+def upsampled(graph: Graph, phase: dict) -> tuple:
+    """(the nodes to evaluate at every position of a cell, in order; those of them not needed at the
+    anchors too).  They are what the outputs read back to the upsamples: the nodes after them and
+    the inputs (the gate) only they use.  graph.verify made sure the strided scan is not among them."""
+    fine, todo = set(), list(graph.ids("output"))
+    while todo:
+        j = todo.pop()
+        if j not in fine and graph[j].op != "upsample" and phase[j] == "loop":
+            fine.add(j)
+            todo.extend(graph[j].args)
+    anchored = set()  # the upsamples' operands and everything before them
+    todo = [a for i in graph.ids("upsample") for a in graph[i].args]
+    while todo:
+        j = todo.pop()
+        if j not in anchored:
+            anchored.add(j)
+            todo.extend(graph[j].args)
+    return sorted(fine), fine - anchored
+
+
+def fine_block(em, graph: Graph, schedule, stride: int) -> list:
+    """The nodes after the upsamples (em.fine), for a group of view stride `stride`: each chunk step
+    (a cell) evaluates them at the s×s positions of its block — a static loop over the offsets, its
+    time index tp_f and mask valid_f — loads and stores included.  No lines when nothing is strided."""
+    if not em.fine:
+        return []
+    H, W = grid_map(graph).grid
+    saved = em.early_loads, em.tp, em.valid, em.lines["loop"]
+    em.early_loads, em.lines["loop"] = False, []
+    em.tp, em.valid = ("tp_f", "valid_f") if stride > 1 else ("tp", "valid")
+    for i in em.fine:
+        _lower_node(em, i, graph[i], "loop", schedule)
+    lines = em.lines["loop"]
+    em.early_loads, em.tp, em.valid, em.lines["loop"] = saved
+    if stride == 1:
+        return lines
+    return [f"for o in tl.static_range({stride * stride}):  # the cell's {stride}x{stride} block: nearest upsampling",
+            *["    " + x for x in [f"tp_f = tp + (o // {stride}) * {W} + o % {stride}",
+                                  f"valid_f = valid & (tp // {W} + o // {stride} < {H}) & (tp % {W} + o % {stride} < {W})",
+                                  *lines]]]
 
 
 def transposed_scan(em, i, n, out) -> None:

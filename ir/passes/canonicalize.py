@@ -21,11 +21,15 @@ class IndexMap:
 
     kind "grid": the time axis is an H×W grid (`grid`), scanned along named 2-D orders
     (`names`, see ssmc.ir.grid) — one for all channels, or one per B/C group (a multi-order scan's
-    K orders), so no index tensor is read at all."""
+    K orders), so no index tensor is read at all.  `strides` (one per name; empty = all 1) makes a
+    group's order a strided view: it scans the anchors (s·i, s·j) of the ⌈H/s⌉×⌈W/s⌉ coarse grid
+    only, its state is 0 at every other position, and an `upsample` node carries its values to
+    the whole s×s block of each cell (ssmc.ir.grid.coarse_shape)."""
 
     kind: str  # "identity" | "reverse" | "gather" (t = index[k], the scan's last operand) | "grid"
     grid: tuple = ()  # (H, W) of a grid order
     names: tuple = ()  # a grid order's named orders, one per group (or one for every channel)
+    strides: tuple = ()  # a grid order's view strides, one per name (empty: all 1)
 
     def __post_init__(self):
         if self.kind == "grid":
@@ -34,10 +38,20 @@ class IndexMap:
                 raise ValueError(f"grid order: expected grid=(H, W) of positive ints, got {self.grid!r}")
             if not self.names or any(n not in NAMED_2D for n in self.names):
                 raise ValueError(f"grid order: expected names among {list(NAMED_2D)}, got {self.names!r}")
+            if self.strides and (len(self.strides) != len(self.names) or
+                                 any(not isinstance(s, int) or s < 1 for s in self.strides)):
+                raise ValueError(f"grid order: expected one positive int stride per name, got {self.strides!r}")
+            if self.strides and all(s == 1 for s in self.strides):
+                raise ValueError("grid order: strides of all 1 are written as no strides (the default)")
+
+    def stride(self, k: int) -> int:
+        """The view stride of group k's order (1: the full grid)."""
+        return self.strides[k] if self.strides else 1
 
     def __str__(self):
         if self.kind == "grid":
-            return f"grid{self.grid[0]}x{self.grid[1]}[{','.join(self.names)}]"
+            names = [n + (f"/{s}" if s > 1 else "") for n, s in zip(self.names, self.strides or [1] * len(self.names))]
+            return f"grid{self.grid[0]}x{self.grid[1]}[{','.join(names)}]"
         return {"identity": "t", "reverse": "L-1-t", "gather": "index[t]"}[self.kind]
 
     def permutations(self, L: int):
@@ -50,7 +64,7 @@ class IndexMap:
             H, W = self.grid
             if H * W != L:
                 raise ValueError(f"grid order {self}: H×W = {H * W} is not the length L={L}")
-            return np.stack([grid_permutation(H, W, n) for n in self.names])
+            return np.stack([grid_permutation(H, W, n, self.stride(k)) for k, n in enumerate(self.names)])
         k = np.arange(L)
         return (k if self.kind == "identity" else L - 1 - k)[None]
 
@@ -60,9 +74,12 @@ class IndexMap:
         return self.permutations(L)[0]
 
 
-def grid_order(H: int, W: int, names) -> IndexMap:
-    """The index map of named 2-D orders over an H×W grid: one name, or one per B/C group."""
-    return IndexMap("grid", (int(H), int(W)), (names,) if isinstance(names, str) else tuple(names))
+def grid_order(H: int, W: int, names, strides=()) -> IndexMap:
+    """The index map of named 2-D orders over an H×W grid: one name, or one per B/C group; `strides`
+    (one per name) makes the orders with a stride s > 1 strided views (see IndexMap)."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    strides = tuple(int(s) for s in strides)
+    return IndexMap("grid", (int(H), int(W)), names, () if all(s == 1 for s in strides) else strides)
 
 
 ORDERS = {"forward": IndexMap("identity"), "reverse": IndexMap("reverse"), "gather": IndexMap("gather")}

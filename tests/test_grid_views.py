@@ -1,0 +1,151 @@
+"""Strided grid views (multi-scale orders): a grid order whose group scans every s-th row and column,
+read back at every position by `upsample` — MSVMamba's coarse branch in the same graph and kernel.
+
+The reference is written from grid coordinates, independently of ssmc.ir.grid: each group walks
+the cells of its ⌈H/s⌉×⌈W/s⌉ grid in its named order, reads the inputs at the anchors (s·a, s·b),
+runs Mamba-1's loop, and its result at cell (a, b) is added at every position (i, j) with
+(i // s, j // s) = (a, b), gated there by silu(z).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ssmc
+from ssmc.backends.triton import Schedule
+from ssmc.compiler import compile
+from ssmc.ir import IRError
+from ssmc.ir.passes.canonicalize import grid_order
+from ssmc.orders import _compiled, multiscale_scan_2d
+
+from conftest import DEVICES, assert_close
+from reference_forms import selective_scan_loop, silu
+from test_orders import _cells
+
+
+def _inputs(rng, batch, dim, N, L, K):
+    return dict(u=rng.standard_normal((batch, dim, L)), delta=rng.uniform(-3.0, 0.5, (batch, K * dim, L)),
+                A=-rng.uniform(0.5, 3.0, (K * dim, N)), B=rng.standard_normal((batch, K, N, L)),
+                C=rng.standard_normal((batch, K, N, L)), D=rng.standard_normal(K * dim),
+                z=rng.standard_normal((batch, dim, L)), delta_bias=0.1 * rng.standard_normal(K * dim))
+
+
+def _reference(x, H, W, names, strides):
+    batch, dim, L = x["u"].shape
+    total = np.zeros((batch, dim, L))
+    for k, (name, s) in enumerate(zip(names, strides)):
+        Hc, Wc = -(-H // s), -(-W // s)
+        cells = _cells(name, Hc, Wc)
+        pos = [s * a * W + s * b for a, b in cells]
+        ch = slice(k * dim, (k + 1) * dim)
+        y = selective_scan_loop(x["u"][..., pos], x["delta"][:, ch][..., pos], x["A"][ch], x["B"][:, k][..., pos],
+                                x["C"][:, k][..., pos], D=x["D"][ch], delta_bias=x["delta_bias"][ch],
+                                delta_softplus=True)
+        at_cell = {c: y[..., n] for n, c in enumerate(cells)}
+        for i in range(H):
+            for j in range(W):
+                total[..., i * W + j] += at_cell[(i // s, j // s)]
+    return total * silu(x["z"])
+
+
+def _key(H, W, names, strides):
+    return f"{H}x{W}:{','.join(names)}:{','.join(map(str, strides))}"
+
+
+VIEWS = [(("row", "col", "row_rev", "col_rev"), (1, 2, 2, 2)),  # MSVMamba
+         (("snake_col", "snake_row", "col_rev"), (2, 3, 1)),
+         (("col",), (2,)), (("row_rev", "snake_col"), (3, 2))]
+
+
+@pytest.mark.parametrize("grid", [(5, 7), (1, 6), (4, 4), (7, 3), (1, 1)])
+def test_numpy_strided_views_match_the_coordinate_loop(grid, rng):
+    H, W = grid
+    for names, strides in VIEWS:
+        x = _inputs(rng, 2, 3, 4, H * W, len(names))
+        got = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))(**x)["out"]
+        assert_close(got, _reference(x, H, W, names, strides), 1e-12, f"{names} {strides} on {H}x{W}")
+
+
+# chunk 2 / 4 split the coarse grids' rows and columns over several chunks and tiles; block_d 8 > dim
+CASES = [((5, 7), VIEWS[0], Schedule()), ((5, 7), VIEWS[0], Schedule(chunk=2, block_d=2)),
+         ((7, 3), VIEWS[1], Schedule(chunk=4, block_d=1, layout="tdn")),
+         ((4, 4), VIEWS[3], Schedule(chunk=2, block_d=4, layout="tnd", num_warps=1)),
+         ((1, 6), VIEWS[0], Schedule(chunk=1, block_d=8)), ((6, 5), VIEWS[2], Schedule(chunk=2, block_d=2))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grid, view, sched", CASES)
+def test_triton_strided_views_match_numpy(grid, view, sched, device, rng):
+    (H, W), (names, strides) = grid, view
+    x = _inputs(rng, 2, 3, 4, H * W, len(names))
+    fn = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))
+    want = fn(**x)["out"]
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    got = compile(fn.graph, backend="triton", schedule=sched)(**t, out=torch.full_like(t["u"], float("nan")))
+    assert_close(got["out"], want, 2e-5, f"{names} {strides} on {H}x{W}, {sched}, {device}")
+
+
+def test_multiscale_kernel_is_one_launch_reading_no_index():
+    """MSVMamba's four scans: one kernel, the coarse ones walking the anchors of the 3×4 grid of a 5×7
+    grid, the gate and the merged output per position of each cell (a static loop of 2×2 offsets)."""
+    src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev:1,2,2,2").source
+    launcher = src.split("def launch")[1]
+    assert launcher.count("[grid](") == 1 and "orders_ptr" not in src
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output only
+    assert "# ---- col of the 3x4 grid" in src and "# ---- col_rev of the 3x4 grid" in src
+    assert "for k0 in range(0, 12, CHUNK):" in src  # row_rev: the 12 anchors, not the 35 positions
+    assert src.count("for o in tl.static_range(4):") == 3  # the coarse branches' upsampling
+    assert "tl.gather(" not in src.replace("tl.gather(hc11", "")  # the only gather: the column carries
+
+
+def test_multiscale_scan_2d_takes_one_graph_for_named_orders(rng, monkeypatch):
+    """Named orders: one call of the strided-view graph (no subsampled or upsampled copies); a random
+    coarse path or a tensor requiring grad: the two multi-order scans around gathers."""
+    import ssmc.orders as orders
+    H, W = 5, 7
+    K, dim, N = 4, 3, 4
+    x = _inputs(rng, 2, dim, N, H * W, K)
+    args = dict(u=x["u"], delta=x["delta"].reshape(2, K, dim, H * W), A=x["A"].reshape(K, dim, N), B=x["B"],
+                C=x["C"], D=x["D"].reshape(K, dim), z=x["z"], delta_bias=x["delta_bias"].reshape(K, dim))
+    calls = []
+    run = orders._run
+    monkeypatch.setattr(orders, "_run", lambda *a: calls.append(a[-1]) or run(*a))
+    want = _reference(x, H, W, ("row", "col", "row_rev", "col_rev"), (1, 2, 2, 2))
+    got = multiscale_scan_2d(**args, grid=(H, W), delta_softplus=True, backend="numpy")
+    assert calls == ["5x7:row,col,row_rev,col_rev:1,2,2,2"]
+    assert_close(got, want, 1e-12, "fused")
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k == "u") for k, v in args.items()}
+    calls.clear()
+    got = multiscale_scan_2d(**t, grid=(H, W), delta_softplus=True, backend="numpy")
+    assert_close(got.detach(), want, 1e-12, "requires grad")
+    assert "5x7:row,col,row_rev,col_rev:1,2,2,2" not in calls
+
+
+def _graph(order, upsample=True, last=False, other=None):
+    m = ssmc.Builder("view")
+    a, x = m.input("a", ("batch", "dim", "L")), m.input("x", ("batch", "dim", "L"))
+    h = m.scan(a, x, order=order)
+    m.output("h", m.upsample(h, other or order) if upsample else h, ("batch", "dim", "L"))
+    if last:
+        m.output("h_last", m.last(h), ("batch", "dim"))
+    return m.build()
+
+
+def test_strided_view_errors_name_the_node():
+    view = grid_order(5, 3, "col", strides=(2,))
+    _graph(view)  # the well-formed graph
+    with pytest.raises(IRError, match=r"reads the strided grid scan %2 without an upsample"):
+        _graph(view, upsample=False)
+    with pytest.raises(IRError, match=r"\(last\): a strided grid view has no final state"):
+        _graph(view, last=True)
+    with pytest.raises(IRError, match=r"\(upsample\): no scan has its order grid5x3\[row/2\]"):
+        _graph(view, other=grid_order(5, 3, "row", strides=(2,)))
+    with pytest.raises(ValueError, match=r"one positive int stride per name"):
+        grid_order(5, 3, ["row", "col"], strides=(2,))
+    assert grid_order(5, 3, "row", strides=(1,)) == grid_order(5, 3, "row")  # stride 1: the plain order
+    m = ssmc.Builder("bad")
+    v = m.input("a", ("batch", "dim", "L"))
+    with pytest.raises(IRError, match=r"\(upsample\): its order must be a grid order"):
+        m.output("y", m.upsample(v, "forward"), ("batch", "dim", "L"))
+        m.build()
