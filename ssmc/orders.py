@@ -20,8 +20,9 @@ orders of one H×W grid (scan_orders_2d's), the IR's grid order, which reads no 
 defines it plainly (permute, scan, unpermute); the Triton kernel folds the order into its time
 index arithmetic and accumulates the merged output (with a gate: gate_k · y_k, in the same single launch).
 
-`multiscale_scan_2d` (MSVMamba) is two multi-order scans of an H×W grid: one order at full
-resolution, the others on the stride-2 subsampled grid, upsampled (nearest) and added.
+`multiscale_scan_2d` (MSVMamba) scans an H×W grid along one order at full resolution and the others
+on the stride-2 subsampled grid, upsampled (nearest) and added: with named orders one graph, the
+coarse orders strided views of the grid order read back through an `upsample` node.
 """
 from __future__ import annotations
 
@@ -338,9 +339,12 @@ def multiscale_scan_2d(u, delta, A, B, C, grid, D=None, z=None, delta_bias=None,
     full resolution: u, z (batch, dim, L); delta (batch, K, dim, L); A (K, dim, N);
     B, C (batch, K, N, L); D, delta_bias (K, dim).  The coarse branches read u, delta, B and C at
     the subsampled cells (so their values elsewhere are unused).  Each scan_k is a selective scan
-    with its own Δ, A, B, C, D.  Both scales run as multi_order_scan (one launch each on Triton);
-    the subsampling and upsampling are gathers.  Returns (batch, dim, L).  Differentiable on the
-    Triton backend, as multi_order_scan is.
+    with its own Δ, A, B, C, D.  With named orders both scales are one graph (one launch on Triton):
+    the coarse orders are stride-2 views of the grid (ssmc.ir.grid), which read the inputs at the
+    anchors in place, and an `upsample` node writes their results to each 2×2 cell.  A coarse order
+    given as a permutation, torch tensors that require grad (the views' backward is not derived) and
+    torch.compile tracing take two multi_order_scan calls around gathers instead (differentiable on the
+    Triton backend, as multi_order_scan is).  Returns (batch, dim, L).
     """
     if not (isinstance(grid, (tuple, list)) and len(grid) == 2):
         raise ValueError(f"grid: expected (H, W), got {grid!r}")

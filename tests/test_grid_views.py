@@ -149,3 +149,9 @@ def test_strided_view_errors_name_the_node():
     with pytest.raises(IRError, match=r"\(upsample\): its order must be a grid order"):
         m.output("y", m.upsample(v, "forward"), ("batch", "dim", "L"))
         m.build()
+
+
+def test_strided_view_does_not_export_to_onnx():
+    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col:1,2").graph
+    with pytest.raises(NotImplementedError, match=r"grid5x7\[row,col/2\] scan \(a strided grid view"):
+        ssmc.export_onnx(graph, sizes={"K": 2, "dim": 3, "KD": 6, "N": 4})

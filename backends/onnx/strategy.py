@@ -14,6 +14,7 @@ and tests can see it.
 from __future__ import annotations
 
 from ssmc.ir import Graph
+from ssmc.ir.ops import strided
 from ssmc.ir.passes.structure import scan_region, ssd_reason
 
 LTI_CHOICES = ("scan", "dft")
@@ -54,6 +55,9 @@ def choose_lowering(g: Graph, lti: str = "scan", force_scan: bool = False) -> Gr
         raise ValueError(f"lti: expected one of {LTI_CHOICES}, got {lti!r}")
     nodes = list(g.nodes)
     for i in g.ids("scan"):
+        if strided(g[i].attr("order")):
+            raise NotImplementedError(f"{g.name}: a {g[i].attr('order')} scan (a strided grid view, read back by "
+                                      f"upsample) has no ONNX lowering")
         if g[i].attr("order").kind == "grid":  # the gather form exports: its orders are a graph input
             raise NotImplementedError(f"{g.name}: a {g[i].attr('order')} scan has no ONNX lowering; export the "
                                       f"same scan with order='gather' (ssmc.orders.multi_order_graph), the "
