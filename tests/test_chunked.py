@@ -27,6 +27,9 @@ SPECS = {
     "ssd_bare": library.get("mamba2").with_(name="ssd_bare", skip=None, gate=None, dt_bias=False, h0=False,
                                             final_state=False, groups=False),
     "ssd_packed": library.get("mamba2").with_(name="ssd_packed", seq_idx=True),  # resets where seq_idx changes
+    # the reverse order (Hydra's backward direction): the time index L-1-k folded into every load and store
+    "ssd_full_reverse": OP_FORMS["ssd"][0].with_(name="ssd_full_reverse", direction="reverse"),
+    "ssd_packed_reverse": library.get("mamba2").with_(name="ssd_packed_reverse", seq_idx=True, direction="reverse"),
 }
 SIZES = dict(batch=2, H=3, P=20, G=3, N=9)  # P and N not multiples of the 16-wide tiles
 
@@ -107,8 +110,10 @@ def test_cost_model():
     assert choose(ssmc.compile("s5").graph, big, "cuda")[0] == "sequential"
     packed = ssmc.compile(library.get("mamba2").with_(name="packed", seq_idx=True)).graph
     assert choose(packed, big, "cuda")[0] == "chunked"  # resets are masks inside the chunk
-    rev = ssmc.compile(library.get("mamba2").with_(name="rev", direction="reverse")).graph
-    assert "L-1-t order" in choose(rev, big, "cuda")[1]
+    rev = ssmc.compile(library.get("mamba2").with_(name="rev", direction="reverse"))
+    assert choose(rev.graph, big, "cuda")[0] == "chunked"  # the time index L-1-k folded into the chunks
+    from ssmc.backends.triton.strategy import choose_backward  # its backward: the stepwise kernel
+    assert "L-1-t order" in choose_backward(rev.backward_graph, big, "cuda")[1]
 
 
 def test_default_recurrent_schedule_on_cuda():

@@ -8,7 +8,8 @@ of Q steps at a time, with ℓ = log Ā and cum its running sum inside the chunk
     y      = ((C Kᵀ) ∘ e^{cum_i - cum_j} [i ≥ j]) V  +  e^{cum} ∘ (C Hᵀ)     three tl.dot
     H     <- e^{cum_Q} H + (V ∘ e^{cum_Q - cum})ᵀ K                          one tl.dot
 
-H (P×N per head) stays in fp32 registers between chunks.  The causal mask is applied to
+H (P×N per head) stays in fp32 registers between chunks.  A reverse scan (Hydra's backward
+direction) is the same kernel with its time index t = L-1-k folded into every load and store.  The causal mask is applied to
 cum_i - cum_j before the exponential (the factorized e^{cum_i}·e^{-cum_j} overflows).  Every
 other node of the region — Δ's bias and softplus, the discretization, the skip, the gate — is
 lowered from the IR onto (Q, p) or (Q, n) tiles with the elementwise code of `codegen`.
@@ -56,7 +57,7 @@ def chunked_reason(g: Graph) -> str | None:
         return f"{len(scans)} scans"
     s = scans[0]
     region = scan_region(g, s)
-    why = ssd_reason(g, region)
+    why = ssd_reason(g, region, orders=("identity", "reverse"))
     if why:
         return why
     users = g.users()
@@ -187,7 +188,7 @@ def generate_chunked(graph: Graph, schedule) -> str:
         *em.lines["pre"],
         "# ---- the sequence, Q steps at a time",
         "for c0 in range(0, L, Q):",
-        *["    " + line for line in ["t_idx = c0 + offs_q", "valid = t_idx < L", *em.lines["loop"]]],
+        *["    " + line for line in [*_steps(g[s].attr("order").kind), *em.lines["loop"]]],
         "# ---- final state",
         *em.lines["post"],
     ]
@@ -195,6 +196,15 @@ def generate_chunked(graph: Graph, schedule) -> str:
     kernel = "\n".join(["@triton.jit", f"def {kname}(", *[f"    {p}," for p in params + ["L", "P", "N", "HG"] + consts],
                         "):", *["    " + line for line in body]])
     return _module(g, kname, kernel, inputs, outputs, schedule)
+
+
+def _steps(order: str) -> list:
+    """t_idx (the chunk's time indices, in scan order) and valid.  A reverse scan is the same chunked
+    recurrence read through t = L-1-k: its chunks hold descending times, nothing is flipped."""
+    if order == "reverse":
+        return ["k_idx = c0 + offs_q  # position along the scan order", "valid = k_idx < L",
+                "t_idx = L - 1 - k_idx  # index map t = L-1-k: a reverse scan, no flipped copy"]
+    return ["t_idx = c0 + offs_q", "valid = t_idx < L"]
 
 
 def _ssd_block(em, g, parts):
@@ -232,10 +242,12 @@ def _segments(em, g, seq_id):
     out = em.lines["loop"].append
     n = g[seq_id]
     ptr, _ = _load(n)
-    prev = ptr.replace("t_idx[:, None]", "(t_idx - 1)[:, None]")
+    reverse = g[g.ids("scan")[0]].attr("order").kind == "reverse"  # the previous step in scan order: t+1
+    prev = ptr.replace("t_idx[:, None]", f"(t_idx {'+' if reverse else '-'} 1)[:, None]")
+    first = "k_idx > 0" if reverse else "t_idx > 0"  # not the scan's first step
     out(f"sq = tl.sum(tl.load({ptr}, mask=valid[:, None], other=0), axis=1)  # seq_idx")
-    out(f"sq_prev = tl.sum(tl.load({prev}, mask=(valid & (t_idx > 0))[:, None], other=0), axis=1)")
-    out("seg = tl.cumsum(((t_idx > 0) & valid & (sq != sq_prev)).to(tl.int32), axis=0)")
+    out(f"sq_prev = tl.sum(tl.load({prev}, mask=(valid & ({first}))[:, None], other=0), axis=1)")
+    out(f"seg = tl.cumsum((({first}) & valid & (sq != sq_prev)).to(tl.int32), axis=0)")
     out("last_seg = tl.max(seg, axis=0)")
 
 

@@ -3,8 +3,8 @@
 `scan_region` finds the nodes evaluated with a scan, step by step (the readout up to the sum
 over the state); `ssd_reason` / `ssd_parts` recognize Mamba-2's SSD structure — a scalar decay
 per head, an outer-product input k·v (k over the state n, v over the head's positions p) and a
-readout Σ_n C·h, in forward order, with or without seq_idx resets — which the chunked (matmul)
-lowerings of the ONNX and Triton backends need.
+readout Σ_n C·h, in forward order (the Triton forward also takes reverse), with or without seq_idx
+resets — which the chunked (matmul) lowerings of the ONNX and Triton backends need.
 """
 from __future__ import annotations
 
@@ -42,15 +42,16 @@ def scan_region(g: Graph, scan: int) -> Region:
     return Region(scan, tuple(body), frontier, last)
 
 
-def ssd_reason(g: Graph, r: Region):
-    """None when the scan has Mamba-2's SSD structure, else why not."""
+def ssd_reason(g: Graph, r: Region, orders=("identity",)):
+    """None when the scan has Mamba-2's SSD structure, along one of `orders` (the index-map kinds
+    the caller's lowering follows), else why not."""
     s = g[r.scan]
     a, x = g[s.args[0]], g[s.args[1]]
     if s.type.complex:
         return "complex state"
     if a.type.dims & {"p", "n"} or "p" not in s.type.dims or "n" not in s.type.dims:
         return "not a scalar-per-head state (Ā must vary over neither p nor n; the state over both)"
-    if s.attr("order").kind != "identity":
+    if s.attr("order").kind not in orders:
         return f"{s.attr('order')} order"
     if x.op != "mul" or not _outer(g, x):
         return "the scan input is not an outer product (B̄ over n) · (x over p)"
