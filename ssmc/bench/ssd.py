@@ -12,6 +12,8 @@ One process, one GPU, side by side:
 Shape: batch 4, L 2048, H 64, P 64, N 128, G 1; x, z, B, C bf16, dt and A fp32; softplus(dt + bias),
 D skip, z gate (the anchors get the same, or the part of it they compute: fla has no D, z, bias,
 so it gets Δ precomputed and its output is checked against ssmc's y before D and z).
+Then Hydra (ssmc.ops.hydra: a forward and a reverse chunked SSD) against Hydra's public module around
+mamba_chunk_scan_combined (both directions as one batch, flipped copies), when importable.
 Every contender is checked against ssmc's output first.  Times: medians of do_bench_cudagraph (the
 GPU time of a CUDA graph of the call, no host overhead), and of do_bench on the Python call.
 Also a length sweep (time vs L) for ssmc and the anchors: no cliff means time/L stays flat.
@@ -77,6 +79,35 @@ def fla_call(t):
     return (lambda: chunk_simple_gla(q, k, v, g=g, scale=1.0)[0]), None
 
 
+def hydra_inputs(t):
+    """Hydra's two directions on the SSD inputs: dt (batch, L, 2, H), B and C (batch, L, 2, G, N), the
+    backward direction's a second draw."""
+    g = torch.Generator(device=t["x"].device).manual_seed(1)
+    other = lambda v: torch.randn(v.shape, device=v.device, generator=g).to(v.dtype)  # noqa: E731
+    return dict(x=t["x"], dt=torch.stack([t["dt"], other(t["dt"]) - 1.0], 2), A=t["A"],
+                B=torch.stack([t["B"], other(t["B"])], 2), C=torch.stack([t["C"], other(t["C"])], 2), D=t["D"],
+                dt_bias=t["dt_bias"])
+
+
+def hydra_call(h):
+    return lambda: ops.hydra(h["x"], h["dt"], h["A"], h["B"], h["C"], D=h["D"], dt_bias=h["dt_bias"],
+                             dt_softplus=True)
+
+
+def hydra_composed(h, chunk_scan):
+    """Hydra as its public module computes it around a chunked SSD (`chunk_scan`, e.g. mamba_ssm's
+    mamba_chunk_scan_combined): both directions as one batch, the backward one on flipped copies,
+    the outputs flipped back, shifted by padding and added with D·x."""
+    b = h["x"].shape[0]
+    both = lambda v, w: torch.cat([v, w.flip(1)], 0)  # noqa: E731
+    y = chunk_scan(both(h["x"], h["x"]), both(h["dt"][:, :, 0], h["dt"][:, :, 1]), h["A"],
+                   both(h["B"][:, :, 0], h["B"][:, :, 1]), both(h["C"][:, :, 0], h["C"][:, :, 1]), 256,
+                   dt_bias=h["dt_bias"], dt_softplus=True)
+    fwd, bwd = y[:b], y[b:].flip(1)
+    return (F.pad(fwd[:, :-1], (0, 0, 0, 0, 1, 0)) + F.pad(bwd[:, 1:], (0, 0, 0, 0, 0, 1))
+            + h["x"] * h["D"][:, None].to(h["x"].dtype))
+
+
 def rel(a, b) -> float:
     a, b = a.float(), b.float()
     return float((a - b).norm() / b.norm())
@@ -134,6 +165,14 @@ def run(args, rate: float) -> dict:
         row("ssmc chunked, same function as fla (no D, z, bias)", plain, f())
     else:
         print("fla:", why)
+    h = hydra_inputs(t)
+    hy = hydra_call(h)
+    href = hy()
+    row("ssmc.ops.hydra (forward + reverse chunked SSD, shifts, D)", hy, href)
+    if m:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+        row("Hydra's module around mamba_chunk_scan_combined (flipped copies)",
+            lambda: hydra_composed(h, mamba_chunk_scan_combined), href)
     configs = [ChunkedSchedule(chunk=q, block_p=bp, num_warps=w, num_stages=s)
                for q in (16, 32, 64) for bp in (32, 64) for w in (4, 8) for s in (1, 2, 3)]
     if args.quick:
