@@ -27,7 +27,8 @@ a scratch buffer (one P×N state per chunk, never per step), then the chunks in 
 node of the backward graph on (Q, p) or (Q, n) tiles — the recomputed forward prologue, the
 epilogue's adjoint, the contractions above — and G carried in registers.  Sums over time
 accumulate in registers; outputs shared by several programs (B/C groups, parameters summed over
-the batch) are finished with atomic adds into zeroed buffers.
+the batch) are finished with atomic adds into zeroed buffers.  A reverse scan is the same kernel with
+"forward" and "reverse" read along its scan order: every chunk's time indices are t = L-1-k.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
 from .codegen import RELAXED, _elementwise, _ident, _lower_expr, param_name, tensor_params
-from .ssd import _load, _log_decay, _segments, dot_type_line, module_source
+from .ssd import _load, _log_decay, _segments, _steps, dot_type_line, module_source
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
 
@@ -87,7 +88,7 @@ def analyse(g: Graph) -> dict:
         raise IRError("complex state")
     if g[sn.args[0]].type.dims & {"p", "n"} or not _pn(g, s):
         raise IRError("not a scalar-per-head state")
-    if sn.attr("order").kind != "identity":
+    if sn.attr("order").kind not in ("identity", "reverse"):
         raise IRError(f"{sn.attr('order')} order")
     if any(ax.role == "r" for i in g.ids("input") + g.ids("output") for ax in g[i].attr("axes")):
         raise IRError("an input shared by blocks of channels (role r)")
@@ -318,9 +319,10 @@ class _Gen:
         out(f"d_h = tl.cumsum(ecum * tl.sum({U} * {self._mm(c, 'H', tb=True)}, axis=1), axis=0, reverse=True)")
         out(f"w_g = wend * tl.sum({v} * {self._mm(k, 'G', tb=True)}, axis=1)")
         out("d_g = tl.cumsum(w_g, axis=0) - w_g + carry * tl.sum(tl.sum(G * H, axis=1), axis=0)")
-        keep = "valid & (t_idx > 0)" if info["h0"] is None else "valid"
+        k = "k_idx" if self.g[info["scan"]].attr("order").kind == "reverse" else "t_idx"  # scan position
+        keep = f"valid & ({k} > 0)" if info["h0"] is None else "valid"
         if info["seq"] is not None:
-            keep += " & ((t_idx == 0) | (sq == sq_prev))"  # a reset step drops h_(t-1): no gradient
+            keep += f" & (({k} == 0) | (sq == sq_prev))"  # a reset step drops the previous state: no gradient
         out(f"dla = tl.where({keep}, d_in + d_h + d_g, 0.0)")
         return "dla"
 
@@ -453,7 +455,8 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
         ptr, _ = _load(g[info["dlast"]])
         g_load = (f"G = tl.load({ptr.replace('offs_p[None, :]', 'offs_p[:, None]')}, "
                   f"mask=mask_p[:, None] & mask_n[None, :], other=0).to(tl.float32)  # final state's cotangent")
-    timeline = lambda lines: ["    " + x for x in ["t_idx = c0 + offs_q", "valid = t_idx < L", *lines]]  # noqa: E731
+    steps = _steps(g[info["scan"]].attr("order").kind)  # t_idx in scan order: L-1-k for a reverse scan
+    timeline = lambda lines: ["    " + x for x in [*steps, *lines]]  # noqa: E731
     body = [
         "pid_b = tl.program_id(0).to(tl.int64)",
         "pid_h = tl.program_id(1)",
