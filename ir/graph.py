@@ -209,7 +209,7 @@ def _verify_strided(g: Graph) -> None:
         if getattr(g[i].attr("order"), "kind", None) != "grid":
             raise IRError(f"node %{i} (upsample): its order must be a grid order (a scan's strided view), "
                           f"got {g[i].attr('order')}")
-        if not any(g[s].attr("order") == g[i].attr("order") for s in scans):
+        if not any(g[s].attr("order") == g[i].attr("order") for s in g.ids("scan")):
             raise IRError(f"node %{i} (upsample): no scan has its order {g[i].attr('order')}")
     if not scans:
         return

@@ -66,7 +66,8 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
     """The graph: per-order parameters are K blocks of channels (axis KD, role h) or grouped by order
     (B, C: axis K, role g); a tied one is shared by every block (role r, like u) or ungrouped.  The
     order is a gather from an `orders` input, or, when `grid` ("HxW:name,…", see grid_key) names
-    the K orders, the IR's grid order (no index input)."""
+    the K orders, the IR's grid order (no index input); "HxW:name,…:stride,…" gives each order a
+    view stride (multiscale_scan_2d), the strided orders' results read back through an upsample."""
     from . import declare as d
     m = d.Builder("multi_order_scan")
     ch = lambda name: "dim:r" if name in tied else "KD:h"  # noqa: E731

@@ -86,6 +86,68 @@ def test_triton_strided_views_match_numpy(grid, view, sched, device, rng):
     assert_close(got["out"], want, 2e-5, f"{names} {strides} on {H}x{W}, {sched}, {device}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_strided_kernel_launched_at_another_chunk(device, rng):
+    """The generated module's launch takes a schedule: whether chunks tile a view's anchors is decided
+    by the kernel's CHUNK (a constexpr), not by the chunk it was generated with."""
+    from ssmc.backends.triton import build
+    H, W, names, strides = 5, 7, ("row", "row_rev"), (1, 2)  # row_rev/2: 12 anchors, 4 | 12, 16 ∤ 12
+    x = _inputs(rng, 2, 3, 4, H * W, 2)
+    fn = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))
+    want = fn(**x)["out"]
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    kernel = build(fn.graph, Schedule(chunk=4))
+    for chunk in (4, 16):
+        assert_close(kernel.module.launch(**t, schedule={"chunk": chunk})["out"], want, 2e-5, f"chunk {chunk}")
+
+
+def _upsampled_state_graph(names, strides, H=5, W=7):
+    """The scan's state itself upsampled (no readout), one order per group."""
+    order = grid_order(H, W, names, strides=strides)
+    m = ssmc.Builder("upstate")
+    a, x = m.input("a", ("batch", "dim", "L")), m.input("x", ("batch", "dim", "L"))
+    h = m.scan(a, x * m.input("b", ("batch", "K:g", "L")), order=order)
+    m.output("h", m.upsample(h, order), ("batch", "dim", "L"))
+    return m.build()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("names, strides", [(("col", "row"), (2, 2)), (("col", "row"), (1, 2)),
+                                            (("row", "col_rev"), (2, 3)), (("col", "row"), (1, 1))])
+def test_upsampled_state_with_column_and_row_branches(names, strides, device, rng):
+    """Each branch lowers the nodes after the upsample from the names the main pass gave (a column
+    branch renames the scan's state for its passes); stride 1 everywhere: upsample is the identity."""
+    graph = _upsampled_state_graph(names, strides)
+    x = dict(a=rng.uniform(0.5, 0.9, (2, 4, 35)), x=rng.standard_normal((2, 4, 35)), b=rng.standard_normal((2, 2, 35)))
+    want = compile(graph, backend="numpy")(**x)["h"]
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    got = compile(graph, backend="triton", schedule=Schedule(chunk=4, block_d=2))(**t)["h"]
+    assert_close(got, want, 2e-5, f"{names} {strides} on {device}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hoisted_factor_after_the_upsample(device, rng):
+    """An expression after the upsample whose time-invariant factor is hoisted before the loop
+    (exp(c·z): c·log2(e) computed once) keeps that line."""
+    from ssmc import declare as d
+    order = grid_order(5, 3, "col", strides=(2,))
+    m = ssmc.Builder("hoist")
+    u = m.input("u", ("batch", "dim", "L"))
+    A_bar, B_scale = m.discretize(d.softplus(m.input("delta", ("batch", "dim", "L"))), m.input("A", ("dim", "N")),
+                                  "zoh_euler")
+    h = m.scan(A_bar, B_scale * m.input("B", ("batch", "N", "L")) * u, order=order)
+    y = m.upsample((m.input("C", ("batch", "N", "L")) * h).sum("n"), order)
+    gate, _ = m.discretize(m.input("z", ("batch", "dim", "L")), m.input("c", ("dim",)), "zoh_euler")
+    m.output("y", y * gate, ("batch", "dim", "L"))
+    graph = m.build()
+    x = dict(u=rng.standard_normal((2, 3, 15)), delta=rng.standard_normal((2, 3, 15)), A=-rng.uniform(0.5, 2, (3, 4)),
+             B=rng.standard_normal((2, 4, 15)), C=rng.standard_normal((2, 4, 15)), c=rng.standard_normal(3),
+             z=rng.standard_normal((2, 3, 15)))
+    want = compile(graph, backend="numpy")(**x)["y"]
+    t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
+    assert_close(compile(graph, backend="triton")(**t)["y"], want, 2e-5, device)
+
+
 def test_multiscale_kernel_is_one_launch_reading_no_index():
     """MSVMamba's four scans: one kernel, the coarse ones walking the anchors of the 3×4 grid of a 5×7
     grid, the gate and the merged output per position of each cell (a static loop of 2×2 offsets)."""
@@ -141,8 +203,10 @@ def test_strided_view_errors_name_the_node():
         _graph(view, last=True)
     with pytest.raises(IRError, match=r"\(upsample\): no scan has its order grid5x3\[row/2\]"):
         _graph(view, other=grid_order(5, 3, "row", strides=(2,)))
-    with pytest.raises(ValueError, match=r"one positive int stride per name"):
-        grid_order(5, 3, ["row", "col"], strides=(2,))
+    for names, strides in ((["row", "col"], (2,)), (["row", "col"], (1,)), (["row"], (2.7,)), (["row"], (True,)),
+                           (["row"], (0,))):  # one int >= 1 per name (all-1 strides too)
+        with pytest.raises(ValueError, match=r"one positive int stride per name"):
+            grid_order(5, 3, names, strides=strides)
     assert grid_order(5, 3, "row", strides=(1,)) == grid_order(5, 3, "row")  # stride 1: the plain order
     m = ssmc.Builder("bad")
     v = m.input("a", ("batch", "dim", "L"))

@@ -170,14 +170,16 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
         if i not in em.skip:
             _lower_node(em, i, n, phase[i], schedule)
 
+    # the loops first: a grid order lowers nodes again per branch, which may hoist values into "pre"
+    loops = grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"]) if grid else \
+        _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []
     body = [
         *KERNEL_PROLOGUE,
         *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
         *([GROUP_OF_BLOCK] if em.one_group else []),
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
-        *(grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"]) if grid else
-          _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []),
+        *loops,
         "# ---- final states",
         *em.lines["post"],
     ]
@@ -238,7 +240,8 @@ GROUP_OF_BLOCK = "g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block
 def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None = None, length: str = "L",
                even: str = "EVEN_L") -> list:
     """The chunked time loop around a chunk's `lines`; `maps` (lines giving tp) default to the scan's order.
-    The scan takes `length` steps (a strided grid view fewer than L), `even` when CHUNK divides them."""
+    The scan takes `length` steps (a strided grid view fewer than L); `even` is true when CHUNK divides
+    them (a constexpr)."""
     ahead, maps = _prefetched_gather(graph, schedule) if gather_index(graph) is not None \
         else ([], maps or _time_maps(graph, schedule))
     return [

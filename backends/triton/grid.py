@@ -182,12 +182,14 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     chunk = em.lines["loads"] + em.lines["loop"]  # generate() lowered the chunk lines: row orders share them
     keys = [(name, order.stride(k)) for k, name in enumerate(order.names)]
     branches = []
+    names = dict(em.names)  # as generate() lowered them: each branch starts from these
     for name, stride in dict.fromkeys(keys):
+        em.names = dict(names)
         if name in TRANSPOSED:
             loops = _column_loops(em, graph, loop_phase, schedule, name, stride)
         else:
             Hc, Wc = coarse_shape(H, W, stride)
-            steps = dict(length=str(Hc * Wc), even=str(Hc * Wc % schedule.chunk == 0)) if stride > 1 else {}
+            steps = dict(length=str(Hc * Wc), even=f"({Hc * Wc} % CHUNK == 0)") if stride > 1 else {}
             loops = _time_loop(graph, schedule, chunk + fine_block(em, graph, schedule, stride),
                                _row_map(name, H, W, stride, wide), **steps)
         groups = [k for k, key in enumerate(keys) if key == (name, stride)]

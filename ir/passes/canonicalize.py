@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import sympy as sp
 
 from ..graph import Graph
@@ -56,7 +57,6 @@ class IndexMap:
 
     def permutations(self, L: int):
         """The order as a (groups, L) array of time indices (one row for identity/reverse)."""
-        import numpy as np
         if self.kind == "gather":
             raise ValueError("a gather order is read from its index tensor, not computed from L")
         if self.kind == "grid":
@@ -78,6 +78,10 @@ def grid_order(H: int, W: int, names, strides=()) -> IndexMap:
     """The index map of named 2-D orders over an H×W grid: one name, or one per B/C group; `strides`
     (one per name) makes the orders with a stride s > 1 strided views (see IndexMap)."""
     names = (names,) if isinstance(names, str) else tuple(names)
+    strides = tuple(strides)
+    if strides and (len(strides) != len(names) or any(
+            not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1 for s in strides)):
+        raise ValueError(f"grid order: expected one positive int stride per name, got {strides!r} for {names!r}")
     strides = tuple(int(s) for s in strides)
     return IndexMap("grid", (int(H), int(W)), names, () if all(s == 1 for s in strides) else strides)
 

@@ -3,7 +3,7 @@
 `scan_region` finds the nodes evaluated with a scan, step by step (the readout up to the sum
 over the state); `ssd_reason` / `ssd_parts` recognize Mamba-2's SSD structure — a scalar decay
 per head, an outer-product input k·v (k over the state n, v over the head's positions p) and a
-readout Σ_n C·h, in forward order (the Triton forward also takes reverse), with or without seq_idx
+readout Σ_n C·h, in forward order (the Triton chunked kernels also take reverse), with or without seq_idx
 resets — which the chunked (matmul) lowerings of the ONNX and Triton backends need.
 """
 from __future__ import annotations

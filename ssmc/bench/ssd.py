@@ -166,9 +166,8 @@ def run(args, rate: float) -> dict:
     else:
         print("fla:", why)
     h = hydra_inputs(t)
-    hy = hydra_call(h)
-    href = hy()
-    row("ssmc.ops.hydra (forward + reverse chunked SSD, shifts, D)", hy, href)
+    href = hydra_composed(h, ops.ssd)()  # the reverse direction on flipped copies through ssmc's forward SSD
+    row("ssmc.ops.hydra (forward + reverse chunked SSD, shifts, D)", hydra_call(h), href)
     if m:
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
         row("Hydra's module around mamba_chunk_scan_combined (flipped copies)",
