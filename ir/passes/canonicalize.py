@@ -39,11 +39,13 @@ class IndexMap:
                 raise ValueError(f"grid order: expected grid=(H, W) of positive ints, got {self.grid!r}")
             if not self.names or any(n not in NAMED_2D for n in self.names):
                 raise ValueError(f"grid order: expected names among {list(NAMED_2D)}, got {self.names!r}")
-            if self.strides and (len(self.strides) != len(self.names) or
-                                 any(not isinstance(s, int) or s < 1 for s in self.strides)):
-                raise ValueError(f"grid order: expected one positive int stride per name, got {self.strides!r}")
-            if self.strides and all(s == 1 for s in self.strides):
-                raise ValueError("grid order: strides of all 1 are written as no strides (the default)")
+            strides = tuple(self.strides)
+            if strides and (len(strides) != len(self.names) or any(
+                    not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1 for s in strides)):
+                raise ValueError(f"grid order: expected one positive int stride per name, got {strides!r} "
+                                 f"for {self.names!r}")
+            # all 1 is the plain order: one spelling, so equal orders compare (and hash) equal
+            object.__setattr__(self, "strides", () if all(s == 1 for s in strides) else tuple(int(s) for s in strides))
 
     def stride(self, k: int) -> int:
         """The view stride of group k's order (1: the full grid)."""
@@ -77,13 +79,7 @@ class IndexMap:
 def grid_order(H: int, W: int, names, strides=()) -> IndexMap:
     """The index map of named 2-D orders over an H×W grid: one name, or one per B/C group; `strides`
     (one per name) makes the orders with a stride s > 1 strided views (see IndexMap)."""
-    names = (names,) if isinstance(names, str) else tuple(names)
-    strides = tuple(strides)
-    if strides and (len(strides) != len(names) or any(
-            not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1 for s in strides)):
-        raise ValueError(f"grid order: expected one positive int stride per name, got {strides!r} for {names!r}")
-    strides = tuple(int(s) for s in strides)
-    return IndexMap("grid", (int(H), int(W)), names, () if all(s == 1 for s in strides) else strides)
+    return IndexMap("grid", (int(H), int(W)), (names,) if isinstance(names, str) else tuple(names), tuple(strides))
 
 
 ORDERS = {"forward": IndexMap("identity"), "reverse": IndexMap("reverse"), "gather": IndexMap("gather")}
