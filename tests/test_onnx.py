@@ -75,7 +75,14 @@ def test_matches_reference_at_every_length(name, rng):
         x = inputs(decl, {**_sizes(name), "L": L}, rng)
         got = from_onnx(model, sess.run(None, onnx_inputs(model, x)))
         for k, ref in reference(decl, x).items():
-            assert_close(got[k], ref, 1e-4, f"{name} L={L} {k}")
+            assert_close(got[k], ref, _fp32_tol(L), f"{name} L={L} {k}")
+
+
+def _fp32_tol(L: int) -> float:
+    """fp32 ONNX against the float64 reference: 1e-4, or, for long sequences, 4·L·u (u = 2^-24) — a
+    state that barely decays (S4D-bilinear's |Ā| ≈ 1 - Δ|Re A|, Δ down to 1e-3) sums about L rounded
+    steps (its final state measured up to 8.3e-5 at L = 1000 over 6 seeds)."""
+    return max(1e-4, 4 * L * 2.0 ** -24)
 
 
 @pytest.mark.parametrize("name", NAMES)
