@@ -67,6 +67,26 @@ def seed_of(rng: np.random.Generator) -> int:
     return int(rng.integers(2**63))
 
 
+def _has_ptxas() -> bool:
+    import triton
+    return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
+
+
+# compile-only GPU checks (test_*_sm90): Triton's real pipeline down to ptxas, no GPU needed
+needs_ptxas = pytest.mark.skipif(not _has_ptxas(), reason="Triton's bundled ptxas is not installed")
+
+
+def run_compiled_triton(script: str):
+    """Run `script` in a fresh interpreter without TRITON_INTERPRET (kernels take Triton's GPU compiler
+    path); the subprocess's CompletedProcess, with the output tails in the message of a failed assert."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return res
+
+
 def as_numpy(x) -> np.ndarray:
     """float64 / complex128 NumPy copy of an array or a (CPU or CUDA, any dtype) torch tensor."""
     if type(x).__module__.startswith("torch"):

@@ -7,11 +7,7 @@ subprocess without TRITON_INTERPRET compiles each backward kernel through Triton
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-import pytest
+from conftest import needs_ptxas, run_compiled_triton
 
 SCRIPT = r'''
 import importlib.util, os, sys, tempfile
@@ -86,13 +82,7 @@ sys.exit(1 if failed else 0)
 '''
 
 
-def _ptxas() -> bool:
-    import triton
-    return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
 
-
-@pytest.mark.skipif(not _ptxas(), reason="Triton's bundled ptxas is not installed")
+@needs_ptxas
 def test_backward_kernels_compile_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    run_compiled_triton(SCRIPT)
