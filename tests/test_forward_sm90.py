@@ -117,8 +117,13 @@ for name, spec in (("ssd", OP_FORMS["ssd"][0]),
               {"x", "B", "C", "z"})
         check(f"{name}_bwd_{sched.chunk}", fn.backward_graph, lambda: generate_chunked_backward(fn.backward_graph, sched),
               ssd, {"x", "B", "C", "z", "grad_out"})
+# fp32 sequences: the dots' tf32x3 path (DOT=0) instead of bf16's
+fn = ssmc.compile(OP_FORMS["ssd"][0].with_(name="ssd_reverse", direction="reverse"), backend="numpy")
+check("ssd_reverse_fp32_fwd", fn.graph, lambda: generate_chunked(fn.graph, ChunkedSchedule()), ssd)
+check("ssd_reverse_fp32_bwd", fn.backward_graph, lambda: generate_chunked_backward(fn.backward_graph, ChunkedSchedule()),
+      ssd)
 print("\n".join(failed) if failed else f"all compiled: {len(compiled)} kernels")
-sys.exit(1 if failed or len(compiled) != 18 else 0)
+sys.exit(1 if failed or len(compiled) != 20 else 0)
 '''
 
 
@@ -126,4 +131,4 @@ sys.exit(1 if failed or len(compiled) != 18 else 0)
 @needs_ptxas
 def test_order_and_chunked_kernels_compile_for_sm90():
     res = run_compiled_triton(SCRIPT)
-    assert "all compiled: 18 kernels" in res.stdout
+    assert "all compiled: 20 kernels" in res.stdout
