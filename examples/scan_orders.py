@@ -6,7 +6,8 @@ episode resets — on the NumPy reference and the Triton backend.
 
 `ssmc.ops.multi_order_scan` runs K selective scans of one sequence, each along its own order with its
 own parameters, and merges them: one generated kernel, the orders folded into its time index (no
-permuted copies).  `multiscale_scan_2d` adds a half-resolution branch; `hydra` mixes a sequence in
+permuted copies).  `multiscale_scan_2d` adds a half-resolution branch (with named orders the same one
+kernel: the coarse orders are stride-2 views of the grid, upsampled as they are written); `hydra` mixes a sequence in
 both directions with Mamba-2's SSD and is differentiable on Triton.  Exits non-zero if the backends
 disagree.
 """
@@ -77,6 +78,7 @@ got = multi_order_scan(**t, orders=[torch.tensor(o, device=device) for o in orde
 compare("VMamba SS2D, gated merge", want, got)
 
 # MSVMamba: row order at full resolution + three orders on the 3×4 stride-2 grid, upsampled and added
+# (one graph: the coarse orders scan every other row and column in place; no subsampled or upsampled copy)
 want = multiscale_scan_2d(**x, grid=(H, W), delta_softplus=True, backend="numpy")
 got = multiscale_scan_2d(**t, grid=(H, W), delta_softplus=True, backend="triton")
 compare("MSVMamba multi-scale (row | col, row_rev, col_rev at half resolution)", want, got)
