@@ -79,11 +79,8 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
         delta = d.softplus(delta)
     A_bar, B_scale = m.discretize(delta, m.input("A", (ch("A"), "N")), "zoh_euler")
     B, C = (m.input(x, ("batch", "N", "L") if x in tied else ("batch", "K:g", "N", "L")) for x in ("B", "C"))
-    order = None
-    if grid:
-        shape, names, *strides = grid.split(":")
-        H, W = (int(v) for v in shape.split("x"))
-        order = grid_order(H, W, names.split(","), [int(v) for v in strides[0].split(",")] if strides else ())
+    order = grid_of_key(grid) if grid else None
+    if order is not None:
         h = m.scan(A_bar, B_scale * B * u, order=order)
     else:
         h = m.scan(A_bar, B_scale * B * u, order="gather", index=m.input("orders", ("K:g", "L"), integer=True))
@@ -131,6 +128,13 @@ def _expect(name, x, want: tuple, labels: str):
 
 
 _CHECKED: dict = {}  # id of each torch order -> (the tensors, their versions, (stacked tensor, grid key))
+
+
+def grid_of_key(key: str):
+    """The IR grid order a key names: "HxW:name,…" (grid_key's), or "HxW:name,…:stride,…" (strided views)."""
+    shape, names, *strides = key.split(":")
+    H, W = (int(v) for v in shape.split("x"))
+    return grid_order(H, W, names.split(","), [int(v) for v in strides[0].split(",")] if strides else ())
 
 
 def grid_key(stacked: np.ndarray) -> str:
@@ -276,7 +280,7 @@ def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merg
     """multi_order_scan on arguments already checked, `orders` the (K, L) int64 array or tensor;
     `grid` their grid key (grid_key) when they are named orders of a grid, which then need no index."""
     batch, dim, L = _shape(u)
-    K, N = len(grid.split(":")[1].split(",")) if grid else _shape(orders)[0], _shape(A)[-1]
+    K, N = len(grid_of_key(grid).names) if grid else _shape(orders)[0], _shape(A)[-1]
     tied = tied_of(delta, A, B, C, D, delta_bias)
     channel_params = {k for k, x in (("delta", delta), ("A", A), ("D", D), ("delta_bias", delta_bias)) if x is not None}
     if channel_params <= tied and gate is None:  # the K blocks of channels need one per-order input to exist:

@@ -21,14 +21,8 @@ from ssmc.orders import _compiled, multiscale_scan_2d
 
 from conftest import DEVICES, assert_close
 from reference_forms import selective_scan_loop, silu
+from test_grid_orders import _inputs
 from test_orders import _cells
-
-
-def _inputs(rng, batch, dim, N, L, K):
-    return dict(u=rng.standard_normal((batch, dim, L)), delta=rng.uniform(-3.0, 0.5, (batch, K * dim, L)),
-                A=-rng.uniform(0.5, 3.0, (K * dim, N)), B=rng.standard_normal((batch, K, N, L)),
-                C=rng.standard_normal((batch, K, N, L)), D=rng.standard_normal(K * dim),
-                z=rng.standard_normal((batch, dim, L)), delta_bias=0.1 * rng.standard_normal(K * dim))
 
 
 def _reference(x, H, W, names, strides):

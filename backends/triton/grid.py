@@ -214,13 +214,7 @@ def upsampled(graph: Graph, phase: dict) -> tuple:
         if j not in fine and graph[j].op != "upsample" and phase[j] == "loop":
             fine.add(j)
             todo.extend(graph[j].args)
-    anchored = set()  # the upsamples' operands and everything before them
-    todo = [a for i in graph.ids("upsample") for a in graph[i].args]
-    while todo:
-        j = todo.pop()
-        if j not in anchored:
-            anchored.add(j)
-            todo.extend(graph[j].args)
+    anchored = set().union(*(_ancestors(graph, i) for i in graph.ids("upsample")))  # the upsamples' operands, up
     return sorted(fine), fine - anchored
 
 

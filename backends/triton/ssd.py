@@ -9,8 +9,9 @@ of Q steps at a time, with ℓ = log Ā and cum its running sum inside the chunk
     H     <- e^{cum_Q} H + (V ∘ e^{cum_Q - cum})ᵀ K                          one tl.dot
 
 H (P×N per head) stays in fp32 registers between chunks.  A reverse scan (Hydra's backward
-direction) is the same kernel with its time index t = L-1-k folded into every load and store.  The causal mask is applied to
-cum_i - cum_j before the exponential (the factorized e^{cum_i}·e^{-cum_j} overflows).  Every
+direction) is the same kernel with its time index t = L-1-k folded into every load and store.
+The causal mask is applied to cum_i - cum_j before the exponential (the factorized
+e^{cum_i}·e^{-cum_j} overflows).  Every
 other node of the region — Δ's bias and softplus, the discretization, the skip, the gate — is
 lowered from the IR onto (Q, p) or (Q, n) tiles with the elementwise code of `codegen`.
 """
@@ -207,6 +208,11 @@ def _steps(order: str) -> list:
     return ["t_idx = c0 + offs_q", "valid = t_idx < L"]
 
 
+def scan_position(order: str) -> str:
+    """The variable of `_steps` holding each step's position along the scan (0 at its first step)."""
+    return "k_idx" if order == "reverse" else "t_idx"
+
+
 def _ssd_block(em, g, parts):
     """y for the chunk from ℓ (log Ā), k, v, c tiles; then the state update (the chunk's lines)."""
     out = em.lines["loop"].append
@@ -242,9 +248,9 @@ def _segments(em, g, seq_id):
     out = em.lines["loop"].append
     n = g[seq_id]
     ptr, _ = _load(n)
-    reverse = g[g.ids("scan")[0]].attr("order").kind == "reverse"  # the previous step in scan order: t+1
-    prev = ptr.replace("t_idx[:, None]", f"(t_idx {'+' if reverse else '-'} 1)[:, None]")
-    first = "k_idx > 0" if reverse else "t_idx > 0"  # not the scan's first step
+    order = g[g.ids("scan")[0]].attr("order").kind
+    prev = ptr.replace("t_idx[:, None]", f"(t_idx {'+' if order == 'reverse' else '-'} 1)[:, None]")  # scan order
+    first = f"{scan_position(order)} > 0"  # not the scan's first step
     out(f"sq = tl.sum(tl.load({ptr}, mask=valid[:, None], other=0), axis=1)  # seq_idx")
     out(f"sq_prev = tl.sum(tl.load({prev}, mask=(valid & ({first}))[:, None], other=0), axis=1)")
     out(f"seg = tl.cumsum((({first}) & valid & (sq != sq_prev)).to(tl.int32), axis=0)")

@@ -41,7 +41,7 @@ from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
 from .codegen import RELAXED, _elementwise, _ident, _lower_expr, param_name, tensor_params
-from .ssd import _load, _log_decay, _segments, _steps, dot_type_line, module_source
+from .ssd import _load, _log_decay, _segments, _steps, dot_type_line, module_source, scan_position
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
 
@@ -319,7 +319,7 @@ class _Gen:
         out(f"d_h = tl.cumsum(ecum * tl.sum({U} * {self._mm(c, 'H', tb=True)}, axis=1), axis=0, reverse=True)")
         out(f"w_g = wend * tl.sum({v} * {self._mm(k, 'G', tb=True)}, axis=1)")
         out("d_g = tl.cumsum(w_g, axis=0) - w_g + carry * tl.sum(tl.sum(G * H, axis=1), axis=0)")
-        k = "k_idx" if self.g[info["scan"]].attr("order").kind == "reverse" else "t_idx"  # scan position
+        k = scan_position(self.g[info["scan"]].attr("order").kind)
         keep = f"valid & ({k} > 0)" if info["h0"] is None else "valid"
         if info["seq"] is not None:
             keep += f" & (({k} == 0) | (sq == sq_prev))"  # a reset step drops the previous state: no gradient

@@ -37,10 +37,17 @@ def fused(x, orders, schedule=None, gather=False):
     if schedule is None and not gather:
         return lambda: ops.multi_order_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], orders, D=x["D"], z=x["z"],
                                             delta_bias=x["delta_bias"], delta_softplus=True, backend="triton")
-    from ssmc.orders import _compiled, _orders_array
+    from ssmc.orders import _orders_array
     b, K, dim, L = x["delta"].shape
     index, grid = _orders_array(orders, K, L, x["u"])
-    grid = "" if gather else grid
+    return kernel_call(x, "" if gather else grid, schedule, index)
+
+
+def kernel_call(x, grid, schedule, index=None):
+    """The multi-order graph of grid key `grid` (ssmc.orders.grid_of_key), or with grid "" the gather
+    graph reading the orders `index`, compiled at `schedule`: a call on the inputs `x`."""
+    from ssmc.orders import _compiled
+    b, K, dim, L = x["delta"].shape
     fn = compile(_compiled(True, True, True, True, "triton", "sum", 1, frozenset(), grid).graph, backend="triton",
                  schedule=schedule)
     args = dict(u=x["u"], delta=x["delta"].reshape(b, K * dim, L), A=x["A"].reshape(K * dim, -1), B=x["B"],
@@ -79,15 +86,9 @@ def multiscale(x, H=56, W=56):
     a, b = one().float(), two().float()
     err = float((a - b).norm() / b.norm())
     sweep = []  # the one-graph kernel at other schedules (the default, tdn 2/64/1, spills 144 bytes on sm_90)
-    from ssmc.orders import _compiled
-    bsz, K, dim, L = x["delta"].shape
-    graph = _compiled(True, True, True, True, "triton", "sum", 1, frozenset(),
-                      f"{H}x{W}:row,{','.join(coarse)}:1,2,2,2").graph
-    flat = dict(u=x["u"], delta=x["delta"].reshape(bsz, K * dim, L), A=x["A"].reshape(K * dim, -1), B=x["B"],
-                C=x["C"], D=x["D"].reshape(-1), z=x["z"], delta_bias=x["delta_bias"].reshape(-1))
     for bd, c, w in ((1, 64, 1), (2, 32, 1), (2, 64, 2), (4, 32, 1)):
-        fn = compile(graph, backend="triton", schedule=Schedule(layout="tdn", block_d=bd, chunk=c, num_warps=w))
-        f = lambda fn=fn: fn(**flat)["out"]  # noqa: E731
+        f = kernel_call(x, f"{H}x{W}:row,{','.join(coarse)}:1,2,2,2",
+                        Schedule(layout="tdn", block_d=bd, chunk=c, num_warps=w))
         e = float((f().float() - a).norm() / a.norm())
         ms = do_bench_cudagraph(f, rep=50, return_mode="median")
         sweep.append(((bd, c, w), ms, e))
