@@ -166,7 +166,7 @@ def run(args, rate: float) -> dict:
     else:
         print("fla:", why)
     h = hydra_inputs(t)
-    href = hydra_composed(h, ops.ssd)()  # the reverse direction on flipped copies through ssmc's forward SSD
+    href = hydra_composed(h, ops.ssd)  # the reverse direction on flipped copies through ssmc's forward SSD
     row("ssmc.ops.hydra (forward + reverse chunked SSD, shifts, D)", hydra_call(h), href)
     if m:
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
