@@ -71,6 +71,16 @@ class Graph:
     def outputs(self) -> dict:
         return {self.nodes[i].attr("name"): i for i in self.ids("output")}
 
+    def ancestors(self, i: int) -> set:
+        """Ids of every node that node `i` depends on (not `i` itself)."""
+        seen, todo = set(), list(self.nodes[i].args)
+        while todo:
+            a = todo.pop()
+            if a not in seen:
+                seen.add(a)
+                todo.extend(self.nodes[a].args)
+        return seen
+
     def users(self) -> dict:
         out = {i: [] for i in range(len(self.nodes))}
         for i, n in enumerate(self.nodes):

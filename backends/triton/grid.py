@@ -132,7 +132,7 @@ def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str, strid
     cell = lambda r: f"(({row(r)}) * {W} + cc){wide}" if stride == 1 else \
         f"({stride * full_w} * ({row(r)}) + {stride} * cc){wide}"  # noqa: E731
     n = graph[scan]
-    pass1 = _relower(em, graph, loop_phase, schedule, "pass1", _ancestors(graph, scan) | {scan})
+    pass1 = _relower(em, graph, loop_phase, schedule, "pass1", graph.ancestors(scan) | {scan})
     total = decay_total(em, n.args[0])  # (after lowering: it names pass 1's variables)
     inputs, lines = _relower(em, graph, loop_phase, schedule, "pass2", set(loop_phase) - em.skip)
     pass2 = inputs, lines + fine_block(em, graph, schedule, stride)
@@ -214,7 +214,7 @@ def upsampled(graph: Graph, phase: dict) -> tuple:
         if j not in fine and graph[j].op != "upsample" and phase[j] == "loop":
             fine.add(j)
             todo.extend(graph[j].args)
-    anchored = set().union(*(_ancestors(graph, i) for i in graph.ids("upsample")))  # the upsamples' operands, up
+    anchored = set().union(*(graph.ancestors(i) for i in graph.ids("upsample")))  # the upsamples' operands, up
     return sorted(fine), fine - anchored
 
 
@@ -276,12 +276,3 @@ def decay_total(em, a: int):
     c = " * ".join(k if isinstance(k, str) else em.names[k][0] for k in const)
     return em.names[var[0]][0], c, _tile(em.ax, g[var[0]].type, "CHUNK")
 
-
-def _ancestors(g: Graph, i: int) -> set:
-    seen, todo = set(), list(g[i].args)
-    while todo:
-        a = todo.pop()
-        if a not in seen:
-            seen.add(a)
-            todo.extend(g[a].args)
-    return seen
