@@ -301,19 +301,45 @@ def _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merg
     return out.reshape(batch, K, dim, L) if merge == "concat" else out
 
 
-def _grid_order(order, H: int, W: int, arg: str):
-    """A named 2-D order of the H×W grid, or a given permutation of range(H·W) (checked later)."""
+def _grid_order(order, H: int, W: int, arg: str, like):
+    """A named 2-D order of the H×W grid (on `like`'s device), or a given permutation of range(H·W)
+    (checked later)."""
     if isinstance(order, str):
         if order not in NAMED_2D:
             raise ValueError(f"{arg}: unknown 2-D order {order!r}; orders are {list(NAMED_2D)}")
-        return scan_orders_2d(H, W, order)[0]
+        return _on_device_of(like, scan_orders_2d, H, W, order)[0]
     return order
 
 
-def _orders_as(arg: str, orders, K: int, L: int, like, where: str):
-    """_orders_array, its errors naming `arg` (the argument the orders came from) and the grid."""
+def _on_device_of(like, make, *key):
+    """make(*key) — NumPy index arrays — as they are, or for a torch `like` as tensors on its device,
+    made and copied once per (key, device) and then reused: the same tensor objects every call, so
+    _orders_array's check is remembered, no call copies from the host, and a CUDA graph can capture it."""
+    if not _is_torch(like):
+        return make(*key)
+    return _device_copies(make, key, str(like.device))
+
+
+@lru_cache(maxsize=64)
+def _device_copies(make, key: tuple, device: str) -> tuple:
+    import torch
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in make(*key))
+
+
+def _coarse_maps(H: int, W: int) -> tuple:
+    """(sub, up) of the stride-2 view of an H×W grid: the full-grid position of each coarse cell
+    (row-major), and the coarse cell of each full-grid position (nearest upsampling)."""
+    Wc = (W + 1) // 2
+    rows, cols = np.meshgrid(np.arange(0, H, 2), np.arange(0, W, 2), indexing="ij")
+    sub = (rows * W + cols).ravel()
+    rows, cols = np.meshgrid(np.arange(H) // 2, np.arange(W) // 2, indexing="ij")
+    return sub, (rows * Wc + cols).ravel()
+
+
+def _check_orders(arg: str, orders, K: int, L: int, like, where: str) -> None:
+    """_orders_array's checks, its errors naming `arg` (the argument the orders came from) and the grid."""
     try:
-        return _orders_array(orders, K, L, like)[0]
+        _orders_array(orders, K, L, like)
     except ValueError as e:
         prefix = "orders[0]" if arg == "full_order" else "orders"
         raise ValueError(f"{arg}{str(e)[len(prefix):]} (the {where})") from None
@@ -385,17 +411,13 @@ def multiscale_scan_2d(u, delta, A, B, C, grid, D=None, z=None, delta_bias=None,
         # one graph: the coarse orders are stride-2 views of the grid, their sum upsampled in the kernel
         grid_key = f"{H}x{W}:{','.join(names)}:1{',2' * (K - 1)}"
         return _run(u, delta, A, B, C, None, D, z, delta_bias, None, delta_softplus, "sum", backend, grid_key)
-    full = _orders_as("full_order", [_grid_order(full_order, H, W, "full_order")], 1, L, u, f"{H}×{W} grid")
-    coarse = _orders_as("coarse_orders", [_grid_order(o, Hc, Wc, f"coarse_orders[{k}]")
-                                          for k, o in enumerate(coarse_orders)], K - 1, Hc * Wc, u,
-                        f"{Hc}×{Wc} coarse grid")
-    rows, cols = np.meshgrid(np.arange(0, H, 2), np.arange(0, W, 2), indexing="ij")
-    sub = (rows * W + cols).ravel()  # the full-grid position of each coarse cell, row-major
-    rows, cols = np.meshgrid(np.arange(H) // 2, np.arange(W) // 2, indexing="ij")
-    up = (rows * Wc + cols).ravel()  # the coarse cell of each full-grid position
-    if type(u).__module__.startswith("torch"):
-        import torch
-        sub, up = torch.from_numpy(sub).to(u.device), torch.from_numpy(up).to(u.device)
+    # checked here, so that errors name the argument; multi_order_scan gets the same row objects, whose
+    # check (for torch rows) it finds remembered
+    full = [_grid_order(full_order, H, W, "full_order", u)]
+    coarse = [_grid_order(o, Hc, Wc, f"coarse_orders[{k}]", u) for k, o in enumerate(coarse_orders)]
+    _check_orders("full_order", full, 1, L, u, f"{H}×{W} grid")
+    _check_orders("coarse_orders", coarse, K - 1, Hc * Wc, u, f"{Hc}×{Wc} coarse grid")
+    sub, up = _on_device_of(u, _coarse_maps, H, W)
     first, rest = slice(0, 1), slice(1, K)  # slices of the K axis: views
     part = lambda x, ks: None if x is None else x[ks]  # noqa: E731  ((K, dim) parameters)
     y = multi_order_scan(u, delta[:, first], A[first], B[:, first], C[:, first], full, part(D, first), z,

@@ -176,6 +176,10 @@ def test_multiscale_scan_2d_takes_one_graph_for_named_orders(rng, monkeypatch):
     got = multiscale_scan_2d(**t, grid=(H, W), delta_softplus=True, backend="numpy")
     assert_close(got.detach(), want, 1e-12, "requires grad")
     assert "5x7:row,col,row_rev,col_rev:1,2,2,2" not in calls
+    hits = orders._device_copies.cache_info().hits
+    again = multiscale_scan_2d(**t, grid=(H, W), delta_softplus=True, backend="numpy")
+    assert torch.equal(again, got)
+    assert orders._device_copies.cache_info().hits == hits + 5  # 4 named orders, the sub/up maps: reused
 
 
 def _graph(order, upsample=True, last=False, other=None):

@@ -209,6 +209,16 @@ def length_sweep(lengths) -> list:
     return rows
 
 
+def gpu_ms(fn, rep: int = 100) -> tuple:
+    """(median ms, how): the GPU time of a CUDA graph of the call, or — where the call cannot be
+    captured — its time as called (host included)."""
+    from triton.testing import do_bench_cudagraph
+    try:
+        return do_bench_cudagraph(fn, rep=rep, return_mode="median"), "CUDA graph"
+    except Exception:  # noqa: BLE001 - not capturable: timed as called
+        return do_bench(fn, warmup=25, rep=rep, return_mode="median"), "do_bench"
+
+
 def anchor(label, make, args, ref, floor, ssmc_ms) -> dict:
     """Time an anchor kernel if importable, after checking it against the reference."""
     try:
@@ -217,11 +227,7 @@ def anchor(label, make, args, ref, floor, ssmc_ms) -> dict:
         print(f"  anchor {label}: not importable ({type(e).__name__}: {str(e)[:80]})")
         return {"name": label, "available": False}
     err = rel(fn(), ref)
-    try:  # GPU time from a CUDA graph, as ssmc's decode kernel is timed
-        from triton.testing import do_bench_cudagraph
-        ms, how = do_bench_cudagraph(fn, rep=100, return_mode="median"), "CUDA graph"
-    except Exception:  # noqa: BLE001 - not capturable: timed as called
-        ms, how = do_bench(fn, warmup=25, rep=100, return_mode="median"), "do_bench"
+    ms, how = gpu_ms(fn)  # as ssmc's decode kernel is timed
     print(f"  anchor {label}: {ms:.4f} ms ({how}) = {floor / ms * 100:.1f}% of floor; ssmc/anchor time "
           f"{ssmc_ms / ms:.2f}; rel err vs loop {err:.1e}")
     return {"name": label, "available": True, "ms": ms, "timed": how, "rel_err": err, "pct_floor": floor / ms * 100}

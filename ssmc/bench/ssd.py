@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench, do_bench_cudagraph
+from triton.testing import do_bench
 
 from ssmc import ops
+from ssmc.bench.core import gpu_ms
 from ssmc.backends.triton import ChunkedSchedule, Schedule
 from ssmc.compiler import compile
 from ssmc.export import OP_FORMS
@@ -132,11 +133,7 @@ def run(args, rate: float) -> dict:
     report = {"rows": [], "sweep": [], "lengths": []}
     ref = ssmc_call(t, Schedule(layout="tdn", block_d=1, chunk=16, num_warps=4))()  # the recurrent lowering
     def ms_bench(f):
-        """GPU time from a CUDA graph of the call (no host overhead), else the call's time."""
-        try:
-            return do_bench_cudagraph(f, rep=200, return_mode="median")
-        except Exception:  # noqa: BLE001 - a call that cannot be captured is timed as called
-            return do_bench(f, warmup=25, rep=200, return_mode="median")
+        return gpu_ms(f, rep=200)[0]
 
     def call_ms(f):
         return do_bench(f, warmup=25, rep=200, return_mode="median")
