@@ -314,7 +314,7 @@ def _grid_order(order, H: int, W: int, arg: str, like):
 def _on_device_of(like, make, *key):
     """make(*key) — NumPy index arrays — as they are, or for a torch `like` as tensors on its device,
     made and copied once per (key, device) and then reused: the same tensor objects every call, so
-    _orders_array's check is remembered, no call copies from the host, and a CUDA graph can capture it."""
+    _orders_array's check is remembered and no call after the first copies from the host."""
     if not _is_torch(like):
         return make(*key)
     return _device_copies(make, key, str(like.device))
