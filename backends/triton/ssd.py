@@ -25,7 +25,7 @@ from ssmc.ir import Graph, IRError
 from ssmc.ir.passes.structure import scan_region, ssd_parts, ssd_reason
 from ssmc.ir.symbolic import lower, print_triton
 
-from .codegen import CODEGEN_VERSION, _elementwise, _ident, _lower_expr, _usage, param_name, tensor_params
+from .codegen import CODEGEN_VERSION, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name, tensor_params
 
 SSD_VERSION = "1"
 
@@ -135,6 +135,8 @@ def generate_chunked(graph: Graph, schedule) -> str:
     if parts["seq"] is not None:  # loaded with its previous step in the SSD block
         skip.add(parts["seq"])
     em = _Tiles(g)
+    parts = _move_step_factor(g, parts, skip)
+    raw = _dot_only_inputs(g, parts, skip)
     h0 = g[s].args[2] if g[s].attr("has_h0") else None
     for i, n in enumerate(g.nodes):
         if i in skip and i != parts["readout"]:
@@ -146,8 +148,9 @@ def generate_chunked(graph: Graph, schedule) -> str:
                 continue  # loaded as the state tile
             ptr, mask = _load(n)
             m = f", mask={mask}, other=0" if mask else ""
-            conv = "" if n.attr("integer") else ".to(tl.float32)"
-            out(f"v{i} = tl.load({ptr}{m}){conv}  # {n.attr('name')}")
+            conv = "" if n.attr("integer") or i in raw else ".to(tl.float32)"
+            note = ", as stored: only tensor cores read it" if i in raw else ""
+            out(f"v{i} = tl.load({ptr}{m}){conv}  # {n.attr('name')}{note}")
             em.names[i] = (f"v{i}",)
         elif n.op == "const":
             out(f"v{i} = {float(n.attr('value'))!r}")
@@ -179,9 +182,9 @@ def generate_chunked(graph: Graph, schedule) -> str:
         "pid_b = tl.program_id(0).to(tl.int64)",
         "pid_h = tl.program_id(1)",
         "offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)",
-        "mask_p = offs_p < P",
+        "mask_p = (offs_p < P) | EVEN_P  # all-true when the blocks tile P: the masks fold away",
         "offs_n = tl.arange(0, BLOCK_N)",
-        "mask_n = offs_n < N",
+        "mask_n = (offs_n < N) | EVEN_N",
         f"offs_q = tl.arange(0, Q){'.to(tl.int64)' if schedule.wide else ''}",
         "causal = offs_q[:, None] >= offs_q[None, :]",
         *(h0_load or ["state = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"]),
@@ -189,23 +192,27 @@ def generate_chunked(graph: Graph, schedule) -> str:
         *em.lines["pre"],
         "# ---- the sequence, Q steps at a time",
         "for c0 in range(0, L, Q):",
-        *["    " + line for line in [*_steps(g[s].attr("order").kind), *em.lines["loop"]]],
+        *["    " + line for line in [*_steps(g[s].attr("order").kind, even=True), *em.lines["loop"]]],
         "# ---- final state",
         *em.lines["post"],
     ]
-    consts = ["Q: tl.constexpr", "BLOCK_P: tl.constexpr", "BLOCK_N: tl.constexpr", "DOT: tl.constexpr"]
+    consts = ["Q: tl.constexpr", "BLOCK_P: tl.constexpr", "BLOCK_N: tl.constexpr", "DOT: tl.constexpr",
+              "EVEN_L: tl.constexpr", "EVEN_P: tl.constexpr", "EVEN_N: tl.constexpr"]
     kernel = "\n".join(["@triton.jit", f"def {kname}(", *[f"    {p}," for p in params + ["L", "P", "N", "HG"] + consts],
                         "):", *["    " + line for line in body]])
     return _module(g, kname, kernel, inputs, outputs, schedule)
 
 
-def _steps(order: str) -> list:
+def _steps(order: str, even: bool = False) -> list:
     """t_idx (the chunk's time indices, in scan order) and valid.  A reverse scan is the same chunked
-    recurrence read through t = L-1-k: its chunks hold descending times, nothing is flipped."""
+    recurrence read through t = L-1-k: its chunks hold descending times, nothing is flipped.
+    With `even`, valid is all-true when the kernel's EVEN_L says the chunks tile L."""
+    k = "k_idx" if order == "reverse" else "t_idx"
+    valid = f"valid = ({k} < L) | EVEN_L" if even else f"valid = {k} < L"
     if order == "reverse":
-        return ["k_idx = c0 + offs_q  # position along the scan order", "valid = k_idx < L",
+        return ["k_idx = c0 + offs_q  # position along the scan order", valid,
                 "t_idx = L - 1 - k_idx  # index map t = L-1-k: a reverse scan, no flipped copy"]
-    return ["t_idx = c0 + offs_q", "valid = t_idx < L"]
+    return ["t_idx = c0 + offs_q", valid]
 
 
 def scan_position(order: str) -> str:
@@ -213,21 +220,44 @@ def scan_position(order: str) -> str:
     return "k_idx" if order == "reverse" else "t_idx"
 
 
+def _move_step_factor(g, parts, skip) -> dict:
+    """k = f·B with f a per-step scalar (Δ): f moves onto v, y and the state are unchanged
+    ((C (f∘B)ᵀ) x = (C Bᵀ)(f∘x), (x)ᵀ(f∘B) = (f∘x)ᵀ B), so B reaches the tensor cores as loaded
+    and the product is a Q×P tile instead of Q×N.  The product node is then not emitted."""
+    k = g[parts["k"]]
+    if k.op != "mul" or len(g.users()[parts["k"]]) != 1:
+        return parts
+    for f, b in (k.args, k.args[::-1]):
+        if g[f].type.dims <= {"b", "t", "h"} and "n" in g[b].type.dims and not g[f].type.complex:
+            skip.add(parts["k"])
+            return dict(parts, k=b, step_factor=f)
+    return parts
+
+
+def _dot_only_inputs(g, parts, skip) -> set:
+    """Inputs read only as tensor-core operands (k, c): loaded in their own dtype, not through fp32
+    (the dot takes bf16/fp16 as stored; the fp32 round trip only costs instructions)."""
+    users = g.users()
+    return {i for i in (parts["k"], parts["c"]) if g[i].op == "input" and all(u in skip for u in users[i])}
+
+
 def _ssd_block(em, g, parts):
     """y for the chunk from ℓ (log Ā), k, v, c tiles; then the state update (the chunk's lines)."""
     out = em.lines["loop"].append
     la = _log_decay(g, parts["a"], em)
     k, v, c = (em.names[parts[x]][0] for x in ("k", "v", "c"))
+    if "step_factor" in parts:  # Δ applied to v (Q×P) rather than to B (see _move_step_factor)
+        v = f"{v} * {em.names[parts['step_factor']][0]}"
     out("# ---- SSD: masked C·Kᵀ within the chunk, the carried state across chunks (tensor cores)")
-    out(f"la = tl.sum(tl.where(valid[:, None], tl.broadcast_to({la} + 0.0, [Q, 1]), 0.0), axis=1)"
+    out(f"la = tl.sum(tl.where(valid[:, None], {as_tile(la, '[Q, 1]')}, 0.0), axis=1)"
         "  # log Ā; 0 on padding steps")
     out("cum = tl.cumsum(la, axis=0)")
     out("total = tl.sum(la, axis=0)")
     if parts["seq"] is not None:
         _segments(em, g, parts["seq"])
-    out(f"k = tl.where(valid[:, None] & mask_n[None, :], tl.broadcast_to({k} + 0.0, [Q, BLOCK_N]), 0.0)")
-    out(f"v = tl.where(valid[:, None] & mask_p[None, :], tl.broadcast_to({v} + 0.0, [Q, BLOCK_P]), 0.0)")
-    out(f"c = tl.broadcast_to({c} + 0.0, [Q, BLOCK_N])")
+    out(f"k = tl.where(valid[:, None] & mask_n[None, :], {as_tile(k, '[Q, BLOCK_N]')}, 0.0)")
+    out(f"v = tl.where(valid[:, None] & mask_p[None, :], {as_tile(v, '[Q, BLOCK_P]')}, 0.0)")
+    out(f"c = {as_tile(c, '[Q, BLOCK_N]')}")
     reset = parts["seq"] is not None
     mask = "causal & (seg[:, None] == seg[None, :])" if reset else "causal"
     out(f"decay = tl.exp(tl.where({mask}, cum[:, None] - cum[None, :], float('-inf')))  # mask before exp")
@@ -268,7 +298,7 @@ def _store(em, g, n):
         return
     ptr, mask = _load(n.with_attrs(name=p))
     phase = "loop" if "t" in {a.role for a in n.attr("axes")} else "post"
-    em.lines[phase].append(f"tl.store({ptr}, tl.broadcast_to({src} + 0.0, [Q, BLOCK_P]).to({p}_ptr.dtype.element_ty)"
+    em.lines[phase].append(f"tl.store({ptr}, {as_tile(src, '[Q, BLOCK_P]')}.to({p}_ptr.dtype.element_ty)"
                            f"{', mask=' + mask if mask else ''})")
 
 
@@ -295,6 +325,7 @@ def _module(g, kname, kernel, inputs, outputs, sched) -> str:
         *[f"        {a}," for a in args],
         "        L, P, N, HG,",
         "        Q=sched['chunk'], BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT=DOT,",
+        "        EVEN_L=L % sched['chunk'] == 0, EVEN_P=P % BLOCK_P == 0, EVEN_N=N == BLOCK_N,",
         "        num_warps=sched['num_warps'], num_stages=sched['num_stages'],",
         "    )",
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
@@ -336,7 +367,7 @@ def _dot(a, b, DOT: tl.constexpr):
     elif DOT == 2:
         return tl.dot(a.to(tl.float16), b.to(tl.float16))
     else:
-        return tl.dot(a, b, input_precision="tf32x3")
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32x3")
 
 
 {kernel}

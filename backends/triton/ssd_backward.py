@@ -40,7 +40,7 @@ from ssmc.ir import Graph, IRError, Node
 from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
-from .codegen import RELAXED, _elementwise, _ident, _lower_expr, param_name, tensor_params
+from .codegen import RELAXED, _elementwise, _ident, _lower_expr, as_tile, param_name, tensor_params
 from .ssd import _load, _log_decay, _segments, _steps, dot_type_line, module_source, scan_position
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
@@ -229,15 +229,15 @@ class _Gen:
         self._chunk_decay(self._em(names, self.fwd), self.fwd.append)
         k, v = names[info["k"]][0], names[info["v"]][0]
         out = self.fwd.append
-        out(f"kf = tl.where(valid[:, None] & mask_n[None, :], tl.broadcast_to({k} + 0.0, [Q, BLOCK_N]), 0.0)")
-        out(f"vf = tl.where(valid[:, None] & mask_p[None, :], tl.broadcast_to({v} + 0.0, [Q, BLOCK_P]), 0.0)")
+        out(f"kf = tl.where(valid[:, None] & mask_n[None, :], {as_tile(k, '[Q, BLOCK_N]')}, 0.0)")
+        out(f"vf = tl.where(valid[:, None] & mask_p[None, :], {as_tile(v, '[Q, BLOCK_P]')}, 0.0)")
         out("tl.store(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile, state.to(st_ptr.dtype.element_ty))")
         out("state = carry * state + _dot(tl.trans(vf * wend[:, None]), kf, DOT)")
 
     def _chunk_decay(self, em, out):
         """la, cum, total (and the reset segments) of the chunk."""
         la = _log_decay(self.g, self.info["a"], em)
-        out(f"la = tl.sum(tl.where(valid[:, None], tl.broadcast_to({la} + 0.0, [Q, 1]), 0.0), axis=1)")
+        out(f"la = tl.sum(tl.where(valid[:, None], {as_tile(la, '[Q, 1]')}, 0.0), axis=1)")
         out("cum = tl.cumsum(la, axis=0)")
         out("total = tl.sum(la, axis=0)")
         if self.info["seq"] is not None:
@@ -260,7 +260,7 @@ class _Gen:
         if key not in self.cache:
             name, cols = f"t{i}", "BLOCK_P" if role == "p" else "BLOCK_N"
             self.loop.append(f"{name} = tl.where(valid[:, None] & mask_{role}[None, :], "
-                             f"tl.broadcast_to({self.names[i][0]} + 0.0, [Q, {cols}]), 0.0)")
+                             f"{as_tile(self.names[i][0], f'[Q, {cols}]')}, 0.0)")
             self.cache[key] = name
         return self.cache[key]
 
@@ -371,7 +371,7 @@ class _Gen:
         col = "p" if "p" in dims else "n" if "n" in dims else None
         cols = {"p": "BLOCK_P", "n": "BLOCK_N", None: "1"}[col]
         mask = f"valid[:, None]{f' & mask_{col}[None, :]' if col else ''}"
-        val = f"tl.where({mask}, tl.broadcast_to({src} + 0.0, [Q, {cols}]), 0.0)"
+        val = f"tl.where({mask}, {as_tile(src, f'[Q, {cols}]')}, 0.0)"
         if col in axes:
             val, cols = f"tl.sum({val}, axis=1, keep_dims=True)", "1"
         if "t" not in axes:
@@ -400,12 +400,12 @@ class _Gen:
         cols = "BLOCK_P" if "p" in roles else "BLOCK_N" if "n" in roles else None
         if "t" in roles:
             shape = f"[Q, {cols or 1}]"
-            line = f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, {shape}){', mask=' + mask if mask else ''}{sem})"
+            line = f"{fn}({ptr}, {as_tile(src, shape)}{', mask=' + mask if mask else ''}{sem})"
             self.loop.append(line)
         elif cols:
-            self.post.append(f"{fn}({ptr}, tl.broadcast_to({src} + 0.0, [1, {cols}]){', mask=' + mask if mask else ''}{sem})")
+            self.post.append(f"{fn}({ptr}, {as_tile(src, f'[1, {cols}]')}{', mask=' + mask if mask else ''}{sem})")
         else:
-            self.post.append(f"{fn}({ptr}, tl.sum(tl.sum(tl.broadcast_to({src} + 0.0, [1, 1]), axis=1), axis=0){sem})")
+            self.post.append(f"{fn}({ptr}, tl.sum(tl.sum({as_tile(src, '[1, 1]')}, axis=1), axis=0){sem})")
 
     # --- the whole kernel ----------------------------------------------------------------------------
     def body(self):
