@@ -136,7 +136,7 @@ def _pointers(ta: TileAxes, p: str, axes, tp="tp", one_group=False, valid="valid
 
 def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     """Python source of a module holding the kernel and a `launch` function."""
-    from .grid import body as grid_body, grid_map, upsampled
+    from .grid import body as grid_body, grid_map, launch_order, upsampled
     if graph.ids("adjoint"):  # a backward graph (ssmc.ir.passes.adjoint)
         from .backward import generate_backward
         return generate_backward(graph, schedule, acc)
@@ -173,8 +173,9 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     # the loops first: a grid order lowers nodes again per branch, which may hoist values into "pre"
     loops = grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"]) if grid else \
         _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []
+    prologue = KERNEL_PROLOGUE if grid is None else launch_order(grid, KERNEL_PROLOGUE)
     body = [
-        *KERNEL_PROLOGUE,
+        *prologue,
         *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
         *([GROUP_OF_BLOCK] if em.one_group else []),
         "# ---- time-invariant values: computed once per sequence",
@@ -224,7 +225,8 @@ def tensor_params(graph: Graph, nodes) -> list:
 
 KERNEL_PROLOGUE = [
     "pid_b = tl.program_id(0).to(tl.int64)",
-    "offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # channel = head * P + p",
+    "blk = tl.program_id(1)  # this program's block of channels",
+    "offs_d = blk * BLOCK_D + tl.arange(0, BLOCK_D)  # channel = head * P + p",
     "mask_d = (offs_d < NCH) | EVEN_D  # all-true when blocks tile the channels: masks fold away",
     "idx_h = offs_d // P",
     "idx_p = offs_d % P",
@@ -234,7 +236,7 @@ KERNEL_PROLOGUE = [
 ]
 
 
-GROUP_OF_BLOCK = "g_blk = (tl.program_id(1) * BLOCK_D) // (P * HG)  # this block's group (and order)"
+GROUP_OF_BLOCK = "g_blk = (blk * BLOCK_D) // (P * HG)  # this block's group (and order)"
 
 
 def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None = None, length: str = "L",
