@@ -42,32 +42,26 @@ def _check(name, x, want: tuple, labels: str):
 
 
 def _combine(fwd, bwd, x, D, diag):
-    """shift(fwd, +1) + shift(bwd, -1) + D·x + diag·x (a term None is absent), in the dtype torch or
-    NumPy promotion gives the sum.  On torch: one output buffer written by slice copies and in-place
-    adds: shifted copies made with torch.cat and then summed took 0.74 ms at B4 L2048 H64 P64, five
-    times both SSD launches (H200, BENCHMARKS.md)."""
-    terms = [t for t in (fwd, bwd, x, D, diag) if t is not None]
+    """shift(fwd, +1) + shift(bwd, -1) + D·x + diag·x (a term None is absent), in the SSD outputs'
+    dtype (x's, as mamba_ssm returns with an fp32 D).  One output buffer written by a slice copy and
+    in-place adds: shifted copies made with torch.cat and then summed (in fp32, promoted by D) took
+    0.74 ms at B4 L2048 H64 P64, five times both SSD launches (H200, BENCHMARKS.md)."""
     if _is_torch(fwd):
-        import functools
         import torch
-        y = torch.empty(fwd.shape, device=fwd.device,
-                        dtype=functools.reduce(torch.promote_types, [t.dtype for t in terms]))
-        y[:, 1:] = fwd[:, :-1]  # y_t takes the forward output at t-1 ...
+        y = torch.empty_like(fwd)
         y[:, :1] = 0
-        y[:, :-1] += bwd[:, 1:]  # ... and the backward output at t+1
-        if D is not None:
-            y.addcmul_(D[:, None] if D.dim() == 1 else D, x)
-        if diag is not None:
-            y.addcmul_(diag[..., None], x)
-        return y
-    import numpy as np
-    y = np.zeros(fwd.shape, dtype=np.result_type(*terms))
-    y[:, 1:] = fwd[:, :-1]
-    y[:, :-1] += bwd[:, 1:]
-    if D is not None:
-        y += (D[:, None] if D.ndim == 1 else D) * x
-    if diag is not None:
-        y += diag[..., None] * x
+    else:
+        import numpy as np
+        y = np.zeros_like(fwd)
+    y[:, 1:] = fwd[:, :-1]  # y_t takes the forward output at t-1 ...
+    y[:, :-1] += bwd[:, 1:]  # ... and the backward output at t+1
+    weights = [] if D is None else [D[:, None] if len(_shape(D)) == 1 else D]
+    weights += [] if diag is None else [diag[..., None]]
+    for w in weights:
+        if _is_torch(y):
+            y.addcmul_(w, x)  # w·x in fp32, rounded once into y
+        else:
+            y += (w * x).astype(y.dtype)
     return y
 
 
@@ -83,7 +77,8 @@ def hydra(x, dt, A, B, C, D=None, diag=None, dt_bias=None, dt_softplus=False, dt
     D: (H,) or (H, P), the static diagonal; diag: (batch, L, H), the input-dependent diagonal
     (Hydra's fc_D(x)).  Either may be None (no such term).
     `chunk_size` is passed to the SSD (its result does not depend on it).
-    Returns y (batch, L, H, P).  On the Triton backend, differentiable with torch autograd.
+    Returns y (batch, L, H, P) in x's dtype (an fp32 D is applied in fp32 and rounded once, as mamba_ssm
+    does).  On the Triton backend, differentiable with torch autograd.
     """
     if len(_shape(x)) != 4:
         raise ValueError(f"x: expected shape (batch, L, H, P), got {_shape(x)}")
