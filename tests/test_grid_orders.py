@@ -203,7 +203,7 @@ def test_cost_model_gives_grid_orders_two_channels_per_program_on_cuda():
     assert repr(want) in strategy.choose(graph, roles, "cuda")[1]  # the reason names the schedule it runs
     assert strategy.choose_schedule(graph, roles, "cpu") == Schedule()
     strided = _compiled(True, True, True, True, "numpy", grid="56x56:row,col,row_rev,col_rev:1,2,2,2").graph
-    assert strategy.choose_schedule(strided, roles, "cuda") == Schedule(layout="tdn", block_d=2, chunk=32, num_warps=1)
+    assert strategy.choose_schedule(strided, roles, "cuda") == Schedule(layout="tdn", block_d=4, chunk=32, num_warps=1)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -63,8 +63,8 @@ def _order_schedule(graph: Graph, roles: dict, device_type: str):
     if gather_index(graph) is not None:  # a dependent index load per chunk: more, smaller programs hide it
         return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
     if grid_map(graph) is not None and roles.get("n", 1) > 1:  # two channels per program share each step's B and C
-        if graph.ids("upsample"):  # strided views (MSVMamba): 2/32/1 0.578 ms, 2/64/1 0.766 (spills on sm_90),
-            return Schedule(layout="tdn", block_d=2, chunk=32, num_warps=1)  # 1/64/1 0.955 (H200)
+        if graph.ids("upsample"):  # strided views (MSVMamba): 4/32/1 0.542 ms, 2/32/1 0.567, 2/64/1 0.761,
+            return Schedule(layout="tdn", block_d=4, chunk=32, num_warps=1)  # 1/64/1 0.949 (H200, BENCHMARKS.md)
         return Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)  # tiles (loads, conversions): 0.86 vs 1.04 ms
     return None
 
