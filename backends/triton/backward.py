@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from ssmc.ir import Graph, IRError
 
-from .codegen import (KERNEL_PROLOGUE, RELAXED, Schedule, TileAxes, _Emitter, _ident, _lower_node, _module, _pointers,
+from .codegen import (RELAXED, Schedule, TileAxes, _Emitter, _ident, _lower_node, _module, _pointers,
                       _tile, _time_maps, _v, at_step, broadcast_tile, param_name, scan_chunk, scan_operands,
-                      tensor_params, with_acc_literals)
+                      kernel_prologue, tensor_params, with_acc_literals)
 
 LINEAR = {"add", "sub", "neg", "real", "complex", "reduce", "output", "sum"}
 
@@ -345,7 +345,7 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     hf = bw.fwd_state
     ind = lambda lines, depth=1: ["    " * depth + x for x in lines]
     body = [
-        *KERNEL_PROLOGUE,
+        *kernel_prologue(),
         f"ck_mask = {chan_mask}mask_n{n}",
         "# ---- time-invariant values, accumulators",
         *lines["pre"],

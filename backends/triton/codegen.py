@@ -173,9 +173,8 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     # the loops first: a grid order lowers nodes again per branch, which may hoist values into "pre"
     loops = grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"]) if grid else \
         _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []
-    prologue = KERNEL_PROLOGUE if grid is None else launch_order(grid, KERNEL_PROLOGUE)
     body = [
-        *prologue,
+        *kernel_prologue(launch_order(grid) if grid else BLOCK_OF_PROGRAM),
         *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
         *([GROUP_OF_BLOCK] if em.one_group else []),
         "# ---- time-invariant values: computed once per sequence",
@@ -223,9 +222,16 @@ def tensor_params(graph: Graph, nodes) -> list:
     return params
 
 
-KERNEL_PROLOGUE = [
-    "pid_b = tl.program_id(0).to(tl.int64)",
-    "blk = tl.program_id(1)  # this program's block of channels",
+BLOCK_OF_PROGRAM = ["blk = tl.program_id(1)  # this program's block of channels"]
+
+
+def kernel_prologue(block: list = BLOCK_OF_PROGRAM) -> list:
+    """The kernel's first lines: batch and channel indices and masks; `block` defines `blk`, the
+    program's block of channels (grid.launch_order remaps it)."""
+    return ["pid_b = tl.program_id(0).to(tl.int64)", *block, *KERNEL_INDICES]
+
+
+KERNEL_INDICES = [
     "offs_d = blk * BLOCK_D + tl.arange(0, BLOCK_D)  # channel = head * P + p",
     "mask_d = (offs_d < NCH) | EVEN_D  # all-true when blocks tile the channels: masks fold away",
     "idx_h = offs_d // P",

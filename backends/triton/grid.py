@@ -31,6 +31,7 @@ reads its inputs at the anchors where they lie, with no subsampled copy.  The no
 """
 from __future__ import annotations
 
+import math
 import re
 
 import sympy as sp
@@ -38,7 +39,7 @@ import sympy as sp
 from ssmc.ir import Graph, IRError
 from ssmc.ir.grid import TRANSPOSED, coarse_shape
 
-from .codegen import _lower_node, _tile, at_step, load_lines
+from .codegen import BLOCK_OF_PROGRAM, _lower_node, _tile, at_step, load_lines
 
 
 def grid_map(g: Graph):
@@ -207,8 +208,8 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
 COLUMN_COST = 1.28  # a column order's time over a row order's at VMamba's shape (H200: 0.889 vs 0.692 ms)
 
 
-def launch_order(order, prologue: list) -> list:
-    """The kernel prologue with the blocks of channels launched longest order first.
+def launch_order(order) -> list:
+    """The lines defining `blk`, the program's block of channels, launched longest order first.
 
     The GPU starts programs in launch order; the programs of the last wave set the end of the
     kernel, so putting the slow orders (column-walking ones, which also scan twice, and full-
@@ -216,18 +217,17 @@ def launch_order(order, prologue: list) -> list:
     group, hence its order, follows from its block, so remapping the block id is all it takes.
     """
     K = len(order.names)
-    cost = [coarse_shape(*order.grid, order.stride(k))[0] * coarse_shape(*order.grid, order.stride(k))[1]
-            * (COLUMN_COST if name in TRANSPOSED else 1.0) for k, name in enumerate(order.names)]
+    cost = [math.prod(coarse_shape(*order.grid, order.stride(k))) * (COLUMN_COST if name in TRANSPOSED else 1.0)
+            for k, name in enumerate(order.names)]
     ranked = sorted(range(K), key=lambda k: -cost[k])  # stable: equal costs keep their order
     if ranked == list(range(K)):
-        return prologue
+        return BLOCK_OF_PROGRAM
     group = str(ranked[-1])
     for r in reversed(range(K - 1)):
         group = f"tl.where(rank == {r}, {ranked[r]}, {group})"
-    lines = ["bpg = (P * HG) // BLOCK_D  # blocks per group: the launcher keeps each block in one group",
-             "rank = tl.program_id(1) // bpg  # launched longest order first (grid.launch_order)",
-             f"blk = {group} * bpg + tl.program_id(1) % bpg  # this program's block of channels"]
-    return [line for p in prologue for line in (lines if p.startswith("blk = ") else [p])]
+    return ["bpg = (P * HG) // BLOCK_D  # blocks per group: the launcher keeps each block in one group",
+            "rank = tl.program_id(1) // bpg  # launched longest order first (grid.launch_order)",
+            f"blk = {group} * bpg + tl.program_id(1) % bpg  # this program's block of channels"]
 
 
 def upsampled(graph: Graph, phase: dict) -> tuple:
