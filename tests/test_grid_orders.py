@@ -66,35 +66,6 @@ def test_triton_grid_orders_match_numpy_across_schedules(grid, names, sched, dev
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("names, sched, kind", [(ORDER_SETS[0], Schedule(), "grid"),
-                                                (ORDER_SETS[3], Schedule(chunk=4, block_d=2), "grid"),
-                                                (ORDER_SETS[3], Schedule(chunk=4, block_d=2), "gather"),
-                                                (ORDER_SETS[0], Schedule(chunk=4, block_d=4), "strided")])
-def test_half_precision_sum_is_converted_by_the_kernel(names, sched, kind, device, rng):
-    """A summed output in another dtype than the arithmetic's is converted by the last program adding into
-    each block of channels (codegen.sum_epilogue), into the caller's buffer: every element written once
-    the sums are complete.  dim 3 with block_d 2: the launcher halves the block so blocks align with R.
-    The orders are named grid orders, or read as an index (a gather), or MSVMamba's strided views (their
-    sums reach the output through an upsample): each merged output takes the same path."""
-    H, W = 5, 7
-    x = _inputs(rng, 2, 3, 4, H * W, len(names))
-    half = ("u", "delta", "B", "C", "z")
-    x = {k: v.astype(np.float16).astype(np.float64) if k in half else v for k, v in x.items()}
-    orders = np.stack(scan_orders_2d(H, W, names))
-    grid = {"grid": _key(H, W, names), "gather": "", "strided": _key(H, W, names) + ":1,2,2,2"}[kind]
-    want = _compiled(True, True, True, True, "numpy", grid=grid)(**x, **({} if grid else {"orders": orders}))["out"]
-    fn = compile(_compiled(True, True, True, True, "numpy", grid=grid).graph, backend="triton", schedule=sched)
-    assert "CONVERT_out: tl.constexpr" in fn.source and ".to(u.dtype)" not in fn.source
-    t = {k: torch.tensor(v, device=device, dtype=torch.float16 if k in half else torch.float32) for k, v in x.items()}
-    if not grid:
-        t["orders"] = torch.tensor(orders, device=device)
-    out = torch.full_like(t["u"], float("nan"))
-    got = fn(**t, out=out)["out"]
-    assert got is out and got.dtype == torch.float16
-    assert_close(got, want, 2e-3, f"{names}, {sched}, {device}")
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["col", "col_rev", "snake_col"])
 def test_triton_column_order_of_a_decay_that_is_no_exponential(name, device, rng):
     """Ā given as an input (no e^{c·x} to sum in the exponent): the column passes multiply the
@@ -118,8 +89,7 @@ def test_grid_kernel_reads_no_index_and_is_one_launch():
     launcher = src.split("def launch")[1]
     assert "orders_ptr" not in src and "orders" not in src.split("def launch")[1].split(":")[0]
     assert launcher.count("[grid](") == 1
-    # no permuted copy: the output and the buffer of its sums (with their counts) are all it allocates
-    assert launcher.count("torch.empty(") == 1 and launcher.count("torch.zeros(") == 1
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output only
     # a branch per order, its index map static (the last one the else)
     assert "if (g_blk == 0):" in src and "elif (g_blk == 1):" in src and "elif (g_blk == 2):" in src and "    else:" in src
     assert "# ---- col of the 5x7 grid" in src and "# ---- col_rev of the 5x7 grid" in src

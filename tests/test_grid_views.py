@@ -148,7 +148,7 @@ def test_multiscale_kernel_is_one_launch_reading_no_index():
     src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev:1,2,2,2").source
     launcher = src.split("def launch")[1]
     assert launcher.count("[grid](") == 1 and "orders_ptr" not in src
-    assert launcher.count("torch.empty(") == 1 and launcher.count("torch.zeros(") == 1  # the output, its sums
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output only
     assert "# ---- col of the 3x4 grid" in src and "# ---- col_rev of the 3x4 grid" in src
     assert "for k0 in range(0, 12, CHUNK):" in src  # row_rev: the 12 anchors, not the 35 positions
     assert src.count("for o in tl.static_range(4):") == 3  # the coarse branches' upsampling

@@ -93,13 +93,13 @@ def test_triton_matches_numpy(grid, device, rng):
 
 
 def test_one_launch_and_no_permuted_copies(rng):
-    """K orders are one kernel launch; the launcher allocates only the merged output and its sums (no
-    permuted inputs); the (K, dim) parameters reach the kernel as views of the caller's tensors."""
+    """K orders are one kernel launch; the launcher allocates only the merged output (no permuted
+    inputs); the (K, dim) parameters reach the kernel as views of the caller's tensors."""
     fn = _compiled(True, True, True, True, "triton")
     src = fn.source
     launcher = src.split("def launch")[1]
     assert launcher.count("[grid](") == 1
-    assert launcher.count("torch.empty(") == 1 and launcher.count("torch.zeros(") == 1  # the output, its sums
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output
     assert "tl.atomic_add(" in src and "tp_next = tl.load(orders_ptr + g_blk" in src  # order folded into the time index
     delta = torch.randn(2, 3, 4, 10)
     assert delta.reshape(2, 12, 10).data_ptr() == delta.data_ptr()
@@ -269,7 +269,7 @@ def test_gated_merge_is_one_launch_with_the_gate_in_the_graph():
     assert "input gate (batch, KD:h, L)" in fn.graph.text()
     launcher = fn.source.split("def launch")[1]
     assert launcher.count("[grid](") == 1
-    assert launcher.count("torch.empty(") == 1 and launcher.count("torch.zeros(") == 1  # the output, its sums
+    assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1
     assert "tl.atomic_add(" in fn.source and "gate_ptr" in fn.source
 
 

@@ -24,9 +24,9 @@ from ssmc.ir.symbolic import LOG2E, exp2_form, lower, print_triton
 
 LN2 = 0.6931471805599453
 
-CODEGEN_VERSION = "4"
+CODEGEN_VERSION = "3"
 AXIS_OF_ROLE = {"h": 0, "p": 0, "g": 0, "n": 1, "t": 2}
-RELAXED = ", sem='relaxed'"  # atomic adds need no ordering of their own: sums are read after a release (sum_epilogue)
+RELAXED = ", sem='relaxed'"  # atomic adds need no ordering: only the sums they finish are read, after the kernel
 
 
 @dataclass(frozen=True)
@@ -165,11 +165,6 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     symbols = ["L", "NCH", "P", "N", "HG"] + (["R"] if repeats else [])
     consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr", "EVEN_L: tl.constexpr"]
-    summed = [n for n in outputs if summed_in_kernel(graph, n)]
-    for n in summed:
-        p = param_name(graph, n)
-        params += [f"{p}_final_ptr", *[f"{p}_final_s{k}" for k in range(3)], f"{p}_done_ptr"]
-        consts.append(f"CONVERT_{p}: tl.constexpr")
 
     for i, n in enumerate(graph.nodes):
         if i not in em.skip:
@@ -187,7 +182,6 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
         *loops,
         "# ---- final states",
         *em.lines["post"],
-        *[line for n in summed for line in sum_epilogue(graph, n, schedule)],
     ]
     kernel = "\n".join([
         "@triton.jit",
@@ -628,48 +622,6 @@ def _lower_output(em, i, n, phase):
             continue
         val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
         em.out(phase, f"tl.store({tgt}, {val}{', mask=' + mask if mask else ''})")
-
-
-def summed_in_kernel(g: Graph, n) -> bool:
-    """Does output n sum blocks of channels (atomic adds in the arithmetic dtype) and then get converted to
-    its own dtype by the kernel itself (sum_epilogue)?  For real (batch, r, time) outputs outside MIMO
-    scans; the launcher converts any other sum after the kernel."""
-    return sorted(a.role for a in n.attr("axes")) == ["b", "r", "t"] and not n.type.complex and \
-        not any(g[i].attr("io") == "mimo" for i in g.ids("scan"))
-
-
-CONVERT_STEPS = 256  # time steps per tile of the conversion
-
-
-def sum_epilogue(g: Graph, n, sched: Schedule) -> list:
-    """The kernel's last lines for a summed output (summed_in_kernel) `p`, when CONVERT_p (its dtype is
-    not the arithmetic one): each program counts itself done for its batch and R-channels (p_done), and
-    the last of the NCH // R programs adding into them converts their sums (p, zeroed by the launcher)
-    into p_final.  This replaces a zero-fill-sized read and write after the kernel (VMamba's SS2D: the
-    conversion took 14.1 µs of 0.786 ms) with a read of sums the adds just left in L2.  The barrier
-    then the count's release is the pattern CUDA's grid sync uses: every lane's adds are visible to
-    the program whose acquire reads the last count."""
-    p = param_name(g, n)
-    axes = n.attr("axes")
-    wide = ".to(tl.int64)" if sched.wide else ""
-    idx = {"r": f"conv_r[:, None]{wide}", "t": f"conv_t[None, :]{wide}"}
-
-    def ptrs(q):
-        b = next(k for k, a in enumerate(axes) if a.role == "b")
-        return f"{q}_ptr + pid_b * {q}_s{b} + " + " + ".join(
-            f"{idx[a.role]} * {q}_s{k}" for k, a in enumerate(axes) if a.role != "b")
-    return [
-        f"if CONVERT_{p}:  # {p} in its own dtype, from the sums: see codegen.sum_epilogue",
-        "    tl.debug_barrier()  # every lane's adds issued before the count",
-        f"    done = tl.atomic_add({p}_done_ptr + pid_b * R + (blk * BLOCK_D) % R, 1, sem='acq_rel')",
-        "    if done == NCH // R - 1:  # the last program adding into these channels: their sums are complete",
-        "        conv_r = (blk * BLOCK_D) % R + tl.arange(0, BLOCK_D)",
-        f"        for c0 in range(0, L, {CONVERT_STEPS}):",
-        f"            conv_t = c0 + tl.arange(0, {CONVERT_STEPS})",
-        f"            sums = tl.load({ptrs(p)}, mask=(conv_t < L)[None, :], cache_modifier='.cg')  # from L2",
-        f"            tl.store({ptrs(p + '_final')}, sums.to({p}_final_ptr.dtype.element_ty),"
-        " mask=(conv_t < L)[None, :])",
-    ]
 
 
 def _module(graph, kname, kernel, inputs, outputs, sched, mimo, launcher: str | None = None):

@@ -60,23 +60,18 @@ def _out_dtype(graph, out, inputs, acc="float32") -> str:
 
 
 def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
-    from .codegen import has_repeat_axis, param_name, per_group_order, summed_in_kernel
-    outs = [param_name(graph, n) if not summed_in_kernel(graph, n) else f"{param_name(graph, n)}_final"
-            for n in outputs]
+    from .codegen import has_repeat_axis, param_name, per_group_order
+    outs = [param_name(graph, n) for n in outputs]
     lines = launch_header(graph, inputs, outputs, "Run the fused kernel on torch tensors of one device; "
                                                   "returns {output name: tensor}.")
     args = []
     merged = []  # outputs summed over blocks of channels: zeros in the arithmetic dtype, atomic adds, then theirs
-    summed = []  # those the kernel converts itself (codegen.sum_epilogue): (its extra arguments)
     for n in inputs + outputs:
         p, cplx = param_name(graph, n), n.attr("complex") or (n.op == "output" and n.type.complex)
         if n.op == "output":
             shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
             dtype = _out_dtype(graph, n, inputs, acc)
-            if summed_in_kernel(graph, n):
-                lines += _summed_buffers(p, shape, dtype, acc)
-                summed.append(p)
-            elif any(a.role == "r" for a in n.attr("axes")):
+            if any(a.role == "r" for a in n.attr("axes")):
                 merged.append((p, dtype))
                 lines.append(f"    {p}_given = {p}")
                 lines.append(f"    {p} = torch.zeros(({shape},), device=device, dtype=torch.{acc})")
@@ -94,37 +89,18 @@ def launcher_source(graph, kname, inputs, outputs, acc="float32") -> str:
         "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))",
         *(["    while (HG * P) % BLOCK_D:  # an order per group: keep each block of channels in one group",
            "        BLOCK_D //= 2"] if per_group_order(graph) else []),
-        *(["    while R % BLOCK_D:  # the blocks adding into one output block: one count per (batch, channel)",
-           "        BLOCK_D //= 2"] if summed else []),
         "    grid = (batch, triton.cdiv(NCH, BLOCK_D))",
         "    global LAST_COMPILED  # the compiled kernel of the last launch (registers, spills) for tuning",
         f"    LAST_COMPILED = {kname}[grid](",
         *[f"        {a}," for a in args],
-        *[f"        {p}_final, *{p}_final.stride()[:3], {p}_done," for p in summed],
         "        L, NCH, P, N, HG," + (" R," if has_repeat_axis(graph) else ""),  # as the kernel's symbols
         "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
-        "        EVEN_L=L % CHUNK == 0, num_warps=sched['num_warps'],"
-        + "".join(f" CONVERT_{p}=CONVERT_{p}," for p in summed),
+        "        EVEN_L=L % CHUNK == 0, num_warps=sched['num_warps'],",
         "    )",
         *[f"    {p} = {p}.to({dtype}) if {p}_given is None else {p}_given.copy_({p})" for p, dtype in merged],
         "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
     ]
     return "\n".join(lines)
-
-
-def _summed_buffers(p: str, shape: str, dtype: str, acc: str) -> list:
-    """Lines giving a summed output (codegen.summed_in_kernel) its buffers: `p_final` (the result, the
-    caller's or new); when its dtype is not the arithmetic one, the sums `p` and the per-(batch,
-    channel) counts `p_done` the kernel converts them with, one zeroed allocation (the counts' int32
-    zero is the float's); else the adds go straight into p_final, zeroed."""
-    return [f"    {p}_final = torch.empty(({shape},), device=device, dtype={dtype}) if {p} is None else {p}",
-            f"    CONVERT_{p} = {p}_final.dtype != torch.{acc}",
-            f"    if CONVERT_{p}:",
-            f"        {p}_work = torch.zeros({p}_final.numel() + batch * R, device=device, dtype=torch.{acc})",
-            f"        {p}, {p}_done = {p}_work[:{p}_final.numel()].view({p}_final.shape), "
-            f"{p}_work[{p}_final.numel():].view(torch.int32)",
-            "    else:",
-            f"        {p} = {p}_done = {p}_final.zero_()  # (no count is read)"]
 
 
 def _grid_check(graph) -> list:
