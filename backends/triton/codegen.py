@@ -24,7 +24,7 @@ from ssmc.ir.symbolic import LOG2E, exp2_form, lower, print_triton
 
 LN2 = 0.6931471805599453
 
-CODEGEN_VERSION = "3"
+CODEGEN_VERSION = "4"
 AXIS_OF_ROLE = {"h": 0, "p": 0, "g": 0, "n": 1, "t": 2}
 RELAXED = ", sem='relaxed'"  # atomic adds need no ordering: only the sums they finish are read, after the kernel
 
@@ -378,7 +378,7 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     if op == "expr":
         _lower_expr(em, i, n, out)
         return
-    for line in _elementwise(op, n, name, args):
+    for line in _elementwise(op, n, name, args, em.acc):
         out(line)
 
 
@@ -397,16 +397,18 @@ def load_lines(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = ""
     return lines
 
 
-def _elementwise(op, n, name, args):
+def _elementwise(op, n, name, args, acc: str = "tl.float32"):
     x = args[0]
+    log2 = "_log2_approx" if acc == "tl.float32" else "tl.log2"
     y = args[1] if len(args) > 1 else None
     real = {
         "neg": lambda: f"-{x[0]}",
         "exp": lambda: f"tl.exp({x[0]})",
         "sqrt": lambda: f"tl.sqrt({x[0]})",
         # log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|), through log2/exp2 (tl.log is a
-        # polynomial of ~20 instructions on the GPU; SS2D on an H100 1.05 vs 1.10 ms)
-        "softplus": lambda: f"tl.maximum({x[0]}, 0.0) + {LN2!r} * tl.log2(1.0 + tl.exp2({-LOG2E!r} * tl.abs({x[0]})))",
+        # polynomial of ~20 instructions on the GPU; SS2D on an H100 1.05 vs 1.10 ms); in fp32 the log2
+        # is the special-function unit's (LOG2_APPROX)
+        "softplus": lambda: f"tl.maximum({x[0]}, 0.0) + {LN2!r} * {log2}(1.0 + tl.exp2({-LOG2E!r} * tl.abs({x[0]})))",
         "sigmoid": lambda: f"tl.sigmoid({x[0]})",
         "silu": lambda: f"{x[0]} * tl.sigmoid({x[0]})",
         "clip": lambda: _clip(x[0], n.attr("lo"), n.attr("hi")),
@@ -624,6 +626,24 @@ def _lower_output(em, i, n, phase):
         em.out(phase, f"tl.store({tgt}, {val}{', mask=' + mask if mask else ''})")
 
 
+# The generated modules' fp32 log2: on the GPU the special-function unit's (MUFU.LG2, absolute error
+# ~2^-22), where tl.log2 is libdevice's polynomial of ~25 instructions, and softplus takes one per
+# channel and step: SASS of Mamba-1's loop 1336 -> 1134 for 128 elements (tdn 64/4/1, offline).  The
+# CPU interpreter has no libdevice; there it is tl.log2.
+LOG2_APPROX = '''
+if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    @triton.jit
+    def _log2_approx(x):
+        return tl.log2(x)
+else:
+    from triton.language.extra import libdevice
+
+    @triton.jit
+    def _log2_approx(x):
+        return libdevice.fast_log2f(x)
+'''
+
+
 def _module(graph, kname, kernel, inputs, outputs, sched, mimo, launcher: str | None = None):
     from .launcher import launcher_source
     if launcher is None:
@@ -634,6 +654,8 @@ Needs only torch and triton.  Call `launch(**tensors)`; it returns a dict of out
 {_usage(inputs, outputs)}
 IR:
 {graph.text()}"""
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -654,7 +676,7 @@ def _combine_complex(a1r, a1i, x1r, x1i, a2r, a2i, x2r, x2i):
     return (a1r * a2r - a1i * a2i, a1r * a2i + a1i * a2r,
             x1r * a2r - x1i * a2i + x2r, x1r * a2i + x1i * a2r + x2i)
 
-
+{LOG2_APPROX}
 '''
     return header + kernel + "\n\n\n" + launcher + "\n"
 

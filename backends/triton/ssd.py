@@ -25,7 +25,7 @@ from ssmc.ir import Graph, IRError
 from ssmc.ir.passes.structure import scan_region, ssd_parts, ssd_reason
 from ssmc.ir.symbolic import lower, print_triton
 
-from .codegen import CODEGEN_VERSION, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name, tensor_params
+from .codegen import CODEGEN_VERSION, LOG2_APPROX, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name, tensor_params
 
 SSD_VERSION = "1"
 
@@ -351,13 +351,15 @@ Needs only torch and triton.  Call `launch(**tensors)`; it returns a dict of {re
 {_usage(inputs, outputs)}
 IR:
 {g.text()}"""
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 SCHEDULE = {sched_dict!r}
 LAST_COMPILED = None
-{extra}
+{extra}{LOG2_APPROX}
 
 @triton.jit
 def _dot(a, b, DOT: tl.constexpr):
