@@ -409,3 +409,12 @@ def test_dot_view():
         for a in n.args:
             assert f"  n{a} -> n{i};" in dot
     assert dot.count("{") == dot.count("}")
+
+
+def test_softplus_log2_is_the_special_function_units_in_fp32_and_exact_in_float64():
+    fn = compile("mamba1", backend="triton")
+    fp32, fp64 = fn.kernel(acc="float32").source, fn.kernel(acc="float64").source
+    body = lambda src: src.split("def mamba1_fwd(")[1].split("def launch(")[0]  # noqa: E731
+    assert "_log2_approx(1.0 + tl.exp2(" in body(fp32) and "tl.log2(" not in body(fp32)
+    assert "tl.log2(1.0 + tl.exp2(" in body(fp64) and "_log2_approx" not in body(fp64)  # fast_log2f is fp32-only
+    assert 'libdevice.fast_log2f(x)' in fp32 and 'os.environ.get("TRITON_INTERPRET", "0") == "1"' in fp32
