@@ -628,7 +628,7 @@ def _lower_output(em, i, n, phase):
 
 # The generated modules' fp32 log2: on the GPU the special-function unit's (MUFU.LG2, absolute error
 # ~2^-22), where tl.log2 is libdevice's polynomial of ~25 instructions, and softplus takes one per
-# channel and step: SASS of Mamba-1's loop 1336 -> 1134 for 128 elements (tdn 64/4/1, offline).  The
+# channel and step: Mamba-1's loop 606 -> 554 SASS for 32 elements a thread (tdn 1/64/1, offline).  The
 # CPU interpreter has no libdevice; there it is tl.log2.
 LOG2_APPROX = '''
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
