@@ -184,13 +184,14 @@ def test_grid_graph_has_no_onnx_lowering_and_says_what_exports():
 
 
 def test_grid_kernel_launches_the_longest_orders_first():
-    # column orders (two passes) before row orders, full-resolution views before strided ones; the
-    # schedule-sweeping tests above check that results do not depend on it
+    # column orders (two passes) before row orders, a reversed walk before its forward one, full-resolution
+    # views before strided ones (grid.ORDER_COST); the schedule-sweeping tests above check that results do
+    # not depend on it
     src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev").source
-    assert "blk = tl.where(rank == 0, 1, tl.where(rank == 1, 3, tl.where(rank == 2, 0, 2))) * bpg" in src
+    assert "blk = tl.where(rank == 0, 3, tl.where(rank == 1, 1, tl.where(rank == 2, 2, 0))) * bpg" in src
     src = _compiled(True, True, True, True, "triton", grid="56x56:row,col,row_rev,col_rev:1,2,2,2").source
-    assert "blk = tl.where(rank == 0, 0, tl.where(rank == 1, 1, tl.where(rank == 2, 3, 2))) * bpg" in src
-    src = _compiled(True, True, True, True, "triton", grid="5x7:row,row_rev").source
+    assert "blk = tl.where(rank == 0, 0, tl.where(rank == 1, 3, tl.where(rank == 2, 1, 2))) * bpg" in src
+    src = _compiled(True, True, True, True, "triton", grid="5x7:row,snake_row").source
     assert "blk = tl.program_id(1)" in src and "rank" not in src  # equal costs: launched as given
 
 

@@ -205,20 +205,25 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     return out
 
 
-COLUMN_COST = 1.28  # a column order's time over a row order's at VMamba's shape (H200: 0.889 vs 0.692 ms)
+# An order's time per cell relative to `row`'s; only the ranks they give matter.  Columns over rows: four
+# column orders against four row orders at VMamba's shape, 0.889 vs 0.692 ms (H200).  A reversed walk after
+# its forward one: all 24 launch orders of SS2D timed in one process (H200, 2026-12-04) put col_rev, col,
+# row_rev, row first at 0.763 ms, against 0.782 for col, col_rev, row, row_rev (what equal costs within each pair
+# gave before).
+ORDER_COST = {"row": 1.0, "snake_row": 1.0, "row_rev": 1.05, "col": 1.28, "snake_col": 1.28, "col_rev": 1.3}
 
 
 def launch_order(order) -> list:
     """The lines defining `blk`, the program's block of channels, launched longest order first.
 
     The GPU starts programs in launch order; the programs of the last wave set the end of the
-    kernel, so putting the slow orders (column-walking ones, which also scan twice, and full-
-    resolution views before strided ones) first leaves short programs for the tail.  A program's
+    kernel, so putting the slow orders (column-walking ones, which also scan twice, a reversed walk
+    before its forward one, full-resolution views before strided ones) first leaves short programs
+    for the tail.  A program's
     group, hence its order, follows from its block, so remapping the block id is all it takes.
     """
     K = len(order.names)
-    cost = [math.prod(coarse_shape(*order.grid, order.stride(k))) * (COLUMN_COST if name in TRANSPOSED else 1.0)
-            for k, name in enumerate(order.names)]
+    cost = [math.prod(coarse_shape(*order.grid, order.stride(k))) * ORDER_COST[name] for k, name in enumerate(order.names)]
     ranked = sorted(range(K), key=lambda k: -cost[k])  # stable: equal costs keep their order
     if ranked == list(range(K)):
         return BLOCK_OF_PROGRAM
