@@ -206,8 +206,8 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
 
 
 # An order's time per cell relative to `row`'s; only the ranks they give matter.  Columns over rows: four
-# column orders against four row orders at VMamba's shape, 0.889 vs 0.692 ms (H200).  A reversed walk after
-# its forward one: all 24 launch orders of SS2D timed in one process (H200, 2026-12-04) put col_rev, col,
+# column orders against four row orders at VMamba's shape, 0.889 vs 0.692 ms (H200).  Reversed walks over
+# forward ones: all 24 launch orders of SS2D timed in one process (H200, 2026-12-04) put col_rev, col,
 # row_rev, row first at 0.763 ms, against 0.782 for col, col_rev, row, row_rev (what equal costs within each pair
 # gave before).  The snake orders, not timed, take their forward walk's cost.
 ORDER_COST = {"row": 1.0, "snake_row": 1.0, "row_rev": 1.05, "col": 1.28, "snake_col": 1.28, "col_rev": 1.3}
