@@ -195,6 +195,12 @@ def test_grid_kernel_launches_the_longest_orders_first():
     assert "blk = tl.program_id(1)" in src and "rank" not in src  # equal costs: launched as given
 
 
+def test_every_named_order_has_a_launch_cost():
+    from ssmc.backends.triton.grid import ORDER_COST
+    from ssmc.ir.grid import NAMED_2D
+    assert set(ORDER_COST) == set(NAMED_2D)
+
+
 def test_cost_model_gives_grid_orders_two_channels_per_program_on_cuda():
     from ssmc.backends.triton import strategy
     graph = _compiled(True, True, True, True, "numpy", grid="56x56:row,col,row_rev,col_rev").graph
