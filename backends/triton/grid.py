@@ -219,11 +219,12 @@ def launch_order(order) -> list:
     The GPU starts programs in launch order; the programs of the last wave set the end of the
     kernel, so putting the slow orders (column-walking ones, which also scan twice, a reversed walk
     before its forward one, full-resolution views before strided ones) first leaves short programs
-    for the tail.  A program's
-    group, hence its order, follows from its block, so remapping the block id is all it takes.
+    for the tail.  A program's group, hence its order, follows from its block, so remapping the
+    block id is all it takes.
     """
     K = len(order.names)
-    cost = [math.prod(coarse_shape(*order.grid, order.stride(k))) * ORDER_COST[name] for k, name in enumerate(order.names)]
+    cost = [math.prod(coarse_shape(*order.grid, order.stride(k))) * ORDER_COST[name]
+            for k, name in enumerate(order.names)]
     ranked = sorted(range(K), key=lambda k: -cost[k])  # stable: equal costs keep their order
     if ranked == list(range(K)):
         return BLOCK_OF_PROGRAM
