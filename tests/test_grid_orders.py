@@ -185,7 +185,7 @@ def test_grid_graph_has_no_onnx_lowering_and_says_what_exports():
 
 def test_grid_kernel_launches_the_longest_orders_first():
     # column orders (two passes) before row orders, a reversed walk before its forward one, full-resolution
-    # views before strided ones (grid.ORDER_COST); the schedule-sweeping tests above check that results do
+    # views before strided ones (grid.COLUMN_COST, REVERSED_COST); the schedule-sweeping tests above check that results do
     # not depend on it
     src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev").source
     assert "blk = tl.where(rank == 0, 3, tl.where(rank == 1, 1, tl.where(rank == 2, 2, 0))) * bpg" in src
@@ -195,10 +195,11 @@ def test_grid_kernel_launches_the_longest_orders_first():
     assert "blk = tl.program_id(1)" in src and "rank" not in src  # equal costs: launched as given
 
 
-def test_every_named_order_has_a_launch_cost():
-    from ssmc.backends.triton.grid import ORDER_COST
-    from ssmc.ir.grid import NAMED_2D
-    assert set(ORDER_COST) == set(NAMED_2D)
+def test_every_named_order_has_a_launch_rank():
+    # col_rev, then col and snake_col (equal: as given), row_rev, then row and snake_row
+    src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev,snake_row,snake_col").source
+    assert ("blk = tl.where(rank == 0, 3, tl.where(rank == 1, 1, tl.where(rank == 2, 5, tl.where(rank == 3, 2, "
+            "tl.where(rank == 4, 0, 4))))) * bpg") in src
 
 
 def test_cost_model_gives_grid_orders_two_channels_per_program_on_cuda():

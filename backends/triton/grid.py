@@ -205,12 +205,11 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     return out
 
 
-# An order's time per cell relative to `row`'s; only the ranks they give matter.  Columns over rows: four
-# column orders against four row orders at VMamba's shape, 0.889 vs 0.692 ms (H200).  Reversed walks over
-# forward ones: all 24 launch orders of SS2D timed in one process (H200, 2026-12-04) put col_rev, col,
-# row_rev, row first at 0.763 ms, against 0.782 for col, col_rev, row, row_rev (what equal costs within each pair
-# gave before).  The snake orders, not timed, take their forward walk's cost.
-ORDER_COST = {"row": 1.0, "snake_row": 1.0, "row_rev": 1.05, "col": 1.28, "snake_col": 1.28, "col_rev": 1.3}
+COLUMN_COST = 1.28  # a column order's time over a row order's at VMamba's shape (H200: 0.889 vs 0.692 ms)
+# A reversed walk (`*_rev`) over its forward one; only the ranks it gives matter.  All 24 launch orders of SS2D
+# timed in one process (H200, 2026-12-04) put col_rev, col, row_rev, row first at 0.763 ms, against 0.782 for
+# col, col_rev, row, row_rev (what equal costs within each pair gave before).  Snake orders are not reversed walks.
+REVERSED_COST = 1.05
 
 
 def launch_order(order) -> list:
@@ -223,8 +222,8 @@ def launch_order(order) -> list:
     block id is all it takes.
     """
     K = len(order.names)
-    cost = [math.prod(coarse_shape(*order.grid, order.stride(k))) * ORDER_COST[name]
-            for k, name in enumerate(order.names)]
+    cost = [math.prod(coarse_shape(*order.grid, order.stride(k))) * (COLUMN_COST if name in TRANSPOSED else 1.0)
+            * (REVERSED_COST if name.endswith("_rev") else 1.0) for k, name in enumerate(order.names)]
     ranked = sorted(range(K), key=lambda k: -cost[k])  # stable: equal costs keep their order
     if ranked == list(range(K)):
         return BLOCK_OF_PROGRAM
