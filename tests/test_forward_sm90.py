@@ -41,12 +41,12 @@ class Target:  # the driver calls warmup makes: an H100, device 0, no stream
 
 
 triton.runtime.driver.set_active(Target())
-tmp, compiled = tempfile.mkdtemp(), []
+tmp, compiled, ptx = tempfile.mkdtemp(), [], {}
 
 
 class Warmup:  # kernel[grid](*args, **consts) -> kernel.warmup(...): compiled, not run
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, tag):
+        self.fn, self.tag = fn, tag
 
     def __getitem__(self, grid):
         def call(*args, **kwargs):
@@ -54,6 +54,7 @@ class Warmup:  # kernel[grid](*args, **consts) -> kernel.warmup(...): compiled, 
             k = self.fn.warmup(*args, grid=grid, **kwargs)
             assert "cubin" in k.asm
             compiled.append(self.fn.__name__)
+            ptx[self.tag] = k.asm["ptx"]
             return k
         return call
 
@@ -66,7 +67,7 @@ def launch(src, tag, sizes, bf16=()):
     spec.loader.exec_module(mod)
     for k, v in list(vars(mod).items()):
         if isinstance(v, triton.runtime.jit.JITFunction) and not k.startswith("_"):
-            setattr(mod, k, Warmup(v))
+            setattr(mod, k, Warmup(v, tag))
     return mod.launch(**meta_inputs(sizes, bf16, tag))
 
 
@@ -122,6 +123,9 @@ fn = ssmc.compile(OP_FORMS["ssd"][0].with_(name="ssd_reverse", direction="revers
 check("ssd_reverse_fp32_fwd", fn.graph, lambda: generate_chunked(fn.graph, ChunkedSchedule()), ssd)
 check("ssd_reverse_fp32_bwd", fn.backward_graph, lambda: generate_chunked_backward(fn.backward_graph, ChunkedSchedule()),
       ssd)
+# the recurrent kernels widen bf16 loads by their bits (codegen.FAST_MATH), not by Triton's conversion
+failed += [f"{tag}: a bf16 load widened by cvt.f32.bf16" for tag, text in ptx.items()
+           if tag.startswith("grid_") and "cvt.f32.bf16" in text]
 print("\n".join(failed) if failed else f"all compiled: {len(compiled)} kernels")
 sys.exit(1 if failed or len(compiled) != 20 else 0)
 '''

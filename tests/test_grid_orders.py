@@ -50,7 +50,8 @@ CASES = [((5, 7), ORDER_SETS[0], Schedule()), ((5, 7), ORDER_SETS[0], Schedule(c
          ((5, 7), ORDER_SETS[3], Schedule(chunk=4, block_d=1, layout="tdn")),
          ((3, 9), ORDER_SETS[1], Schedule(chunk=4, block_d=4, layout="tnd", num_warps=1)),
          ((3, 9), ORDER_SETS[2], Schedule(chunk=1, block_d=8)), ((1, 6), ORDER_SETS[0], Schedule()),
-         ((4, 4), ORDER_SETS[1], Schedule(chunk=2, block_d=1, layout="tdn")), ((4, 4), ORDER_SETS[0], Schedule())]
+         ((4, 4), ORDER_SETS[1], Schedule(chunk=2, block_d=1, layout="tdn")), ((4, 4), ORDER_SETS[0], Schedule()),
+         ((3, 5), ORDER_SETS[0], Schedule(chunk=4, block_d=4, layout="tdn", full_tiles=True))]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -157,7 +157,7 @@ def test_one_kernel_region_per_entry(name):
     assert regions == {0}
     (scan,) = g.ids("scan")
     assert g[scan].attr("io") == library.get(name).io
-    assert compile(name, backend="triton").source.count("@triton.jit\ndef ") == 3  # 2 combiners + 1 kernel
+    assert compile(name, backend="triton").source.count("@triton.jit\ndef ") == 4  # 2 combiners, _widen, 1 kernel
 
 
 # --- op coverage -------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ def test_numpy_preallocated_outputs_are_filled(backend, rng):
 
 
 SWEEP = [dict(block_d=bd, chunk=c) for bd in (1, 4, 16) for c in (1, 4, 16)] + [
-    dict(block_d=4, chunk=4, layout="tdn"), dict(block_d=2, chunk=8, layout="ntd")]
+    dict(block_d=4, chunk=4, layout="tdn"), dict(block_d=2, chunk=8, layout="ntd"),
+    dict(block_d=8, chunk=4, layout="tdn", full_tiles=True)]
 
 
 @pytest.mark.parametrize("name", ["mamba1", "mamba2", "s5"])
@@ -129,6 +130,15 @@ def test_results_do_not_depend_on_schedule(name, rng):
     for got, sched in zip(results[1:], SWEEP[1:]):  # and against each other, tighter than vs fp64
         for k in want:
             assert rel_err(got[k], results[0][k]) <= 2e-6, f"{name} {sched} {k} differs from {SWEEP[0]}"
+
+
+def test_full_tiles_load_shared_inputs_over_channels():
+    """Schedule.full_tiles widens the loads of B and C (no channel axis) to the channel axis, and only those."""
+    plain = compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8)).source
+    full = compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8, full_tiles=True)).source
+    widened = [ln.split("#")[-1].strip() for ln in full.splitlines() if "offs_d[None, :, None] * 0" in ln]
+    assert sorted(widened) == ["B", "C"]
+    assert "offs_d[None, :, None] * 0" not in plain
 
 
 def _flip_time(graph, x: dict) -> dict:

@@ -24,7 +24,7 @@ from ssmc.ir.symbolic import LOG2E, exp2_form, lower, print_triton
 
 LN2 = 0.6931471805599453
 
-CODEGEN_VERSION = "4"
+CODEGEN_VERSION = "5"
 AXIS_OF_ROLE = {"h": 0, "p": 0, "g": 0, "n": 1, "t": 2}
 RELAXED = ", sem='relaxed'"  # atomic adds need no ordering: only the sums they finish are read, after the kernel
 
@@ -44,6 +44,12 @@ class Schedule:
     # backward: a gradient summed over the channel blocks (B, C shared by every channel) written per
     # block and summed after the kernel, instead of atomic adds of every block into one buffer
     partials: bool = False
+    # inputs shared by the channels (B, C: state and time axes only) loaded as full tiles with a
+    # channel stride of 0.  Triton takes a chunk's layout from its loads; these then set it, so that in
+    # layout "tdn" a thread keeps its chunk of steps and the lanes split channels and states (Mamba-1,
+    # tdn 8/8/1, offline sm_90: 96 registers and 12.5 SASS per element in the loop, against 128 and 17.3
+    # at the default 1/64/1; not timed on a GPU yet, so it is a tuning candidate, not a default)
+    full_tiles: bool = False
 
     def __post_init__(self):
         if sorted(self.layout) != ["d", "n", "t"]:
@@ -87,6 +93,7 @@ class _Emitter:
         self.phase = {}  # node id -> pre / loop / post (see _phases)
         self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
         self.one_group = False  # every program's channels in one group, g_blk (see _pointers)
+        self.full_tiles = False  # channel-shared time-varying inputs loaded over the channel axis too
         self.mode = "chunk"  # how a scan lowers: "chunk", or a column-wise pass of a grid order (grid.py)
         self.tp, self.valid = "tp", "valid"  # the time index and mask that loads and stores use
         self.fine = []  # nodes evaluated after an upsample, at every position of a cell (grid.py)
@@ -154,6 +161,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     phase = em.phase = _phases(graph)
     grid = grid_map(graph)
     em.one_group = per_group_order(graph)  # the launcher keeps a block's channels inside one group
+    em.full_tiles = schedule.full_tiles
     em.early_loads = True
     if grid is not None and grid.strides:  # nodes after an upsample are lowered per cell by grid.body
         em.fine, em.skip = upsampled(graph, phase)
@@ -388,13 +396,28 @@ def load_lines(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = ""
     p = n.attr("name")
     tp, valid = tp or em.tp, valid or em.valid
     ptr, masks = _pointers(em.ax, p, n.attr("axes"), tp=tp, one_group=em.one_group, valid=valid)
+    if em.full_tiles and _channel_shared(n, em.one_group):
+        ptr += f" + offs_d{em.ax.bc('d')} * 0"  # a full tile: its layout becomes the chunk's
     masks = ([when] if when else []) + masks
     m = f", mask={' & '.join(masks)}, other=0" if masks else ""
-    conv = "" if n.attr("integer") else f".to({em.acc})"
-    lines = [f"{name[0]} = tl.load({ptr}{m}){conv}  # {p}"]
+
+    def load(at):
+        if n.attr("integer"):
+            return f"tl.load({at}{m})"
+        if em.acc == "tl.float32":
+            return f"_widen(tl.load({at}{m}))"  # FAST_MATH
+        return f"tl.load({at}{m}).to({em.acc})"
+    lines = [f"{name[0]} = {load(ptr)}  # {p}"]
     if len(name) == 2:
-        lines.append(f"{name[1]} = tl.load({ptr} + {p}_si{m}){conv}")
+        lines.append(f"{name[1]} = {load(ptr + ' + ' + p + '_si')}")
     return lines
+
+
+def _channel_shared(n, one_group: bool) -> bool:
+    """Does input n vary over time and state but not over the program's channels (B and C)?"""
+    roles = {a.role for a in n.attr("axes")}
+    per_channel = roles & {"h", "p", "r"} or ("g" in roles and not one_group)
+    return {"t", "n"} <= roles and not per_channel
 
 
 def _elementwise(op, n, name, args, acc: str = "tl.float32"):
@@ -407,7 +430,7 @@ def _elementwise(op, n, name, args, acc: str = "tl.float32"):
         "sqrt": lambda: f"tl.sqrt({x[0]})",
         # log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|), through log2/exp2 (tl.log is a
         # polynomial of ~20 instructions on the GPU; SS2D on an H100 1.05 vs 1.10 ms); in fp32 the log2
-        # is the special-function unit's (LOG2_APPROX)
+        # is the special-function unit's (FAST_MATH)
         "softplus": lambda: f"tl.maximum({x[0]}, 0.0) + {LN2!r} * {log2}(1.0 + tl.exp2({-LOG2E!r} * tl.abs({x[0]})))",
         "sigmoid": lambda: f"tl.sigmoid({x[0]})",
         "silu": lambda: f"{x[0]} * tl.sigmoid({x[0]})",
@@ -630,7 +653,11 @@ def _lower_output(em, i, n, phase):
 # ~2^-22), where tl.log2 is libdevice's polynomial of ~25 instructions, and softplus takes one per
 # channel and step: Mamba-1's loop 606 -> 554 SASS for 32 elements a thread (tdn 1/64/1, offline).  The
 # CPU interpreter has no libdevice; there it is tl.log2.
-LOG2_APPROX = '''
+# And loads widened from bf16 to fp32 by their bits (exact: a bf16 is the top half of an fp32).  Two
+# bf16 share a 32-bit register; written as a shift, LLVM widens the low one with a shift and the high
+# one with a mask, where Triton's conversion moves each high half down (PRMT) and back up: 1 SASS per
+# element against 1.5 (Mamba-1 tdn 1/64/1: 555 -> 524 in the loop; 8/8/1 full tiles 401 -> 366; offline).
+FAST_MATH = '''
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     @triton.jit
     def _log2_approx(x):
@@ -641,6 +668,14 @@ else:
     @triton.jit
     def _log2_approx(x):
         return libdevice.fast_log2f(x)
+
+
+@triton.jit
+def _widen(x):
+    if x.dtype == tl.bfloat16:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
 '''
 
 
@@ -660,7 +695,7 @@ import torch
 import triton
 import triton.language as tl
 
-SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps, checkpoint=sched.checkpoint)!r}  # layout {sched.layout}, wide={sched.wide}
+SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps, checkpoint=sched.checkpoint)!r}  # layout {sched.layout}, wide={sched.wide}, full_tiles={sched.full_tiles}
 MIMO = {mimo!r}  # all channels in one program: the state is shared across channels
 LAST_COMPILED = None
 
@@ -676,7 +711,7 @@ def _combine_complex(a1r, a1i, x1r, x1i, a2r, a2i, x2r, x2i):
     return (a1r * a2r - a1i * a2i, a1r * a2i + a1i * a2r,
             x1r * a2r - x1i * a2i + x2r, x1r * a2i + x1i * a2r + x2i)
 
-{LOG2_APPROX}
+{FAST_MATH}
 '''
     return header + kernel + "\n\n\n" + launcher + "\n"
 

@@ -25,7 +25,7 @@ from ssmc.ir import Graph, IRError
 from ssmc.ir.passes.structure import scan_region, ssd_parts, ssd_reason
 from ssmc.ir.symbolic import lower, print_triton
 
-from .codegen import CODEGEN_VERSION, LOG2_APPROX, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name, tensor_params
+from .codegen import CODEGEN_VERSION, FAST_MATH, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name, tensor_params
 
 SSD_VERSION = "1"
 
@@ -359,7 +359,7 @@ import triton.language as tl
 
 SCHEDULE = {sched_dict!r}
 LAST_COMPILED = None
-{extra}{LOG2_APPROX}
+{extra}{FAST_MATH}
 
 @triton.jit
 def _dot(a, b, DOT: tl.constexpr):

@@ -134,11 +134,14 @@ def run(args, rate: float) -> dict:
     def make_mamba1(cfg):
         f = spec_fn(cfg)
         return lambda: f(**x)["out"]
+    # full tiles (Schedule.full_tiles): lanes over channels and states, each thread's steps in registers
+    full = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=1, full_tiles=True) for bd, c in
+            ((8, 8), (16, 8), (8, 4), (16, 4))]
     configs = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=w) for bd in (1, 2, 4) for c in (32, 64)
-               for w in (1, 2)] + [dict(layout="dnt", block_d=4, chunk=32, num_warps=4)]
+               for w in (1, 2)] + [dict(layout="dnt", block_d=4, chunk=32, num_warps=4)] + full
     if args.quick:
         configs = [dict(layout=lay, block_d=bd, chunk=c, num_warps=w) for lay, bd, c, w in
-                   [("tnd", 128, 4, 4), ("tdn", 1, 64, 1)]]
+                   [("tnd", 128, 4, 4), ("tdn", 1, 64, 1)]] + full
     print("  schedules:")
     res = sweep(make_mamba1, configs, lambda y: rel(y, ref))
     best_ms, best_cfg, best_err = res[0]
