@@ -400,17 +400,18 @@ def load_lines(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = ""
         ptr += f" + offs_d{em.ax.bc('d')} * 0"  # a full tile: its layout becomes the chunk's
     masks = ([when] if when else []) + masks
     m = f", mask={' & '.join(masks)}, other=0" if masks else ""
-
-    def load(at):
-        if n.attr("integer"):
-            return f"tl.load({at}{m})"
-        if em.acc == "tl.float32":
-            return f"_widen(tl.load({at}{m}))"  # FAST_MATH
-        return f"tl.load({at}{m}).to({em.acc})"
-    lines = [f"{name[0]} = {load(ptr)}  # {p}"]
+    integer = n.attr("integer")
+    lines = [f"{name[0]} = {widened(f'tl.load({ptr}{m})', integer, em.acc)}  # {p}"]
     if len(name) == 2:
-        lines.append(f"{name[1]} = {load(ptr + ' + ' + p + '_si')}")
+        lines.append(f"{name[1]} = {widened(f'tl.load({ptr} + {p}_si{m})', integer, em.acc)}")
     return lines
+
+
+def widened(load: str, integer: bool, acc: str = "tl.float32") -> str:
+    """A load's value in the arithmetic type: integers as loaded, fp32 through FAST_MATH's `_widen`."""
+    if integer:
+        return load
+    return f"_widen({load})" if acc == "tl.float32" else f"{load}.to({acc})"
 
 
 def _channel_shared(n, one_group: bool) -> bool:

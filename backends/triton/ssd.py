@@ -25,7 +25,8 @@ from ssmc.ir import Graph, IRError
 from ssmc.ir.passes.structure import scan_region, ssd_parts, ssd_reason
 from ssmc.ir.symbolic import lower, print_triton
 
-from .codegen import CODEGEN_VERSION, FAST_MATH, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name, tensor_params
+from .codegen import (CODEGEN_VERSION, FAST_MATH, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name,
+                      tensor_params, widened)
 
 SSD_VERSION = "1"
 
@@ -148,9 +149,9 @@ def generate_chunked(graph: Graph, schedule) -> str:
                 continue  # loaded as the state tile
             ptr, mask = _load(n)
             m = f", mask={mask}, other=0" if mask else ""
-            conv = "" if n.attr("integer") or i in raw else ".to(tl.float32)"
+            load = f"tl.load({ptr}{m})"
             note = ", as stored: only tensor cores read it" if i in raw else ""
-            out(f"v{i} = tl.load({ptr}{m}){conv}  # {n.attr('name')}{note}")
+            out(f"v{i} = {load if i in raw else widened(load, n.attr('integer'))}  # {n.attr('name')}{note}")
             em.names[i] = (f"v{i}",)
         elif n.op == "const":
             out(f"v{i} = {float(n.attr('value'))!r}")

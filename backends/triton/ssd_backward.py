@@ -40,7 +40,7 @@ from ssmc.ir import Graph, IRError, Node
 from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
-from .codegen import RELAXED, _elementwise, _ident, _lower_expr, as_tile, param_name, tensor_params
+from .codegen import RELAXED, _elementwise, _ident, _lower_expr, as_tile, param_name, tensor_params, widened
 from .ssd import _load, _log_decay, _segments, _steps, dot_type_line, module_source, scan_position
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
@@ -192,8 +192,7 @@ class _Gen:
         if n.op == "input":
             ptr, mask = _load(n)
             m = f", mask={mask}, other=0" if mask else ""
-            conv = "" if n.attr("integer") else ".to(tl.float32)"
-            out(f"{names[i][0]} = tl.load({ptr}{m}){conv}  # {n.attr('name')}")
+            out(f"{names[i][0]} = {widened(f'tl.load({ptr}{m})', n.attr('integer'))}  # {n.attr('name')}")
         elif n.op == "const":
             out(f"{names[i][0]} = {float(n.attr('value'))!r}")
         elif n.op == "expr":
