@@ -108,6 +108,12 @@ def _load(n) -> tuple:
     return f"({base})" + "".join(f" + {o}" for o in offs), mask or None
 
 
+def _state_load(n) -> str:
+    """Input n, a (p, n) state (the initial state, the final state's cotangent), loaded as the fp32 state tile."""
+    ptr = _load(n)[0].replace("offs_p[None, :]", "offs_p[:, None]")
+    return widened(f"tl.load({ptr}, mask=mask_p[:, None] & mask_n[None, :], other=0)", False)
+
+
 def _log_decay(g, a_id, em) -> str:
     """The name of log Ā: the expression's own log when Ā = exp(...), no Log of an Exp."""
     n = g[a_id]
@@ -176,9 +182,7 @@ def generate_chunked(graph: Graph, schedule) -> str:
     params = tensor_params(g, inputs + outputs)
     h0_load = []
     if h0 is not None:
-        ptr, mask = _load(g[h0])
-        h0_load = [f"state = tl.load({ptr.replace('offs_p[None, :]', 'offs_p[:, None]')}, "
-                   f"mask=mask_p[:, None] & mask_n[None, :], other=0).to(tl.float32)  # initial state"]
+        h0_load = [f"state = {_state_load(g[h0])}  # initial state"]
     body = [
         "pid_b = tl.program_id(0).to(tl.int64)",
         "pid_h = tl.program_id(1)",

@@ -41,7 +41,7 @@ from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
 from .codegen import RELAXED, _elementwise, _ident, _lower_expr, as_tile, param_name, tensor_params, widened
-from .ssd import _load, _log_decay, _segments, _steps, dot_type_line, module_source, scan_position
+from .ssd import _load, _state_load, _log_decay, _segments, _steps, dot_type_line, module_source, scan_position
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
 
@@ -446,14 +446,10 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
     h0 = info["h0"]
     h0_load = "state = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"
     if h0 is not None:
-        ptr, _ = _load(g[h0])
-        h0_load = (f"state = tl.load({ptr.replace('offs_p[None, :]', 'offs_p[:, None]')}, "
-                   f"mask=mask_p[:, None] & mask_n[None, :], other=0).to(tl.float32)  # initial state")
+        h0_load = f"state = {_state_load(g[h0])}  # initial state"
     g_load = "G = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"
     if info["dlast"] is not None:
-        ptr, _ = _load(g[info["dlast"]])
-        g_load = (f"G = tl.load({ptr.replace('offs_p[None, :]', 'offs_p[:, None]')}, "
-                  f"mask=mask_p[:, None] & mask_n[None, :], other=0).to(tl.float32)  # final state's cotangent")
+        g_load = f"G = {_state_load(g[info['dlast']])}  # final state's cotangent"
     steps = _steps(g[info["scan"]].attr("order").kind)  # t_idx in scan order: L-1-k for a reverse scan
     timeline = lambda lines: ["    " + x for x in [*steps, *lines]]  # noqa: E731
     body = [
@@ -479,6 +475,7 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
         "# ---- backward: the chunks in reverse",
         "for cr in range(0, NC):",
         "    c0 = (NC - 1 - cr) * Q",
+        # H by Triton's conversion, not _widen: two dots take it back to bf16, a round trip Triton folds away
         *timeline(["H = tl.load(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile).to(tl.float32)", *gen.loop, *gen.tail]),
         "# ---- sums over time, the initial state's gradient",
         *gen.post,
