@@ -47,7 +47,7 @@ class Schedule:
     # inputs shared by the channels (B, C: state and time axes only) loaded as full tiles with a
     # channel stride of 0.  Triton takes a chunk's layout from its loads; these then set it, so that in
     # layout "tdn" a thread keeps its chunk of steps and the lanes split channels and states (Mamba-1,
-    # tdn 8/8/1, offline sm_90: 96 registers and 12.5 SASS per element in the loop, against 128 and 17.3
+    # tdn 8/8/1, offline sm_90: 96 registers and 11.4 SASS per element in the loop, against 128 and 16.4
     # at the default 1/64/1; not timed on a GPU yet, so it is a tuning candidate, not a default)
     full_tiles: bool = False
 
