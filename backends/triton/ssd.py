@@ -108,10 +108,21 @@ def _load(n) -> tuple:
     return f"({base})" + "".join(f" + {o}" for o in offs), mask or None
 
 
+def _input_load(n) -> str:
+    """The load of input n as a tile of (time steps, p or n), as stored."""
+    ptr, mask = _load(n)
+    return f"tl.load({ptr}{f', mask={mask}, other=0' if mask else ''})"
+
+
+def _state_tile(n) -> tuple:
+    """(pointer expression, mask) of n, a (p, n) state, as the program's [BLOCK_P, BLOCK_N] state tile."""
+    return _load(n)[0].replace("offs_p[None, :]", "offs_p[:, None]"), "mask_p[:, None] & mask_n[None, :]"
+
+
 def _state_load(n) -> str:
     """Input n, a (p, n) state (the initial state, the final state's cotangent), loaded as the fp32 state tile."""
-    ptr = _load(n)[0].replace("offs_p[None, :]", "offs_p[:, None]")
-    return widened(f"tl.load({ptr}, mask=mask_p[:, None] & mask_n[None, :], other=0)", False)
+    ptr, mask = _state_tile(n)
+    return widened(f"tl.load({ptr}, mask={mask}, other=0)", False)
 
 
 def _log_decay(g, a_id, em) -> str:
@@ -153,9 +164,7 @@ def generate_chunked(graph: Graph, schedule) -> str:
         if n.op == "input":
             if i == h0:
                 continue  # loaded as the state tile
-            ptr, mask = _load(n)
-            m = f", mask={mask}, other=0" if mask else ""
-            load = f"tl.load({ptr}{m})"
+            load = _input_load(n)
             note = ", as stored: only tensor cores read it" if i in raw else ""
             out(f"v{i} = {load if i in raw else widened(load, n.attr('integer'))}  # {n.attr('name')}{note}")
             em.names[i] = (f"v{i}",)
@@ -296,10 +305,8 @@ def _store(em, g, n):
     src = em.names[n.args[0]][0]
     p = param_name(g, n)
     if g[n.args[0]].op == "last":
-        ptr, _ = _load(n.with_attrs(name=p))
-        ptr = ptr.replace("offs_p[None, :]", "offs_p[:, None]")
-        em.lines["post"].append(f"tl.store({ptr}, state.to({p}_ptr.dtype.element_ty), "
-                                f"mask=mask_p[:, None] & mask_n[None, :])")
+        ptr, mask = _state_tile(n.with_attrs(name=p))
+        em.lines["post"].append(f"tl.store({ptr}, state.to({p}_ptr.dtype.element_ty), mask={mask})")
         return
     ptr, mask = _load(n.with_attrs(name=p))
     phase = "loop" if "t" in {a.role for a in n.attr("axes")} else "post"

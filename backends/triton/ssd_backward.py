@@ -41,7 +41,7 @@ from ssmc.ir.graph import _freeze
 from ssmc.ir.passes.structure import _outer
 
 from .codegen import RELAXED, _elementwise, _ident, _lower_expr, as_tile, param_name, tensor_params, widened
-from .ssd import _load, _state_load, _log_decay, _segments, _steps, dot_type_line, module_source, scan_position
+from .ssd import _input_load, _load, _log_decay, _state_load, _state_tile, _segments, _steps, dot_type_line, module_source, scan_position
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
 
@@ -190,9 +190,7 @@ class _Gen:
         """Emit plain node i (input, const, expr, elementwise) with `names` as the name table."""
         n = self.g[i]
         if n.op == "input":
-            ptr, mask = _load(n)
-            m = f", mask={mask}, other=0" if mask else ""
-            out(f"{names[i][0]} = {widened(f'tl.load({ptr}{m})', n.attr('integer'))}  # {n.attr('name')}")
+            out(f"{names[i][0]} = {widened(_input_load(n), n.attr('integer'))}  # {n.attr('name')}")
         elif n.op == "const":
             out(f"{names[i][0]} = {float(n.attr('value'))!r}")
         elif n.op == "expr":
@@ -391,11 +389,11 @@ class _Gen:
         sem = RELAXED if atomic else ""
         if atomic:
             self.atomic.add(n.attr("name"))
-        ptr, mask = _load(n.with_attrs(name=p))
         if {"p", "n"} <= roles:  # the initial state's gradient: the adjoint carried out of the sequence
-            ptr = ptr.replace("offs_p[None, :]", "offs_p[:, None]")
-            self.post.append(f"{fn}({ptr}, {src}, mask=mask_p[:, None] & mask_n[None, :]{sem})")
+            ptr, mask = _state_tile(n.with_attrs(name=p))
+            self.post.append(f"{fn}({ptr}, {src}, mask={mask}{sem})")
             return
+        ptr, mask = _load(n.with_attrs(name=p))
         cols = "BLOCK_P" if "p" in roles else "BLOCK_N" if "n" in roles else None
         if "t" in roles:
             shape = f"[Q, {cols or 1}]"
@@ -475,7 +473,8 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
         "# ---- backward: the chunks in reverse",
         "for cr in range(0, NC):",
         "    c0 = (NC - 1 - cr) * Q",
-        # H by Triton's conversion, not _widen: two dots take it back to bf16, a round trip Triton folds away
+        # H by Triton's conversion, not _widen: two dots take it back to its stored 16-bit type, a round trip
+        # Triton folds away
         *timeline(["H = tl.load(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile).to(tl.float32)", *gen.loop, *gen.tail]),
         "# ---- sums over time, the initial state's gradient",
         *gen.post,
