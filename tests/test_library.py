@@ -111,7 +111,8 @@ def test_numpy_preallocated_outputs_are_filled(backend, rng):
 
 SWEEP = [dict(block_d=bd, chunk=c) for bd in (1, 4, 16) for c in (1, 4, 16)] + [
     dict(block_d=4, chunk=4, layout="tdn"), dict(block_d=2, chunk=8, layout="ntd"),
-    dict(block_d=8, chunk=4, layout="tdn", full_tiles=True)]
+    dict(block_d=8, chunk=4, layout="tdn", full_tiles=True), dict(block_d=8, chunk=4, layout="tdn", full_tiles=True,
+                                                                   prefetch=True), dict(block_d=4, chunk=4, prefetch=True)]
 
 
 @pytest.mark.parametrize("name", ["mamba1", "mamba2", "s5"])
@@ -139,6 +140,58 @@ def test_full_tiles_load_shared_inputs_over_channels():
     widened = [ln.split("#")[-1].strip() for ln in full.splitlines() if "offs_d[None, :, None] * 0" in ln]
     assert sorted(widened) == ["B", "C"]
     assert "offs_d[None, :, None] * 0" not in plain
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name, change", [("mamba1", dict(direction="reverse")), ("mamba1", dict(seq_idx=True)),
+                                          ("s5", dict(seq_idx=True)), ("s4d_zoh", dict(direction="reverse"))])
+def test_prefetch_loads_the_next_chunk(name, change, device, rng):
+    """Schedule.prefetch: every chunk's inputs loaded one chunk ahead — both orders, resets (an integer input),
+    complex states, a last chunk past L (L=11, chunk 4) — agree with the NumPy interpreter, NaN-poisoned."""
+    spec = library.get(name).with_(name=f"{name}_prefetch", **change)
+    sched = dict(block_d=4, chunk=4, layout="tdn", prefetch=True)
+    src = compile(spec, backend="triton", schedule=sched).source
+    assert "_raw = tl.load(" in src and "validn = kn < L" in src
+    sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=11)
+    ref = compile(spec, backend="numpy")
+    x = torch_inputs(random_inputs(ref.graph, sizes, seed=seed_of(rng)), device=device)
+    want = ref(**{k: v.cpu().numpy() if v.dtype == torch.int64 else as_numpy(v) for k, v in x.items()})  # float64
+    bufs = nan_buffers(ref.graph, sizes, torch.float32, device)
+    got = compile(spec, backend="triton", schedule=sched)(**x, **bufs)
+    check_written(got, bufs)
+    for k in want:
+        assert_close(got[k], want[k], 1e-5, f"{name} {change} {k}")
+
+
+MAMBA1_CUDA_SCHEDULES = [dict(layout="tdn", block_d=1, chunk=64, num_warps=1),
+                         dict(layout="tdn", block_d=8, chunk=8, num_warps=1, full_tiles=True),
+                         dict(layout="tdn", block_d=8, chunk=8, num_warps=1, full_tiles=True, prefetch=True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sched", MAMBA1_CUDA_SCHEDULES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_mamba1_cuda_schedules_bf16(sched, rng):
+    """The schedules the cost model gives Mamba-1 (N 16) on CUDA, at bf16, on partial channel blocks and
+    chunks (dim 44, L 100), against the NumPy interpreter on the same bf16 values; NaN-poisoned."""
+    ref = compile("mamba1", backend="numpy")
+    sizes = dict(library.DEFAULT_SIZES["mamba1"], batch=2, dim=44, N=16, L=100)
+    x = torch_inputs(random_inputs(ref.graph, sizes, seed=seed_of(rng)), device="cuda")
+    x = {k: v.to(torch.bfloat16) if v.dim() == 3 else v for k, v in x.items()}  # the sequences, as Mamba feeds them
+    want = ref(**{k: as_numpy(v) for k, v in x.items()})
+    bufs = {k: torch.full(s, float("nan"), device="cuda", dtype=torch.bfloat16)
+            for k, s in out_shapes(ref.graph, sizes).items()}
+    got = compile("mamba1", backend="triton", schedule=sched)(**x, **bufs)
+    check_written(got, bufs)
+    for k in want:
+        assert_close(got[k], want[k], 1e-2, f"{sched} {k}")
+
+
+def test_prefetch_refuses_orders_read_from_an_index():
+    """A gather order's time indices come from its index input: Schedule.prefetch says so, naming itself."""
+    from ssmc.orders import multi_order_graph
+    g = multi_order_graph(2)
+    with pytest.raises(ValueError, match="Schedule.prefetch"):
+        compile(g, backend="triton", schedule=dict(prefetch=True)).source
 
 
 def _flip_time(graph, x: dict) -> dict:

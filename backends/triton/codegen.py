@@ -50,6 +50,9 @@ class Schedule:
     # tdn 8/8/1, offline sm_90: 96 registers and 11.4 SASS per element in the loop, against 128 and 16.4
     # at the default 1/64/1; not timed on a GPU yet, so it is a tuning candidate, not a default)
     full_tiles: bool = False
+    # the time-varying inputs of the next chunk loaded while this one computes (a register prefetch,
+    # forward kernels of identity or reverse orders): a program waits on its loads only once
+    prefetch: bool = False
 
     def __post_init__(self):
         if sorted(self.layout) != ["d", "n", "t"]:
@@ -94,6 +97,8 @@ class _Emitter:
         self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
         self.one_group = False  # every program's channels in one group, g_blk (see _pointers)
         self.full_tiles = False  # channel-shared time-varying inputs loaded over the channel axis too
+        self.prefetch = False  # time-varying inputs loaded a chunk ahead (Schedule.prefetch)
+        self.prefetched = []  # (input node, variable names) of those loads
         self.mode = "chunk"  # how a scan lowers: "chunk", or a column-wise pass of a grid order (grid.py)
         self.tp, self.valid = "tp", "valid"  # the time index and mask that loads and stores use
         self.fine = []  # nodes evaluated after an upsample, at every position of a cell (grid.py)
@@ -163,6 +168,10 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     em.one_group = per_group_order(graph)  # the launcher keeps a block's channels inside one group
     em.full_tiles = schedule.full_tiles
     em.early_loads = True
+    if schedule.prefetch and (grid is not None or index is not None):
+        raise ValueError(f"{graph.name}: Schedule.prefetch computes the next chunk's time indices ahead, "
+                         f"which a gather or grid order reads from its index map; use prefetch=False")
+    em.prefetch = schedule.prefetch
     if grid is not None and grid.strides:  # nodes after an upsample are lowered per cell by grid.body
         em.fine, em.skip = upsampled(graph, phase)
     kname = f"{_ident(graph.name)}_fwd"
@@ -179,8 +188,13 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
             _lower_node(em, i, n, phase[i], schedule)
 
     # the loops first: a grid order lowers nodes again per branch, which may hoist values into "pre"
-    loops = grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"]) if grid else \
-        _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []
+    if grid:
+        loops = grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"])
+    elif schedule.prefetch and em.lines["loop"]:
+        first, ahead = _prefetched_loads(em, graph, schedule)
+        loops = _time_loop(graph, schedule, em.lines["loads"] + ahead + em.lines["loop"], first=first)
+    else:
+        loops = _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []
     body = [
         *kernel_prologue(launch_order(grid) if grid else BLOCK_OF_PROGRAM),
         *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
@@ -254,15 +268,16 @@ GROUP_OF_BLOCK = "g_blk = (blk * BLOCK_D) // (P * HG)  # this block's group (and
 
 
 def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None = None, length: str = "L",
-               even: str = "EVEN_L") -> list:
+               even: str = "EVEN_L", first: list = ()) -> list:
     """The chunked time loop around a chunk's `lines`; `maps` (lines giving tp) default to the scan's order.
     The scan takes `length` steps (a strided grid view fewer than L); `even` is true when CHUNK divides
-    them (a constexpr)."""
+    them (a constexpr); `first` are lines before the loop (the first chunk's prefetched loads)."""
     ahead, maps = _prefetched_gather(graph, schedule) if gather_index(graph) is not None \
         else ([], maps or _time_maps(graph, schedule))
     return [
         "# ---- the sequence, CHUNK steps at a time",
         *ahead,
+        *first,
         f"for k0 in range(0, {length}, CHUNK):",
         *["    " + line for line in [
             "k = k0 + tl.arange(0, CHUNK)  # position along the scan order",
@@ -271,6 +286,22 @@ def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None 
             *lines,
         ]],
     ]
+
+
+def _prefetched_loads(em: _Emitter, g: Graph, sched: Schedule) -> tuple:
+    """(lines before the loop, lines in it) of Schedule.prefetch: the raw loads of the first chunk, and
+    the next chunk's, issued once this chunk's are widened so that they are in flight while it computes.
+    The next chunk's mask is never folded by EVEN_L: after the last chunk it is all false."""
+    wide = ".to(tl.int64)" if sched.wide else ""
+    next_tp = "(L - 1 - kn)" if g[g.ids("scan")[0]].attr("order").kind == "reverse" else "kn"
+    first = ["k = tl.arange(0, CHUNK)  # the first chunk's loads, before the loop",
+             "valid = (k < L) | EVEN_L", *[m for m in _time_maps(g, sched) if m.startswith("tp ")]]
+    ahead = ["kn = k + CHUNK  # the next chunk's loads, in flight while this chunk computes",
+             "validn = kn < L", f"tpn = {next_tp}{wide}"]
+    for n, name in em.prefetched:
+        first += [f"{v}_raw = {load}" for v, load in raw_loads(em, n, name, "tp", "valid")]
+        ahead += [f"{v}_raw = {load}" for v, load in raw_loads(em, n, name, "tpn", "validn")]
+    return first, ahead
 
 
 def _prefetched_gather(g: Graph, sched: Schedule) -> tuple:
@@ -351,6 +382,11 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     if op == "input":
         if gather_index(g) is n:  # read by the time map, not as a value
             return
+        if phase == "loop" and em.early_loads and em.prefetch:  # loaded a chunk ahead (_prefetched_loads)
+            em.prefetched.append((n, name))
+            for v, _ in raw_loads(em, n, name):
+                em.out("loads", f"{v} = {widened(f'{v}_raw', n.attr('integer'), em.acc)}  # {n.attr('name')}")
+            return
         for line in load_lines(em, n, name):  # a chunk's loads first: none waits after the scan
             em.out("loads" if phase == "loop" and em.early_loads else phase, line)
         return
@@ -393,6 +429,13 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
 def load_lines(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = "") -> list:
     """The loads of input node n into variables `name` (one, or re and im), at time indices `tp`
     where `valid` (and the scalar condition `when`) holds; by default the emitter's em.tp, em.valid."""
+    integer, p = n.attr("integer"), n.attr("name")
+    lines = [f"{v} = {widened(load, integer, em.acc)}" for v, load in raw_loads(em, n, name, tp, valid, when)]
+    return [lines[0] + f"  # {p}", *lines[1:]]
+
+
+def raw_loads(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = "") -> list:
+    """[(variable, load expression)] of input node n as stored, before any widening (see load_lines)."""
     p = n.attr("name")
     tp, valid = tp or em.tp, valid or em.valid
     ptr, masks = _pointers(em.ax, p, n.attr("axes"), tp=tp, one_group=em.one_group, valid=valid)
@@ -400,11 +443,10 @@ def load_lines(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = ""
         ptr += f" + offs_d{em.ax.bc('d')} * 0"  # a full tile: its layout becomes the chunk's
     masks = ([when] if when else []) + masks
     m = f", mask={' & '.join(masks)}, other=0" if masks else ""
-    integer = n.attr("integer")
-    lines = [f"{name[0]} = {widened(f'tl.load({ptr}{m})', integer, em.acc)}  # {p}"]
+    loads = [(name[0], f"tl.load({ptr}{m})")]
     if len(name) == 2:
-        lines.append(f"{name[1]} = {widened(f'tl.load({ptr} + {p}_si{m})', integer, em.acc)}")
-    return lines
+        loads.append((name[1], f"tl.load({ptr} + {p}_si{m})"))
+    return loads
 
 
 def widened(load: str, integer: bool, acc: str = "tl.float32") -> str:

@@ -135,8 +135,8 @@ def run(args, rate: float) -> dict:
         f = spec_fn(cfg)
         return lambda: f(**x)["out"]
     # full tiles (Schedule.full_tiles): lanes over channels and states, each thread's steps in registers
-    full = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=1, full_tiles=True) for bd, c in
-            ((8, 8), (16, 8), (8, 4), (16, 4))]
+    full = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=w, full_tiles=True) for bd, c, w in
+            ((8, 8, 1), (16, 8, 1), (8, 4, 1), (16, 4, 1), (16, 8, 2), (32, 4, 1), (32, 8, 2), (32, 8, 1))]
     configs = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=w) for bd in (1, 2, 4) for c in (32, 64)
                for w in (1, 2)] + [dict(layout="dnt", block_d=4, chunk=32, num_warps=4)] + full
     if args.quick:
