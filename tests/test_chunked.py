@@ -124,6 +124,20 @@ def test_default_recurrent_schedule_on_cuda():
     assert tb.default_schedule(dict(b=4, t=2048, h=64, n=1), "cuda").chunk == 1024  # first-order: long chunks
 
 
+def test_selective_scans_with_many_channels_take_full_tiles_on_cuda():
+    """8 channels per one-warp program, B and C loaded as full tiles, once batch x channels fill the GPU."""
+    from ssmc.backends.triton.strategy import SELECTIVE_MIN_CHANNELS, choose_schedule
+    g1 = ssmc.compile("mamba1").graph
+    many = choose_schedule(g1, dict(b=4, t=2048, h=4096, n=16), "cuda")
+    assert (many.layout, many.block_d, many.chunk, many.num_warps, many.full_tiles) == ("tdn", 8, 8, 1, True)
+    assert 4 * 4096 >= SELECTIVE_MIN_CHANNELS > 1 * 4096
+    for g, roles, device in ((g1, dict(b=1, t=2048, h=4096, n=16), "cuda"),  # few channels: one per program
+                             (g1, dict(b=4, t=2048, h=4096, n=16), "cpu"),
+                             (g1, dict(b=4, t=2048, h=4096, n=64), "cuda"),  # a large state
+                             (ssmc.compile("s4d_zoh").graph, dict(b=4, t=2048, h=4096, n=16), "cuda")):  # LTI
+        assert not choose_schedule(g, roles, device).full_tiles
+
+
 def test_forcing_chunked_on_a_graph_without_the_structure_names_why():
     with pytest.raises(IRError, match="no chunked lowering: not a scalar-per-head state"):
         ssmc.compile("mamba1", backend="triton", schedule=ChunkedSchedule()).kernel()

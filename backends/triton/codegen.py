@@ -47,8 +47,8 @@ class Schedule:
     # inputs shared by the channels (B, C: state and time axes only) loaded as full tiles with a
     # channel stride of 0.  Triton takes a chunk's layout from its loads; these then set it, so that in
     # layout "tdn" a thread keeps its chunk of steps and the lanes split channels and states (Mamba-1,
-    # tdn 8/8/1, offline sm_90: 96 registers and 11.4 SASS per element in the loop, against 128 and 16.4
-    # at the default 1/64/1; not timed on a GPU yet, so it is a tuning candidate, not a default)
+    # tdn 8/8/1: 96 registers and 11.4 SASS per element in the loop, against 128 and 16.4 at 1/64/1;
+    # 0.312 vs 0.380 ms on an H100, the cost model's choice with enough channels: strategy.py)
     full_tiles: bool = False
     # the time-varying inputs of the next chunk loaded while this one computes (a register prefetch,
     # forward kernels of identity or reverse orders): a program waits on its loads only once
@@ -439,7 +439,7 @@ def raw_loads(em: _Emitter, n, name: tuple, tp=None, valid=None, when: str = "")
     p = n.attr("name")
     tp, valid = tp or em.tp, valid or em.valid
     ptr, masks = _pointers(em.ax, p, n.attr("axes"), tp=tp, one_group=em.one_group, valid=valid)
-    if em.full_tiles and _channel_shared(n, em.one_group):
+    if em.full_tiles and channel_shared(n, em.one_group):
         ptr += f" + offs_d{em.ax.bc('d')} * 0"  # a full tile: its layout becomes the chunk's
     masks = ([when] if when else []) + masks
     m = f", mask={' & '.join(masks)}, other=0" if masks else ""
@@ -456,7 +456,7 @@ def widened(load: str, integer: bool, acc: str = "tl.float32") -> str:
     return f"_widen({load})" if acc == "tl.float32" else f"{load}.to({acc})"
 
 
-def _channel_shared(n, one_group: bool) -> bool:
+def channel_shared(n, one_group: bool) -> bool:
     """Does input n vary over time and state but not over the program's channels (B and C)?"""
     roles = {a.role for a in n.attr("axes")}
     per_channel = roles & {"h", "p", "r"} or ("g" in roles and not one_group)
@@ -738,7 +738,7 @@ import torch
 import triton
 import triton.language as tl
 
-SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps, checkpoint=sched.checkpoint)!r}  # layout {sched.layout}, wide={sched.wide}, full_tiles={sched.full_tiles}
+SCHEDULE = {dict(block_d=sched.block_d, chunk=sched.chunk, num_warps=sched.num_warps, checkpoint=sched.checkpoint)!r}  # layout {sched.layout}, wide={sched.wide}, full_tiles={sched.full_tiles}, prefetch={sched.prefetch}
 MIMO = {mimo!r}  # all channels in one program: the state is shared across channels
 LAST_COMPILED = None
 

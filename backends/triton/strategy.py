@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ssmc.ir import Graph
 
-from .codegen import Schedule, gather_index
+from .codegen import Schedule, channel_shared, gather_index
 from .grid import grid_map
 from .ssd import ChunkedSchedule, chunked_reason
 from .ssd_backward import MAX_P, chunked_backward_reason
@@ -38,7 +38,7 @@ def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") ->
             return "chunked", f"scalar-per-head state of {p}×{n} per head: SSD chunks of {CHUNK} on tensor cores"
     if any(graph[i].attr("io") == "mimo" for i in graph.ids("scan")):
         return "sequential", f"not chunked ({why_not}); a MIMO state is scanned step by step"
-    sched = _order_schedule(graph, roles, device_type) or default_schedule(roles, device_type)
+    sched = _recurrent_schedule(graph, roles, device_type)
     kind = "sequential" if sched.chunk == 1 else "associative"
     return kind, f"not chunked ({why_not}); {kind} scan, schedule {sched}"
 
@@ -69,6 +69,29 @@ def _order_schedule(graph: Graph, roles: dict, device_type: str):
     return None
 
 
+def _recurrent_schedule(graph: Graph, roles: dict, device_type: str) -> Schedule:
+    from . import default_schedule
+    return (_order_schedule(graph, roles, device_type) or _selective_schedule(graph, roles, device_type)
+            or default_schedule(roles, device_type))
+
+
+# Mamba-1 at batch 4 x 4096 channels (N 16, L 2048, bf16) on an H100: tdn 8/8/1 with full tiles 0.312 ms
+# against 0.380 for 1/64/1, the best of 24 schedules (BENCHMARKS.md, 2026-12-07).  It runs 8 channels per
+# one-warp program, so it needs 8x the channels of 1/64/1 to fill the GPU as many warps.
+SELECTIVE_MIN_CHANNELS = 16384
+
+
+def _selective_schedule(graph: Graph, roles: dict, device_type: str):
+    """The schedule of a selective scan of a small state (B, C vary over time, shared by the channels) on
+    CUDA with enough channels (batch x channels) to fill the GPU with 8-channel programs, else None."""
+    n, channels = roles.get("n", 1), roles.get("b", 1) * roles.get("h", 1) * roles.get("p", 1)
+    if device_type != "cuda" or not 1 < n <= 16 or channels < SELECTIVE_MIN_CHANNELS:
+        return None
+    if not any(channel_shared(graph[i], one_group=False) for i in graph.ids("input")):
+        return None
+    return Schedule(layout="tdn", block_d=8, chunk=8, num_warps=1, full_tiles=True)
+
+
 def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
     """The schedule that realizes `choose`."""
     from . import default_schedule
@@ -78,7 +101,7 @@ def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "flo
         # chunk of loads: 0.179 vs 0.218 ms at 2 stages (0.200 at chunk 64, 1 stage), H200 (BENCHMARKS.md)
         return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32, num_warps=4, num_stages=3)
     if kind == "associative":
-        return _order_schedule(graph, roles, device_type) or default_schedule(roles, device_type)
+        return _recurrent_schedule(graph, roles, device_type)
     return default_schedule(roles, device_type, stepwise=kind == "step")
 
 
