@@ -82,10 +82,12 @@ SELECTIVE_MIN_CHANNELS = 16384
 
 
 def _selective_schedule(graph: Graph, roles: dict, device_type: str):
-    """The schedule of a selective scan of a small state (B, C vary over time, shared by the channels) on
-    CUDA with enough channels (batch x channels) to fill the GPU with 8-channel programs, else None."""
+    """The schedule of a selective scan of a small real state (B, C vary over time, shared by the channels)
+    on CUDA with enough channels (batch x channels) to fill the GPU with 8-channel programs, else None."""
     n, channels = roles.get("n", 1), roles.get("b", 1) * roles.get("h", 1) * roles.get("p", 1)
     if device_type != "cuda" or not 1 < n <= 16 or channels < SELECTIVE_MIN_CHANNELS:
+        return None
+    if any(graph[i].type.complex for i in graph.ids("scan")):  # measured on real states only
         return None
     if not any(channel_shared(graph[i], one_group=False) for i in graph.ids("input")):
         return None
