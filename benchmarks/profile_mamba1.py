@@ -1,7 +1,9 @@
 """One launch of the generated Mamba-1 selective scan, for `ncu` (see BENCHMARKS.md).
 
     ncu --clock-control none --section SpeedOfLight --section WarpStateStats \
-        python3 benchmarks/profile_mamba1.py [layout block_d chunk num_warps]
+        python3 benchmarks/profile_mamba1.py [layout block_d chunk num_warps full_tiles]
+
+The default is the cost model's schedule at this shape on CUDA: tdn 8/8/1 with full tiles.
 """
 import sys
 
@@ -10,8 +12,9 @@ import torch
 from ssmc.bench.core import _mamba1_spec, mamba1_inputs
 from ssmc.compiler import compile
 
-lay, bd, ch, w = (sys.argv[1:] + ["tdn", "1", "64", "1"][len(sys.argv) - 1:])[:4]
-f = compile(_mamba1_spec(), backend="triton", schedule=dict(layout=lay, block_d=int(bd), chunk=int(ch), num_warps=int(w)))
+lay, bd, ch, w, ft = (sys.argv[1:] + ["tdn", "8", "8", "1", "1"][len(sys.argv) - 1:])[:5]
+f = compile(_mamba1_spec(), backend="triton", schedule=dict(layout=lay, block_d=int(bd), chunk=int(ch), num_warps=int(w),
+                                                             full_tiles=ft == "1"))
 x = mamba1_inputs()
 f(**x)
 torch.cuda.synchronize()
