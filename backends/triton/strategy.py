@@ -26,7 +26,6 @@ CHUNK = 32  # the best of a chunk x block_p x warps x stages sweep on an H100 (B
 
 def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> tuple:
     """(lowering, reason) for `graph` at role sizes `roles` on `device_type`, arithmetic in `acc`."""
-    from . import default_schedule
     if not any(n.type.time_varying for n in graph.nodes):
         return "step", "no time axis: one step per call, no loop"
     why_not = chunked_reason(graph) or _no_tensor_cores(roles, device_type, acc)

@@ -135,8 +135,11 @@ def run(args, rate: float) -> dict:
         f = spec_fn(cfg)
         return lambda: f(**x)["out"]
     # full tiles (Schedule.full_tiles): lanes over channels and states, each thread's steps in registers
-    full = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=w, full_tiles=True) for bd, c, w in
-            ((8, 8, 1), (16, 8, 1), (8, 4, 1), (16, 4, 1), (16, 8, 2), (32, 4, 1), (32, 8, 2), (32, 8, 1))]
+    # full tiles (8/8/1 is the cost model's choice here), with and without the next chunk's loads prefetched;
+    # 16/4/1, 16/8/2, 32/4/1 and 32/8/2 took 0.38-0.62 ms on an H100 (BENCHMARKS.md, 2026-12-07)
+    full = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=1, full_tiles=True, prefetch=pf)
+            for bd, c in ((8, 8), (4, 8), (16, 8), (8, 4)) for pf in (False, True)] + \
+        [dict(layout="tdn", block_d=32, chunk=8, num_warps=1, full_tiles=True)]
     configs = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=w) for bd in (1, 2, 4) for c in (32, 64)
                for w in (1, 2)] + [dict(layout="dnt", block_d=4, chunk=32, num_warps=4)] + full
     if args.quick:
@@ -153,7 +156,8 @@ def run(args, rate: float) -> dict:
           f"ssmc.ops.selective_scan (default schedule) {drop_in:.4f} ms")
     report["mamba1"] = dict(ms=best_ms, schedule=best_cfg, floor_ms=floor_ms, pct_floor=floor_ms / best_ms * 100,
                             loop_ms=loop_ms, speedup_vs_loop=loop_ms / best_ms, rel_err=best_err,
-                            drop_in_default_ms=drop_in, all=[(m, c) for m, c, _ in res])
+                            drop_in_default_ms=drop_in, all=[(m, c) for m, c, _ in res],
+                            channels=channel_sweep(spec_fn, [best_cfg, *(c for c in CHANNEL_SWEEP if c != best_cfg)]))
 
     # first-order scan
     batch, dim, L = 4, 4096, 4096
@@ -190,6 +194,33 @@ def run(args, rate: float) -> dict:
         r = report[k]
         print(f"| {k} | {r['ms']:.4f} | {r['pct_floor']:.1f}% | {r['loop_ms']:.1f} | {r['speedup_vs_loop']:.0f}x |")
     return report
+
+
+# the two schedules the cost model chooses between for Mamba-1 (strategy.SELECTIVE_MIN_CHANNELS), and full tiles
+# with the next chunk prefetched
+CHANNEL_SWEEP = [dict(layout="tdn", block_d=1, chunk=64, num_warps=1),
+                 dict(layout="tdn", block_d=8, chunk=8, num_warps=1, full_tiles=True),
+                 dict(layout="tdn", block_d=8, chunk=8, num_warps=1, full_tiles=True, prefetch=True)]
+
+
+def channel_sweep(spec_fn, configs) -> list:
+    """Mamba-1 schedules across batch x channels (L 2048): where the cost model's threshold should lie."""
+    from triton.testing import do_bench_cudagraph
+    fns = [spec_fn(c) for c in configs]
+    print("  batch x channels: " + " | ".join(map(str, configs)))
+    rows = []
+    for b, d in ((1, 1024), (8, 384), (1, 4096), (2, 4096), (4, 4096)):
+        x = mamba1_inputs(batch=b, dim=d)
+        want = fns[0](**x)["out"]
+        ms = []
+        for f in fns:
+            err = rel(f(**x)["out"], want)
+            if err > 1e-3:
+                raise AssertionError(f"Mamba-1 at {b}x{d}: schedules disagree (rel. err {err:.1e})")
+            ms.append(do_bench_cudagraph(lambda f=f: f(**x)["out"], rep=50, return_mode="median"))
+        rows.append({"batch": b, "dim": d, "ms": ms})
+        print(f"    {b} x {d}: " + " | ".join(f"{m:.4f} ms" for m in ms), flush=True)
+    return rows
 
 
 def length_sweep(lengths) -> list:
