@@ -75,8 +75,9 @@ def _recurrent_schedule(graph: Graph, roles: dict, device_type: str) -> Schedule
 
 
 # Mamba-1 at batch 4 x 4096 channels (N 16, L 2048, bf16) on an H100: tdn 8/8/1 with full tiles 0.312 ms
-# against 0.380 for 1/64/1, the best of 24 schedules (BENCHMARKS.md, 2026-12-07).  It runs 8 channels per
-# one-warp program, so it needs 8x the channels of 1/64/1 to fill the GPU as many warps.
+# against 0.380 for 1/64/1, the best of 11 schedules timed (BENCHMARKS.md, 2026-12-07).  It runs 8 channels
+# per one-warp program, so it needs 8x the channels of 1/64/1 to give the GPU as many warps; 16384 is the
+# only size measured, so the threshold is that size.
 SELECTIVE_MIN_CHANNELS = 16384
 
 

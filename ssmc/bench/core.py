@@ -134,9 +134,9 @@ def run(args, rate: float) -> dict:
     def make_mamba1(cfg):
         f = spec_fn(cfg)
         return lambda: f(**x)["out"]
-    # full tiles (Schedule.full_tiles): lanes over channels and states, each thread's steps in registers
-    # full tiles (8/8/1 is the cost model's choice here), with and without the next chunk's loads prefetched;
-    # 16/4/1, 16/8/2, 32/4/1 and 32/8/2 took 0.38-0.62 ms on an H100 (BENCHMARKS.md, 2026-12-07)
+    # full tiles (Schedule.full_tiles: lanes over channels and states, each thread's steps in registers; 8/8/1 is
+    # the cost model's choice here), with and without the next chunk's loads prefetched; 16/4/1, 16/8/2, 32/4/1
+    # and 32/8/2 took 0.38-0.62 ms on an H100 (BENCHMARKS.md, 2026-12-07)
     full = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=1, full_tiles=True, prefetch=pf)
             for bd, c in ((8, 8), (4, 8), (16, 8), (8, 4)) for pf in (False, True)] + \
         [dict(layout="tdn", block_d=32, chunk=8, num_warps=1, full_tiles=True)]
