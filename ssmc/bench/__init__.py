@@ -2,11 +2,12 @@
 
     ssmc bench [--suite all|core|ssd] [--quick] [--json FILE] [--plot FILE.png] [--lengths 512,...]
 
-Suites: `core` (Mamba-1 selective scan, first-order scan, decode step; anchors accelerated-scan,
-mamba_ssm's `selective_state_update` and CUDA `selective_scan_fn`), `ssd` (Mamba-2 SSD forward;
-anchors mamba_ssm's `mamba_chunk_scan_combined` and flash-linear-attention's `chunk_simple_gla`,
-plus time vs L) and `orders` (VMamba's SS2D as one multi-order kernel vs the unfused pipeline).  Every contender is checked against ssmc's output or a PyTorch loop before it is
-timed; the report prints ms, ratios, % of the copy-bandwidth floor and TFLOP/s.  Needs CUDA.
+Suites: `core` (Mamba-1 selective scan and its schedules across batch × channels, first-order scan, decode
+step; anchors accelerated-scan, mamba_ssm's `selective_state_update` and CUDA `selective_scan_fn`), `ssd`
+(Mamba-2 SSD forward; anchors mamba_ssm's `mamba_chunk_scan_combined` and flash-linear-attention's
+`chunk_simple_gla`, plus time vs L) and `orders` (VMamba's SS2D as one multi-order kernel vs the unfused
+pipeline).  Every contender is checked against ssmc's output or a PyTorch loop before it is timed; the report
+prints ms, ratios, % of the copy-bandwidth floor and TFLOP/s.  Needs CUDA.
 """
 from __future__ import annotations
 
