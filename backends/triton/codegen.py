@@ -168,7 +168,7 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     em.one_group = per_group_order(graph)  # the launcher keeps a block's channels inside one group
     em.full_tiles = schedule.full_tiles
     em.early_loads = True
-    if schedule.prefetch and (grid is not None or index is not None):
+    if schedule.prefetch and not prefetchable(graph):
         raise ValueError(f"{graph.name}: Schedule.prefetch computes the next chunk's time indices ahead, "
                          f"which a gather or grid order reads from its index map; use prefetch=False")
     em.prefetch = schedule.prefetch
@@ -288,16 +288,20 @@ def _time_loop(graph: Graph, schedule: Schedule, lines: list, maps: list | None 
     ]
 
 
+def prefetchable(g: Graph) -> bool:
+    """Can Schedule.prefetch apply: are the scan's time indices computed (identity or reverse order)?"""
+    from .grid import grid_map
+    return gather_index(g) is None and grid_map(g) is None
+
+
 def _prefetched_loads(em: _Emitter, g: Graph, sched: Schedule) -> tuple:
     """(lines before the loop, lines in it) of Schedule.prefetch: the raw loads of the first chunk, and
     the next chunk's, issued once this chunk's are widened so that they are in flight while it computes.
     The next chunk's mask is never folded by EVEN_L: after the last chunk it is all false."""
-    wide = ".to(tl.int64)" if sched.wide else ""
-    next_tp = "(L - 1 - kn)" if g[g.ids("scan")[0]].attr("order").kind == "reverse" else "kn"
     first = ["k = tl.arange(0, CHUNK)  # the first chunk's loads, before the loop",
-             "valid = (k < L) | EVEN_L", *[m for m in _time_maps(g, sched) if m.startswith("tp ")]]
+             "valid = (k < L) | EVEN_L", f"tp = {_time_index(g, sched)}"]
     ahead = ["kn = k + CHUNK  # the next chunk's loads, in flight while this chunk computes",
-             "validn = kn < L", f"tpn = {next_tp}{wide}"]
+             "validn = kn < L", f"tpn = {_time_index(g, sched, 'kn')}"]
     for n, name in em.prefetched:
         first += [f"{v}_raw = {load}" for v, load in raw_loads(em, n, name, "tp", "valid")]
         ahead += [f"{v}_raw = {load}" for v, load in raw_loads(em, n, name, "tpn", "validn")]
@@ -359,9 +363,16 @@ def _time_maps(g: Graph, sched: Schedule) -> list:
                 f"tq = tl.load({base} + (k - 1) * {st}, mask=valid & (k > 0), other=0){wide}"
                 "  # the previous step in scan order"]
     if orders == {"reverse"}:
-        return [f"tp = (L - 1 - k){wide}  # index map t = L-1-k: a reverse scan, no flipped copy",
+        return [f"tp = {_time_index(g, sched)}  # index map t = L-1-k: a reverse scan, no flipped copy",
                 "tq = tp + 1  # the previous step in scan order"]
-    return [f"tp = k{wide}", "tq = tp - 1  # the previous step in scan order"]
+    return [f"tp = {_time_index(g, sched)}", "tq = tp - 1  # the previous step in scan order"]
+
+
+def _time_index(g: Graph, sched: Schedule, k: str = "k") -> str:
+    """The time index of scan position `k` in an identity or reverse order (computed, not loaded)."""
+    wide = ".to(tl.int64)" if sched.wide else ""
+    reverse = any(g[i].attr("order").kind == "reverse" for i in g.ids("scan"))
+    return f"(L - 1 - {k}){wide}" if reverse else f"{k}{wide}"
 
 
 def _ident(name: str) -> str:
@@ -384,7 +395,7 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
             return
         if phase == "loop" and em.early_loads and em.prefetch:  # loaded a chunk ahead (_prefetched_loads)
             em.prefetched.append((n, name))
-            for v, _ in raw_loads(em, n, name):
+            for v in name:
                 em.out("loads", f"{v} = {widened(f'{v}_raw', n.attr('integer'), em.acc)}  # {n.attr('name')}")
             return
         for line in load_lines(em, n, name):  # a chunk's loads first: none waits after the scan

@@ -18,8 +18,7 @@ from dataclasses import asdict
 
 from ssmc.ir import Graph
 
-from .codegen import Schedule, gather_index
-from .grid import grid_map
+from .codegen import Schedule, prefetchable
 from .ssd import ChunkedSchedule
 from .strategy import choose, choose_schedule
 
@@ -42,7 +41,7 @@ def candidates(graph: Graph, roles: dict, device_type: str, acc: str = "float32"
                    for bd in (1, 2, 4) for c in (16, 32, 64) for w in (1, 2, 4)]
                 + [Schedule(layout="tdn", block_d=bd, chunk=c, num_warps=1, full_tiles=True, prefetch=pf)
                    for bd in (8, 16) for c in (4, 8) for pf in (False, True)
-                   if not pf or (gather_index(graph) is None and grid_map(graph) is None)]
+                   if not pf or prefetchable(graph)]
                 + [Schedule(layout="dnt", block_d=bd, chunk=c, num_warps=4) for bd in (4, 16) for c in (16, 32)])
         if any(graph[i].attr("io") == "mimo" for i in graph.ids("scan")):
             grid = [Schedule(block_d=1, chunk=1, num_warps=w) for w in (1, 2, 4, 8)]
