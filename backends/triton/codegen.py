@@ -51,7 +51,10 @@ class Schedule:
     # 0.312 vs 0.380 ms on an H100, the cost model's choice with enough channels: strategy.py)
     full_tiles: bool = False
     # the time-varying inputs of the next chunk loaded while this one computes (a register prefetch,
-    # forward kernels of identity or reverse orders): a program waits on its loads only once
+    # forward kernels of identity or reverse orders): a program waits on its loads only once.  An autotuning
+    # candidate: on an H100 it slowed Mamba-1's tdn 8/8/1 full tiles (0.385 vs 0.317 ms: 156 registers
+    # against 96, fewer warps); where it sped a schedule up, the cost model's schedule without it was as fast
+    # or faster (within 0.1%) at every batch x channels measured (BENCHMARKS.md, 2026-12-07)
     prefetch: bool = False
 
     def __post_init__(self):

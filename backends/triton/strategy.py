@@ -75,9 +75,10 @@ def _recurrent_schedule(graph: Graph, roles: dict, device_type: str) -> Schedule
 
 
 # Mamba-1 at batch 4 x 4096 channels (N 16, L 2048, bf16) on an H100: tdn 8/8/1 with full tiles 0.312 ms
-# against 0.380 for 1/64/1, the best of 11 schedules timed (BENCHMARKS.md, 2026-12-07).  It runs 8 channels
-# per one-warp program, so it needs 8x the channels of 1/64/1 to give the GPU as many warps; 16384 is the
-# only size measured, so the threshold is that size.
+# against 0.380 for 1/64/1, the best of the schedules timed (BENCHMARKS.md, 2026-12-07).  It runs 8 channels
+# per one-warp program, so it needs 8x the channels of 1/64/1 to give the GPU as many warps.  Across batch x
+# channels (same GPU) 1/64/1 wins up to 8192 (2 x 4096: 0.195 vs 0.207 ms; 1 x 4096: 0.100 vs 0.176) and
+# 8/8/1 from 16384 (0.315 vs 0.380): the threshold is the smallest size measured where it wins.
 SELECTIVE_MIN_CHANNELS = 16384
 
 
