@@ -22,8 +22,9 @@ fi
 if [ "${PROFILE:-0}" = "1" ]; then
   for script in profile_mamba1 profile_ssd; do
     ncu --clock-control none -k regex:"_fwd|_ssd" --section SpeedOfLight --section WarpStateStats --section Occupancy \
-      --section LaunchStats --section SchedulerStats python3 "benchmarks/$script.py" 2>&1 | tee "$OUT/ncu_$script.txt" | \
-      grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Stall|Eligible|Issued Warp" | head -30
+      --section LaunchStats --section SchedulerStats --section ComputeWorkloadAnalysis --print-details all \
+      python3 "benchmarks/$script.py" 2>&1 | tee "$OUT/ncu_$script.txt" | \
+      grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Stall|Eligible|Issued Warp|Waves|XU  " | head -40
   done
 fi
 if [ "${SKIP_BENCH:-0}" != "1" ]; then
