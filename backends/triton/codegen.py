@@ -100,8 +100,7 @@ class _Emitter:
         self.hoisted = set()  # time-invariant factors with log2(e) folded in (see _lower_expr)
         self.one_group = False  # every program's channels in one group, g_blk (see _pointers)
         self.full_tiles = False  # channel-shared time-varying inputs loaded over the channel axis too
-        self.prefetch = False  # time-varying inputs loaded a chunk ahead (Schedule.prefetch)
-        self.prefetched = []  # (input node, variable names) of those loads
+        self.prefetched = []  # (input node, variable names) of the loads Schedule.prefetch issues a chunk ahead
         self.mode = "chunk"  # how a scan lowers: "chunk", or a column-wise pass of a grid order (grid.py)
         self.tp, self.valid = "tp", "valid"  # the time index and mask that loads and stores use
         self.fine = []  # nodes evaluated after an upsample, at every position of a cell (grid.py)
@@ -174,7 +173,6 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     if schedule.prefetch and not prefetchable(graph):
         raise ValueError(f"{graph.name}: Schedule.prefetch computes the next chunk's time indices ahead, "
                          f"which a gather or grid order reads from its index map; use prefetch=False")
-    em.prefetch = schedule.prefetch
     if grid is not None and grid.strides:  # nodes after an upsample are lowered per cell by grid.body
         em.fine, em.skip = upsampled(graph, phase)
     kname = f"{_ident(graph.name)}_fwd"
@@ -193,11 +191,11 @@ def generate(graph: Graph, schedule: Schedule, acc: str = "float32") -> str:
     # the loops first: a grid order lowers nodes again per branch, which may hoist values into "pre"
     if grid:
         loops = grid_body(em, graph, schedule, [i for i in phase if phase[i] == "loop"])
-    elif schedule.prefetch and em.lines["loop"]:
-        first, ahead = _prefetched_loads(em, graph, schedule)
+    elif em.lines["loop"]:
+        first, ahead = _prefetched_loads(em, graph, schedule) if schedule.prefetch else ([], [])
         loops = _time_loop(graph, schedule, em.lines["loads"] + ahead + em.lines["loop"], first=first)
     else:
-        loops = _time_loop(graph, schedule, em.lines["loads"] + em.lines["loop"]) if em.lines["loop"] else []
+        loops = []
     body = [
         *kernel_prologue(launch_order(grid) if grid else BLOCK_OF_PROGRAM),
         *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
@@ -396,7 +394,7 @@ def _lower_node(em: _Emitter, i: int, n, phase: str, sched: Schedule) -> None:
     if op == "input":
         if gather_index(g) is n:  # read by the time map, not as a value
             return
-        if phase == "loop" and em.early_loads and em.prefetch:  # loaded a chunk ahead (_prefetched_loads)
+        if phase == "loop" and em.early_loads and sched.prefetch:  # loaded a chunk ahead (_prefetched_loads)
             em.prefetched.append((n, name))
             for v in name:
                 em.out("loads", f"{v} = {widened(f'{v}_raw', n.attr('integer'), em.acc)}  # {n.attr('name')}")
