@@ -10,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from ssmc.ir import ROLES, Graph, IRError
+from ssmc.ir.bind import bind, role_sizes
 from ssmc.ir.grid import anchors
-from ssmc.ir.ops import is_gather, spans_sequence, strided
-from ssmc.ir.passes.canonicalize import ORDERS
+from ssmc.ir.indexmap import ORDERS, index_map, is_gather, spans_sequence, strided
+from ssmc.ir.passes import run_pipeline
 from ssmc.ir.symbolic import expand, get_rule, lower, print_numpy
 from ssmc.ir.types import value_role
-
-from ssmc.bind import bind, role_sizes
 
 
 def to_canonical(x: np.ndarray, axes, roles: dict) -> np.ndarray:
@@ -89,7 +88,7 @@ def _scan(args, node, ctx):
     state_shape = shape[:1] + [1] + shape[2:]
     h = np.zeros(state_shape, dtype) if h0 is None else np.broadcast_to(h0, state_shape).astype(dtype)
     out = np.empty(shape, dtype)
-    order = _index_map(node).numpy(L)
+    order = index_map(node.attr("order")).numpy(L)
     at = lambda v, t: v[:, t:t + 1] if v.shape[1] > 1 else v
     for k, t in enumerate(order):
         decay = at(a, t)
@@ -100,12 +99,6 @@ def _scan(args, node, ctx):
     return out
 
 
-def _index_map(scan):
-    """The scan's order as an IndexMap (graphs before canonicalize still name it 'forward'/'reverse')."""
-    order = scan.attr("order")
-    return ORDERS[order] if isinstance(order, str) else order
-
-
 def _order_index(scan, ctx):
     """The time index of a whole-sequence order: a gather's index operand (its last), or a grid order's."""
     return ctx["values"][scan.args[-1]] if is_gather(scan.attr("order")) else _grid_index(scan, ctx)
@@ -113,7 +106,7 @@ def _order_index(scan, ctx):
 
 def _grid_index(scan, ctx):
     """A grid order as a gather index (1, L, heads or 1, 1, 1): channel h takes its group's order."""
-    order = _index_map(scan)
+    order = index_map(scan.attr("order"))
     return _per_channel(order, order.permutations(ctx["roles"]["t"]), ctx)
 
 
@@ -166,7 +159,7 @@ def _last(args, node, ctx):
     if spans_sequence(scan.attr("order")):  # the state after the last step: at time index[L-1] per channel
         h = args[0]
         return np.take_along_axis(h, _gather_index(h, _order_index(scan, ctx)[:, -1:]), axis=1)
-    t = _index_map(scan).numpy(ctx["roles"]["t"])[-1]
+    t = index_map(scan.attr("order")).numpy(ctx["roles"]["t"])[-1]
     return args[0][:, t:t + 1]
 
 
@@ -192,7 +185,7 @@ def _decays(scan, ctx):
     vals = ctx["values"]
     a = vals[scan.args[0]]
     seq = vals[scan.args[-1]] if scan.attr("reset") else None
-    order = _index_map(scan).numpy(ctx["roles"]["t"])
+    order = index_map(scan.attr("order")).numpy(ctx["roles"]["t"])
     at = lambda v, t: v[:, t:t + 1] if v.shape[1] > 1 else v
 
     def decay(k):
@@ -206,7 +199,7 @@ def _decays(scan, ctx):
 def _prev(args, node, ctx):
     scan = ctx["graph"][node.args[0]]
     h, vals = args[0], ctx["values"]
-    order = _index_map(scan).numpy(ctx["roles"]["t"])
+    order = index_map(scan.attr("order")).numpy(ctx["roles"]["t"])
     seq = vals[scan.args[-1]] if scan.attr("reset") else None
     out = np.empty_like(h)
     h0 = vals[scan.args[2]] if scan.attr("has_h0") else 0.0
@@ -302,7 +295,6 @@ def run(graph: Graph, inputs: dict, precision: str = "float64", sizes: dict | No
     if precision not in ("float64", "float32"):
         raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
     if not graph.typed:
-        from ssmc.ir.passes import run_pipeline
         graph = run_pipeline(graph)
     real = np.float64 if precision == "float64" else np.float32
     cplx = np.complex128 if precision == "float64" else np.complex64

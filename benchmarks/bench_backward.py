@@ -38,7 +38,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from ssmc import ops  # noqa: E402
 from ssmc.backends.triton import ChunkedSchedule  # noqa: E402
-from ssmc.bind import bind  # noqa: E402
+from ssmc.ir.bind import bind  # noqa: E402
 from ssmc.compiler import compile  # noqa: E402
 
 import grad_refs  # noqa: E402

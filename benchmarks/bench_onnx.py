@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ssmc.backends import numpy_interp
 from ssmc.export import OP_FORMS, _stateful_graph, export_onnx, onnx_inputs
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.library import get
 
 LAYERS = {

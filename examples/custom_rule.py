@@ -23,7 +23,7 @@ import sympy as sp
 import ssmc
 from ssmc import library
 from ssmc.compiler import compile
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5
 

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import ssmc
 import ssmc.export
 from ssmc.backends import numpy_interp
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 
 TOL = 1e-4  # fp32 graph vs the float64 reference
 sizes = dict(H=4, P=16, G=1, N=16)  # fixed at export; batch and L are not

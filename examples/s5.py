@@ -18,7 +18,7 @@ import numpy as np
 
 from ssmc import library
 from ssmc.compiler import compile
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5
 

@@ -23,7 +23,7 @@ import numpy as np
 
 import ssmc
 from ssmc import library
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.ops import hydra, multi_order_scan, multiscale_scan_2d, scan_orders_2d
 
 TOL = 1e-5

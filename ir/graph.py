@@ -10,11 +10,13 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Iterable
 
-from .ops import ALL_OPS as OPS, IRError
+from .indexmap import strided
+from .ops import ALL_OPS, IRError
 from .types import Axis, ValueType
 
 
-def _freeze(attrs: dict) -> tuple:
+def freeze_attrs(attrs: dict) -> tuple:
+    """Node attributes as stored: sorted (name, value) pairs, hashable."""
     return tuple(sorted(attrs.items()))
 
 
@@ -36,7 +38,7 @@ class Node:
         return default
 
     def with_attrs(self, **changes) -> "Node":
-        return replace(self, attrs=_freeze({**self.a, **changes}))
+        return replace(self, attrs=freeze_attrs({**self.a, **changes}))
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def verify(g: Graph) -> None:
     names = set()
     for i, n in enumerate(g.nodes):
         where = f"node %{i} ({n.op})"
-        spec = OPS.get(n.op)
+        spec = ALL_OPS.get(n.op)
         if spec is None:
             raise IRError(f"{where}: unknown op")
         lo, hi = spec.arity
@@ -213,7 +215,6 @@ def verify(g: Graph) -> None:
 def _verify_strided(g: Graph) -> None:
     """A strided grid view's state is 0 off its cells' anchors: its values reach outputs only
     through an `upsample` of the same order, and it has no final state (`last`)."""
-    from .ops import strided
     scans = [i for i in g.ids("scan") if strided(g[i].attr("order"))]
     for i in g.ids("upsample"):
         if getattr(g[i].attr("order"), "kind", None) != "grid":
@@ -245,7 +246,7 @@ class Rebuilder:
         self._index: dict = {}
 
     def emit(self, op: str, args: Iterable[int] = (), type: ValueType | None = None, **attrs) -> int:
-        node = Node(op, tuple(args), _freeze(attrs), type)
+        node = Node(op, tuple(args), freeze_attrs(attrs), type)
         return self.add(node)
 
     def add(self, node: Node) -> int:

@@ -1,15 +1,24 @@
-"""The closed set of IR ops: one spec row each (arity, attributes, type rule).
+"""The closed set of IR ops: one row each (arity, attributes, type rule, traits).
 
-Semantics live once, in the NumPy interpreter (`ssmc.backends.numpy_interp.SEMANTICS`); the
-Triton lowering of each op is in `ssmc.backends.triton.codegen`. A test asserts every op here
-has both.
+Everything else about an op is one row in a table keyed by its name: its meaning in the NumPy
+interpreter (`ssmc.backends.numpy_interp.SEMANTICS`), its Triton and ONNX lowerings
+(`ssmc.backends.triton.elementwise.TRITON`, `ssmc.backends.onnx.elementwise.ONNX`) and its adjoint
+(`ssmc.ir.vjp.VJP`).  `tests/test_op_tables.py` fails until every table has every op, or refuses it
+by name.  The sets of ops that passes need are derived from the traits below, never restated.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+from .indexmap import is_gather
 from .types import ValueType, value_role
+
+# Traits: what passes and lowerings may assume about an op.
+ELEMENTWISE = "elementwise"  # each output element depends only on the operands' elements at its index
+ABSORBABLE = "absorbable"  # may run per step inside a scan's region (the readout after the recurrence)
+LINEAR = "linear"  # jointly linear in its operands: a sum of partial sums stays a partial sum
+BACKWARD = "backward"  # made by the adjoint pass only, never declared
 
 
 class IRError(ValueError):
@@ -99,27 +108,11 @@ def _scan(args, attrs):
     return state
 
 
-def spans_sequence(order) -> bool:
-    """Is a scan order a permutation of the whole sequence (a gather, or a grid order), as opposed to
-    forward/reverse, which a stream of pieces or a single step can follow?"""
-    return is_gather(order) or getattr(order, "kind", None) == "grid"
-
-
-def is_gather(order) -> bool:
-    """Is a scan order (a declared name, or an IndexMap after canonicalize) read from an index tensor?"""
-    return order == "gather" or getattr(order, "kind", None) == "gather"
-
-
 def _upsample(args, attrs):
     order = attrs["order"]
     if getattr(order, "kind", None) != "grid":
         raise IRError(f"upsample: its order must be a grid order (the scan's strided view), got {order}")
     return args[0]
-
-
-def strided(order) -> bool:
-    """Is a scan order a grid order with a strided view (multi-scale), read back through `upsample`?"""
-    return bool(getattr(order, "strides", ()))
 
 
 def _last(args, attrs):
@@ -141,46 +134,13 @@ class OpSpec:
     attrs: tuple  # required attribute names
     type_rule: Callable
     doc: str
+    traits: frozenset = frozenset()
 
 
-def _op(name, arity, attrs, rule, doc):
+def _op(name, arity, attrs, rule, doc, traits=()):
     lo, hi = (arity, arity) if isinstance(arity, int) else arity
-    return OpSpec(name, (lo, hi), tuple(attrs), rule, doc)
+    return OpSpec(name, (lo, hi), tuple(attrs), rule, doc, frozenset(traits))
 
-
-OPS = {s.name: s for s in [
-    _op("input", 0, ("name", "axes"), _input_type, "a user tensor, laid out along `axes`"),
-    _op("const", 0, ("value",), lambda a, t: ValueType.of(()), "a real scalar"),
-    _op("neg", 1, (), _same, "-x"),
-    _op("exp", 1, (), _same, "e^x (complex too)"),
-    _op("sqrt", 1, (), _real_only("sqrt"), "√x"),
-    _op("softplus", 1, (), _real_only("softplus"), "log(1 + e^x)"),
-    _op("sigmoid", 1, (), _real_only("sigmoid"), "1 / (1 + e^-x)"),
-    _op("silu", 1, (), _real_only("silu"), "x · sigmoid(x)"),
-    _op("clip", 1, ("lo", "hi"), _real_only("clip"), "min(max(x, lo), hi)"),
-    _op("real", 1, (), _real_part, "Re(x)"),
-    _op("abs2", 1, (), _real_part, "|x|²"),
-    _op("add", 2, (), lambda a, t: _join(a), "x + y (broadcasting)"),
-    _op("sub", 2, (), lambda a, t: _join(a), "x - y"),
-    _op("mul", 2, (), lambda a, t: _join(a), "x · y"),
-    _op("div", 2, (), lambda a, t: _join(a), "x / y"),
-    _op("complex", 2, (), _complex_of, "re + i·im"),
-    _op("discretize", 2, ("rule", "part"), _discretize,
-        "Ā (part A) or the B̄ scale (part B) of a discretization rule, from (Δ, A)"),
-    _op("expr", (1, 8), ("expr", "symbols", "complex"), _expr,
-        "a simplified sympy expression of its operands (made by expand_discretization)"),
-    _op("sum", 1, ("axes",), _sum, "sum over state/channel axes"),
-    _op("scan", (2, 5), ("order",), _scan,
-        "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index"),
-    _op("last", 1, (), _last, "the scan's state after its final step"),
-    _op("upsample", 1, ("order",), _upsample,
-        "a value of a grid order's strided view at every position: position t of a channel whose order has "
-        "stride s takes the value at its cell's anchor (nearest upsampling); stride 1 is the identity"),
-    _op("output", 1, ("name", "axes"), _output, "a user-visible result, laid out along `axes`"),
-]}
-
-
-# --- ops of backward graphs (made by ssmc.ir.passes.adjoint, never declared) ---------------------
 
 def _reduce(args, attrs):
     axes = set(attrs["axes"])
@@ -203,22 +163,63 @@ def _carry(args, attrs):
     return ValueType(args[0].dims - {"t"}, args[0].complex)
 
 
-ADJOINT_OPS = {s.name: s for s in [
+_EW = (ELEMENTWISE, ABSORBABLE)
+_JOIN = lambda a, t: _join(a)  # noqa: E731
+
+ALL_OPS = {s.name: s for s in [
+    _op("input", 0, ("name", "axes"), _input_type, "a user tensor, laid out along `axes`"),
+    _op("const", 0, ("value",), lambda a, t: ValueType.of(()), "a real scalar"),
+    _op("neg", 1, (), _same, "-x", _EW + (LINEAR,)),
+    _op("exp", 1, (), _same, "e^x (complex too)", _EW),
+    _op("sqrt", 1, (), _real_only("sqrt"), "√x", _EW),
+    _op("softplus", 1, (), _real_only("softplus"), "log(1 + e^x)", _EW),
+    _op("sigmoid", 1, (), _real_only("sigmoid"), "1 / (1 + e^-x)", _EW),
+    _op("silu", 1, (), _real_only("silu"), "x · sigmoid(x)", _EW),
+    _op("clip", 1, ("lo", "hi"), _real_only("clip"), "min(max(x, lo), hi)", _EW),
+    _op("real", 1, (), _real_part, "Re(x)", _EW + (LINEAR,)),
+    _op("abs2", 1, (), _real_part, "|x|²", _EW),
+    _op("add", 2, (), _JOIN, "x + y (broadcasting)", _EW + (LINEAR,)),
+    _op("sub", 2, (), _JOIN, "x - y", _EW + (LINEAR,)),
+    _op("mul", 2, (), _JOIN, "x · y", _EW),
+    _op("div", 2, (), _JOIN, "x / y", _EW),
+    _op("complex", 2, (), _complex_of, "re + i·im", _EW + (LINEAR,)),
+    # expanded into `expr` nodes by expand_discretization: elementwise, but never inside a region
+    _op("discretize", 2, ("rule", "part"), _discretize,
+        "Ā (part A) or the B̄ scale (part B) of a discretization rule, from (Δ, A)", (ELEMENTWISE,)),
+    _op("expr", (1, 8), ("expr", "symbols", "complex"), _expr,
+        "a simplified sympy expression of its operands (made by expand_discretization)", _EW),
+    _op("sum", 1, ("axes",), _sum, "sum over state/channel axes", (ABSORBABLE, LINEAR)),
+    _op("scan", (2, 5), ("order",), _scan,
+        "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index"),
+    _op("last", 1, (), _last, "the scan's state after its final step"),
+    _op("upsample", 1, ("order",), _upsample,
+        "a value of a grid order's strided view at every position: position t of a channel whose order has "
+        "stride s takes the value at its cell's anchor (nearest upsampling); stride 1 is the identity"),
+    _op("output", 1, ("name", "axes"), _output, "a user-visible result, laid out along `axes`", (LINEAR,)),
+    # --- backward graphs only (made by ssmc.ir.passes.adjoint) ---
     _op("reduce", 1, ("axes",), _reduce,
-        "sum over any axes (b and t too): the gradient of a value that broadcasts over them"),
+        "sum over any axes (b and t too): the gradient of a value that broadcasts over them", (BACKWARD, LINEAR)),
     _op("prev", 1, (), _same,
-        "the state a scan step decays from: h_{t-1} in scan order, h0 (or 0) at the first step, 0 at a reset"),
+        "the state a scan step decays from: h_{t-1} in scan order, h0 (or 0) at the first step, 0 at a reset",
+        (BACKWARD,)),
     _op("adjoint", (2, 3), ("order",), _adjoint,
         "g_t = dh_t + conj(Ā'_{t+1}) g_{t+1} in reverse scan order, for scan operand 0 (Ā' = 0 at a "
-        "reset); optional final-state cotangent dlast starts it: g_L = dlast"),
-    _op("clip_grad", 2, ("lo", "hi"), lambda a, t: _join(a),
-        "the gradient through clip: the cotangent (operand 1) where lo ≤ x (operand 0) ≤ hi, else 0"),
+        "reset); optional final-state cotangent dlast starts it: g_L = dlast", (BACKWARD,)),
+    _op("clip_grad", 2, ("lo", "hi"), _JOIN,
+        "the gradient through clip: the cotangent (operand 1) where lo ≤ x (operand 0) ≤ hi, else 0",
+        (BACKWARD, ELEMENTWISE)),
     _op("carry", 1, (), _carry,
-        "the adjoint one step past its end: conj(Ā'_first) g_first, the initial state's cotangent"),
+        "the adjoint one step past its end: conj(Ā'_first) g_first, the initial state's cotangent", (BACKWARD,)),
 ]}
+"""Every op a graph may hold: the declarable ones and those of backward graphs."""
 
-ALL_OPS = {**OPS, **ADJOINT_OPS}
-"""Every op a graph may hold: the declarable set and the backward-only ops."""
 
-ELEMENTWISE = {"neg", "exp", "sqrt", "softplus", "sigmoid", "silu", "clip", "real", "abs2",
-               "add", "sub", "mul", "div", "complex", "discretize", "expr"}
+def with_trait(trait: str) -> frozenset:
+    """The names of the ops that have `trait`."""
+    return frozenset(name for name, spec in ALL_OPS.items() if trait in spec.traits)
+
+
+OPS = {name: spec for name, spec in ALL_OPS.items() if BACKWARD not in spec.traits}
+"""The ops a declaration may use."""
+ADJOINT_OPS = {name: spec for name, spec in ALL_OPS.items() if BACKWARD in spec.traits}
+"""The ops only the adjoint pass makes."""

@@ -3,8 +3,8 @@ from ssmc.ir import Graph, IRError, Rule, rule
 from ssmc.ir.symbolic import A, dt
 
 from .compiler import compile
-from .declare import Builder
+from ssmc.ir.builder import Builder
 from .export import export_onnx
-from .spec import Spec
+from ssmc.ir.spec import Spec
 
 __all__ = ["Graph", "IRError", "Rule", "rule", "A", "dt", "Builder", "Spec", "compile", "export_onnx"]

@@ -32,7 +32,7 @@ TOL = 1e-5  # relative error allowed between the fp32 Triton kernels and the flo
 def _op_specs() -> dict:
     """The drop-in ops' specs with every optional argument given, and sizes to check them at."""
     from ssmc.library import DEFAULT_SIZES
-    from ssmc.spec import Spec
+    from ssmc.ir.spec import Spec
     sel = Spec("selective_scan", state="diag_real", A="direct", rule="zoh_euler", dt="softplus", dt_bias=True,
                skip="h", gate="silu", final_state=True,
                description="ssmc.ops.selective_scan with D, z, delta_bias, delta_softplus and return_last_state")
@@ -140,7 +140,7 @@ def differential(ref, tri, sizes: dict, seed, device, calls: int = 1):
     """
     import numpy as np
     import torch
-    from ssmc.inits import random_inputs
+    from ssmc.ir.inits import random_inputs
 
     x = random_inputs(ref.graph, sizes, seed)
     t0 = time.perf_counter()
@@ -432,7 +432,7 @@ def cmd_demo(args) -> int:
 
     from ssmc import library
     from ssmc.compiler import compile
-    from ssmc.inits import random_inputs
+    from ssmc.ir.inits import random_inputs
     from ssmc.ir.symbolic import RULES, expand
 
     t_start = time.perf_counter()

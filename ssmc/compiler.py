@@ -17,8 +17,8 @@ import numpy as np
 from ssmc.ir import Graph
 from ssmc.ir.passes import run_pipeline
 
-from .bind import bind, is_complex, role_sizes
-from .spec import Spec
+from ssmc.ir.bind import bind, is_complex, role_sizes
+from ssmc.ir.spec import Spec
 
 BACKENDS = ("numpy", "triton", "auto")
 

@@ -28,11 +28,11 @@ import onnx
 
 from ssmc.backends.onnx import DEFAULT_OPSET, to_onnx
 from ssmc.ir import Graph, IRError
-from ssmc.ir.ops import spans_sequence
+from ssmc.ir.indexmap import spans_sequence
 from ssmc.ir.passes.step import STATE, single_step, stateful
 
 from . import library
-from .spec import Spec, _layout
+from ssmc.ir.spec import Spec, layout
 
 OP_FORMS = {
     "selective_scan": (
@@ -110,7 +110,7 @@ def _resolve(decl, sizes, merge=None):
 def _stateful_graph(decl, step: bool):
     """(graph with state in/out, {graph name: ONNX name}) for a Spec or a raw Graph."""
     if isinstance(decl, Spec):
-        names = _layout(decl)["names"]
+        names = layout(decl)["names"]
         full = decl.with_(h0=True, final_state=True).build()
         if not step:
             return full, {}

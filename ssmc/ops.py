@@ -14,9 +14,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .bind import is_complex
+from ssmc.ir.bind import is_complex
 from .compiler import compile
-from .spec import Spec
+from ssmc.ir.spec import Spec
 
 
 def _custom_op(backend: str, direct: bool, *tensors):
@@ -190,8 +190,8 @@ def _state_update(heads: bool, has_D: bool, has_z: bool, has_bias: bool, softplu
     """mamba_ssm's selective_state_update, declared as a sequence and reduced to one step."""
     from ssmc.ir.passes.step import single_step
 
-    from . import declare as d
-    from .declare import Builder
+    from ssmc.ir import builder as d
+    from ssmc.ir.builder import Builder
 
     m = Builder("selective_state_update")
     ch = ("H", "P") if heads else ("dim",)

@@ -33,7 +33,7 @@ import numpy as np
 from .compiler import _is_torch, _needs_grad, compile
 
 from .ir.grid import NAMED_2D, grid_permutation, match_grid
-from .ir.passes.canonicalize import grid_order
+from .ir.indexmap import grid_order
 
 
 def scan_orders_2d(H: int, W: int, names) -> list:
@@ -68,7 +68,7 @@ def _compiled(has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend:
     order is a gather from an `orders` input, or, when `grid` ("HxW:name,…", see grid_key) names
     the K orders, the IR's grid order (no index input); "HxW:name,…:stride,…" gives each order a
     view stride (multiscale_scan_2d), the strided orders' results read back through an upsample."""
-    from . import declare as d
+    from ssmc.ir import builder as d
     m = d.Builder("multi_order_scan")
     ch = lambda name: "dim:r" if name in tied else "KD:h"  # noqa: E731
     u = m.input("u", ("batch", "dim:r", "L"))

@@ -46,7 +46,7 @@ from ssmc.ir import Axis, Rebuilder
 
 from .compiler import _is_torch, _needs_grad, compile
 from .orders import _shape
-from .spec import Spec
+from ssmc.ir.spec import Spec
 
 
 @lru_cache(maxsize=32)

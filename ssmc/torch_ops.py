@@ -262,7 +262,7 @@ def compiled(key: str, inputs: list[Tensor]) -> list[Tensor]:
 
 @compiled.register_fake
 def _(key, inputs):
-    from .bind import bind
+    from ssmc.ir.bind import bind
     from .compiler import _torch_dtype
     fn = _REGISTRY[key]
     names, outs = _names(fn)
@@ -303,7 +303,7 @@ compiled.register_autograd(_compiled_backward, setup_context=_compiled_setup_con
 
 def run_compiled(fn, arrays: dict) -> dict:
     """Compiled.__call__ for torch tensors that require grad: outputs with a grad_fn."""
-    from .bind import bind
+    from ssmc.ir.bind import bind
     if not torch.compiler.is_compiling():  # (traced, the op's fake implementation binds the shapes)
         bind(fn.graph, arrays)  # clear errors naming the argument, before the op is entered
     names, outs = _names(fn)

@@ -63,7 +63,7 @@ def rng(request):
 
 
 def seed_of(rng: np.random.Generator) -> int:
-    """A seed drawn from `rng`, for APIs that take one (ssmc.inits.random_inputs)."""
+    """A seed drawn from `rng`, for APIs that take one (ssmc.ir.inits.random_inputs)."""
     return int(rng.integers(2**63))
 
 

@@ -29,7 +29,7 @@ from ssmc.ir.passes.step import single_step, stateful
 from ssmc.library import DEFAULT_SIZES, ENTRIES
 from ssmc.ops import _state_update
 from ssmc.orders import _compiled as multi_order_compiled
-from ssmc.spec import Spec
+from ssmc.ir.spec import Spec
 from ssmc.tied_bidirectional import _siso_graph
 
 ROLE_SETS = {  # role sizes the schedules are chosen for: the test sizes and the benchmark shapes

@@ -15,7 +15,7 @@ from ssmc.backends.triton import ChunkedSchedule
 from ssmc.backends.triton.ssd import chunked_reason
 from ssmc.backends.triton.strategy import choose
 from ssmc.export import OP_FORMS
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.ir import IRError
 
 from conftest import DEVICES, assert_close, seed_of

@@ -16,7 +16,7 @@ import ssmc
 from ssmc.backends.triton import ChunkedSchedule
 from ssmc.backends.triton.ssd_backward import chunked_backward_reason
 from ssmc.backends.triton.strategy import choose_backward
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 
 from conftest import DEVICES, assert_close, seed_of
 from test_chunked import SIZES, SPECS

@@ -9,7 +9,7 @@ import torch
 
 import ssmc
 from ssmc import Builder, Spec, library, ops
-from ssmc import declare as d
+from ssmc.ir import builder as d
 from ssmc.backends import triton as tb
 from ssmc.compiler import compile
 from ssmc.ir import IRError

@@ -24,7 +24,7 @@ from ssmc.backends.triton.codegen import generate
 from ssmc.backends.triton.ssd import generate_chunked
 from ssmc.backends.triton.ssd_backward import generate_chunked_backward
 from ssmc.backends.triton.strategy import choose_schedule
-from ssmc.bind import role_sizes
+from ssmc.ir.bind import role_sizes
 from ssmc.export import OP_FORMS
 from ssmc.orders import _compiled
 

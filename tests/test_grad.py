@@ -10,10 +10,10 @@ import grad_refs
 from conftest import as_numpy, assert_close, seed_of
 from ssmc import library
 from ssmc.compiler import compile
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.ir import OPS
 from ssmc.ir.ops import ADJOINT_OPS
-from ssmc.spec import Spec
+from ssmc.ir.spec import Spec
 
 SISO = ["mamba1", "mamba2", "s4d_zoh", "s4d_bilinear"]
 

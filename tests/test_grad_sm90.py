@@ -17,9 +17,9 @@ from triton.compiler import ASTSource
 from ssmc import library
 from ssmc.backends import triton as tb
 from ssmc.backends.triton.codegen import Schedule, generate
-from ssmc.bind import role_sizes
+from ssmc.ir.bind import role_sizes
 from ssmc.compiler import compile
-from ssmc.spec import Spec
+from ssmc.ir.spec import Spec
 
 tmp = tempfile.mkdtemp()
 

@@ -170,7 +170,7 @@ def _library_inputs(name, seed, **sizes):
     import numpy as np
     from ssmc import library
     from ssmc.compiler import compile
-    from ssmc.inits import random_inputs
+    from ssmc.ir.inits import random_inputs
     g = compile(name, backend="numpy").graph
     x = random_inputs(g, dict(library.DEFAULT_SIZES[name], **sizes), seed=seed)
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}

@@ -15,7 +15,7 @@ import ssmc
 from ssmc.backends.triton import Schedule
 from ssmc.compiler import compile
 from ssmc.ir.grid import NAMED_2D, grid_permutation, match_grid
-from ssmc.ir.passes.canonicalize import IndexMap, grid_order
+from ssmc.ir.indexmap import IndexMap, grid_order
 from ssmc.orders import _compiled, _orders_array, scan_orders_2d
 
 from conftest import DEVICES, assert_close

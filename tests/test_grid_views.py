@@ -16,7 +16,7 @@ import ssmc
 from ssmc.backends.triton import Schedule
 from ssmc.compiler import compile
 from ssmc.ir import IRError
-from ssmc.ir.passes.canonicalize import grid_order
+from ssmc.ir.indexmap import grid_order
 from ssmc.orders import _compiled, multiscale_scan_2d
 
 from conftest import DEVICES, assert_close
@@ -123,7 +123,7 @@ def test_upsampled_state_with_column_and_row_branches(names, strides, device, rn
 def test_hoisted_factor_after_the_upsample(device, rng):
     """An expression after the upsample whose time-invariant factor is hoisted before the loop
     (exp(c·z): c·log2(e) computed once) keeps that line."""
-    from ssmc import declare as d
+    from ssmc.ir import builder as d
     order = grid_order(5, 3, "col", strides=(2,))
     m = ssmc.Builder("hoist")
     u = m.input("u", ("batch", "dim", "L"))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from conftest import assert_close
 from ssmc import Spec
 from ssmc.compiler import compile
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.library import generalized_bilinear
 
 A_FORMS = {"diag_real": ["neg_exp", "direct"], "diag_complex": ["neg_exp", "direct", "s4d", "lru"],

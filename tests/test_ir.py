@@ -17,13 +17,14 @@ import sympy as sp
 
 from conftest import assert_close, seed_of
 from ssmc import Builder, library
-from ssmc import declare as d
+from ssmc.ir import builder as d
 from ssmc.backends import numpy_interp
 from ssmc.compiler import compile, optimize
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.ir import OPS, Graph, IRError, verify
-from ssmc.ir.passes import PIPELINE, IndexMap, run_pipeline
-from ssmc.ir.passes.canonicalize import grid_order
+from ssmc.ir.indexmap import IndexMap
+from ssmc.ir.passes import PIPELINE, run_pipeline
+from ssmc.ir.indexmap import grid_order
 from ssmc.ir.symbolic import RULES, expand, lower, print_numpy, print_triton
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -13,7 +13,7 @@ import torch
 from conftest import DEVICES, as_numpy, assert_close, rel_err, seed_of
 from ssmc import library
 from ssmc.compiler import compile
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 
 ENTRIES = sorted(library.ENTRIES)
 

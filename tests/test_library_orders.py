@@ -16,7 +16,7 @@ import torch
 
 import ssmc
 from ssmc import cli, library
-from ssmc.inits import as_torch, random_inputs
+from ssmc.ir.inits import as_torch, random_inputs
 from ssmc.library import FAMILIES, OrderFamily, family
 
 from conftest import DEVICES, assert_close, seed_of

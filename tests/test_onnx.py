@@ -17,7 +17,7 @@ import ssmc
 from ssmc import library
 from ssmc.backends import numpy_interp
 from ssmc.export import OP_FORMS, _stateful_graph, export_onnx, onnx_inputs
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.ir import IRError
 
 from conftest import assert_close, seed_of
@@ -249,7 +249,7 @@ def test_dft_elementwise_form_when_the_state_itself_is_read(rng):
     form convolves every state element (the general, elementwise construction)."""
     m = ssmc.Builder("lti_state")
     u = m.input("u", ("batch", "dim", "L"))
-    a = ssmc.declare.exp(-ssmc.declare.exp(m.input("a_log", ("dim",))))
+    a = ssmc.ir.builder.exp(-ssmc.ir.builder.exp(m.input("a_log", ("dim",))))
     h = m.scan(a, m.input("b", ("dim",)) * u)
     m.output("h", h * m.input("c", ("dim",)), ("batch", "dim", "L"))
     g = m.build()
@@ -305,8 +305,8 @@ def test_user_rule_and_raw_graph(rng):
     gbt = library.generalized_bilinear(sp.Rational(1, 3))
     m = ssmc.Builder("gbt_scan")
     u = m.input("u", ("batch", "dim", "L"))
-    delta = ssmc.declare.softplus(m.input("delta", ("batch", "dim", "L")))
-    A_bar, B_scale = m.discretize(delta, -ssmc.declare.exp(m.input("A_log", ("dim", "N"))), gbt)
+    delta = ssmc.ir.builder.softplus(m.input("delta", ("batch", "dim", "L")))
+    A_bar, B_scale = m.discretize(delta, -ssmc.ir.builder.exp(m.input("A_log", ("dim", "N"))), gbt)
     h = m.scan(A_bar, B_scale * m.input("B", ("batch", "N", "L")) * u)
     m.output("out", (m.input("C", ("batch", "N", "L")) * h).sum("n"), ("batch", "dim", "L"))
     g = m.build()

@@ -14,10 +14,10 @@ import onnx
 import pytest
 
 import ssmc
-from ssmc import declare as d
+from ssmc.ir import builder as d
 from ssmc.backends import numpy_interp
 from ssmc.export import MULTI_ORDER_INPUTS, export_onnx, onnx_inputs
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.ir import IRError
 from ssmc.ops import multi_order_scan, scan_orders_2d
 from ssmc.orders import multi_order_graph

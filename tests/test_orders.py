@@ -10,7 +10,7 @@ import torch
 
 import ssmc
 from ssmc import library
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.orders import _compiled, multi_order_scan, multiscale_scan_2d, scan_orders_2d
 
 from conftest import DEVICES, assert_close, seed_of

@@ -8,7 +8,7 @@ import torch
 from conftest import DEVICES, assert_close
 from ssmc import IRError, library, ops
 from ssmc.compiler import compile
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 from ssmc.ir.passes.step import single_step, stateful
 
 ENTRIES = sorted(library.ENTRIES)

@@ -13,7 +13,7 @@ import reference_forms as rf
 from conftest import assert_close, seed_of
 from ssmc import library, ops
 from ssmc.compiler import compile
-from ssmc.inits import random_inputs
+from ssmc.ir.inits import random_inputs
 
 TOL = 1e-10  # float64 against float64: only rounding separates the two
 

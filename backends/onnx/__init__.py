@@ -33,7 +33,7 @@ def to_onnx(graph: Graph, sizes: dict, *, opset: int = DEFAULT_OPSET, fp16: bool
     """An ONNX model of `graph`. `sizes` fixes every dimension but batch and L; `rename` maps input
     names (and ("out", name) for outputs) to graph names; `input_order` orders the graph inputs;
     `force_scan` lowers every scan as a Scan (the baseline the SSD form is measured against)."""
-    from ssmc.bind import role_sizes
+    from ssmc.ir.bind import role_sizes
     if opset not in OPSETS:
         raise ValueError(f"opset: expected one of {list(OPSETS)}, got {opset!r}")
     if not isinstance(chunk, int) or chunk < 1:

@@ -20,7 +20,7 @@ from onnx import helper
 from ssmc.ir.symbolic import lower as lower_expr
 
 from .emitter import END, float_info
-from ssmc.ir.passes.structure import ssd_parts
+from ssmc.ir.structure import ssd_parts
 from .sym import emit_lowered
 
 T = 1

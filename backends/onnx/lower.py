@@ -13,13 +13,13 @@ import onnx
 from onnx import TensorProto, helper
 
 from ssmc.ir import ROLES, Graph, IRError
-from ssmc.ir.ops import is_gather
+from ssmc.ir.indexmap import is_gather
 from ssmc.ir.symbolic import lower as lower_expr
 from ssmc.ir.types import value_role
 
 from . import chunked
 from .emitter import END, Emitter, float_info
-from ssmc.ir.passes.structure import scan_region
+from ssmc.ir.structure import scan_region
 from .sym import emit_lowered
 
 T = 1  # the time axis of a canonical value

@@ -14,8 +14,8 @@ and tests can see it.
 from __future__ import annotations
 
 from ssmc.ir import Graph
-from ssmc.ir.ops import strided
-from ssmc.ir.passes.structure import scan_region, ssd_reason
+from ssmc.ir.indexmap import strided
+from ssmc.ir.structure import scan_region, ssd_reason
 
 LTI_CHOICES = ("scan", "dft")
 

@@ -1,6 +1,6 @@
 """The chunked (tensor-core) lowering of a scalar-per-head scan: Mamba-2's SSD form, generated.
 
-For a region with the SSD structure (`ssmc.ir.passes.structure.ssd_reason` is None) — per head a
+For a region with the SSD structure (`ssmc.ir.structure.ssd_reason` is None) — per head a
 scalar decay Ā_t, an input k_t·v_tᵀ (k over the state n, v over the head's positions p) and a
 readout y_t = Σ_n c_t,n h_t — one program per (batch, head, block of p) walks the sequence a chunk
 of Q steps at a time, with ℓ = log Ā and cum its running sum inside the chunk:
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ssmc.ir import Graph, IRError
-from ssmc.ir.passes.structure import scan_region, ssd_parts, ssd_reason
+from ssmc.ir.structure import scan_region, ssd_parts, ssd_reason
 from ssmc.ir.symbolic import lower, print_triton
 
 from .codegen import (CODEGEN_VERSION, FAST_MATH, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name,

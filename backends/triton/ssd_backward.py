@@ -37,8 +37,8 @@ from types import SimpleNamespace
 import sympy as sp
 
 from ssmc.ir import Graph, IRError, Node
-from ssmc.ir.graph import _freeze
-from ssmc.ir.passes.structure import _outer
+from ssmc.ir.graph import freeze_attrs
+from ssmc.ir.structure import outer_factors
 
 from .codegen import RELAXED, _elementwise, _ident, _lower_expr, as_tile, param_name, tensor_params, widened
 from .ssd import _input_load, _load, _log_decay, _state_load, _state_tile, _segments, _steps, dot_type_line, module_source, scan_position
@@ -48,7 +48,7 @@ MAX_P = 128  # one program holds the head's whole P×N state and adjoint in regi
 
 def _outer_of(g, i):
     """(factor over n, factor over p) when node i is their product, else None."""
-    return _outer(g, g[i]) if g[i].op == "mul" else None
+    return outer_factors(g, g[i]) if g[i].op == "mul" else None
 
 
 def _pn(g, i) -> bool:
@@ -356,7 +356,7 @@ class _Gen:
         ratio = sp.simplify(e_expr / a_expr)
         key = f"{i}q"
         self.names[key] = (f"v{key}",)
-        _lower_expr(self._em(self.names, self.loop), key, Node("expr", e.args, _freeze(dict(e.attrs, expr=ratio)), e.type), self.loop.append)
+        _lower_expr(self._em(self.names, self.loop), key, Node("expr", e.args, freeze_attrs(dict(e.attrs, expr=ratio)), e.type), self.loop.append)
         self.loop.append(f"v{i} = dla[:, None] * v{key}")
         return True
 

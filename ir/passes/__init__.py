@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..graph import Graph
-from .canonicalize import IndexMap, canonicalize
+from .canonicalize import canonicalize
 from .discretize import expand_discretization
 from .fusion import fuse_regions
 from .infer import infer_types
@@ -30,5 +30,5 @@ def run_pipeline(g: Graph, trace: list | None = None) -> Graph:
     return g
 
 
-__all__ = ["PIPELINE", "run_pipeline", "IndexMap", "canonicalize", "expand_discretization",
+__all__ = ["PIPELINE", "run_pipeline", "canonicalize", "expand_discretization",
            "fuse_regions", "infer_types", "detect_lti"]

@@ -3,11 +3,11 @@
 `adjoint(g)` returns a graph whose inputs are the forward inputs plus one cotangent per forward
 output (`grad_<output>`), and whose outputs are the gradients of every floating-point input
 (`grad_<input>`, laid out like the input).  It recomputes the forward values it needs (the
-backends decide how: the Triton kernel recomputes the state from chunk checkpoints) and then
-applies one local rule per op, in reverse order:
+backends decide how: the Triton kernel recomputes the state from chunk checkpoints) and then,
+in reverse order:
 
-* elementwise ops: their derivatives as IR ops (softplus' = sigmoid, silu' = s + x·s·(1-s), ...);
-* `expr` nodes (sympy discretization rules): `sympy.diff`, printed by the same printers;
+* applies each op's row of `ssmc.ir.vjp.VJP` (elementwise ops' derivatives as IR ops, `sympy.diff`
+  of `expr` nodes);
 * the scan h_t = Ā_t h_{t-1} + x_t: its adjoint is the reverse recurrence
   g_t = dh_t + conj(Ā_{t+1}) g_{t+1} (op `adjoint`, started by the final-state cotangent), with
   dx_t = g_t, dĀ_t = g_t · conj(h_{t-1}) (op `prev`) and dh0 = conj(Ā_first) g_first (op `carry`);
@@ -15,55 +15,16 @@ applies one local rule per op, in reverse order:
   gets the cotangent summed over them (op `reduce`, over any of b, t, h, p, n); an output with a
   group axis sums the heads of each group.
 
-Complex values follow PyTorch's convention (the gradient is ∂L/∂Re + i ∂L/∂Im): for z = f(w)
-holomorphic, dw = dz · conj(f'(w)); a real operand of a complex op takes the real part.
+Complex gradients follow PyTorch's convention (see `ssmc.ir.vjp`).
 """
 from __future__ import annotations
 
-import sympy as sp
-
-from ..graph import Graph, Node, Rebuilder, _freeze, prune
-from ..ops import ALL_OPS, IRError, spans_sequence
-from ..types import ROLES, ValueType
+from ..graph import Graph, Node, freeze_attrs, prune
+from ..indexmap import spans_sequence
+from ..ops import IRError
+from ..vjp import VJP, TypedBuilder
 
 SKIP_ATTRS = ("region", "hoist", "lti")
-
-
-class _Builder:
-    """A Rebuilder that types every node as it is emitted (the rules need operand types)."""
-
-    def __init__(self):
-        self.rb = Rebuilder()
-
-    def type(self, i) -> ValueType:
-        return self.rb.nodes[i].type
-
-    def emit(self, op, args=(), **attrs) -> int:
-        t = ALL_OPS[op].type_rule([self.type(a) for a in args], attrs)
-        return self.rb.add(Node(op, tuple(args), _freeze(attrs), t))
-
-    def const(self, v) -> int:
-        return self.emit("const", value=float(v))
-
-    def conj(self, v) -> int:
-        if not self.type(v).complex:
-            return v
-        a = sp.Symbol("a")
-        return self.emit("expr", [v], expr=sp.conjugate(a), symbols=("a",), complex=True)
-
-    def imag(self, v) -> int:
-        a = sp.Symbol("a")
-        return self.emit("expr", [v], expr=sp.im(a), symbols=("a",), complex=False)
-
-    def to_type(self, c, want: ValueType) -> int:
-        """A cotangent contribution for a value of type `want`: summed over the axes `want`
-        broadcasts over, and its real part for a real value."""
-        if self.type(c).complex and not want.complex:
-            c = self.emit("real", [c])
-        extra = self.type(c).dims - want.dims
-        if extra:
-            c = self.emit("reduce", [c], axes=tuple(r for r in ROLES if r in extra))
-        return c
 
 
 def adjoint(g: Graph) -> Graph:
@@ -76,13 +37,13 @@ def adjoint(g: Graph) -> Graph:
             a.role == "r" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes")):
         raise NotImplementedError(f"{g.name}: backward of a gather-order or grid-order (multi-order) scan is not "
                                   f"derived yet")
-    b = _Builder()
+    b = TypedBuilder()
     new = {}  # forward node id -> its recomputation in the backward graph
     for i, n in enumerate(g.nodes):
         if n.op == "output":
             continue
         attrs = {k: v for k, v in n.attrs if k not in SKIP_ATTRS}
-        new[i] = b.rb.add(Node(n.op, tuple(new[a] for a in n.args), _freeze(attrs), n.type))
+        new[i] = b.rb.add(Node(n.op, tuple(new[a] for a in n.args), freeze_attrs(attrs), n.type))
 
     contrib: dict = {}  # forward node id -> [cotangent contributions, each of the node's type]
     last_ct: dict = {}  # scan id -> cotangents of its final state
@@ -147,79 +108,12 @@ def _scan_rule(b, g, i, n, new, dh, dlast, acc):
 
 
 def _local_rule(b, g, n, z, args, c, acc):
-    """Accumulate the cotangents of node n's operands, given its cotangent c."""
-    op, x = n.op, args[0]
-    y = args[1] if len(args) > 1 else None
-    one = b.const(1.0)
-    mul = lambda p, q: b.emit("mul", [p, q])
-    if op == "neg":
-        acc(n.args[0], b.emit("neg", [c]))
-    elif op == "exp":
-        acc(n.args[0], mul(c, b.conj(z)))
-    elif op == "sqrt":
-        acc(n.args[0], b.emit("div", [c, mul(b.const(2.0), z)]))
-    elif op == "softplus":
-        acc(n.args[0], mul(c, b.emit("sigmoid", [x])))
-    elif op == "sigmoid":
-        acc(n.args[0], mul(c, mul(z, b.emit("sub", [one, z]))))
-    elif op == "silu":
-        s = b.emit("sigmoid", [x])
-        acc(n.args[0], mul(c, b.emit("add", [s, mul(x, mul(s, b.emit("sub", [one, s])))])))
-    elif op == "clip":  # 1 inside [lo, hi] (ends included, as torch.clamp), 0 outside
-        acc(n.args[0], b.emit("clip_grad", [x, c], lo=n.attr("lo"), hi=n.attr("hi")))
-    elif op == "real":
-        acc(n.args[0], c)
-    elif op == "abs2":
-        acc(n.args[0], mul(mul(c, b.const(2.0)), x))
-    elif op == "add":
-        acc(n.args[0], c)
-        acc(n.args[1], c)
-    elif op == "sub":
-        acc(n.args[0], c)
-        acc(n.args[1], b.emit("neg", [c]))
-    elif op == "mul":
-        acc(n.args[0], mul(c, b.conj(y)))
-        acc(n.args[1], mul(c, b.conj(x)))
-    elif op == "div":
-        acc(n.args[0], b.emit("div", [c, b.conj(y)]))
-        acc(n.args[1], b.emit("neg", [mul(c, b.conj(b.emit("div", [z, y])))]))
-    elif op == "complex":
-        acc(n.args[0], b.emit("real", [c]) if b.type(c).complex else c)
-        if b.type(c).complex:
-            acc(n.args[1], b.imag(c))
-    elif op == "sum":
-        acc(n.args[0], c)
-    elif op == "expr":
-        _expr_rule(b, g, n, z, args, c, acc)
-    else:
-        raise NotImplementedError(f"backward: no derivative rule for op {op!r} "
+    """Accumulate the cotangents of node n's operands, given its cotangent c (its VJP row)."""
+    b.const(1.0)  # first, as it always has been: the backward graph's node numbering stays the same
+    if n.op not in VJP:
+        raise NotImplementedError(f"backward: no derivative rule for op {n.op!r} "
                                   f"(node {n.op}{' ' + n.attr('name') if n.attr('name') else ''})")
-
-
-def _expr_rule(b, g, n, z, args, c, acc):
-    """d operand += c · conj(∂e/∂operand): the derivative is an expr node of its own (holomorphic,
-    so its lowering splits into (re, im) like the rule itself), the conjugate and product are ops.
-    Where e itself appears in its derivative (∂e^{AΔ}/∂Δ = A·e^{AΔ}) it is read from the forward
-    value z, not evaluated again: a special-function call less per element in the backward kernel."""
-    e = sp.sympify(n.attr("expr"))
-    by_name = {s.name: s for s in e.free_symbols}
-    # a complex value is a plain symbol, like the rules' A: the lowering splits it into (re, im)
-    value = None if e.is_Symbol else sp.Symbol(_VALUE) if n.type.complex else sp.Symbol(_VALUE, real=True)
-    for name, a in zip(n.attr("symbols"), n.args):
-        if name not in by_name:
-            continue
-        d = sp.diff(e, by_name[name])
-        if d == 0:
-            continue
-        operands, symbols = list(args), n.attr("symbols")
-        if value is not None and d.has(e):
-            d = d.subs(e, value)
-            operands, symbols = operands + [z], tuple(symbols) + (_VALUE,)
-        dn = b.emit("expr", operands, expr=d, symbols=symbols, complex=n.type.complex)
-        acc(a, b.emit("mul", [c, b.conj(dn)]))
-
-
-_VALUE = "value"  # the symbol of an expr's own (forward) value in its derivatives
+    VJP[n.op](b, n, z, args, c, lambda k, v: acc(n.args[k], v))
 
 
 __all__ = ["adjoint"]

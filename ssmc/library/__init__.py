@@ -1,10 +1,10 @@
-"""Ready declarations of the common SSM families, each a Spec (see `ssmc.spec`)."""
+"""Ready declarations of the common SSM families, each a Spec (see `ssmc.ir.spec`)."""
 from __future__ import annotations
 
 import sympy as sp
 
 from ssmc.ir.symbolic import A, Rule, dt, rule
-from ssmc.spec import Spec
+from ssmc.ir.spec import Spec
 
 ENTRIES = {s.name: s for s in [
     Spec("mamba1", state="diag_real", A="neg_exp", rule="zoh_euler", dt="softplus", dt_bias=True,

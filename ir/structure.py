@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..graph import Graph
+from .graph import Graph
+from .ops import ABSORBABLE, with_trait
 
-ABSORBABLE = {"neg", "exp", "sqrt", "softplus", "sigmoid", "silu", "clip", "real", "abs2", "add", "sub",
-              "mul", "div", "complex", "expr", "sum"}
+REGION_OPS = with_trait(ABSORBABLE)  # the ops a scan's region may take in after the recurrence
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def scan_region(g: Graph, scan: int) -> Region:
     body = []
     for i in range(scan + 1, len(g.nodes)):
         n = g[i]
-        if n.op in ABSORBABLE and any(a in inside and "n" in g[a].type.dims for a in n.args):
+        if n.op in REGION_OPS and any(a in inside and "n" in g[a].type.dims for a in n.args):
             inside.add(i)
             body.append(i)
     users = g.users()
@@ -53,14 +53,14 @@ def ssd_reason(g: Graph, r: Region, orders=("identity",)):
         return "not a scalar-per-head state (Ā must vary over neither p nor n; the state over both)"
     if s.attr("order").kind not in orders:
         return f"{s.attr('order')} order"
-    if x.op != "mul" or not _outer(g, x):
+    if x.op != "mul" or not outer_factors(g, x):
         return "the scan input is not an outer product (B̄ over n) · (x over p)"
     if not _readout(g, r):
         return "the readout is not sum over n of C · h"
     return None
 
 
-def _outer(g: Graph, x) -> tuple | None:
+def outer_factors(g: Graph, x) -> tuple | None:
     """(k, v) operand ids when x = k·v with k over n (not p) and v over p (not n)."""
     for k, v in (x.args, x.args[::-1]):
         kd, vd = g[k].type.dims, g[v].type.dims
@@ -86,7 +86,7 @@ def ssd_parts(g: Graph, scan: int) -> dict:
     """Operand ids of an SSD-shaped scan: decay a, outer factors k (over n) and v (over p), readout C,
     and the seq_idx input when the state resets (else None)."""
     s = g[scan]
-    k, v = _outer(g, g[s.args[1]])
+    k, v = outer_factors(g, g[s.args[1]])
     mul, sm, c = _readout(g, scan_region(g, scan))
     seq = s.args[2 + bool(s.attr("has_h0"))] if s.attr("reset") else None
     return dict(a=s.args[0], k=k, v=v, c=c, readout=sm, seq=seq)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ssmc.ir import Graph
+from .graph import Graph
 
 
 def _s4d_lin_imag(shape, rng):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ssmc.ir import Axis, Graph, Rebuilder
-from ssmc.ir.symbolic import Rule, get_rule
+from .graph import Graph, Rebuilder
+from .symbolic import Rule, get_rule
+from .types import Axis
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Builder:
              order="forward", index: Value | None = None) -> Value:
         """h_t = Ā_t h_{t-1} + x_t along `order`: "forward", "reverse", or "gather" — step k visits
         time index[k] (`index` an integer input over (L,) or (groups, L): a permutation per group) —
-        or named 2-D orders of an H×W grid, `ssmc.ir.passes.canonicalize.grid_order(H, W, names)`
+        or named 2-D orders of an H×W grid, `ssmc.ir.indexmap.grid_order(H, W, names)`
         (one name, or one per B/C group), which need no index input."""
         grid = getattr(order, "kind", None) == "grid"
         if not grid and order not in ("forward", "reverse", "gather"):

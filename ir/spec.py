@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ssmc.ir import Graph
-from ssmc.ir.symbolic import Rule, get_rule
-
-from . import declare as d
+from . import builder as d
+from .graph import Graph
+from .symbolic import Rule, get_rule
 
 STATES = ("diag_real", "diag_complex", "scalar_head")
 A_FORMS = ("neg_exp", "direct", "s4d", "lru")
@@ -98,7 +97,7 @@ def _check_choice(what, value, allowed):
         raise ValueError(f"Spec.{what} must be one of {allowed}, got {value!r}")
 
 
-def _layout(spec: Spec) -> dict:
+def layout(spec: Spec) -> dict:
     """Axes of every argument, by the conventions in the module docstring."""
     if spec.state == "scalar_head":
         seq = lambda *inner: ("batch", "L") + inner  # noqa: E731
@@ -130,7 +129,7 @@ def _A(m: d.Builder, spec: Spec, axes) -> d.Value:
 
 
 def _build(spec: Spec) -> Graph:
-    m, lay = d.Builder(spec.name), _layout(spec)
+    m, lay = d.Builder(spec.name), layout(spec)
     names = lay["names"]
     u = m.input(names["u"], lay["u"])
     rule_ = get_rule(spec.rule)

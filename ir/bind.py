@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ssmc.ir import Graph
+from .graph import Graph
 
 
 def _shape_str(axes) -> str:
