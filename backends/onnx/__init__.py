@@ -11,9 +11,10 @@ from __future__ import annotations
 import onnx
 
 from ssmc.ir import Graph
+from ssmc.ir.bind import role_sizes
 from ssmc.ir.passes import run_pipeline
 
-from .lower import Lowering, build_model
+from .lower import Lowering, build_model, refusal
 from .strategy import LTI_CHOICES, choose_lowering
 
 DEFAULT_OPSET = 20
@@ -24,7 +25,9 @@ def prepare(graph: Graph, lti: str = "scan", force_scan: bool = False) -> Graph:
     """The pipeline (if not run yet), then the lowering choice for each scan."""
     if not graph.typed or not any(n.attr("region") is not None for n in graph.nodes):
         graph = run_pipeline(graph)
-    return choose_lowering(graph, lti, force_scan)
+    graph = choose_lowering(graph, lti, force_scan)
+    refusal(graph)
+    return graph
 
 
 def to_onnx(graph: Graph, sizes: dict, *, opset: int = DEFAULT_OPSET, fp16: bool = False, lti: str = "scan",
@@ -33,7 +36,6 @@ def to_onnx(graph: Graph, sizes: dict, *, opset: int = DEFAULT_OPSET, fp16: bool
     """An ONNX model of `graph`. `sizes` fixes every dimension but batch and L; `rename` maps input
     names (and ("out", name) for outputs) to graph names; `input_order` orders the graph inputs;
     `force_scan` lowers every scan as a Scan (the baseline the SSD form is measured against)."""
-    from ssmc.ir.bind import role_sizes
     if opset not in OPSETS:
         raise ValueError(f"opset: expected one of {list(OPSETS)}, got {opset!r}")
     if not isinstance(chunk, int) or chunk < 1:

@@ -19,6 +19,7 @@ from onnx import TensorProto
 
 from ssmc.ir.symbolic import lower as lower_expr
 
+from .elementwise import cmul
 from .emitter import END
 from .strategy import dft_parts
 from .sym import emit_lowered
@@ -169,7 +170,6 @@ def _contract(lw, powers: tuple, w: tuple, roles: set) -> tuple:
 def _contracted(lw, s, region, split, b, u, h0, powers, L, Lf, nfft) -> None:
     """The DFT form without any (L, state)-sized product: kernel and initial-state term as MatMuls
     of the powers of Ā with pre(B̄) and pre(h0), the final state as a MatMul with the reversed input."""
-    from .lower import cmul
     g, em = lw.g, lw.em
     pre, sum_id, post = split
     cplx = g[s].type.complex
@@ -245,7 +245,6 @@ def lower(lw, s: int) -> None:
     if split is not None:
         _contracted(lw, s, region, split, b, u, h0, powers, L, Lf, nfft)
         return
-    from .lower import cmul
     impulse = _width(cmul(em, steps(zero, L), b), cplx)  # Ā^k B̄, k = 0..L-1
     kernels = _readout(lw, region, impulse)
     out = {f: _convolve(lw, kernels[f], u, L, nfft) for f in region.frontier}

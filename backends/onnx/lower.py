@@ -17,12 +17,29 @@ from ssmc.ir.indexmap import is_gather
 from ssmc.ir.symbolic import lower as lower_expr
 from ssmc.ir.types import value_role
 
-from . import chunked
-from .emitter import END, Emitter, float_info
 from ssmc.ir.structure import scan_region
+
+from . import chunked, dft
+from .elementwise import cmul_add, elementwise
+from .emitter import END, Emitter, float_info
 from .sym import emit_lowered
 
 T = 1  # the time axis of a canonical value
+
+# Ops the Lowering handles itself; the elementwise ones are rows of `elementwise.ONNX`.
+STRUCTURAL = frozenset({"input", "const", "sum", "expr", "scan", "last", "output"})
+REFUSED = {  # op -> why it has no ONNX lowering (checked before lowering: `refusal`)
+    "discretize": "expand_discretization makes it an expr before lowering",
+    "upsample": "a strided grid view exports only through its gather form",
+    **{op: "backward graphs are not exported" for op in ("reduce", "prev", "adjoint", "clip_grad", "carry")},
+}
+
+
+def refusal(g: Graph) -> None:
+    """Raise an IRError naming the first node whose op has no ONNX lowering."""
+    for i, n in enumerate(g.nodes):
+        if n.op in REFUSED:
+            raise IRError(f"{g.name}: node %{i} ({n.op}) has no ONNX lowering: {REFUSED[n.op]}")
 
 
 class Lowering:
@@ -190,7 +207,7 @@ class Lowering:
             return tuple(em.op("ReduceSum", [p, em.ints(axes)], keepdims=1) for p in args[0])
         if op == "expr":
             return self._expr(i, n, args)
-        return elementwise(em, op, n, args)
+        return elementwise(em, n, args)
 
     def _expr(self, i, n, args) -> tuple:
         names = n.attr("symbols")
@@ -214,7 +231,6 @@ class Lowering:
         if kind == "chunked":
             chunked.lower(self, s)
         elif kind == "dft":
-            from . import dft
             dft.lower(self, s)
         else:
             self.lower_stepwise(s)
@@ -386,88 +402,6 @@ class Lowering:
         last = tuple(em.op("Unsqueeze", [p, em.ints([T])]) for p in final)
         for i in region.last:
             self.vals[i] = last
-
-
-# --- elementwise ops on (re,) / (re, im) tuples ----------------------------------------------
-
-def _real(em, op, x, y=None):
-    if op == "softplus":  # log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|)
-        return em.op("Add", [em.op("Relu", [x]), em.op("Log", [em.op("Add", [
-            em.scalar(1.0), em.op("Exp", [em.op("Neg", [em.op("Abs", [x])])])])])])
-    if op == "silu":
-        return em.op("Mul", [x, em.op("Sigmoid", [x])])
-    unary = {"neg": "Neg", "exp": "Exp", "sqrt": "Sqrt", "sigmoid": "Sigmoid"}
-    if op in unary:
-        return em.op(unary[op], [x])
-    return em.op({"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div"}[op], [x, y])
-
-
-def elementwise(em, op: str, n, args: list) -> tuple:
-    x = args[0]
-    y = args[1] if len(args) > 1 else None
-    cplx = n.type.complex
-    if op == "clip":
-        v = x[0]
-        if n.attr("lo") != float("-inf"):
-            v = em.op("Max", [v, em.scalar(n.attr("lo"))])
-        if n.attr("hi") != float("inf"):
-            v = em.op("Min", [v, em.scalar(n.attr("hi"))])
-        return (v,)
-    if op == "real":
-        return (x[0],)
-    if op == "abs2":
-        sq = [em.op("Mul", [p, p]) for p in x]
-        return (sq[0] if len(sq) == 1 else em.op("Add", sq),)
-    if op == "complex":
-        return (x[0], y[0])
-    if not cplx:
-        return (_real(em, op, x[0], y[0] if y else None),)
-    if op == "neg":
-        return tuple(em.op("Neg", [p]) for p in x)
-    if op == "exp":
-        m = em.op("Exp", [x[0]])
-        if len(x) == 1:
-            return (m, em.op("Mul", [m, em.scalar(0.0)]))
-        return (em.op("Mul", [m, em.op("Cos", [x[1]])]), em.op("Mul", [m, em.op("Sin", [x[1]])]))
-    if op in ("add", "sub"):
-        o = {"add": "Add", "sub": "Sub"}[op]
-        re = em.op(o, [x[0], y[0]])
-        if len(x) == 2 and len(y) == 2:
-            return re, em.op(o, [x[1], y[1]])
-        if len(x) == 2:
-            return re, x[1]
-        return re, (y[1] if op == "add" else em.op("Neg", [y[1]]))
-    if op == "mul":
-        return cmul(em, x, y)
-    if op == "div":
-        if len(y) == 1:
-            return tuple(em.op("Div", [p, y[0]]) for p in x)
-        den = em.op("Add", [em.op("Mul", [y[0], y[0]]), em.op("Mul", [y[1], y[1]])])
-        conj = (y[0], em.op("Neg", [y[1]]))
-        return tuple(em.op("Div", [p, den]) for p in cmul(em, x, conj))
-    raise IRError(f"op {op}: no complex ONNX lowering")
-
-
-def cmul(em, x: tuple, y: tuple) -> tuple:
-    """x·y for real (1-tuple) or complex (2-tuple) operands."""
-    if len(x) == 1 and len(y) == 1:
-        return (em.op("Mul", [x[0], y[0]]),)
-    if len(x) == 1 or len(y) == 1:
-        r, c = (x, y) if len(x) == 1 else (y, x)
-        return em.op("Mul", [r[0], c[0]]), em.op("Mul", [r[0], c[1]])
-    return (em.op("Sub", [em.op("Mul", [x[0], y[0]]), em.op("Mul", [x[1], y[1]])]),
-            em.op("Add", [em.op("Mul", [x[0], y[1]]), em.op("Mul", [x[1], y[0]])]))
-
-
-def cmul_add(em, a: tuple, h: tuple, x: tuple) -> tuple:
-    """a·h + x with the result as wide as the state h."""
-    prod = cmul(em, a, h)
-    out = []
-    for k in range(len(h)):
-        p = prod[k] if k < len(prod) else None
-        xs = x[k] if k < len(x) else None
-        out.append(em.op("Add", [p, xs]) if xs is not None else em.op("Identity", [p]))
-    return tuple(out)
 
 
 def build_model(lw: Lowering) -> onnx.ModelProto:
