@@ -211,7 +211,7 @@ class Compiled:
                 self._kernels[key] = autotune(self.graph, sizes, role_sizes(self.graph, sizes), device, acc, tensors)
         kernel = self.kernel(sizes, device.type, acc)
         if use_torch:
-            from ssmc.backends.triton.codegen import param_name
+            from ssmc.backends.triton.emitter import param_name
             buffers = {param_name(self.graph, self.graph[i]): outs[self.graph[i].attr("name")]
                        for i in self.graph.ids("output") if self.graph[i].attr("name") in outs}
             return kernel(**tensors, **buffers)

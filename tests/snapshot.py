@@ -18,9 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import ssmc
-from ssmc.backends.triton.codegen import Schedule, generate
-from ssmc.backends.triton.ssd import ChunkedSchedule, generate_chunked
-from ssmc.backends.triton.ssd_backward import chunked_backward_reason, generate_chunked_backward
+from ssmc.backends.triton import ChunkedSchedule, Schedule, generate, lowered_schedule
 from ssmc.backends.triton.strategy import choose_backward_schedule, choose_schedule
 from ssmc.backends.triton.tune import candidates
 from ssmc.export import export_onnx
@@ -42,13 +40,8 @@ ROLE_SETS = {  # role sizes the schedules are chosen for: the test sizes and the
 
 
 def source(graph, schedule, acc):
-    """The generated module of a graph for a schedule, dispatched as the Triton backend's build() does."""
-    backward = bool(graph.ids("adjoint"))
-    if isinstance(schedule, ChunkedSchedule) and backward and chunked_backward_reason(graph):
-        schedule = Schedule()
-    if isinstance(schedule, ChunkedSchedule):
-        return (generate_chunked_backward if backward else generate_chunked)(graph, schedule)
-    return generate(graph, schedule, acc)
+    """The generated module of a graph for a schedule, as the Triton backend's build() makes it."""
+    return generate(graph, lowered_schedule(graph, schedule), acc)
 
 
 def forward_graphs() -> dict:

@@ -19,10 +19,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 import ssmc
 from ssmc import library
-from ssmc.backends.triton import ChunkedSchedule, Schedule
-from ssmc.backends.triton.codegen import generate
-from ssmc.backends.triton.ssd import generate_chunked
-from ssmc.backends.triton.ssd_backward import generate_chunked_backward
+from ssmc.backends.triton import ChunkedSchedule, Schedule, generate
 from ssmc.backends.triton.strategy import choose_schedule
 from ssmc.ir.bind import role_sizes
 from ssmc.export import OP_FORMS
@@ -114,16 +111,16 @@ for name, spec in (("ssd", OP_FORMS["ssd"][0]),
                                                                  direction="reverse"))):
     fn = ssmc.compile(spec, backend="numpy")
     for sched in (ChunkedSchedule(), ChunkedSchedule(chunk=64, num_warps=8)):
-        check(f"{name}_fwd_{sched.chunk}", fn.graph, lambda: generate_chunked(fn.graph, sched), ssd,
+        check(f"{name}_fwd_{sched.chunk}", fn.graph, lambda: generate(fn.graph, sched), ssd,
               {"x", "B", "C", "z"})
-        check(f"{name}_bwd_{sched.chunk}", fn.backward_graph, lambda: generate_chunked_backward(fn.backward_graph, sched),
+        check(f"{name}_bwd_{sched.chunk}", fn.backward_graph, lambda: generate(fn.backward_graph, sched),
               ssd, {"x", "B", "C", "z", "grad_out"})
 # fp32 sequences: the dots' tf32x3 path (DOT=0) instead of bf16's
 fn = ssmc.compile(OP_FORMS["ssd"][0].with_(name="ssd_reverse", direction="reverse"), backend="numpy")
-check("ssd_reverse_fp32_fwd", fn.graph, lambda: generate_chunked(fn.graph, ChunkedSchedule()), ssd)
-check("ssd_reverse_fp32_bwd", fn.backward_graph, lambda: generate_chunked_backward(fn.backward_graph, ChunkedSchedule()),
+check("ssd_reverse_fp32_fwd", fn.graph, lambda: generate(fn.graph, ChunkedSchedule()), ssd)
+check("ssd_reverse_fp32_bwd", fn.backward_graph, lambda: generate(fn.backward_graph, ChunkedSchedule()),
       ssd)
-# the recurrent and chunked forward kernels widen bf16 loads by their bits (codegen.FAST_MATH), not by
+# the recurrent and chunked forward kernels widen bf16 loads by their bits (module.FAST_MATH), not by
 # Triton's conversion
 failed += [f"{tag}: a bf16 load widened by cvt.f32.bf16" for tag, text in ptx.items()
            if (tag.startswith("grid_") or "_fwd_" in tag) and "cvt.f32.bf16" in text]

@@ -16,7 +16,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from ssmc import library
 from ssmc.backends import triton as tb
-from ssmc.backends.triton.codegen import Schedule, generate
+from ssmc.backends.triton import Schedule, generate
 from ssmc.ir.bind import role_sizes
 from ssmc.compiler import compile
 from ssmc.ir.spec import Spec

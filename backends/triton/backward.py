@@ -20,12 +20,17 @@ backward graph uses every cotangent linearly (checked below).
 from __future__ import annotations
 
 from ssmc.ir import Graph, IRError
+from ssmc.ir.ops import LINEAR, with_trait
 
-from .codegen import (RELAXED, Schedule, TileAxes, _Emitter, _ident, _lower_node, _module, _pointers,
-                      _tile, _time_maps, _v, at_step, broadcast_tile, param_name, scan_chunk, scan_operands,
-                      kernel_prologue, tensor_params, with_acc_literals)
+from .emitter import RELAXED, ident, param_name, tensor_params, var, with_acc_literals
+from .module import Launch, launch_source, output_buffer, output_shape, recurrent_module
+from .recurrent import TileEmitter
+from .scan import scan_chunk, scan_operands
+from .schedule import Schedule
+from .tiles import TileAxes, at_step, broadcast_tile, pointers, tile_shape
+from .time_loop import kernel_prologue, time_maps
 
-LINEAR = {"add", "sub", "neg", "real", "complex", "reduce", "output", "sum"}
+LINEAR_OPS = with_trait(LINEAR)  # a sum of partial sums stays a partial sum through these
 
 
 def _phases(g: Graph) -> dict:
@@ -82,7 +87,7 @@ def _partials(g: Graph) -> dict:
     part, pending = {}, {"b", "h", "p"} - _exact_roles(g)
     for i, n in enumerate(g.nodes):
         ps = [part[a] for a in n.args]
-        if n.op not in LINEAR and sum(bool(p) for p in ps) > 1:
+        if n.op not in LINEAR_OPS and sum(bool(p) for p in ps) > 1:
             raise IRError(f"node %{i} ({n.op}): a product of two partial sums cannot be lowered")
         if n.op in ("scan", "prev", "adjoint") and any(ps):
             raise IRError(f"node %{i} ({n.op}): a recurrence over a partial sum cannot be lowered")
@@ -103,10 +108,13 @@ def _mask(ta: TileAxes, e) -> str:
     return " & ".join(terms)
 
 
-class _Bwd:
+class BackwardLowering:
+    """The backward kernel's nodes: the recurrence, its adjoint and the reductions here, every other
+    node through the recurrent emitter (in the forward sweep too, where the scan needs it)."""
+
     def __init__(self, graph: Graph, schedule: Schedule, acc: str):
         self.g, self.sched = graph, schedule
-        self.em = _Emitter(graph, TileAxes(schedule.layout), acc)
+        self.em = TileEmitter(graph, schedule, acc)
         self.ta = self.em.ax
         self.phase = self.em.phase = _phases(graph)  # the emitter's phases: exp of a hoisted factor as exp2
         self.ext = _extents(graph)
@@ -124,7 +132,7 @@ class _Bwd:
         em, ta = self.em, self.ta
         parts = 2 if n.type.complex else 1
         hf = [f"hf{i}_{k}" for k in range(parts)]
-        state = _tile(ta, n.type, "1")
+        state = tile_shape(ta, n.type, "1")
         h0 = em.names[n.args[2]] if n.attr("has_h0") else ()
         for k, part in enumerate(hf):
             src = f" + {h0[k]}" if k < len(h0) else ""
@@ -165,7 +173,7 @@ class _Bwd:
         _, hc, reset = self.scan_tiles[scan]
         names = []
         for k, (src, edge) in enumerate(zip(hs, hc)):
-            name = f"{_v(i)}_{k}"
+            name = f"{var(i)}_{k}"
             for line in self.shift_lines(name, src, f"{edge} + 0.0 * {src}", -1):
                 self.out("loop", line)
             if reset:
@@ -178,8 +186,8 @@ class _Bwd:
         scan = n.args[0]
         a_t, _, _ = self.scan_tiles[scan]
         parts = len(a_t)
-        state = _tile(ta, self.g[scan].type, "1")
-        shape = _tile(ta, self.g[scan].type, "CHUNK")
+        state = tile_shape(ta, self.g[scan].type, "1")
+        shape = tile_shape(ta, self.g[scan].type, "CHUNK")
         gc = [f"gc{i}_{k}" for k in range(parts)]  # g at the first step of the chunk after this one
         an = [f"an{i}_{k}" for k in range(parts)]  # Ā' at that step (1 past the end: g_L = dlast)
         dlast = em.names[n.args[2]] if n.attr("has_dlast") else ()
@@ -217,7 +225,7 @@ class _Bwd:
 
     def carry(self, i, n):
         an, gc = self.carry_of[n.args[0]]
-        name = (f"{_v(i)}_re", f"{_v(i)}_im") if len(an) == 2 else (_v(i),)
+        name = (f"{var(i)}_re", f"{var(i)}_im") if len(an) == 2 else (var(i),)
         if len(an) == 2:  # conj(Ā'_first) · g_first
             self.out("post", f"{name[0]} = {an[0]} * {gc[0]} + {an[1]} * {gc[1]}")
             self.out("post", f"{name[1]} = {an[0]} * {gc[1]} - {an[1]} * {gc[0]}")
@@ -226,13 +234,9 @@ class _Bwd:
         self.em.names[i] = name
 
     def clip_grad(self, i, n):
-        x, c = (self.em.names[a] for a in n.args)
-        lo, hi = n.attr("lo"), n.attr("hi")
-        inside = " & ".join([f"({x[0]} >= {lo!r})"] * (lo != float("-inf")) + [f"({x[0]} <= {hi!r})"] * (hi != float("inf")))
-        names = tuple(f"{_v(i)}_{k}" for k in range(len(c)))
-        for name, part in zip(names, c):
-            self.out(self.phase[i], f"{name} = tl.where({inside}, {part}, 0.0)" if inside else f"{name} = {part}")
-        self.em.names[i] = names
+        c = self.em.names[n.args[1]]
+        self.em.elementwise(i, n, lambda line: self.out(self.phase[i], line),
+                            names=tuple(f"{var(i)}_{k}" for k in range(len(c))))
 
     # --- reductions and outputs -----------------------------------------------------------------
     def reduce(self, i, n):
@@ -242,7 +246,7 @@ class _Bwd:
         exact = _exact_roles(self.g)
         tile_axes = [ta.ax(c) for c, roles, has in (("d", {"h", "p"}, e[0]), ("n", {"n"}, e[1]), ("t", {"t"}, e[2]))
                      if axes & roles & exact and has]
-        names = tuple(f"{_v(i)}_{k}" for k in range(len(src)))
+        names = tuple(f"{var(i)}_{k}" for k in range(len(src)))
         em.names[i] = names
         if not tile_axes:  # over b, h or p only: a per-program partial, finished by the output's atomics
             for name, s in zip(names, src):
@@ -264,7 +268,7 @@ class _Bwd:
         phase = self.phase[i]
         p = param_name(g, n)
         axes = n.attr("axes")
-        ptrs, masks = _pointers(ta, p, axes)
+        ptrs, masks = pointers(ta, p, axes)
         mask = " & ".join(masks) if masks else None
         src, e = em.names[n.args[0]], self.ext[n.args[0]]
         atomic = bool(self.partial[n.args[0]]) or any(a.role == "g" for a in axes)
@@ -297,14 +301,21 @@ class _Bwd:
         need = _scan_ancestors(g, scan, self.phase)
         for i, n in enumerate(g.nodes):
             if i in need and n.op != "scan":
-                _lower_node(self.em, i, n, "fwd", self.sched)
-            if n.op == "scan":
-                self.scan_fwd(i, n)
-                self.scan_rev(i, n)
-            elif n.op in ("prev", "adjoint", "carry", "reduce", "output", "clip_grad"):
-                getattr(self, n.op)(i, n)
+                self.em.lower_node(i, "fwd")
+            if n.op in BACKWARD_RULES:
+                BACKWARD_RULES[n.op](self, i, n)
             else:
-                _lower_node(self.em, i, n, self.phase[i], self.sched)
+                self.em.lower_node(i, self.phase[i])
+
+    def scan(self, i, n):
+        self.scan_fwd(i, n)
+        self.scan_rev(i, n)
+
+
+BACKWARD_RULES = {op: getattr(BackwardLowering, op) for op in ("scan", "prev", "adjoint", "carry", "reduce", "output",
+                                                                "clip_grad")}
+"""op -> its lowering in a backward kernel; the others lower as in the forward kernel (recurrent.STRUCTURAL,
+elementwise.TRITON)."""
 
 
 def _scan_ancestors(g: Graph, scan: int, phase: dict) -> set:
@@ -323,11 +334,11 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     scans = graph.ids("scan")
     if len(scans) != 1 or len(graph.ids("adjoint")) != 1:
         raise IRError(f"{graph.name}: the Triton backward lowers one scan and its adjoint")
-    bw = _Bwd(graph, schedule, acc)
+    bw = BackwardLowering(graph, schedule, acc)
     bw.lower()
     ta, lines = bw.ta, bw.em.lines
     state = graph[scans[0]].type
-    kname = f"{_ident(graph.name)}_kernel"
+    kname = f"{ident(graph.name)}_kernel"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
     params = tensor_params(graph, inputs + outputs) + ["ck_ptr", "sc_ptr", "L", "NCH", "P", "N", "HG", "NCK",
@@ -341,7 +352,7 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     chan, chan_mask = (f"offs_d{d}", f"mask_d{d} & ") if state.dims & {"h", "p"} else ("0", "")
     slot = lambda buf, count, index: f"{buf}_ptr + (((pid_b * {count} + {index}) * NCH + {chan}) * N + offs_n{n}) * {parts}"
     head = ["k = c * CHUNK + tl.arange(0, CHUNK)  # position along the scan order", "valid = k < L",
-            *_time_maps(graph, schedule)]
+            *time_maps(graph, schedule)]
     hf = bw.fwd_state
     ind = lambda lines, depth=1: ["    " * depth + x for x in lines]
     body = [
@@ -380,7 +391,59 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     ]
     kernel = "\n".join(["@triton.jit", f"def {kname}(", *[f"    {p}," for p in params + consts], "):",
                         *["    " + x for x in body]])
-    from .launcher import backward_launcher_source
-    launcher = backward_launcher_source(graph, kname, inputs, outputs, bw.atomic, parts, acc, bw.blocks)
+    launch = launch_source(graph, inputs, outputs, _launch(graph, kname, outputs, bw.atomic, parts, acc, bw.blocks))
     mimo = any(graph[i].attr("io") == "mimo" for i in scans)
-    return _module(graph, kname, with_acc_literals(kernel, acc), inputs, outputs, schedule, mimo, launcher)
+    return recurrent_module(graph, inputs, outputs, schedule, mimo, with_acc_literals(kernel, acc), launch)
+
+
+def _launch(graph, kname, outputs, atomic, parts, acc, blocks) -> Launch:
+    """The backward kernel's launch: gradients in the arithmetic dtype (fp32, or fp64 for float64
+    inputs); those finished by atomic adds start from zeros; those in `blocks` are written per block of
+    channels into a (blocks, ...) buffer and summed after; a checkpoint buffer of one state per chunk
+    (batch, chunks, channels, N, parts)."""
+    real = f"torch.{acc}"
+    cplx = "torch.complex128" if acc == "float64" else "torch.complex64"
+    grouped = any(a.role == "g" for n in outputs if n.attr("name") in blocks for a in n.attr("axes"))
+    buffers, per_block = {}, []
+    for n in outputs:
+        p, shape = param_name(graph, n), output_shape(n)
+        dtype = cplx if n.type.complex else real
+        if n.attr("name") in blocks:  # per block of channels: a (blocks, ...) buffer, summed below
+            per_block.append(p)
+            buffers[p] = [f"    {p}_given = {p}",
+                          f"    {p}_blocks = torch.empty((NBLK, {shape},), device=device, dtype={dtype})",
+                          f"    {p} = {p}_blocks[0]"]
+        else:
+            buffers[p] = output_buffer(p, shape, dtype, zeroed=n.attr("name") in atomic)
+    return Launch(
+        doc="Run the backward kernel on torch tensors of one device; returns {gradient name: tensor}.",
+        kernel=kname, buffers=buffers,
+        before=[
+            "    BLOCK_N = triton.next_power_of_2(N)",
+            "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
+            *(["    while (HG * P) % BLOCK_D:  # per-block gradients of a B/C group: keep each block in one group",
+               "        BLOCK_D //= 2"] if grouped else []),
+            # blocks writing one slice of a per-block buffer: all of them, or those of one group
+            f"    NBLK = {'(HG * P) // BLOCK_D' if grouped else 'triton.cdiv(NCH, BLOCK_D)'}",
+        ],
+        after=[
+            "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))  # MIMO: see the forward's launcher",
+            "    NCK = triton.cdiv(L, CHUNK)",
+            "    # a checkpoint every M chunks; chunk start states of one segment at a time in `scratch`",
+            "    T = sched.get('checkpoint') or triton.next_power_of_2(int((L * CHUNK) ** 0.5))",
+            "    M = max(1, min(T // CHUNK, NCK))",
+            "    NSEG = triton.cdiv(NCK, M)",
+            f"    ckpt = torch.empty((batch, NSEG, NCH, N, {parts}), device=device, dtype={real})",
+            f"    scratch = torch.empty((batch, M, NCH, N, {parts}), device=device, dtype={real})",
+            "    grid = (batch, triton.cdiv(NCH, BLOCK_D))",
+        ],
+        globals_=("LAST_WORKSPACE",),
+        workspace=["    LAST_WORKSPACE = dict(checkpoints=NSEG, chunk_states=M, bytes=ckpt.nbytes + scratch.nbytes)"],
+        call_args=[
+            "        ckpt, scratch, L, NCH, P, N, HG, NCK, M, NSEG,",
+            *[f"        {p}_blocks.stride(0)," for p in per_block],
+            "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
+            "        num_warps=sched['num_warps'],",
+        ],
+        finish=[f"    {p} = {p}_blocks.sum(0) if {p}_given is None else torch.sum({p}_blocks, 0, out={p}_given)"
+                for p in per_block])

@@ -36,19 +36,13 @@ import re
 
 import sympy as sp
 
+from functools import partial
+
 from ssmc.ir import Graph, IRError
 from ssmc.ir.grid import TRANSPOSED, coarse_shape
 
-from .codegen import BLOCK_OF_PROGRAM, _lower_node, _tile, at_step, load_lines
-
-
-def grid_map(g: Graph):
-    """The graph's grid-order IndexMap, or None."""
-    for i in g.ids("scan"):
-        order = g[i].attr("order")
-        if getattr(order, "kind", None) == "grid":
-            return order
-    return None
+from .tiles import at_step, load_lines, tile_shape
+from .time_loop import BLOCK_OF_PROGRAM, grid_map, time_loop
 
 
 def check(g: Graph) -> None:
@@ -79,18 +73,6 @@ def _row_map(name: str, H: int, W: int, stride: int, wide: str) -> list:
         return [f"tp = k{wide}"]
     return [f"tp = ((k // {W}) * {W} + tl.where((k // {W}) % 2 == 1, {W - 1} - k % {W}, k % {W})){wide}"
             "  # snake_row: odd rows reversed"]
-
-
-def _relower(em, graph: Graph, loop_phase: list, schedule, mode: str, only=None) -> tuple:
-    """The loop-phase nodes lowered again (all, or those in `only`) as `mode`: (the time-varying
-    inputs they read, their arithmetic lines without the loads)."""
-    em.mode, em.lines["loads"], em.lines["loop"] = mode, [], []
-    inputs = []
-    for i in loop_phase:
-        if only is None or i in only:
-            _lower_node(em, i, graph[i], "loop", schedule)
-            inputs += [i] if graph[i].op == "input" else []
-    return inputs, em.lines["loop"]
 
 
 def _row_loop(em, graph: Graph, H: int, cell, inputs: list, lines: list) -> list:
@@ -133,11 +115,12 @@ def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str, strid
     cell = lambda r: f"(({row(r)}) * {W} + cc){wide}" if stride == 1 else \
         f"({stride * full_w} * ({row(r)}) + {stride} * cc){wide}"  # noqa: E731
     n = graph[scan]
-    pass1 = _relower(em, graph, loop_phase, schedule, "pass1", graph.ancestors(scan) | {scan})
+    needed = graph.ancestors(scan) | {scan}
+    pass1 = em.relower([i for i in loop_phase if i in needed], partial(transposed_scan, pass1=True))
     total = decay_total(em, n.args[0])  # (after lowering: it names pass 1's variables)
-    inputs, lines = _relower(em, graph, loop_phase, schedule, "pass2", set(loop_phase) - em.skip)
+    inputs, lines = em.relower([i for i in loop_phase if i not in em.skip], transposed_scan)
     pass2 = inputs, lines + fine_block(em, graph, schedule, stride)
-    shape = _tile(em.ax, n.type, "CHUNK")
+    shape = tile_shape(em.ax, n.type, "CHUNK")
     t = em.ax.bc("t")
     h, hc, pc, sc = f"h{scan}", f"hc{scan}", f"pc{scan}", f"sc{scan}"
     rev = ", reverse=True" if back else ""
@@ -175,7 +158,6 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     """The time loops of a grid-order kernel (after the time-invariant lines): one branch per named
     order (a program takes its group's), each with its index arithmetic static, so the compiler sees
     contiguous lanes wherever the order has them."""
-    from .codegen import _time_loop
     check(graph)
     order = grid_map(graph)
     H, W = order.grid
@@ -183,19 +165,17 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     chunk = em.lines["loads"] + em.lines["loop"]  # generate() lowered the chunk lines: row orders share them
     keys = [(name, order.stride(k)) for k, name in enumerate(order.names)]
     branches = []
-    names = dict(em.names)  # as generate() lowered them: each branch starts from these
     for name, stride in dict.fromkeys(keys):
-        em.names = dict(names)
-        if name in TRANSPOSED:
-            loops = _column_loops(em, graph, loop_phase, schedule, name, stride)
-        else:
-            Hc, Wc = coarse_shape(H, W, stride)
-            steps = dict(length=str(Hc * Wc), even=f"({Hc * Wc} % CHUNK == 0)") if stride > 1 else {}
-            loops = _time_loop(graph, schedule, chunk + fine_block(em, graph, schedule, stride),
-                               _row_map(name, H, W, stride, wide), **steps)
+        with em.branch():  # each branch starts from the variables generate() lowered
+            if name in TRANSPOSED:
+                loops = _column_loops(em, graph, loop_phase, schedule, name, stride)
+            else:
+                Hc, Wc = coarse_shape(H, W, stride)
+                steps = dict(length=str(Hc * Wc), even=f"({Hc * Wc} % CHUNK == 0)") if stride > 1 else {}
+                loops = time_loop(graph, schedule, chunk + fine_block(em, graph, schedule, stride),
+                                  _row_map(name, H, W, stride, wide), **steps)
         groups = [k for k, key in enumerate(keys) if key == (name, stride)]
         branches.append((" | ".join(f"(g_blk == {k})" for k in groups), loops))
-    em.mode = "chunk"
     if len(branches) == 1:
         return branches[0][1]
     out = []
@@ -256,13 +236,7 @@ def fine_block(em, graph: Graph, schedule, stride: int) -> list:
     if not em.fine:
         return []
     H, W = grid_map(graph).grid
-    saved = em.early_loads, em.tp, em.valid, em.lines["loop"]
-    em.early_loads, em.lines["loop"] = False, []
-    em.tp, em.valid = ("tp_f", "valid_f") if stride > 1 else ("tp", "valid")
-    for i in em.fine:
-        _lower_node(em, i, graph[i], "loop", schedule)
-    lines = em.lines["loop"]
-    em.early_loads, em.tp, em.valid, em.lines["loop"] = saved
+    lines = em.lower_apart(em.fine, *(("tp_f", "valid_f") if stride > 1 else ("tp", "valid")))
     if stride == 1:
         return lines
     return [f"for o in tl.static_range({stride * stride}):  # the cell's {stride}x{stride} block: nearest upsampling",
@@ -271,13 +245,14 @@ def fine_block(em, graph: Graph, schedule, stride: int) -> list:
                                   *lines]]]
 
 
-def transposed_scan(em, i, n, out) -> None:
-    """Scan node i in a column-wise pass: every lane (column) steps its own state one row.  No
-    padding selects: a lane past the grid's edge feeds only lanes past it (its scan direction)."""
+def transposed_scan(em, i, n, phase, out, pass1: bool = False) -> None:
+    """Scan node i in a column-wise pass (the first with `pass1`): every lane (column) steps its own
+    state one row.  No padding selects: a lane past the grid's edge feeds only lanes past it (its scan
+    direction)."""
     a, x = em.names[n.args[0]][0], em.names[n.args[1]][0]
     hc = f"hc{i}"
     out(f"{hc} = {a} * {hc} + {x}")
-    if em.mode == "pass1":
+    if pass1:
         total = decay_total(em, n.args[0])
         out(f"sc{i} = sc{i} + {total[0]}" if total else f"pc{i} = pc{i} * {a}")
     em.names[i] = (hc,)
@@ -305,5 +280,5 @@ def decay_total(em, a: int):
     if len(var) != 1 or not const:
         return None
     c = " * ".join(k if isinstance(k, str) else em.names[k][0] for k in const)
-    return em.names[var[0]][0], c, _tile(em.ax, g[var[0]].type, "CHUNK")
+    return em.names[var[0]][0], c, tile_shape(em.ax, g[var[0]].type, "CHUNK")
 

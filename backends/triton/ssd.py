@@ -17,37 +17,14 @@ lowered from the IR onto (Q, p) or (Q, n) tiles with the elementwise code of `co
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sympy as sp
 
 from ssmc.ir import Graph, IRError
 from ssmc.ir.structure import scan_region, ssd_parts, ssd_reason
 from ssmc.ir.symbolic import lower, print_triton
 
-from .codegen import (CODEGEN_VERSION, FAST_MATH, _elementwise, _ident, _lower_expr, _usage, as_tile, param_name,
-                      tensor_params, widened)
-
-SSD_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class ChunkedSchedule:
-    """How to run the chunked lowering; never changes results (tests sweep it)."""
-
-    chunk: int = 32  # Q, time steps per chunk (the tl.dot M/K size); 16..64
-    block_p: int = 64  # head positions per program
-    num_warps: int = 4
-    num_stages: int = 2
-    wide: bool = False  # int64 offsets, set automatically for tensors of >= 2^31 elements
-
-    def __post_init__(self):
-        for k in ("chunk", "block_p"):
-            v = getattr(self, k)
-            if v < 16 or v & (v - 1):
-                raise ValueError(f"ChunkedSchedule.{k} must be a power of two >= 16 (tl.dot), got {v}")
-        if self.chunk > 64:  # chunk 128 hit an illegal memory access on an H100 (Triton 3.6), not understood yet
-            raise ValueError(f"ChunkedSchedule.chunk must be at most 64, got {self.chunk}")
+from .emitter import Emitter, as_tile, ident, param_name, tensor_params, widened
+from .module import Launch, chunked_module, dot_type_line, launch_source, out_dtype, output_buffer, output_shape
 
 
 def chunked_reason(g: Graph) -> str | None:
@@ -80,22 +57,13 @@ def chunked_reason(g: Graph) -> str | None:
     return None
 
 
-class _Tiles:
-    """Node id -> variable names, and the line lists of the kernel phases."""
-
-    def __init__(self, g):
-        self.g = g
-        self.names = {}
-        self.lines = {"pre": [], "loop": [], "post": []}
-
-
 def _tile_axes(dims) -> str:
     """Broadcast suffix of a value's 2-D tile: rows are time steps, columns p or n."""
     col = ":" if dims & {"p", "n"} else "None"
     return f"[:, {col}]" if "t" in dims else f"[None, {col}]"
 
 
-def _load(n) -> tuple:
+def tile_load(n) -> tuple:
     """(pointer expression, mask) of input `n` as a 2-D tile of (time steps, p or n)."""
     p = n.attr("name")
     axes = n.attr("axes")
@@ -108,24 +76,24 @@ def _load(n) -> tuple:
     return f"({base})" + "".join(f" + {o}" for o in offs), mask or None
 
 
-def _input_load(n) -> str:
+def input_load(n) -> str:
     """The load of input n as a tile of (time steps, p or n), as stored."""
-    ptr, mask = _load(n)
+    ptr, mask = tile_load(n)
     return f"tl.load({ptr}{f', mask={mask}, other=0' if mask else ''})"
 
 
-def _state_tile(n) -> tuple:
+def state_tile(n) -> tuple:
     """(pointer expression, mask) of n, a (p, n) state, as the program's [BLOCK_P, BLOCK_N] state tile."""
-    return _load(n)[0].replace("offs_p[None, :]", "offs_p[:, None]"), "mask_p[:, None] & mask_n[None, :]"
+    return tile_load(n)[0].replace("offs_p[None, :]", "offs_p[:, None]"), "mask_p[:, None] & mask_n[None, :]"
 
 
-def _state_load(n) -> str:
+def state_load(n) -> str:
     """Input n, a (p, n) state (the initial state, the final state's cotangent), loaded as the fp32 state tile."""
-    ptr, mask = _state_tile(n)
+    ptr, mask = state_tile(n)
     return widened(f"tl.load({ptr}, mask={mask}, other=0)", False)
 
 
-def _log_decay(g, a_id, em) -> str:
+def log_decay(g, a_id, em) -> str:
     """The name of log Ā: the expression's own log when Ā = exp(...), no Log of an Exp."""
     n = g[a_id]
     if n.op == "exp":
@@ -152,7 +120,7 @@ def generate_chunked(graph: Graph, schedule) -> str:
     skip = {s, g[s].args[1], *region.body}
     if parts["seq"] is not None:  # loaded with its previous step in the SSD block
         skip.add(parts["seq"])
-    em = _Tiles(g)
+    em = Emitter(g)
     parts = _move_step_factor(g, parts, skip)
     raw = _dot_only_inputs(g, parts, skip)
     h0 = g[s].args[2] if g[s].attr("has_h0") else None
@@ -164,16 +132,13 @@ def generate_chunked(graph: Graph, schedule) -> str:
         if n.op == "input":
             if i == h0:
                 continue  # loaded as the state tile
-            load = _input_load(n)
+            load = input_load(n)
             note = ", as stored: only tensor cores read it" if i in raw else ""
             out(f"v{i} = {load if i in raw else widened(load, n.attr('integer'))}  # {n.attr('name')}{note}")
             em.names[i] = (f"v{i}",)
         elif n.op == "const":
             out(f"v{i} = {float(n.attr('value'))!r}")
             em.names[i] = (f"v{i}",)
-        elif n.op == "expr":
-            em.names[i] = (f"v{i}",)
-            _lower_expr(em, i, n, out)
         elif n.op == "sum":  # the readout: the chunk's SSD block
             em.names[i] = ("y",)
             _ssd_block(em, g, parts)
@@ -181,17 +146,15 @@ def generate_chunked(graph: Graph, schedule) -> str:
             em.names[i] = ("state",)
         elif n.op == "output":
             _store(em, g, n)
-        else:
-            em.names[i] = (f"v{i}",)
-            for line in _elementwise(n.op, n, em.names[i], [em.names[a] for a in n.args]):
-                out(line)
-    kname = f"{_ident(g.name)}_ssd"
+        else:  # elementwise, expr included
+            em.elementwise(i, n, out)
+    kname = f"{ident(g.name)}_ssd"
     inputs = [g[i] for i in g.ids("input")]
     outputs = [g[i] for i in g.ids("output")]
     params = tensor_params(g, inputs + outputs)
     h0_load = []
     if h0 is not None:
-        h0_load = [f"state = {_state_load(g[h0])}  # initial state"]
+        h0_load = [f"state = {state_load(g[h0])}  # initial state"]
     body = [
         "pid_b = tl.program_id(0).to(tl.int64)",
         "pid_h = tl.program_id(1)",
@@ -206,7 +169,7 @@ def generate_chunked(graph: Graph, schedule) -> str:
         *em.lines["pre"],
         "# ---- the sequence, Q steps at a time",
         "for c0 in range(0, L, Q):",
-        *["    " + line for line in [*_steps(g[s].attr("order").kind, even=True), *em.lines["loop"]]],
+        *["    " + line for line in [*steps(g[s].attr("order").kind, even=True), *em.lines["loop"]]],
         "# ---- final state",
         *em.lines["post"],
     ]
@@ -214,10 +177,11 @@ def generate_chunked(graph: Graph, schedule) -> str:
               "EVEN_L: tl.constexpr", "EVEN_P: tl.constexpr", "EVEN_N: tl.constexpr"]
     kernel = "\n".join(["@triton.jit", f"def {kname}(", *[f"    {p}," for p in params + ["L", "P", "N", "HG"] + consts],
                         "):", *["    " + line for line in body]])
-    return _module(g, kname, kernel, inputs, outputs, schedule)
+    launch = launch_source(g, inputs, outputs, _launch(g, kname, inputs, outputs))
+    return chunked_module(g, "Chunked (SSD) Triton kernel", "outputs", inputs, outputs, schedule, kernel, launch)
 
 
-def _steps(order: str, even: bool = False) -> list:
+def steps(order: str, even: bool = False) -> list:
     """t_idx (the chunk's time indices, in scan order) and valid.  A reverse scan is the same chunked
     recurrence read through t = L-1-k: its chunks hold descending times, nothing is flipped.
     With `even`, valid is all-true when the kernel's EVEN_L says the chunks tile L."""
@@ -230,7 +194,7 @@ def _steps(order: str, even: bool = False) -> list:
 
 
 def scan_position(order: str) -> str:
-    """The variable of `_steps` holding each step's position along the scan (0 at its first step)."""
+    """The variable of `steps` holding each step's position along the scan (0 at its first step)."""
     return "k_idx" if order == "reverse" else "t_idx"
 
 
@@ -258,7 +222,7 @@ def _dot_only_inputs(g, parts, skip) -> set:
 def _ssd_block(em, g, parts):
     """y for the chunk from ℓ (log Ā), k, v, c tiles; then the state update (the chunk's lines)."""
     out = em.lines["loop"].append
-    la = _log_decay(g, parts["a"], em)
+    la = log_decay(g, parts["a"], em)
     k, v, c = (em.names[parts[x]][0] for x in ("k", "v", "c"))
     if "step_factor" in parts:  # Δ applied to v (Q×P) rather than to B (see _move_step_factor)
         v = f"{v} * {em.names[parts['step_factor']][0]}"
@@ -268,7 +232,7 @@ def _ssd_block(em, g, parts):
     out("cum = tl.cumsum(la, axis=0)")
     out("total = tl.sum(la, axis=0)")
     if parts["seq"] is not None:
-        _segments(em, g, parts["seq"])
+        segments(em, g, parts["seq"])
     out(f"k = tl.where(valid[:, None] & mask_n[None, :], {as_tile(k, '[Q, BLOCK_N]')}, 0.0)")
     out(f"v = tl.where(valid[:, None] & mask_p[None, :], {as_tile(v, '[Q, BLOCK_P]')}, 0.0)")
     out(f"c = {as_tile(c, '[Q, BLOCK_N]')}")
@@ -286,12 +250,12 @@ def _ssd_block(em, g, parts):
         out("state = tl.exp(total) * state + _dot(tl.trans(v * w[:, None]), k, DOT)")
 
 
-def _segments(em, g, seq_id):
+def segments(em, g, seq_id):
     """seg: per step of the chunk, how many resets (seq_idx changes) precede it within the chunk
     (0 = the segment the carried state belongs to); last_seg: that of the chunk's last step."""
     out = em.lines["loop"].append
     n = g[seq_id]
-    ptr, _ = _load(n)
+    ptr, _ = tile_load(n)
     order = g[g.ids("scan")[0]].attr("order").kind
     prev = ptr.replace("t_idx[:, None]", f"(t_idx {'+' if order == 'reverse' else '-'} 1)[:, None]")  # scan order
     first = f"{scan_position(order)} > 0"  # not the scan's first step
@@ -305,86 +269,31 @@ def _store(em, g, n):
     src = em.names[n.args[0]][0]
     p = param_name(g, n)
     if g[n.args[0]].op == "last":
-        ptr, mask = _state_tile(n.with_attrs(name=p))
+        ptr, mask = state_tile(n.with_attrs(name=p))
         em.lines["post"].append(f"tl.store({ptr}, state.to({p}_ptr.dtype.element_ty), mask={mask})")
         return
-    ptr, mask = _load(n.with_attrs(name=p))
+    ptr, mask = tile_load(n.with_attrs(name=p))
     phase = "loop" if "t" in {a.role for a in n.attr("axes")} else "post"
     em.lines[phase].append(f"tl.store({ptr}, {as_tile(src, '[Q, BLOCK_P]')}.to({p}_ptr.dtype.element_ty)"
                            f"{', mask=' + mask if mask else ''})")
 
 
-def _module(g, kname, kernel, inputs, outputs, sched) -> str:
-    from .launcher import _out_dtype, launch_header, output_buffer
-    outs = [param_name(g, n) for n in outputs]
-    launch = launch_header(g, inputs, outputs, "Run the chunked kernel on CUDA (or interpreted CPU) tensors; "
-                                               "returns {output: tensor}.")
-    args = []
-    for n in inputs + outputs:
-        p = param_name(g, n)
-        if n.op == "output":
-            shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
-            launch += output_buffer(p, shape, _out_dtype(g, n, inputs))
-        args.append(f"{p}, *{p}.stride()[:{len(n.attr('axes'))}]")
-    launch += [
-        "    H = NCH // P",
-        "    BLOCK_P = max(16, min(sched['block_p'], triton.next_power_of_2(P)))",
-        "    BLOCK_N = max(16, triton.next_power_of_2(N))",
-        dot_type_line(inputs),
-        "    grid = (batch, H, triton.cdiv(P, BLOCK_P))",
-        "    global LAST_COMPILED",
-        f"    LAST_COMPILED = {kname}[grid](",
-        *[f"        {a}," for a in args],
-        "        L, P, N, HG,",
-        "        Q=sched['chunk'], BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT=DOT,",
-        "        EVEN_L=L % sched['chunk'] == 0, EVEN_P=P % BLOCK_P == 0, EVEN_N=N == BLOCK_N,",
-        "        num_warps=sched['num_warps'], num_stages=sched['num_stages'],",
-        "    )",
-        "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
-    ]
-    return module_source("Chunked (SSD) Triton kernel", "outputs", g, inputs, outputs, sched, kernel, launch)
-
-
-def dot_type_line(inputs) -> str:
-    """The launcher line picking the tensor cores' operand type from the first floating-point input."""
-    first_float = next(n.attr("name") for n in inputs if not n.attr("integer"))
-    return f"    DOT = {{torch.bfloat16: 1, torch.float16: 2}}.get({first_float}.dtype, 0)  # tensor-core operand type"
-
-
-def module_source(title, returns, g, inputs, outputs, sched, kernel, launch, globals_=()) -> str:
-    """The generated module of a chunked kernel (forward or backward): its imports, schedule, the
-    tensor-core `_dot` helper, the kernel and its `launch`."""
-    sched_dict = dict(chunk=sched.chunk, block_p=sched.block_p, num_warps=sched.num_warps,
-                      num_stages=sched.num_stages)
-    extra = "".join(f"{name} = None\n" for name in globals_)
-    return f'''"""{title} generated by ssmc {CODEGEN_VERSION}.{SSD_VERSION} for `{g.name}`.
-
-Needs only torch and triton.  Call `launch(**tensors)`; it returns a dict of {returns}.
-{_usage(inputs, outputs)}
-IR:
-{g.text()}"""
-import os
-
-import torch
-import triton
-import triton.language as tl
-
-SCHEDULE = {sched_dict!r}
-LAST_COMPILED = None
-{extra}{FAST_MATH}
-
-@triton.jit
-def _dot(a, b, DOT: tl.constexpr):
-    # bf16/fp16 inputs: tensor cores on that type, fp32 accumulation; fp32 inputs: 3xTF32 (≈ fp32)
-    if DOT == 1:
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-    elif DOT == 2:
-        return tl.dot(a.to(tl.float16), b.to(tl.float16))
-    else:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32x3")
-
-
-{kernel}
-
-
-''' + "\n".join(launch) + "\n"
+def _launch(g, kname, inputs, outputs) -> Launch:
+    return Launch(
+        doc="Run the chunked kernel on CUDA (or interpreted CPU) tensors; returns {output: tensor}.",
+        kernel=kname, views=False,
+        buffers={param_name(g, n): output_buffer(param_name(g, n), output_shape(n), out_dtype(g, n, inputs))
+                 for n in outputs},
+        after=[
+            "    H = NCH // P",
+            "    BLOCK_P = max(16, min(sched['block_p'], triton.next_power_of_2(P)))",
+            "    BLOCK_N = max(16, triton.next_power_of_2(N))",
+            dot_type_line(inputs),
+            "    grid = (batch, H, triton.cdiv(P, BLOCK_P))",
+        ],
+        call_args=[
+            "        L, P, N, HG,",
+            "        Q=sched['chunk'], BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT=DOT,",
+            "        EVEN_L=L % sched['chunk'] == 0, EVEN_P=P % BLOCK_P == 0, EVEN_N=N == BLOCK_N,",
+            "        num_warps=sched['num_warps'], num_stages=sched['num_stages'],",
+        ])

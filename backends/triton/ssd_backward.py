@@ -32,16 +32,16 @@ the batch) are finished with atomic adds into zeroed buffers.  A reverse scan is
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import sympy as sp
 
 from ssmc.ir import Graph, IRError, Node
 from ssmc.ir.graph import freeze_attrs
 from ssmc.ir.structure import outer_factors
 
-from .codegen import RELAXED, _elementwise, _ident, _lower_expr, as_tile, param_name, tensor_params, widened
-from .ssd import _input_load, _load, _log_decay, _state_load, _state_tile, _segments, _steps, dot_type_line, module_source, scan_position
+from .elementwise import lower_expr
+from .emitter import RELAXED, Emitter, as_tile, ident, param_name, tensor_params, widened
+from .module import Launch, chunked_module, dot_type_line, launch_source, output_buffer, output_shape
+from .ssd import input_load, log_decay, scan_position, segments, state_load, state_tile, steps, tile_load
 
 MAX_P = 128  # one program holds the head's whole P×N state and adjoint in registers
 
@@ -190,23 +190,15 @@ class _Gen:
         """Emit plain node i (input, const, expr, elementwise) with `names` as the name table."""
         n = self.g[i]
         if n.op == "input":
-            out(f"{names[i][0]} = {widened(_input_load(n), n.attr('integer'))}  # {n.attr('name')}")
+            out(f"{names[i][0]} = {widened(input_load(n), n.attr('integer'))}  # {n.attr('name')}")
         elif n.op == "const":
             out(f"{names[i][0]} = {float(n.attr('value'))!r}")
-        elif n.op == "expr":
-            _lower_expr(self._em(names, None), i, n, out)
-        elif n.op == "clip_grad":  # the cotangent passes where the clipped value was inside [lo, hi]
-            x, c = (names[a][0] for a in n.args)
-            lo, hi = n.attr("lo"), n.attr("hi")
-            inside = [f"({x} >= {lo!r})"] * (lo != float("-inf")) + [f"({x} <= {hi!r})"] * (hi != float("inf"))
-            out(f"{names[i][0]} = tl.where({' & '.join(inside)}, {c}, 0.0)" if inside else f"{names[i][0]} = {c}")
-        else:
-            for line in _elementwise(n.op, n, names[i], [names[a] for a in n.args]):
-                out(line)
+        else:  # elementwise, expr and clip_grad included
+            self._em(names, None).elementwise(i, n, out, names=names[i])
 
     def _em(self, names, loop):
-        """What codegen's helpers read: the graph, a name table, the line lists."""
-        return SimpleNamespace(g=self.g, names=names, lines={"pre": self.pre, "loop": loop})
+        """An emitter over a name table and this kernel's line lists (no phases to hoist out of)."""
+        return Emitter(self.g, names=names, lines={"pre": self.pre, "loop": loop})
 
     def forward_sweep(self):
         """The forward prologue's time-varying nodes (those that Ā, k, v need) into `fwd`, under
@@ -233,12 +225,12 @@ class _Gen:
 
     def _chunk_decay(self, em, out):
         """la, cum, total (and the reset segments) of the chunk."""
-        la = _log_decay(self.g, self.info["a"], em)
+        la = log_decay(self.g, self.info["a"], em)
         out(f"la = tl.sum(tl.where(valid[:, None], {as_tile(la, '[Q, 1]')}, 0.0), axis=1)")
         out("cum = tl.cumsum(la, axis=0)")
         out("total = tl.sum(la, axis=0)")
         if self.info["seq"] is not None:
-            _segments(em, self.g, self.info["seq"])
+            segments(em, self.g, self.info["seq"])
             out("ecum = tl.where(seg == 0, tl.exp(cum), 0.0)  # weight of the state before the chunk")
             out("wend = tl.where(seg == last_seg, tl.exp(total - cum), 0.0)  # to the chunk's end")
             out("carry = tl.where(last_seg == 0, tl.exp(total), 0.0)")
@@ -356,7 +348,8 @@ class _Gen:
         ratio = sp.simplify(e_expr / a_expr)
         key = f"{i}q"
         self.names[key] = (f"v{key}",)
-        _lower_expr(self._em(self.names, self.loop), key, Node("expr", e.args, freeze_attrs(dict(e.attrs, expr=ratio)), e.type), self.loop.append)
+        ratio_node = Node("expr", e.args, freeze_attrs(dict(e.attrs, expr=ratio)), e.type)
+        self.loop.extend(lower_expr(self._em(self.names, self.loop), key, ratio_node))
         self.loop.append(f"v{i} = dla[:, None] * v{key}")
         return True
 
@@ -390,10 +383,10 @@ class _Gen:
         if atomic:
             self.atomic.add(n.attr("name"))
         if {"p", "n"} <= roles:  # the initial state's gradient: the adjoint carried out of the sequence
-            ptr, mask = _state_tile(n.with_attrs(name=p))
+            ptr, mask = state_tile(n.with_attrs(name=p))
             self.post.append(f"{fn}({ptr}, {src}, mask={mask}{sem})")
             return
-        ptr, mask = _load(n.with_attrs(name=p))
+        ptr, mask = tile_load(n.with_attrs(name=p))
         cols = "BLOCK_P" if "p" in roles else "BLOCK_N" if "n" in roles else None
         if "t" in roles:
             shape = f"[Q, {cols or 1}]"
@@ -444,12 +437,12 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
     h0 = info["h0"]
     h0_load = "state = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"
     if h0 is not None:
-        h0_load = f"state = {_state_load(g[h0])}  # initial state"
+        h0_load = f"state = {state_load(g[h0])}  # initial state"
     g_load = "G = tl.zeros([BLOCK_P, BLOCK_N], tl.float32)"
     if info["dlast"] is not None:
-        g_load = f"G = {_state_load(g[info['dlast']])}  # final state's cotangent"
-    steps = _steps(g[info["scan"]].attr("order").kind)  # t_idx in scan order: L-1-k for a reverse scan
-    timeline = lambda lines: ["    " + x for x in [*steps, *lines]]  # noqa: E731
+        g_load = f"G = {state_load(g[info['dlast']])}  # final state's cotangent"
+    order = steps(g[info["scan"]].attr("order").kind)  # t_idx in scan order: L-1-k for a reverse scan
+    timeline = lambda lines: ["    " + x for x in [*order, *lines]]  # noqa: E731
     body = [
         "pid_b = tl.program_id(0).to(tl.int64)",
         "pid_h = tl.program_id(1)",
@@ -479,7 +472,7 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
         "# ---- sums over time, the initial state's gradient",
         *gen.post,
     ]
-    kname = f"{_ident(g.name)}_ssd_bwd"
+    kname = f"{ident(g.name)}_ssd_bwd"
     inputs = [g[i] for i in g.ids("input")]
     outputs = [g[i] for i in g.ids("output")]
     params = tensor_params(g, inputs + outputs)
@@ -487,42 +480,32 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
     kernel = "\n".join(["@triton.jit", f"def {kname}(",
                         *[f"    {p}," for p in params + ["st_ptr", "L", "P", "N", "HG", "NH"] + consts],
                         "):", *["    " + line for line in body]])
-    return _module(g, kname, kernel, inputs, outputs, schedule, gen.atomic)
+    launch = launch_source(g, inputs, outputs, _launch(g, kname, inputs, outputs, gen.atomic))
+    return chunked_module(g, "Chunked (SSD) backward Triton kernel", "gradients", inputs, outputs, schedule, kernel,
+                          launch, extra_globals=("LAST_WORKSPACE",))
 
 
-def _module(g, kname, kernel, inputs, outputs, sched, atomic) -> str:
-    from .launcher import kernel_arg, launch_header, output_buffer
-    outs = [param_name(g, n) for n in outputs]
-    launch = launch_header(g, inputs, outputs, "Run the chunked backward kernel on CUDA (or interpreted CPU) "
-                                               "tensors; returns {gradient name: tensor} in fp32.")
-    args = []
-    for n in inputs + outputs:
-        p = param_name(g, n)
-        if n.op == "output":
-            shape = ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
-            launch += output_buffer(p, shape, "torch.float32", zeroed=n.attr("name") in atomic)
-        line, arg = kernel_arg(p, len(n.attr("axes")), False)
-        launch.append(line)
-        args.append(arg)
-    launch += [
-        "    H = NCH // P",
-        "    Q = sched['chunk']",
-        "    BLOCK_P = max(16, triton.next_power_of_2(P))",
-        "    BLOCK_N = max(16, triton.next_power_of_2(N))",
-        dot_type_line(inputs),
-        "    # one P×N state per chunk and program (the forward sweep's checkpoints), never one per step; in the",
-        "    # tensor cores' operand type, which is all the state's precision the chunk products use",
-        "    st_dtype = {1: torch.bfloat16, 2: torch.float16}.get(DOT, torch.float32)",
-        "    states = torch.empty((batch, H, triton.cdiv(L, Q), BLOCK_P, BLOCK_N), device=device, dtype=st_dtype)",
-        "    global LAST_COMPILED, LAST_WORKSPACE",
-        "    LAST_WORKSPACE = dict(chunk_states=states.shape[2], bytes=states.nbytes)",
-        f"    LAST_COMPILED = {kname}[(batch, H)](",
-        *[f"        {a}," for a in args],
-        "        states, L, P, N, HG, H,",
-        "        Q=Q, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT=DOT,",
-        "        num_warps=sched['num_warps'], num_stages=sched['num_stages'],",
-        "    )",
-        "    return {" + ", ".join(f"{n.attr('name')!r}: {o}" for n, o in zip(outputs, outs)) + "}",
-    ]
-    return module_source("Chunked (SSD) backward Triton kernel", "gradients", g, inputs, outputs, sched, kernel,
-                         launch, globals_=("LAST_WORKSPACE",))
+def _launch(g, kname, inputs, outputs, atomic) -> Launch:
+    return Launch(
+        doc="Run the chunked backward kernel on CUDA (or interpreted CPU) tensors; returns {gradient name: tensor} in fp32.",
+        kernel=kname, grid="(batch, H)",
+        buffers={param_name(g, n): output_buffer(param_name(g, n), output_shape(n), "torch.float32",
+                                                 zeroed=n.attr("name") in atomic) for n in outputs},
+        after=[
+            "    H = NCH // P",
+            "    Q = sched['chunk']",
+            "    BLOCK_P = max(16, triton.next_power_of_2(P))",
+            "    BLOCK_N = max(16, triton.next_power_of_2(N))",
+            dot_type_line(inputs),
+            "    # one P×N state per chunk and program (the forward sweep's checkpoints), never one per step; in the",
+            "    # tensor cores' operand type, which is all the state's precision the chunk products use",
+            "    st_dtype = {1: torch.bfloat16, 2: torch.float16}.get(DOT, torch.float32)",
+            "    states = torch.empty((batch, H, triton.cdiv(L, Q), BLOCK_P, BLOCK_N), device=device, dtype=st_dtype)",
+        ],
+        globals_=("LAST_WORKSPACE",),
+        workspace=["    LAST_WORKSPACE = dict(chunk_states=states.shape[2], bytes=states.nbytes)"],
+        call_args=[
+            "        states, L, P, N, HG, H,",
+            "        Q=Q, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT=DOT,",
+            "        num_warps=sched['num_warps'], num_stages=sched['num_stages'],",
+        ])

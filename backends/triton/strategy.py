@@ -5,7 +5,7 @@
                     P×N state per head is large enough that the matmuls pay (P, N ≥ 16) and
                     sequences of at least one chunk, on CUDA;
   * "associative" — a chunk of steps scanned with `tl.associative_scan`, the state carried in
-                    registers between chunks (`codegen.py`);
+                    registers between chunks (`recurrent.py`);
   * "sequential"  — the same kernel with chunk 1: a plain recurrence (first-order scans, MIMO
                     states, the CPU interpreter).
 `ssmc show NAME --passes` prints the choice; passing a schedule to `compile` forces one
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from ssmc.ir import Graph
 
-from .codegen import Schedule, channel_shared, gather_index
-from .grid import grid_map
-from .ssd import ChunkedSchedule, chunked_reason
+from .schedule import ChunkedSchedule, Schedule
+from .ssd import chunked_reason
 from .ssd_backward import MAX_P, chunked_backward_reason
+from .tiles import channel_shared
+from .time_loop import gather_index, grid_map
 
 MIN_CHUNKED = 16  # P and N below this leave most of a tl.dot tile empty
 CHUNK = 32  # the best of a chunk x block_p x warps x stages sweep on an H100 (BENCHMARKS.md)
@@ -54,6 +55,51 @@ def _no_tensor_cores(roles: dict, device_type: str, acc: str) -> str | None:
     return None
 
 
+def default_schedule(roles: dict, device_type: str, stepwise: bool = False) -> Schedule:
+    """A schedule for sizes `roles` (role -> size), from sweeps on an H100 (BENCHMARKS.md).
+
+    States (N >= 2): time first, the lanes over the state, one channel per program and a chunk of
+    steps scanned in registers.  For Mamba-1's N = 16 this beat one channel per lane (tnd, 128
+    channels per program) at every batch × channels measured: 0.49 vs 0.57 ms at 4 × 4096 channels
+    and 3-4x when there are few channels (0.13 vs 0.42 ms at 1 × 4096, 0.16 vs 0.65 ms at 8 × 384),
+    where programs of 128 channels leave most SMs idle.  A first-order scan (no state axis) is
+    memory-bound and wants long chunks.  The CPU interpreter wants few, large programs.
+    """
+    if device_type != "cuda":
+        return Schedule()
+    n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
+    if stepwise:  # a decode step: no time loop, just a state tile to stream; ~2K elements per program
+        return Schedule(block_d=max(1, 2048 // n), chunk=1, num_warps=4)
+    if n == 1:
+        return Schedule(block_d=1, chunk=1024, num_warps=8)
+    if n <= 16:
+        return Schedule(layout="tdn", block_d=1, chunk=64, num_warps=1)
+    return Schedule(layout="tdn", block_d=1, chunk=16, num_warps=max(1, min(8, n // 32)))
+
+
+def default_backward_schedule(roles: dict, device_type: str) -> Schedule:
+    """A schedule for a backward kernel (ssmc.ir.passes.adjoint) at sizes `roles`.
+
+    The backward keeps a dozen chunk tiles live (states, Ā', the adjoint, its shifted operands,
+    the recomputed forward values), so its tiles are smaller than the forward's.  For N <= 16 one
+    warp of 16 channels (two lanes per channel, so the sums over channels for B's and C's gradients
+    stay inside the warp, no shared-memory round trip), one time step at a time (chunk 1), those
+    gradients added atomically: 6.1 ms at the Mamba-1 shape on an H100, the best of a 24-schedule
+    sweep (7.2 ms with per-block partials, which also take 4x the gradient memory; 8.2 ms for 64
+    channels over 4 warps; BENCHMARKS.md).  `Schedule(partials=True)` gives a deterministic
+    summation order.  Larger states keep about 2K elements over 8 warps, untuned.  (SSD-shaped scans
+    on CUDA take the chunked backward.)
+    """
+    if device_type != "cuda":
+        return Schedule()
+    n = 1 << max(0, (roles.get("n", 1) - 1).bit_length())
+    if 1 < n <= 16:
+        return Schedule(layout="tnd", block_d=16, chunk=1, num_warps=1)
+    chunk = 16 if n <= 128 else 8
+    block_d = max(1, 2048 // (n * chunk))
+    return Schedule(layout="dnt" if n <= 16 else "tdn", block_d=block_d, chunk=chunk, num_warps=8)
+
+
 def _order_schedule(graph: Graph, roles: dict, device_type: str):
     """The schedule of a gather or grid order of small states on CUDA (else None): the best of sweeps
     on an H100 at VMamba's SS2D shape (BENCHMARKS.md)."""
@@ -69,7 +115,6 @@ def _order_schedule(graph: Graph, roles: dict, device_type: str):
 
 
 def _recurrent_schedule(graph: Graph, roles: dict, device_type: str) -> Schedule:
-    from . import default_schedule
     return (_order_schedule(graph, roles, device_type) or _selective_schedule(graph, roles, device_type)
             or default_schedule(roles, device_type))
 
@@ -97,7 +142,6 @@ def _selective_schedule(graph: Graph, roles: dict, device_type: str):
 
 def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
     """The schedule that realizes `choose`."""
-    from . import default_schedule
     kind, _ = choose(graph, roles, device_type, acc)
     if kind == "chunked":
         # 3 stages: with B and C fed to the tensor cores as loaded, the kernel has room to stage one more
@@ -125,7 +169,6 @@ def choose_backward(graph: Graph, roles: dict, device_type: str, acc: str = "flo
 
 def choose_backward_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "float32"):
     """The schedule that realizes `choose_backward`."""
-    from . import default_backward_schedule
     kind, _ = choose_backward(graph, roles, device_type, acc)
     if kind == "chunked":
         return ChunkedSchedule(chunk=BWD_CHUNK, block_p=64, num_warps=4, num_stages=2)

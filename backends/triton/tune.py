@@ -18,9 +18,10 @@ from dataclasses import asdict
 
 from ssmc.ir import Graph
 
-from .codegen import Schedule, prefetchable
-from .ssd import ChunkedSchedule
+from .build import build, cache_dir
+from .schedule import ChunkedSchedule, Schedule
 from .strategy import choose, choose_schedule
+from .time_loop import prefetchable
 
 
 def candidates(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> list:
@@ -52,7 +53,6 @@ def candidates(graph: Graph, roles: dict, device_type: str, acc: str = "float32"
 
 
 def _cache_path():
-    from . import cache_dir
     return cache_dir().parent / "tuning.json"
 
 
@@ -69,9 +69,8 @@ def _schedule_from(d: dict):
 
 def autotune(graph: Graph, sizes: dict, roles: dict, device, acc: str, tensors: dict):
     """The fastest correct kernel for these tensors (from the disk cache when tuned before)."""
-    import torch
+    import torch  # (a CUDA tensor or the CPU interpreter's: torch is there when tuning runs)
 
-    from . import build
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     key = _key(graph, sizes, name, acc)
     path = _cache_path()

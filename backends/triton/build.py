@@ -1,0 +1,114 @@
+"""Building a kernel: the one place a graph's lowering is picked, and the on-disk cache of generated
+modules, keyed by a hash of (IR, schedule, versions) and loaded as real modules so Triton can read
+their source.
+
+Without CUDA the kernels run under Triton's interpreter: TRITON_INTERPRET must be set before a
+kernel is defined, and generated modules are defined lazily, so `ensure_runtime` sets it first.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssmc.ir import Graph, IRError
+
+from .backward import BACKWARD_RULES, generate_backward
+from .elementwise import TRITON
+from .module import CODEGEN_VERSION
+from .recurrent import STRUCTURAL, generate_recurrent
+from .schedule import ChunkedSchedule, Schedule
+from .ssd import generate_chunked
+from .ssd_backward import chunked_backward_reason, generate_chunked_backward
+
+
+def lowered_schedule(graph: Graph, schedule):
+    """The schedule a graph is generated with: a ChunkedSchedule asked of a backward graph that has no
+    chunked lowering gives way to the stepwise one."""
+    if isinstance(schedule, ChunkedSchedule) and graph.ids("adjoint") and chunked_backward_reason(graph):
+        return Schedule()
+    return schedule
+
+
+def generate(graph: Graph, schedule, acc: str = "float32") -> str:
+    """The generated module of a pipelined graph (or of a backward graph made by ssmc.ir.passes.adjoint):
+    a ChunkedSchedule takes the chunked (tensor-core) lowering, a Schedule the recurrent one; `acc` is
+    the arithmetic dtype of the recurrent kernels."""
+    for i, n in enumerate(graph.nodes):
+        if n.op not in STRUCTURAL and n.op not in BACKWARD_RULES and n.op not in TRITON:
+            raise IRError(f"{graph.name}: node %{i} ({n.op}) has no Triton lowering")
+        if n.op in TRITON and hasattr(TRITON[n.op], "refusal"):
+            raise IRError(f"{graph.name}: node %{i} ({n.op}) has no Triton lowering: {TRITON[n.op].refusal}")
+    backward = bool(graph.ids("adjoint"))
+    if isinstance(schedule, ChunkedSchedule):
+        return (generate_chunked_backward if backward else generate_chunked)(graph, schedule)
+    return (generate_backward if backward else generate_recurrent)(graph, schedule, acc)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SSMC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ssmc")
+    path = Path(root) / "kernels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_runtime(device_type: str) -> None:
+    """Kernels on CPU tensors need Triton's interpreter, which is a process-wide switch."""
+    if device_type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    import torch
+    if torch.cuda.is_available():  # flipping it now would also interpret every later CUDA kernel
+        raise ValueError("backend='triton' got CPU tensors on a machine with CUDA: pass CUDA tensors, "
+                         "or set TRITON_INTERPRET=1 before running to use Triton's CPU interpreter")
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    graph: Graph
+    schedule: Schedule
+    source: str
+    path: Path
+    module: object
+
+    def __call__(self, **tensors):
+        return self.module.launch(**tensors)
+
+
+_LOADED: dict = {}
+
+
+def _key(graph: Graph, schedule: Schedule, acc: str) -> str:
+    import triton  # (heavy: imported when the first kernel is built)
+    text = "\n".join([graph.text(), repr(schedule), acc, CODEGEN_VERSION, triton.__version__,
+                      os.environ.get("TRITON_INTERPRET", "0")])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") -> Kernel:
+    """Generate (or find in the cache) and load the kernel module of a pipelined graph (or of a
+    backward graph made by ssmc.ir.passes.adjoint); `acc` is the arithmetic dtype."""
+    schedule = lowered_schedule(graph, schedule or Schedule())
+    key = _key(graph, schedule, acc)
+    if key in _LOADED:
+        return _LOADED[key]
+    source = generate(graph, schedule, acc)
+    path = cache_dir() / f"ssmc_{graph.name}_{key}.py"
+    if not path.exists() or path.read_text() != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)  # atomic: concurrent builders never see half a file
+    mod_name = f"ssmc_kernels.{graph.name}_{key}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    kernel = Kernel(graph, schedule, source, path, module)
+    _LOADED[key] = kernel
+    return kernel
+
+
