@@ -49,19 +49,19 @@ def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
 
 
-_EXPR_CACHE: dict = {}
+EXPR_CACHE: dict = {}  # (expr, symbols, complex flags) -> its NumPy function: what the interpreter evaluates
 
 
 def _expr_fn(node, complex_flags):
     key = (node.attr("expr"), node.attr("symbols"), complex_flags)
-    if key not in _EXPR_CACHE:
+    if key not in EXPR_CACHE:
         assigns, (result,) = lower(node.attr("expr"), node.attr("symbols"), complex_flags, split_complex=False)
         body = [f"    {name} = {print_numpy(v)}" for name, v in assigns] + [f"    return {print_numpy(result)}"]
         src = f"def f({', '.join(node.attr('symbols'))}):\n" + "\n".join(body) + "\n"
         scope = {"numpy": np}
         exec(compile(src, "<ssmc expr>", "exec"), scope)
-        _EXPR_CACHE[key] = scope["f"]
-    return _EXPR_CACHE[key]
+        EXPR_CACHE[key] = scope["f"]
+    return EXPR_CACHE[key]
 
 
 def _scan(args, node, ctx):

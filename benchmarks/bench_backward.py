@@ -10,7 +10,7 @@ Shapes (bf16 sequences, fp32 parameters):
   * Mamba-2 SSD: batch 4, L 2048, H 64, P 64, G 1, N 128; softplus(dt + bias), D per head
     (ssmc.ops.ssd; mamba_ssm's mamba_chunk_scan_combined when importable);
   * VMamba SS2D: batch 8, dim 384, a 56×56 grid, N 16, K 4 orders (ssmc.ops.multi_order_scan, its
-    backward ssmc.orders_backward) against the unfused pipeline a user writes today (permuted copies,
+    backward ssmc.ops.multi_order_backward) against the unfused pipeline a user writes today (permuted copies,
     ssmc.ops.selective_scan per order, unpermute, sum), whose float64 run is also its check.
 Before timing, every gradient is checked at a reduced shape against torch autograd through a float64
 PyTorch loop (tests/grad_refs.py) on the GPU: the CPU tests run Triton's interpreter, so this is
@@ -39,7 +39,9 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from ssmc import ops  # noqa: E402
 from ssmc.backends.triton import ChunkedSchedule  # noqa: E402
 from ssmc.ir.bind import bind  # noqa: E402
-from ssmc.compiler import compile  # noqa: E402
+from ssmc.ops.selective_scan import scan_spec  # noqa: E402
+from ssmc.ops.ssd import ssd_spec  # noqa: E402
+import ssmc  # noqa: E402
 
 import grad_refs  # noqa: E402
 
@@ -215,15 +217,15 @@ def fwd_bwd(f, a, quick):
 def sweep(kind, a, scheds):
     """The backward kernel alone (Compiled.grad) under several schedules: ms, or the error."""
     if kind == "mamba1":
-        spec, args, _ = ops._scan_spec(a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"],
+        spec, args, _ = scan_spec(a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"],
                                        a["delta_bias"], True, False)
     else:
-        spec = ops._ssd_spec(a["D"], None, a["dt_bias"], None, None, True, 0.0, float("inf"), False)
+        spec = ssd_spec(a["D"], None, a["dt_bias"], None, None, True, 0.0, float("inf"), False)
         args = dict(x=a["x"], dt=a["dt"], A=a["A"], B=a["B"], C=a["C"], D=a["D"], dt_bias=a["dt_bias"])
     out = torch.randn(a["u" if kind == "mamba1" else "x"].shape, device=DEVICE, dtype=torch.bfloat16)
     rows = []
     for s in scheds:
-        fn = compile(spec, backend="triton", schedule=s)
+        fn = ssmc.compile(spec, backend="triton", schedule=s)
         try:
             fn.grad(args, {"out": out})
             ms = bench(lambda: fn.grad(args, {"out": out}), warmup=3, rep=50, return_mode="median")

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmc.backends import numpy_interp
-from ssmc.export import OP_FORMS, _stateful_graph, export_onnx, onnx_inputs
+from ssmc.export import OP_FORMS, stateful_graph, export_onnx, onnx_inputs
 from ssmc.ir.inits import random_inputs
 from ssmc.library import get
 
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, torch {torch.__version__}, "
           f"{ort.get_device()}, intra-op threads default")
     for layer, (decl, fixed, batch) in LAYERS.items():
-        graph, _ = _stateful_graph(decl, step=False)
+        graph, _ = stateful_graph(decl, step=False)
         names = [graph[i].attr("name") for i in graph.ids("input")]
         order = OP_FORMS[decl.name][1] if decl.name in OP_FORMS else tuple(names)
         time_axis = {graph[i].attr("name"): k for i in graph.ids("input")

@@ -9,11 +9,11 @@ import sys
 
 import torch
 
-from ssmc.bench.core import _mamba1_spec, mamba1_inputs
-from ssmc.compiler import compile
+from ssmc.bench.core import mamba1_spec, mamba1_inputs
+import ssmc
 
 lay, bd, ch, w, ft = (sys.argv[1:] + ["tdn", "8", "8", "1", "1"][len(sys.argv) - 1:])[:5]
-f = compile(_mamba1_spec(), backend="triton", schedule=dict(layout=lay, block_d=int(bd), chunk=int(ch), num_warps=int(w),
+f = ssmc.compile(mamba1_spec(), backend="triton", schedule=dict(layout=lay, block_d=int(bd), chunk=int(ch), num_warps=int(w),
                                                              full_tiles=ft == "1"))
 x = mamba1_inputs()
 f(**x)

@@ -22,7 +22,6 @@ import sympy as sp
 
 import ssmc
 from ssmc import library
-from ssmc.compiler import compile
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5
@@ -63,7 +62,7 @@ spec = variant(alpha)
 rule = spec.rule
 print(f"{spec.name}: {spec.description}")
 print(f"  rule {rule.name}:  A_bar = {sp.simplify(rule.A_bar)},  B_scale = {sp.simplify(rule.B_scale)}")
-ref, tri = compile(spec, backend="numpy"), compile(spec, backend="triton")
+ref, tri = ssmc.compile(spec, backend="numpy"), ssmc.compile(spec, backend="triton")
 print("  discretization after the passes:")
 for ln in ref.graph.text().splitlines():
     if " expr " in ln:
@@ -78,7 +77,7 @@ for L in (1, 32):
     print(f"  L={L:<3} NumPy vs Triton: {e_tri:.1e}   NumPy vs the loop: {e_loop:.1e}")
 
 # α = ½ is the bilinear rule: the new declaration must reproduce the library's s4d_bilinear.
-half, builtin = compile(variant(0.5), backend="numpy"), compile(library.get("s4d_bilinear"), backend="numpy")
+half, builtin = ssmc.compile(variant(0.5), backend="numpy"), ssmc.compile(library.get("s4d_bilinear"), backend="numpy")
 x = random_inputs(builtin.graph, dict(batch=2, dim=4, N=8, L=32), seed=0)
 e_half = rel(half(**x)["out"], builtin(**x)["out"])
 ok &= e_half <= 1e-12

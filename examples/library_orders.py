@@ -20,7 +20,8 @@ import numpy as np
 
 import ssmc
 from ssmc import library
-from ssmc.ir.inits import as_torch, random_inputs
+from ssmc.ir.inits import random_inputs
+from ssmc.runtime.arrays import as_torch
 
 TOL = 1e-5
 device = "cuda" if torch.cuda.is_available() else "cpu"

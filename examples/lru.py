@@ -17,7 +17,7 @@ if not torch.cuda.is_available():
 import numpy as np
 
 from ssmc import library
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5
@@ -41,7 +41,7 @@ def lru_loop(x):
 
 spec = library.get("lru")
 print(f"{spec.name}: {spec.description}\n")
-ref, tri = compile(spec, backend="numpy"), compile(spec, backend="triton")
+ref, tri = ssmc.compile(spec, backend="numpy"), ssmc.compile(spec, backend="triton")
 print("inputs: " + ", ".join(ref.graph.inputs))
 
 worst, ok_loop = 0.0, True

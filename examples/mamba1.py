@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 import numpy as np
 
 from ssmc import library
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5  # fp32 kernel vs float64 reference
@@ -28,8 +28,8 @@ def rel(a, b):
 
 spec = library.get("mamba1")
 print(f"{spec.name}: {spec.description}\n")
-ref = compile(spec, backend="numpy")  # the float64 NumPy interpreter
-tri = compile(spec, backend="triton")  # one generated, fused Triton kernel
+ref = ssmc.compile(spec, backend="numpy")  # the float64 NumPy interpreter
+tri = ssmc.compile(spec, backend="triton")  # one generated, fused Triton kernel
 print(ref.graph.text())
 
 worst = 0.0

@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 import numpy as np
 
 from ssmc import library
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5
@@ -28,7 +28,7 @@ def rel(a, b):
 
 spec = library.get("mamba2")
 print(f"{spec.name}: {spec.description}\n")
-ref, tri = compile(spec, backend="numpy"), compile(spec, backend="triton")
+ref, tri = ssmc.compile(spec, backend="numpy"), ssmc.compile(spec, backend="triton")
 print("inputs: " + ", ".join(ref.graph.inputs) + "   outputs: " + ", ".join(ref.graph.outputs))
 
 worst = 0.0

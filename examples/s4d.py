@@ -17,7 +17,7 @@ if not torch.cuda.is_available():
 import numpy as np
 
 from ssmc import library
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5
@@ -47,7 +47,7 @@ worst = 0.0
 for name in ("s4d_zoh", "s4d_bilinear"):
     spec = library.get(name)
     print(f"{name}: {spec.description}")
-    ref, tri = compile(spec, backend="numpy"), compile(spec, backend="triton")
+    ref, tri = ssmc.compile(spec, backend="numpy"), ssmc.compile(spec, backend="triton")
     scan = next(ln for ln in ref.graph.text().splitlines() if "scan" in ln)
     print(f"  scan node: {scan.strip()}")  # lti=True: Ā and B̄ are computed once, before the time loop
     for L in (1, 32):

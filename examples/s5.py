@@ -17,7 +17,7 @@ if not torch.cuda.is_available():
 import numpy as np
 
 from ssmc import library
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5
@@ -43,7 +43,7 @@ def s5_loop(x):
 
 spec = library.get("s5")
 print(f"{spec.name}: {spec.description}\n")
-ref, tri = compile(spec, backend="numpy"), compile(spec, backend="triton")
+ref, tri = ssmc.compile(spec, backend="numpy"), ssmc.compile(spec, backend="triton")
 print(ref.graph.text())
 
 worst, ok_loop = 0.0, True

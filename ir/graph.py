@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Iterable
 
+import networkx as nx
+
 from .indexmap import strided
 from .ops import ALL_OPS, IRError
 from .types import Axis, ValueType
@@ -116,8 +118,6 @@ class Graph:
     __str__ = text
 
     def to_networkx(self):
-        import networkx as nx
-
         g = nx.DiGraph(name=self.name)
         for i, n in enumerate(self.nodes):
             g.add_node(i, op=n.op, label=f"%{i} {n.op}" + (f" {n.attr('name')}" if n.attr("name") else ""),

@@ -71,18 +71,3 @@ def _raw_dt(graph: Graph, i: int) -> bool:
             j = graph.nodes.index(n)
             return _raw_dt(graph, j)
     return True
-
-
-def as_torch(arrays: dict, device="cpu") -> dict:
-    """NumPy arrays as torch tensors on `device`: real as fp32, complex as complex64, integer as int64; a
-    list (of orders, say) element by element; anything else (None, numbers, strings) as it is."""
-    import torch
-
-    def conv(v):
-        if isinstance(v, list):
-            return [conv(o) for o in v]
-        if not isinstance(v, np.ndarray):
-            return v
-        dtype = torch.int64 if v.dtype.kind in "iu" else torch.complex64 if np.iscomplexobj(v) else torch.float32
-        return torch.tensor(v, dtype=dtype, device=device)
-    return {k: conv(v) for k, v in arrays.items()}

@@ -55,6 +55,12 @@ RULES = {r.name: r for r in [
 ]}
 
 
+def generalized_bilinear(alpha) -> Rule:
+    """The generalized bilinear transform (GBT): α=0 Euler, α=½ bilinear, α=1 backward Euler."""
+    alpha = sp.nsimplify(alpha)
+    return rule(f"gbt_{alpha}", (1 + (1 - alpha) * dt * A) / (1 - alpha * dt * A), dt / (1 - alpha * dt * A))
+
+
 def get_rule(r) -> Rule:
     if isinstance(r, Rule):
         return r

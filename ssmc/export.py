@@ -24,15 +24,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 
+from ssmc import library
 from ssmc.backends.onnx import DEFAULT_OPSET, to_onnx
 from ssmc.ir import Graph, IRError
 from ssmc.ir.indexmap import spans_sequence
 from ssmc.ir.passes.step import STATE, single_step, stateful
-
-from . import library
 from ssmc.ir.spec import Spec, layout
+from ssmc.ops import multi_order_graph
+from ssmc.runtime import Compiled
 
 OP_FORMS = {
     "selective_scan": (
@@ -55,7 +57,6 @@ MULTI_ORDER_INPUTS = ("u", "delta", "A", "B", "C", "orders", "D", "z", "delta_bi
 def onnx_inputs(model, arrays: dict, fp16: bool = False) -> dict:
     """The feed of an exported model from NumPy arrays by input name: complex arrays as a trailing
     (re, im) axis, floating-point ones as fp32 (fp16 for a model exported with fp16 I/O)."""
-    import numpy as np
     feed = {}
     for v in model.graph.input:
         x = np.asarray(arrays[v.name])
@@ -71,7 +72,6 @@ def exportable_names() -> list:
 
 def _multi_order(sizes, merge):
     """(graph, sizes with KD = K·dim, input order) of the multi_order_scan form."""
-    from .orders import multi_order_graph
     sizes = dict(sizes or {})
     missing = [k for k in ("K", "dim", "N") if k not in sizes]
     if missing:
@@ -88,7 +88,6 @@ def _resolve(decl, sizes, merge=None):
         raise ValueError(f"merge: only the {MULTI_ORDER!r} form takes a merge, not {decl!r}")
     if decl == MULTI_ORDER:
         return _multi_order(sizes, merge or "sum")
-    from .compiler import Compiled
     if isinstance(decl, Compiled):
         decl = decl.graph
     if isinstance(decl, str):
@@ -107,7 +106,7 @@ def _resolve(decl, sizes, merge=None):
                     f"({exportable_names()}), got {type(decl).__name__}")
 
 
-def _stateful_graph(decl, step: bool):
+def stateful_graph(decl, step: bool):
     """(graph with state in/out, {graph name: ONNX name}) for a Spec or a raw Graph."""
     if isinstance(decl, Spec):
         names = layout(decl)["names"]
@@ -141,7 +140,7 @@ def export_onnx(decl, path=None, *, sizes: dict | None = None, opset: int = DEFA
     `merge` (only for "multi_order_scan": sum, mean, concat or gated).  Graphs with a gather
     (multi-order) scan export without state in/out."""
     decl, sizes, order = _resolve(decl, sizes, merge)
-    graph, rename = _stateful_graph(decl, bool(step))
+    graph, rename = stateful_graph(decl, bool(step))
     fixed = {k: v for k, v in sizes.items() if k not in ("batch", "L")}
     model = to_onnx(graph, fixed, opset=opset, fp16=bool(fp16), lti=lti, chunk=chunk_size, rename=rename,
                     input_order=order, force_scan=force_scan)

@@ -25,10 +25,10 @@ from ssmc.export import export_onnx
 from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
 from ssmc.library import DEFAULT_SIZES, ENTRIES
-from ssmc.ops import _state_update
-from ssmc.orders import _compiled as multi_order_compiled
 from ssmc.ir.spec import Spec
-from ssmc.tied_bidirectional import _siso_graph
+from ssmc.ops import tied_bidirectional_graph
+from ssmc.ops.multi_order import multi_order_compiled
+from ssmc.ops.selective_scan import state_update
 
 ROLE_SETS = {  # role sizes the schedules are chosen for: the test sizes and the benchmark shapes
     "small": {"b": 2, "t": 33, "h": 4, "p": 3, "n": 4, "g": 2, "r": 1},
@@ -68,7 +68,7 @@ def forward_graphs() -> dict:
         graphs[f"{name}_stateful"] = ssmc.compile(stateful(declared), "numpy").graph
         graphs[f"{name}_step"] = ssmc.compile(single_step(declared), "numpy").graph
     for heads in (False, True):
-        graphs[f"state_update_{heads}"] = _state_update(heads, True, True, True, True, "numpy").graph
+        graphs[f"state_update_{heads}"] = state_update(heads, True, True, True, True, "numpy").graph
     grids = ["", "5x7:row,col,row_rev,col_rev", "56x56:row,col,row_rev,col_rev", "5x7:row,snake_row",
              "5x7:row,col,row_rev,col_rev,snake_row,snake_col", "56x56:row,col,row_rev,col_rev:1,2,2,2",
              "5x7:row,col:1,2"]
@@ -83,7 +83,7 @@ def forward_graphs() -> dict:
                                                          frozenset({"C"}), "5x7:row,col").graph
     graphs["orders_tied_adb"] = multi_order_compiled(True, True, True, True, "numpy", "gated", 1,
                                                      frozenset({"A", "D", "delta_bias"})).graph
-    graphs["tied_s4d"] = ssmc.compile(_siso_graph(ENTRIES["s4d_zoh"]), "numpy").graph
+    graphs["tied_s4d"] = tied_bidirectional_graph("s4d_zoh")
     return graphs
 
 
@@ -141,7 +141,7 @@ def cases():
     for merge in ("sum", "mean", "concat", "gated"):
         model = export_onnx("multi_order_scan", sizes=dict(K=2, dim=3, N=4), merge=merge, check=False)
         yield f"onnx/multi_order_{merge}.onnx", model.SerializeToString()
-    model = export_onnx(_siso_graph(ENTRIES["s4d_zoh"]), sizes=dict(dim=3, Kdim=6, K=2, N=4), check=False)
+    model = export_onnx(tied_bidirectional_graph("s4d_zoh"), sizes=dict(dim=3, Kdim=6, K=2, N=4), check=False)
     yield "onnx/tied_s4d.onnx", model.SerializeToString()
 
 

@@ -15,8 +15,10 @@ import torch
 import ssmc
 from ssmc.backends.triton import ChunkedSchedule
 from ssmc.backends.triton.ssd_backward import chunked_backward_reason
-from ssmc.backends.triton.strategy import choose_backward
+from ssmc.backends.triton.strategy import choose_backward, explain
 from ssmc.ir.inits import random_inputs
+from ssmc.ops.ssd import ssd_spec
+from ssmc.runtime import cached_compile
 
 from conftest import DEVICES, assert_close, seed_of
 from test_chunked import SIZES, SPECS
@@ -73,8 +75,8 @@ def test_backward_cost_model():
     assert "tensor cores (CUDA)" in choose_backward(g2, big, "cpu")[1]
     assert "P=256" in choose_backward(g2, {**big, "p": 256}, "cuda")[1]
     assert "float64" in choose_backward(g2, big, "cuda", "float64")[1]
-    from ssmc.cli import _lowering_choices  # what `ssmc show mamba2 --passes` prints
-    text = _lowering_choices(ssmc.compile("mamba2").graph, ssmc.compile("mamba2"))
+    fn = ssmc.compile("mamba2")  # what `ssmc show mamba2 --passes` prints
+    text = explain(fn.graph, fn.backward_graph)
     assert "backward lowering" in text and "P 64, N 128: chunked — scalar-per-head state of 64×128: SSD" in text
     # a diagonal (Mamba-1) state has no chunked backward: it says why
     why = chunked_backward_reason(ssmc.compile("mamba1").backward_graph)
@@ -121,6 +123,6 @@ def test_ssd_op_gradients_bf16_on_cuda(rng):
         # a per-head parameter's gradient is one sum over ~10^5 bf16-rounded products that largely
         # cancel: over 8 seeds dA/dD/ddt_bias were off by 0.07-0.98% (the other gradients 0.2-0.4%)
         assert_close(leaves[k].grad, refs[k].grad, 2e-2 if k in ("A", "D", "dt_bias") else 1e-2, f"d{k}")
-    kernel = ssmc.ops._compiled(ssmc.ops._ssd_spec(a["D"], a["z"], a["dt_bias"], a["h0"], seq, True, 0.0,
+    kernel = cached_compile(ssd_spec(a["D"], a["z"], a["dt_bias"], a["h0"], seq, True, 0.0,
                                                    float("inf"), True), "triton")
     assert any(isinstance(k.schedule, ChunkedSchedule) for k in kernel._backward_form()._kernels.values())

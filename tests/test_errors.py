@@ -11,7 +11,6 @@ import ssmc
 from ssmc import Builder, Spec, library, ops
 from ssmc.ir import builder as d
 from ssmc.backends import triton as tb
-from ssmc.compiler import compile
 from ssmc.ir import IRError
 
 
@@ -97,10 +96,10 @@ def test_ssd_chunk_size(chunk, rng):
         ops.ssd(**_ssd_args(rng), chunk_size=chunk, backend="numpy")
 
 
-# --- compile() arguments -----------------------------------------------------------------------
+# --- ssmc.compile() arguments -----------------------------------------------------------------------
 
 def test_missing_and_unexpected_arguments(rng, no_kernels):
-    fn = compile("mamba1", backend="triton")
+    fn = ssmc.compile("mamba1", backend="triton")
     x = {k: v for k, v in _mamba1_args(rng).items() if k != "A"}
     with pytest.raises(TypeError, match=r"mamba1: missing argument 'delta' of shape \(batch, dim, L\)"):
         fn(u=x["u"])
@@ -111,26 +110,26 @@ def test_missing_and_unexpected_arguments(rng, no_kernels):
 @pytest.mark.parametrize("backend", ["cuda", "jax", "", None])
 def test_bad_backend(backend, rng):
     with pytest.raises(ValueError, match=r"backend must be one of \('numpy', 'triton', 'auto'\)"):
-        compile("mamba1", backend=backend)
+        ssmc.compile("mamba1", backend=backend)
     with pytest.raises(ValueError, match=r"backend must be one of"):
         ops.selective_scan(**_mamba1_args(rng), backend=backend)
 
 
 def test_bad_precision():
     with pytest.raises(ValueError, match=r"precision must be 'float64' or 'float32', got 'fp8'"):
-        compile("mamba1", backend="numpy", precision="fp8")
+        ssmc.compile("mamba1", backend="numpy", precision="fp8")
 
 
 def test_unknown_library_name():
     with pytest.raises(ValueError, match=r"no library entry 'mamba3'; entries are \['lru', 'mamba1'"):
-        compile("mamba3")
+        ssmc.compile("mamba3")
     with pytest.raises(ValueError, match=r"no library entry"):
         library.get("S4D")
 
 
 def test_compile_takes_a_declaration():
     with pytest.raises(TypeError, match=r"compile\(\) takes a Spec, a Graph or a library name, got int"):
-        compile(42)
+        ssmc.compile(42)
 
 
 @pytest.mark.parametrize("schedule,msg", [
@@ -142,12 +141,12 @@ def test_compile_takes_a_declaration():
 ])
 def test_bad_schedule(schedule, msg):
     with pytest.raises(ValueError, match=msg):
-        compile("mamba1", backend="triton", schedule=schedule)
+        ssmc.compile("mamba1", backend="triton", schedule=schedule)
 
 
 def test_unknown_schedule_key():
     with pytest.raises(TypeError, match=r"blockd"):
-        compile("mamba1", backend="triton", schedule=dict(blockd=4))
+        ssmc.compile("mamba1", backend="triton", schedule=dict(blockd=4))
 
 
 # --- declarations ------------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def test_two_scans_in_one_region_name_the_nodes():
     h = m.scan(a, m.scan(a, u))
     m.output("y", h, ("batch", "dim", "L"))
     with pytest.raises(IRError, match=r"nodes %2 and %3 \(scan\): two scans feed one region"):
-        compile(m.build(), backend="triton")
+        ssmc.compile(m.build(), backend="triton")
 
 
 def test_time_varying_use_of_a_final_state_names_the_node():
@@ -215,7 +214,7 @@ def test_time_varying_use_of_a_final_state_names_the_node():
     u = m.input("u", ("batch", "dim", "L"))
     h = m.scan(m.input("a", ("dim",)), u)
     m.output("y", u * m.last(h), ("batch", "dim", "L"))
-    fn = compile(m.build(), backend="triton")
+    fn = ssmc.compile(m.build(), backend="triton")
     with pytest.raises(IRError, match=r"node %\d+ \(mul\): time-varying use of a final state cannot be lowered"):
         fn.source
 
@@ -232,7 +231,7 @@ def test_ill_typed_graph_names_the_node(make, msg):
     a = m.input("a", ("dim",))
     m.output("y", make(m, u, a), ("batch", "dim", "L"))
     with pytest.raises(IRError, match=msg):
-        compile(m.build(), backend="numpy")
+        ssmc.compile(m.build(), backend="numpy")
 
 
 def test_output_layout_must_cover_its_value():
@@ -240,7 +239,7 @@ def test_output_layout_must_cover_its_value():
     u = m.input("u", ("batch", "dim", "L"))
     m.output("y", u * m.input("w", ("dim", "N")), ("batch", "dim", "L"))
     with pytest.raises(IRError, match=r"node %\d+ \(output y\): output 'y': value r\[b,t,h,n\] varies over axes"):
-        compile(m.build(), backend="numpy")
+        ssmc.compile(m.build(), backend="numpy")
 
 
 def test_symbol_used_with_two_roles():
@@ -248,7 +247,7 @@ def test_symbol_used_with_two_roles():
     u = m.input("u", ("batch", "dim", "L"))
     m.output("y", u + m.input("v", ("batch", "dim:n", "L")), ("batch", "dim", "L"))
     with pytest.raises(IRError, match=r"input v\): symbol 'dim' used as role 'n' here and 'h' elsewhere"):
-        compile(m.build(), backend="numpy")
+        ssmc.compile(m.build(), backend="numpy")
 
 
 def test_ir_errors_are_value_errors():

@@ -23,7 +23,7 @@ from ssmc.backends.triton import ChunkedSchedule, Schedule, generate
 from ssmc.backends.triton.strategy import choose_schedule
 from ssmc.ir.bind import role_sizes
 from ssmc.export import OP_FORMS
-from ssmc.orders import _compiled
+from ssmc.ops.multi_order import multi_order_compiled
 
 
 class Target:  # the driver calls warmup makes: an H100, device 0, no stream
@@ -96,7 +96,7 @@ def check(tag, graph, src_of, sizes, bf16=()):
 seqs = {"u", "delta", "B", "C", "z"}
 for key in ("56x56:row,col,row_rev,col_rev", "56x56:row,col,row_rev,col_rev:1,2,2,2",
             "7x5:snake_col,snake_row,col_rev:2,3,1"):
-    g = _compiled(True, True, True, True, "numpy", "sum", 1, frozenset(), key).graph
+    g = multi_order_compiled(True, True, True, True, "numpy", "sum", 1, frozenset(), key).graph
     K, (H, W) = len(key.split(":")[1].split(",")), map(int, key.split(":")[0].split("x"))
     sizes = dict(batch=2, dim=384, K=K, KD=K * 384, N=16, L=H * W)
     cuda = choose_schedule(g, role_sizes(g, sizes), "cuda")

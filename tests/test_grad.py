@@ -9,7 +9,7 @@ import torch
 import grad_refs
 from conftest import as_numpy, assert_close, seed_of
 from ssmc import library
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 from ssmc.ir import OPS
 from ssmc.ir.ops import ADJOINT_OPS
@@ -84,7 +84,7 @@ def _library_reference(name, x):
 
 @pytest.mark.parametrize("name", SISO + ["s5", "lru"])
 def test_numpy_backward_matches_torch_autograd(name, rng):
-    fn = compile(name, backend="numpy")
+    fn = ssmc.compile(name, backend="numpy")
     sizes = dict(library.DEFAULT_SIZES[name], L=7)
     x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
     outs = fn(**x)
@@ -103,12 +103,12 @@ def test_numpy_backward_matches_torch_autograd(name, rng):
 @pytest.mark.parametrize("L", [1, 7, 33])
 def test_triton_backward_matches_numpy_float64(name, L, rng):
     """Float64 tensors are computed in float64: the kernels agree with the NumPy backward to rounding."""
-    fn = compile(name, backend="numpy")
+    fn = ssmc.compile(name, backend="numpy")
     sizes = dict(library.DEFAULT_SIZES[name], L=L)
     x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
     cts = _cotangents(fn(**x), rng)
     want = fn.grad(x, cts)
-    tri = compile(name, backend="triton", schedule=dict(chunk=8, block_d=4))
+    tri = ssmc.compile(name, backend="triton", schedule=dict(chunk=8, block_d=4))
     got = tri.grad({k: _torch64(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in cts.items()})
     assert set(got) == set(want)
     for k in want:
@@ -144,12 +144,12 @@ FP32_TOL = {"mamba1": 2e-5, "mamba2": 2e-5, "s4d_zoh": 2e-3, "s5": 2e-3}
 @pytest.mark.parametrize("sched", SCHEDULES, ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()))
 def test_triton_backward_float32_schedules(name, sched, rng):
     """fp32 arithmetic, odd sizes (5 channels, L = 13 not a multiple of the chunk), every schedule."""
-    fn = compile(name, backend="numpy")
+    fn = ssmc.compile(name, backend="numpy")
     sizes = dict(library.DEFAULT_SIZES[name], L=13, **(dict(H=4, P=2) if name == "mamba2" else {}))
     x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
     cts = _cotangents(fn(**x), rng)
     want = fn.grad(x, cts)
-    tri = compile(name, backend="triton", schedule=sched)
+    tri = ssmc.compile(name, backend="triton", schedule=sched)
     got = tri.grad({k: _torch32(v) for k, v in x.items()}, {k: _torch32(v) for k, v in cts.items()})
     for k in want:
         assert_close(got[k], want[k], _zoh_tol(name, k, x, want[k], FP32_TOL[name], 2.0 ** -24), f"{name} {sched} {k}")
@@ -159,7 +159,7 @@ def test_triton_backward_float32_schedules(name, sched, rng):
 def test_nan_poisoned_gradient_buffers_are_written_everywhere(name, rng):
     """Gradients written with plain stores go straight into the caller's buffers: poisoned with NaN,
     every element must come back finite; those finished by atomic adds are zeroed first."""
-    fn = compile(name, backend="triton", schedule=dict(chunk=4, block_d=2))
+    fn = ssmc.compile(name, backend="triton", schedule=dict(chunk=4, block_d=2))
     sizes = dict(library.DEFAULT_SIZES[name], L=11)
     x = {k: _torch32(v) for k, v in random_inputs(fn.graph, sizes, seed=seed_of(rng)).items()}
     outs = fn(**x)
@@ -170,7 +170,7 @@ def test_nan_poisoned_gradient_buffers_are_written_everywhere(name, rng):
         assert v is bufs[k], k
         assert torch.isfinite(v).all(), f"{k}: unwritten (NaN) elements"
     arrays = {k: as_numpy(v) for k, v in x.items()}
-    want = compile(name, backend="numpy").grad(arrays, {k: as_numpy(v) for k, v in cts.items()})
+    want = ssmc.compile(name, backend="numpy").grad(arrays, {k: as_numpy(v) for k, v in cts.items()})
     for k in want:
         assert_close(got[k], want[k], _zoh_tol(name, k, arrays, want[k], FP32_TOL[name], 2.0 ** -24), k)
 
@@ -180,7 +180,7 @@ def test_reverse_scan_and_resets_backward(rng):
     backward against torch autograd of a loop (resets)."""
     spec = Spec("ssd_reset", state="scalar_head", A="direct", rule="zoh_euler", dt="softplus", dt_bias=True,
                 groups=True, skip="hp", gate="silu", h0=True, seq_idx=True, final_state=True)
-    fn = compile(spec, backend="numpy")
+    fn = ssmc.compile(spec, backend="numpy")
     b, L, H, P, G, N = 2, 10, 4, 2, 2, 3
     r = lambda *s: rng.standard_normal(s)
     seq = np.sort(rng.integers(0, 3, (b, L)), axis=1)
@@ -194,7 +194,7 @@ def test_reverse_scan_and_resets_backward(rng):
     torch.autograd.backward([y, last], [_torch64(cts["out"]), _torch64(cts["final_states"])])
     for k, leaf in leaves.items():
         assert_close(grads[f"grad_{k}"], leaf.grad, 1e-9, k)
-    tri = compile(spec, backend="triton", schedule=dict(chunk=4, block_d=2))
+    tri = ssmc.compile(spec, backend="triton", schedule=dict(chunk=4, block_d=2))
     got = tri.grad({**{k: _torch64(v) for k, v in x.items()}, "seq_idx": torch.from_numpy(seq)},
                    {k: torch.from_numpy(v) for k, v in cts.items()})
     for k in grads:
@@ -202,11 +202,11 @@ def test_reverse_scan_and_resets_backward(rng):
 
     rev = Spec("rev", state="diag_real", A="neg_exp", rule="bilinear", dt="softplus", direction="reverse",
                groups=True, skip="h", gate="silu", h0=True, final_state=True)
-    fn = compile(rev, backend="numpy")
+    fn = ssmc.compile(rev, backend="numpy")
     x = random_inputs(fn.graph, dict(batch=2, dim=6, G=3, N=3, L=9), seed=seed_of(rng))
     cts = _cotangents(fn(**x), rng)
     want = fn.grad(x, cts)
-    got = compile(rev, backend="triton", schedule=dict(chunk=4, block_d=4)).grad(
+    got = ssmc.compile(rev, backend="triton", schedule=dict(chunk=4, block_d=4)).grad(
         {k: _torch64(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in cts.items()})
     for k in want:
         assert_close(got[k], want[k], 1e-10, f"reverse {k}")
@@ -220,12 +220,12 @@ def test_adjoint_ops_have_semantics_and_lowerings():
     assert set(ADJOINT_OPS) <= set(numpy_interp.SEMANTICS)
     assert set(ADJOINT_OPS) <= set(BACKWARD_RULES) | set(TRITON)
     clipped = library.get("mamba2").with_(dt_limit=(0.01, 0.5))  # clip_grad: the gradient through dt_limit
-    g = compile(clipped, backend="numpy").backward_graph
+    g = ssmc.compile(clipped, backend="numpy").backward_graph
     assert {n.op for n in g.nodes} >= set(ADJOINT_OPS)
 
 
 def test_grad_bad_cotangents_name_the_argument(rng):
-    fn = compile("mamba1", backend="numpy")
+    fn = ssmc.compile("mamba1", backend="numpy")
     x = random_inputs(fn.graph, library.DEFAULT_SIZES["mamba1"], seed=seed_of(rng))
     with pytest.raises(ValueError, match="grads"):
         fn.grad(x, {"nope": np.zeros(3)})
@@ -237,10 +237,10 @@ def test_grad_bad_cotangents_name_the_argument(rng):
 def test_backward_stores_states_per_segment_not_per_step(checkpoint, slots, rng):
     """L = 64, chunk 4: a checkpoint every `checkpoint` steps (automatic: √(64·4) = 16) plus one
     segment's chunk start states, never a state per step (64)."""
-    fn = compile("mamba1", backend="numpy")
+    fn = ssmc.compile("mamba1", backend="numpy")
     x = random_inputs(fn.graph, dict(batch=1, dim=2, N=2, L=64), seed=seed_of(rng))
     cts = _cotangents(fn(**x), rng)
-    tri = compile("mamba1", backend="triton", schedule=dict(chunk=4, block_d=2, checkpoint=checkpoint))
+    tri = ssmc.compile("mamba1", backend="triton", schedule=dict(chunk=4, block_d=2, checkpoint=checkpoint))
     got = tri.grad({k: _torch64(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in cts.items()})
     ws = tri.backward_kernel(acc="float64").module.LAST_WORKSPACE
     assert (ws["checkpoints"], ws["chunk_states"]) == slots

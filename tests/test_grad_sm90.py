@@ -18,7 +18,7 @@ from ssmc import library
 from ssmc.backends import triton as tb
 from ssmc.backends.triton import Schedule, generate
 from ssmc.ir.bind import role_sizes
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.spec import Spec
 
 tmp = tempfile.mkdtemp()
@@ -67,7 +67,7 @@ specs["scan_op_complex"] = Spec("ss", state="diag_complex", A="direct", rule="zo
                                 dt="softplus", dt_bias=True, skip="h", gate="silu", final_state=True)
 failed = []
 for name, spec in specs.items():
-    bwd = compile(spec, backend="triton").backward_graph
+    bwd = ssmc.compile(spec, backend="triton").backward_graph
     roles = role_sizes(bwd, dict(batch=4, dim=4096, L=2048, N=128 if spec.state == "scalar_head" else 16,
                                  H=64, P=64, G=1))
     for sched, acc in ((tb.default_backward_schedule(roles, "cuda"), "float32"),

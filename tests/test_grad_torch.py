@@ -169,9 +169,9 @@ LIBRARY = ["mamba1", "mamba2", "s4d_zoh", "s4d_bilinear", "s5", "lru"]
 def _library_inputs(name, seed, **sizes):
     import numpy as np
     from ssmc import library
-    from ssmc.compiler import compile
+    import ssmc
     from ssmc.ir.inits import random_inputs
-    g = compile(name, backend="numpy").graph
+    g = ssmc.compile(name, backend="numpy").graph
     x = random_inputs(g, dict(library.DEFAULT_SIZES[name], **sizes), seed=seed)
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}
 
@@ -181,15 +181,15 @@ def _library_inputs(name, seed, **sizes):
 def test_compiled_spec_autograd(device, name):
     """Every library entry, compiled for Triton, is differentiable through torch autograd (ssmc::compiled),
     and agrees with the NumPy backward (itself checked against torch loops in test_grad.py)."""
-    from ssmc.compiler import compile
+    import ssmc
     x = _library_inputs(name, 11, L=9)
     leaves = {k: v.clone().to(device).requires_grad_() for k, v in x.items()}
-    res = compile(name, backend="triton")(**leaves)
+    res = ssmc.compile(name, backend="triton")(**leaves)
     assert all(r.grad_fn is not None for r in res.values())
     r = _gen(2)
     cts = {k: (torch.complex(r(*v.shape), r(*v.shape)) if v.is_complex() else r(*v.shape)) for k, v in res.items()}
     sum((v * cts[k].to(device).conj()).real.sum() for k, v in res.items()).backward()
-    want = compile(name, backend="numpy").grad({k: v.numpy() for k, v in x.items()},
+    want = ssmc.compile(name, backend="numpy").grad({k: v.numpy() for k, v in x.items()},
                                                {k: v.numpy() for k, v in cts.items()})
     for k, leaf in leaves.items():
         assert leaf.grad.dtype == leaf.dtype
@@ -200,8 +200,8 @@ def test_compiled_spec_autograd(device, name):
 @pytest.mark.parametrize("name", ["mamba2", "s4d_zoh", "lru"])
 def test_gradcheck_compiled_specs(device, name):
     """gradcheck through ssmc::compiled, float64, Triton: initial/final states, complex inputs, MIMO."""
-    from ssmc.compiler import compile
-    fn = compile(name, backend="triton")
+    import ssmc
+    fn = ssmc.compile(name, backend="triton")
     x = _library_inputs(name, 5, batch=1, L=4, dim=2, H=2, P=2, G=1, N=2)
     names = list(x)
     f = lambda *a: tuple(fn(**dict(zip(names, a))).values())
@@ -210,8 +210,8 @@ def test_gradcheck_compiled_specs(device, name):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph_compiled_spec_backward(device):
-    from ssmc.compiler import compile
-    fn = compile("mamba1", backend="triton")
+    import ssmc
+    fn = ssmc.compile("mamba1", backend="triton")
     x = {k: v.to(device) for k, v in _library_inputs("mamba1", 3, L=9).items()}
 
     def loss(**t):
@@ -228,8 +228,8 @@ def test_compile_fullgraph_compiled_spec_backward(device):
 
 
 def test_compiled_spec_autograd_errors_name_the_argument():
-    from ssmc.compiler import compile
-    fn = compile("mamba1", backend="triton")
+    import ssmc
+    fn = ssmc.compile("mamba1", backend="triton")
     x = {k: v.requires_grad_() for k, v in _library_inputs("mamba1", 1, L=5).items()}
     with pytest.raises(ValueError, match="delta"):
         fn(**{**x, "delta": torch.zeros(2, 3, requires_grad=True)})

@@ -13,17 +13,17 @@ import torch
 
 import ssmc
 from ssmc.backends.triton import Schedule
-from ssmc.compiler import compile
 from ssmc.ir.grid import NAMED_2D, grid_permutation, match_grid
 from ssmc.ir.indexmap import IndexMap, grid_order
-from ssmc.orders import _compiled, _orders_array, scan_orders_2d
+from ssmc.ops import scan_orders_2d
+from ssmc.ops.multi_order import multi_order_compiled, orders_array
 
 from conftest import DEVICES, assert_close
 
 ORDER_SETS = [("row", "col", "row_rev", "col_rev"), ("snake_row", "snake_col"), ("col",), ("col_rev", "snake_col", "row")]
 
 
-def _inputs(rng, batch, dim, N, L, K):
+def order_inputs(rng, batch, dim, N, L, K):
     return dict(u=rng.standard_normal((batch, dim, L)), delta=rng.uniform(-3.0, 0.5, (batch, K * dim, L)),
                 A=-rng.uniform(0.5, 3.0, (K * dim, N)), B=rng.standard_normal((batch, K, N, L)),
                 C=rng.standard_normal((batch, K, N, L)), D=rng.standard_normal(K * dim),
@@ -38,9 +38,9 @@ def _key(H, W, names):
 def test_numpy_grid_order_equals_its_gather(grid, rng):
     H, W = grid
     for names in ORDER_SETS:
-        x = _inputs(rng, 2, 3, 4, H * W, len(names))
-        gather = _compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))
-        got = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names))(**x)
+        x = order_inputs(rng, 2, 3, 4, H * W, len(names))
+        gather = multi_order_compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))
+        got = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names))(**x)
         assert_close(got["out"], gather["out"], 1e-13, f"{names} on {H}x{W}")
 
 
@@ -58,11 +58,11 @@ CASES = [((5, 7), ORDER_SETS[0], Schedule()), ((5, 7), ORDER_SETS[0], Schedule(c
 @pytest.mark.parametrize("grid, names, sched", CASES)
 def test_triton_grid_orders_match_numpy_across_schedules(grid, names, sched, device, rng):
     H, W = grid
-    x = _inputs(rng, 2, 3, 4, H * W, len(names))
-    want = _compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
-    graph = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
+    x = order_inputs(rng, 2, 3, 4, H * W, len(names))
+    want = multi_order_compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
-    got = compile(graph, backend="triton", schedule=sched)(**t, out=torch.full_like(t["u"], float("nan")))
+    got = ssmc.compile(graph, backend="triton", schedule=sched)(**t, out=torch.full_like(t["u"], float("nan")))
     assert_close(got["out"], want, 2e-5, f"{names} on {H}x{W}, {sched}, {device}")
 
 
@@ -85,7 +85,7 @@ def test_triton_column_order_of_a_decay_that_is_no_exponential(name, device, rng
 
 
 def test_grid_kernel_reads_no_index_and_is_one_launch():
-    fn = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev")
+    fn = multi_order_compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev")
     src = fn.source
     launcher = src.split("def launch")[1]
     assert "orders_ptr" not in src and "orders" not in src.split("def launch")[1].split(":")[0]
@@ -101,14 +101,14 @@ def test_grid_kernel_reads_no_index_and_is_one_launch():
 
 
 def test_multi_order_scan_uses_the_grid_order_for_named_orders(rng):
-    from ssmc.orders import grid_key
+    from ssmc.ops.multi_order import grid_key
     L = 35
     assert grid_key(np.stack(scan_orders_2d(5, 7, ["row", "col", "row_rev", "col_rev"]))) == \
         "5x7:row,col,row_rev,col_rev"
     assert grid_key(np.stack([np.arange(L), np.arange(L)[::-1]])) == "35x1:row,row_rev"  # Vim: any grid's rows
     assert grid_key(np.stack([np.arange(L), rng.permutation(L)])) == ""  # a random path: a gather
     x = rng.standard_normal((1, 2, L))
-    _, key = _orders_array(scan_orders_2d(5, 7, ["col", "snake_row"]), 2, L, x)
+    _, key = orders_array(scan_orders_2d(5, 7, ["col", "snake_row"]), 2, L, x)
     assert key == "5x7:col,snake_row"
 
 
@@ -146,13 +146,13 @@ def test_grid_order_in_the_ir_text_and_its_errors():
 
 def test_grid_orders_need_one_per_group(rng):
     """Three named orders for inputs grouped in two: refused by name, not scanned with a wrong order."""
-    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col,row_rev").graph
-    x = _inputs(rng, 1, 2, 4, 35, 2)
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid="5x7:row,col,row_rev").graph
+    x = order_inputs(rng, 1, 2, 4, 35, 2)
     with pytest.raises(ssmc.ir.IRError, match="3 orders, one per group, but the inputs have 2 groups"):
         ssmc.compile(graph, backend="numpy")(**x)
     t = {k: torch.tensor(v, dtype=torch.float32) for k, v in x.items()}
     with pytest.raises(ValueError, match="3 orders, one per group, but the inputs have 2 groups"):
-        compile(graph, backend="triton")(**t)
+        ssmc.compile(graph, backend="triton")(**t)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -162,24 +162,24 @@ def test_triton_grid_orders_on_degenerate_grids_and_in_float64(grid, dtype, devi
     hold at the edges (the schedule is CUDA's default for grid orders)."""
     H, W = grid
     for names in (ORDER_SETS[0], ("snake_col", "col_rev")):
-        x = _inputs(rng, 2, 3, 4, H * W, len(names))
-        want = _compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
-        graph = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
+        x = order_inputs(rng, 2, 3, 4, H * W, len(names))
+        want = multi_order_compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
+        graph = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
         t = {k: torch.tensor(v, dtype=dtype, device=device) for k, v in x.items()}
-        fn = compile(graph, backend="triton", schedule=Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1))
+        fn = ssmc.compile(graph, backend="triton", schedule=Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1))
         got = fn(**t, out=torch.full_like(t["u"], float("nan")))["out"]
         assert_close(got, want, 2e-5 if dtype == torch.float32 else 1e-12, f"{names} on {H}x{W}, {dtype}, {device}")
 
 
 def test_triton_grid_kernel_refuses_another_length(rng):
-    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
-    t = {k: torch.tensor(v, dtype=torch.float32) for k, v in _inputs(rng, 1, 2, 4, 36, 2).items()}
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
+    t = {k: torch.tensor(v, dtype=torch.float32) for k, v in order_inputs(rng, 1, 2, 4, 36, 2).items()}
     with pytest.raises(ValueError, match=r"the sequence length L=36 is not H×W = 35"):
-        compile(graph, backend="triton")(**t)
+        ssmc.compile(graph, backend="triton")(**t)
 
 
 def test_grid_graph_has_no_onnx_lowering_and_says_what_exports():
-    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid="5x7:row,col").graph
     with pytest.raises(NotImplementedError, match="order='gather'"):
         ssmc.export_onnx(graph, sizes={"K": 2, "dim": 3, "KD": 6, "N": 4})
 
@@ -188,30 +188,30 @@ def test_grid_kernel_launches_the_longest_orders_first():
     # column orders (two passes) before row orders, a reversed walk before its forward one, full-resolution
     # views before strided ones (grid.COLUMN_COST, REVERSED_COST); the schedule-sweeping tests above check that results do
     # not depend on it
-    src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev").source
+    src = multi_order_compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev").source
     assert "blk = tl.where(rank == 0, 3, tl.where(rank == 1, 1, tl.where(rank == 2, 2, 0))) * bpg" in src
-    src = _compiled(True, True, True, True, "triton", grid="56x56:row,col,row_rev,col_rev:1,2,2,2").source
+    src = multi_order_compiled(True, True, True, True, "triton", grid="56x56:row,col,row_rev,col_rev:1,2,2,2").source
     assert "blk = tl.where(rank == 0, 0, tl.where(rank == 1, 3, tl.where(rank == 2, 1, 2))) * bpg" in src
-    src = _compiled(True, True, True, True, "triton", grid="5x7:row,snake_row").source
+    src = multi_order_compiled(True, True, True, True, "triton", grid="5x7:row,snake_row").source
     assert "blk = tl.program_id(1)" in src and "rank" not in src  # equal costs: launched as given
 
 
 def test_every_named_order_has_a_launch_rank():
     # col_rev, then col and snake_col (equal: as given), row_rev, then row and snake_row
-    src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev,snake_row,snake_col").source
+    src = multi_order_compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev,snake_row,snake_col").source
     assert ("blk = tl.where(rank == 0, 3, tl.where(rank == 1, 1, tl.where(rank == 2, 5, tl.where(rank == 3, 2, "
             "tl.where(rank == 4, 0, 4))))) * bpg") in src
 
 
 def test_cost_model_gives_grid_orders_two_channels_per_program_on_cuda():
     from ssmc.backends.triton import strategy
-    graph = _compiled(True, True, True, True, "numpy", grid="56x56:row,col,row_rev,col_rev").graph
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid="56x56:row,col,row_rev,col_rev").graph
     roles = {"n": 16, "t": 3136, "h": 1536}
     want = Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)
     assert strategy.choose_schedule(graph, roles, "cuda") == want
     assert repr(want) in strategy.choose(graph, roles, "cuda")[1]  # the reason names the schedule it runs
     assert strategy.choose_schedule(graph, roles, "cpu") == Schedule()
-    strided = _compiled(True, True, True, True, "numpy", grid="56x56:row,col,row_rev,col_rev:1,2,2,2").graph
+    strided = multi_order_compiled(True, True, True, True, "numpy", grid="56x56:row,col,row_rev,col_rev:1,2,2,2").graph
     assert strategy.choose_schedule(strided, roles, "cuda") == Schedule(layout="tdn", block_d=4, chunk=32, num_warps=1)
 
 
@@ -219,16 +219,16 @@ def test_cost_model_gives_grid_orders_two_channels_per_program_on_cuda():
 def test_tied_b_and_c_on_grid_orders_take_the_grid_kernel(device, rng, monkeypatch):
     """B and C both tied: no input is grouped by order, so B reaches the grid graph as a stride-0
     (batch, K, N, L) view (not the gather graph, not a copy); the result is the gather form's."""
-    import ssmc.orders as so
+    import ssmc.ops.multi_order as so
     H, W, names = 4, 5, ORDER_SETS[0]
     K, L = len(names), H * W
-    x = _inputs(rng, 2, 3, 4, L, K)
+    x = order_inputs(rng, 2, 3, 4, L, K)
     x["B"], x["C"] = x["B"][:, 0], x["C"][:, 0]
-    want = _compiled(True, True, True, True, "numpy", "sum", 1, frozenset({"B", "C"}))(
+    want = multi_order_compiled(True, True, True, True, "numpy", "sum", 1, frozenset({"B", "C"}))(
         **x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
     grids = []
-    real = so._compiled
-    monkeypatch.setattr(so, "_compiled", lambda *a, **k: grids.append(a[8] if len(a) > 8 else k.get("grid", ""))
+    real = so.multi_order_compiled
+    monkeypatch.setattr(so, "multi_order_compiled", lambda *a, **k: grids.append(a[8] if len(a) > 8 else k.get("grid", ""))
                         or real(*a, **k))
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
     got = ssmc.ops.multi_order_scan(t["u"], t["delta"].reshape(2, K, 3, L), t["A"].reshape(K, 3, 4), t["B"], t["C"],

@@ -14,15 +14,15 @@ import torch
 
 import ssmc
 from ssmc.backends.triton import Schedule
-from ssmc.compiler import compile
 from ssmc.ir import IRError
 from ssmc.ir.indexmap import grid_order
-from ssmc.orders import _compiled, multiscale_scan_2d
+from ssmc.ops import multiscale_scan_2d
+from ssmc.ops.multi_order import multi_order_compiled
 
 from conftest import DEVICES, assert_close
 from reference_forms import selective_scan_loop, silu
-from test_grid_orders import _inputs
-from test_orders import _cells
+from test_grid_orders import order_inputs
+from test_orders import cells
 
 
 def _reference(x, H, W, names, strides):
@@ -30,7 +30,7 @@ def _reference(x, H, W, names, strides):
     total = np.zeros((batch, dim, L))
     for k, (name, s) in enumerate(zip(names, strides)):
         Hc, Wc = -(-H // s), -(-W // s)
-        cells = _cells(name, Hc, Wc)
+        cells = cells(name, Hc, Wc)
         pos = [s * a * W + s * b for a, b in cells]
         ch = slice(k * dim, (k + 1) * dim)
         y = selective_scan_loop(x["u"][..., pos], x["delta"][:, ch][..., pos], x["A"][ch], x["B"][:, k][..., pos],
@@ -56,8 +56,8 @@ VIEWS = [(("row", "col", "row_rev", "col_rev"), (1, 2, 2, 2)),  # MSVMamba
 def test_numpy_strided_views_match_the_coordinate_loop(grid, rng):
     H, W = grid
     for names, strides in VIEWS:
-        x = _inputs(rng, 2, 3, 4, H * W, len(names))
-        got = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))(**x)["out"]
+        x = order_inputs(rng, 2, 3, 4, H * W, len(names))
+        got = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))(**x)["out"]
         assert_close(got, _reference(x, H, W, names, strides), 1e-12, f"{names} {strides} on {H}x{W}")
 
 
@@ -72,11 +72,11 @@ CASES = [((5, 7), VIEWS[0], Schedule()), ((5, 7), VIEWS[0], Schedule(chunk=2, bl
 @pytest.mark.parametrize("grid, view, sched", CASES)
 def test_triton_strided_views_match_numpy(grid, view, sched, device, rng):
     (H, W), (names, strides) = grid, view
-    x = _inputs(rng, 2, 3, 4, H * W, len(names))
-    fn = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))
+    x = order_inputs(rng, 2, 3, 4, H * W, len(names))
+    fn = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))
     want = fn(**x)["out"]
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
-    got = compile(fn.graph, backend="triton", schedule=sched)(**t, out=torch.full_like(t["u"], float("nan")))
+    got = ssmc.compile(fn.graph, backend="triton", schedule=sched)(**t, out=torch.full_like(t["u"], float("nan")))
     assert_close(got["out"], want, 2e-5, f"{names} {strides} on {H}x{W}, {sched}, {device}")
 
 
@@ -86,8 +86,8 @@ def test_strided_kernel_launched_at_another_chunk(device, rng):
     by the kernel's CHUNK (a constexpr), not by the chunk it was generated with."""
     from ssmc.backends.triton import build
     H, W, names, strides = 5, 7, ("row", "row_rev"), (1, 2)  # row_rev/2: 12 anchors, 4 | 12, 16 ∤ 12
-    x = _inputs(rng, 2, 3, 4, H * W, 2)
-    fn = _compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))
+    x = order_inputs(rng, 2, 3, 4, H * W, 2)
+    fn = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names, strides))
     want = fn(**x)["out"]
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
     kernel = build(fn.graph, Schedule(chunk=4))
@@ -113,9 +113,9 @@ def test_upsampled_state_with_column_and_row_branches(names, strides, device, rn
     branch renames the scan's state for its passes); stride 1 everywhere: upsample is the identity."""
     graph = _upsampled_state_graph(names, strides)
     x = dict(a=rng.uniform(0.5, 0.9, (2, 4, 35)), x=rng.standard_normal((2, 4, 35)), b=rng.standard_normal((2, 2, 35)))
-    want = compile(graph, backend="numpy")(**x)["h"]
+    want = ssmc.compile(graph, backend="numpy")(**x)["h"]
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
-    got = compile(graph, backend="triton", schedule=Schedule(chunk=4, block_d=2))(**t)["h"]
+    got = ssmc.compile(graph, backend="triton", schedule=Schedule(chunk=4, block_d=2))(**t)["h"]
     assert_close(got, want, 2e-5, f"{names} {strides} on {device}")
 
 
@@ -137,15 +137,15 @@ def test_hoisted_factor_after_the_upsample(device, rng):
     x = dict(u=rng.standard_normal((2, 3, 15)), delta=rng.standard_normal((2, 3, 15)), A=-rng.uniform(0.5, 2, (3, 4)),
              B=rng.standard_normal((2, 4, 15)), C=rng.standard_normal((2, 4, 15)), c=rng.standard_normal(3),
              z=rng.standard_normal((2, 3, 15)))
-    want = compile(graph, backend="numpy")(**x)["y"]
+    want = ssmc.compile(graph, backend="numpy")(**x)["y"]
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
-    assert_close(compile(graph, backend="triton")(**t)["y"], want, 2e-5, device)
+    assert_close(ssmc.compile(graph, backend="triton")(**t)["y"], want, 2e-5, device)
 
 
 def test_multiscale_kernel_is_one_launch_reading_no_index():
     """MSVMamba's four scans: one kernel, the coarse ones walking the anchors of the 3×4 grid of a 5×7
     grid, the gate and the merged output per position of each cell (a static loop of 2×2 offsets)."""
-    src = _compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev:1,2,2,2").source
+    src = multi_order_compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev:1,2,2,2").source
     launcher = src.split("def launch")[1]
     assert launcher.count("[grid](") == 1 and "orders_ptr" not in src
     assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output only
@@ -158,15 +158,15 @@ def test_multiscale_kernel_is_one_launch_reading_no_index():
 def test_multiscale_scan_2d_takes_one_graph_for_named_orders(rng, monkeypatch):
     """Named orders: one call of the strided-view graph (no subsampled or upsampled copies); a random
     coarse path or a tensor requiring grad: the two multi-order scans around gathers."""
-    import ssmc.orders as orders
+    import ssmc.ops.multiscale as multiscale
     H, W = 5, 7
     K, dim, N = 4, 3, 4
-    x = _inputs(rng, 2, dim, N, H * W, K)
+    x = order_inputs(rng, 2, dim, N, H * W, K)
     args = dict(u=x["u"], delta=x["delta"].reshape(2, K, dim, H * W), A=x["A"].reshape(K, dim, N), B=x["B"],
                 C=x["C"], D=x["D"].reshape(K, dim), z=x["z"], delta_bias=x["delta_bias"].reshape(K, dim))
     calls = []
-    run = orders._run
-    monkeypatch.setattr(orders, "_run", lambda *a: calls.append(a[-1]) or run(*a))
+    run = multiscale.run_multi_order
+    monkeypatch.setattr(multiscale, "run_multi_order", lambda *a: calls.append(a[-1]) or run(*a))
     want = _reference(x, H, W, ("row", "col", "row_rev", "col_rev"), (1, 2, 2, 2))
     got = multiscale_scan_2d(**args, grid=(H, W), delta_softplus=True, backend="numpy")
     assert calls == ["5x7:row,col,row_rev,col_rev:1,2,2,2"]
@@ -176,10 +176,10 @@ def test_multiscale_scan_2d_takes_one_graph_for_named_orders(rng, monkeypatch):
     got = multiscale_scan_2d(**t, grid=(H, W), delta_softplus=True, backend="numpy")
     assert_close(got.detach(), want, 1e-12, "requires grad")
     assert "5x7:row,col,row_rev,col_rev:1,2,2,2" not in calls
-    hits = orders._device_copies.cache_info().hits
+    hits = multiscale.device_copies.cache_info().hits
     again = multiscale_scan_2d(**t, grid=(H, W), delta_softplus=True, backend="numpy")
     assert torch.equal(again, got)
-    assert orders._device_copies.cache_info().hits == hits + 5  # 4 named orders, the sub/up maps: reused
+    assert multiscale.device_copies.cache_info().hits == hits + 5  # 4 named orders, the sub/up maps: reused
 
 
 def _graph(order, upsample=True, last=False, other=None):
@@ -214,6 +214,6 @@ def test_strided_view_errors_name_the_node():
 
 
 def test_strided_view_does_not_export_to_onnx():
-    graph = _compiled(True, True, True, True, "numpy", grid="5x7:row,col:1,2").graph
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid="5x7:row,col:1,2").graph
     with pytest.raises(NotImplementedError, match=r"grid5x7\[row,col/2\] scan \(a strided grid view"):
         ssmc.export_onnx(graph, sizes={"K": 2, "dim": 3, "KD": 6, "N": 4})

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ssmc.ops import hydra
+from ssmc.ops.ssd import ssd_spec
+from ssmc.runtime import cached_compile
 
 from conftest import DEVICES, as_numpy, assert_close
 from reference_forms import softplus, ssd_loop
@@ -229,7 +231,7 @@ def test_hydra_at_chunked_sizes_on_cuda(rng):
     one with its time index L-1-k), and agree with the float64 matrix and its autograd."""
     from ssmc import ops
     from ssmc.backends.triton.strategy import choose, choose_backward
-    rev = ops._compiled(ops._ssd_spec(None, None, True, None, None, True, 0.0, float("inf"), False)
+    rev = cached_compile(ssd_spec(None, None, True, None, None, True, 0.0, float("inf"), False)
                         .with_(name="ssd_reverse", direction="reverse"), "triton")
     roles = dict(b=1, t=80, h=2, p=32, n=32, g=1)
     assert choose(rev.graph, roles, "cuda")[0] == "chunked"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import assert_close
 from ssmc import Spec
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 from ssmc.library import generalized_bilinear
 
@@ -100,10 +100,10 @@ def test_random_specs_agree_across_backends(data):
     schedule = data.draw(st.fixed_dictionaries(
         dict(block_d=st.sampled_from([1, 2, 4, 16]), chunk=st.sampled_from([1, 2, 4, 8]))), label="schedule")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32), label="seed"))
-    ref = compile(spec, backend="numpy")
+    ref = ssmc.compile(spec, backend="numpy")
     x = stable_inputs(ref.graph, spec, sizes, rng)
     want = ref(**x)
-    got = compile(spec, backend="triton", schedule=schedule)(**x)
+    got = ssmc.compile(spec, backend="triton", schedule=schedule)(**x)
     assert set(got) == set(want) == {"out"} | ({"last_state", "final_states"} & set(got) if spec.final_state else set())
     for k in want:
         assert np.isfinite(want[k]).all(), f"{k}: the reference is not finite (inputs out of range)"

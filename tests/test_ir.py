@@ -19,7 +19,8 @@ from conftest import assert_close, seed_of
 from ssmc import Builder, library
 from ssmc.ir import builder as d
 from ssmc.backends import numpy_interp
-from ssmc.compiler import compile, optimize
+import ssmc
+from ssmc.runtime import optimize
 from ssmc.ir.inits import random_inputs
 from ssmc.ir import OPS, Graph, IRError, verify
 from ssmc.ir.indexmap import IndexMap
@@ -36,7 +37,7 @@ PASSES = ["infer_types", "expand_discretization", "canonicalize", "reassociate",
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_golden_ir(name):
-    text = compile(name, backend="numpy").graph.text()
+    text = ssmc.compile(name, backend="numpy").graph.text()
     path = GOLDEN / f"{name}.ir"
     if os.environ.get("SSMC_UPDATE_GOLDEN") == "1":
         GOLDEN.mkdir(exist_ok=True)
@@ -66,7 +67,7 @@ def test_every_pass_keeps_the_graph_valid(name):
 @pytest.mark.parametrize("name", ENTRIES)
 def test_every_pass_preserves_semantics(name, rng):
     """The interpreter runs the graph after each pass (typed ones as they are): same outputs."""
-    trace = compile(name, backend="numpy").trace
+    trace = ssmc.compile(name, backend="numpy").trace
     x = random_inputs(trace[-1][1], dict(library.DEFAULT_SIZES[name], L=9), seed=seed_of(rng))
     final = numpy_interp.run(trace[-1][1], x)
     for step, g in trace[1:-1]:
@@ -77,28 +78,28 @@ def test_every_pass_preserves_semantics(name, rng):
 
 
 def test_compile_trace_has_the_pass_names():
-    fn = compile("mamba1", backend="numpy")
+    fn = ssmc.compile("mamba1", backend="numpy")
     assert [name for name, _ in fn.trace] == ["input"] + PASSES
     assert fn.trace[-1][1] == fn.graph
 
 
 @pytest.mark.parametrize("name,lti", [("s4d_zoh", True), ("s4d_bilinear", True), ("mamba1", False), ("mamba2", False)])
 def test_lti_marks(name, lti):
-    g = compile(name, backend="numpy").graph
+    g = ssmc.compile(name, backend="numpy").graph
     (scan,) = g.ids("scan")
     assert g[scan].attr("lti") is lti
     assert ("lti=True" in g.text()) is lti
 
 
 def test_lti_hoists_time_invariant_work():
-    g = compile("s4d_zoh", backend="numpy").graph
+    g = ssmc.compile("s4d_zoh", backend="numpy").graph
     for n in g.nodes:
         if n.op in ("input", "output", "const", "last", "scan"):
             continue
         assert n.attr("hoist") is (not n.type.time_varying), n
     expr = [g[i] for i in g.ids("expr")]
     assert expr and all(n.attr("hoist") for n in expr)  # S4D's Ā and B̄ are computed once
-    src = compile("s4d_zoh", backend="triton").source
+    src = ssmc.compile("s4d_zoh", backend="triton").source
     loop = src.index("for k0 in range(0, L, CHUNK):")
     for i in g.ids("expr"):  # complex values lower to (re, im) pairs
         assert -1 < src.find(f"    v{i}_re = ") < loop, f"Ā/B̄ node %{i} is not computed before the time loop"
@@ -116,7 +117,7 @@ def _product_graph(shared_by_other_user=False):
 
 
 def test_reassociate_multiplies_the_narrowest_pair_first(rng):
-    g = compile(_product_graph(), backend="numpy").graph
+    g = ssmc.compile(_product_graph(), backend="numpy").graph
     outer = next(g[i] for i in g.ids("mul") if "n" in g[i].type.dims)
     inner = g[outer.args[0]]  # (Δ·u) over (batch, time, channel), then · B
     assert inner.op == "mul" and inner.type.dims == {"b", "t", "h"}
@@ -126,12 +127,12 @@ def test_reassociate_multiplies_the_narrowest_pair_first(rng):
     want = (x["delta"][:, :, None] * x["B"][:, None] * x["u"][:, :, None]).sum(2)
     assert_close(numpy_interp.run(g, x)["out"], want, 1e-12)
     # a product another node also reads is left alone: regrouping would compute it twice
-    g2 = compile(_product_graph(shared_by_other_user=True), backend="numpy").graph
+    g2 = ssmc.compile(_product_graph(shared_by_other_user=True), backend="numpy").graph
     assert all("n" in g2[i].type.dims for i in g2.ids("mul"))
 
 
 def test_exp_of_a_hoisted_factor_becomes_exp2_with_log2e_folded_in():
-    src = compile("mamba1", backend="triton").source
+    src = ssmc.compile("mamba1", backend="triton").source
     loop = src.index("for k0 in range(0, L, CHUNK):")
     scale = src.index("_l2e = ")  # the hoisted factor A·log2(e), once per sequence
     assert scale < loop and "tl.exp2(" in src[loop:]
@@ -140,25 +141,25 @@ def test_exp_of_a_hoisted_factor_becomes_exp2_with_log2e_folded_in():
 
 @pytest.mark.parametrize("name", ["mamba1", "s4d_zoh", "mamba2"])
 def test_reverse_is_an_index_map(name):
-    g = compile(library.get(name).with_(direction="reverse"), backend="numpy").graph
+    g = ssmc.compile(library.get(name).with_(direction="reverse"), backend="numpy").graph
     (scan,) = g.ids("scan")
     assert g[scan].attr("order") == IndexMap("reverse")
     assert str(g[scan].attr("order")) == "L-1-t" and "order=L-1-t" in g.text()
     assert list(IndexMap("reverse").numpy(4)) == [3, 2, 1, 0]
-    fwd = compile(name, backend="numpy").graph
+    fwd = ssmc.compile(name, backend="numpy").graph
     assert fwd[fwd.ids("scan")[0]].attr("order") == IndexMap("identity") and "order=t" in fwd.text()
-    src = compile(library.get(name).with_(direction="reverse"), backend="triton").source
+    src = ssmc.compile(library.get(name).with_(direction="reverse"), backend="triton").source
     assert "tp = (L - 1 - k)" in src and "torch.flip" not in src and "tl.flip" not in src  # no copy
 
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_one_kernel_region_per_entry(name):
-    g = compile(name, backend="numpy").graph
+    g = ssmc.compile(name, backend="numpy").graph
     regions = {n.attr("region") for n in g.nodes if n.op not in ("input", "const")}
     assert regions == {0}
     (scan,) = g.ids("scan")
     assert g[scan].attr("io") == library.get(name).io
-    assert compile(name, backend="triton").source.count("@triton.jit\ndef ") == 4  # 2 combiners, _widen, 1 kernel
+    assert ssmc.compile(name, backend="triton").source.count("@triton.jit\ndef ") == 4  # 2 combiners, _widen, 1 kernel
 
 
 # --- op coverage -------------------------------------------------------------------------------
@@ -254,11 +255,11 @@ def test_op_graphs_cover_every_op():
 def test_op_graphs_on_both_backends(name, rng):
     make, sizes = OP_GRAPHS[name]
     graph = make()
-    ref = compile(graph, backend="numpy")
+    ref = ssmc.compile(graph, backend="numpy")
     x = random_inputs(ref.graph, sizes, seed=seed_of(rng))
     want = ref(**x)
     assert_close(numpy_interp.run(graph, x)["y"], want["y"], 1e-15, "raw graph through the interpreter")
-    got = compile(graph, backend="triton", schedule=dict(block_d=2, chunk=4))(**x)
+    got = ssmc.compile(graph, backend="triton", schedule=dict(block_d=2, chunk=4))(**x)
     for k in want:
         assert_close(got[k], want[k], 1e-5, f"{name} {k}")
 
@@ -291,8 +292,8 @@ def test_elementwise_semantics_against_numpy(rng):
         "cdiv": (z_ / (v_ + 3.0 + 1j * u_)).real, "sum": np.broadcast_to(x["w"].sum(1)[None, :, None] * u_, u_.shape),
     }
     graph = m.build()
-    want = compile(graph, backend="numpy")(**x)
-    got = compile(graph, backend="triton", schedule=dict(block_d=2, chunk=2))(**x)
+    want = ssmc.compile(graph, backend="numpy")(**x)
+    got = ssmc.compile(graph, backend="triton", schedule=dict(block_d=2, chunk=2))(**x)
     for k in outs:
         assert_close(want[k], expect[k], 1e-12, f"numpy {k}")
         assert_close(got[k], expect[k], 1e-5, f"triton {k}")
@@ -307,7 +308,7 @@ def test_complex_output_on_both_backends(rng):
     x = {"u": rng.standard_normal((1, 3, 4)), "v": rng.standard_normal((1, 3, 4))}
     want = np.exp(x["u"] + 1j * x["v"])
     for backend in ("numpy", "triton"):
-        got = compile(graph, backend=backend)(**x)["z"]
+        got = ssmc.compile(graph, backend=backend)(**x)["z"]
         assert np.iscomplexobj(got)
         assert_close(got, want, 1e-6, backend)
 
@@ -317,7 +318,7 @@ def test_complex_output_on_both_backends(rng):
 def test_user_rule_is_simplified_and_printed_into_both_backends(rng):
     r = library.generalized_bilinear(sp.Rational(1, 3))
     spec = library.get("mamba1").with_(rule=r, name="gbt_third")
-    g = compile(spec, backend="numpy").graph
+    g = ssmc.compile(spec, backend="numpy").graph
     exprs = {g[i].attr("expr"): i for i in g.ids("expr")}
     dt, A = sp.Symbol("dt", real=True), sp.Symbol("A")
     for part, orig in (("A", r.A_bar), ("B", r.B_scale)):
@@ -328,7 +329,7 @@ def test_user_rule_is_simplified_and_printed_into_both_backends(rng):
         assert all(q.is_Integer or q.is_Float is False and q.q == 1 for q in e.atoms(sp.Rational)), \
             f"{e}: the 1/3 was not cleared"
     # Triton: every CSE'd assignment of the lowering is a line of the generated kernel
-    src = compile(spec, backend="triton").source
+    src = ssmc.compile(spec, backend="triton").source
     for e, i in exprs.items():
         assigns, results = lower(e, ("dt", "A"), (False, False), split_complex=True, prefix=f"e{i}_")
         # the rule's symbols are printed as its operands' own variables (v<id>)
@@ -338,9 +339,9 @@ def test_user_rule_is_simplified_and_printed_into_both_backends(rng):
         assert f"v{i} = {print_triton(results[0].xreplace(own))}" in src
     # NumPy: the printed expression is what the interpreter evaluates, and it is the rule
     x = random_inputs(g, dict(batch=1, dim=2, L=3, N=2), seed=seed_of(rng))
-    compile(spec, backend="numpy")(**x)
+    ssmc.compile(spec, backend="numpy")(**x)
     for e in exprs:
-        assert any(k[0] == e for k in numpy_interp._EXPR_CACHE)
+        assert any(k[0] == e for k in numpy_interp.EXPR_CACHE)
         text = print_numpy(e)
         dv, Av = 0.3, -1.7
         assert eval(text, {"numpy": np, "dt": dv, "A": Av}) == pytest.approx(
@@ -388,7 +389,7 @@ def test_invalid_graphs_are_refused_on_construction():
 
 @pytest.mark.parametrize("name", ["mamba1", "s5"])
 def test_networkx_view(name):
-    g = compile(name, backend="numpy").graph
+    g = ssmc.compile(name, backend="numpy").graph
     view = g.to_networkx()
     assert isinstance(view, nx.DiGraph) and view.number_of_nodes() == len(g.nodes)
     assert view.number_of_edges() == len({(a, i) for i, n in enumerate(g.nodes) for a in n.args})
@@ -401,7 +402,7 @@ def test_networkx_view(name):
 
 
 def test_dot_view():
-    g = compile("mamba1", backend="numpy").graph
+    g = ssmc.compile("mamba1", backend="numpy").graph
     dot = g.to_dot()
     assert dot.startswith('digraph "mamba1" {') and dot.rstrip().endswith("}")
     assert "subgraph cluster_0" in dot and 'label="kernel region 0"' in dot
@@ -413,7 +414,7 @@ def test_dot_view():
 
 
 def test_softplus_log2_is_the_special_function_units_in_fp32_and_exact_in_float64():
-    fn = compile("mamba1", backend="triton")
+    fn = ssmc.compile("mamba1", backend="triton")
     fp32, fp64 = fn.kernel(acc="float32").source, fn.kernel(acc="float64").source
     body = lambda src: src.split("def mamba1_fwd(")[1].split("def launch(")[0]  # noqa: E731
     assert "_log2_approx(1.0 + tl.exp2(" in body(fp32) and "tl.log2(" not in body(fp32)

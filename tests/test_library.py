@@ -12,7 +12,7 @@ import torch
 
 from conftest import DEVICES, as_numpy, assert_close, rel_err, seed_of
 from ssmc import library
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 
 ENTRIES = sorted(library.ENTRIES)
@@ -59,7 +59,7 @@ def check_written(res: dict, bufs: dict) -> None:
 
 def differential(name, L, rng, device="cpu", schedule=SCHEDULE):
     spec = library.get(name)
-    ref, tri = compile(spec, backend="numpy"), compile(spec, backend="triton", schedule=schedule)
+    ref, tri = ssmc.compile(spec, backend="numpy"), ssmc.compile(spec, backend="triton", schedule=schedule)
     sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=L)
     x = torch_inputs(random_inputs(ref.graph, sizes, seed=seed_of(rng)), device=device)
     want = ref(**{k: as_numpy(v) for k, v in x.items()})  # float64 on exactly the kernel's inputs
@@ -83,13 +83,13 @@ def test_triton_matches_numpy(name, L, device, rng):
 @pytest.mark.parametrize("name", ["mamba1", "s5"])
 def test_generated_launch_fills_preallocated_outputs(name, device, rng):
     """The generated module's own `launch` (no ssmc in the loop) writes every output element."""
-    fn = compile(library.get(name), backend="triton", schedule=SCHEDULE)
+    fn = ssmc.compile(library.get(name), backend="triton", schedule=SCHEDULE)
     sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=7)
     x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
     bufs = nan_buffers(fn.graph, sizes, torch.float32, device)
     got = fn.kernel().module.launch(**torch_inputs(x, device=device), **bufs)
     check_written(got, bufs)
-    want = compile(library.get(name), backend="numpy")(**x)
+    want = ssmc.compile(library.get(name), backend="numpy")(**x)
     for k in want:
         assert_close(got[k], want[k], 1e-5, k)
 
@@ -97,12 +97,12 @@ def test_generated_launch_fills_preallocated_outputs(name, device, rng):
 @pytest.mark.parametrize("backend", ["numpy", "triton"])
 def test_numpy_preallocated_outputs_are_filled(backend, rng):
     """NumPy arrays in, NumPy `out=` buffers filled in place and returned (as with torch)."""
-    fn = compile("mamba1", backend=backend)
+    fn = ssmc.compile("mamba1", backend=backend)
     sizes = dict(library.DEFAULT_SIZES["mamba1"], L=7)
     x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
     bufs = {k: np.full(s, np.nan) for k, s in out_shapes(fn.graph, sizes).items()}
     got = fn(**x, **bufs)
-    want = compile("mamba1", backend="numpy")(**x)
+    want = ssmc.compile("mamba1", backend="numpy")(**x)
     for k, buf in bufs.items():
         assert got[k] is buf
         assert np.isfinite(buf).all()
@@ -119,12 +119,12 @@ SWEEP = [dict(block_d=bd, chunk=c) for bd in (1, 4, 16) for c in (1, 4, 16)] + [
 def test_results_do_not_depend_on_schedule(name, rng):
     spec = library.get(name)
     sizes = dict(library.DEFAULT_SIZES[name], **dict(ODD_SIZES[name], batch=1), L=11)  # the interpreter is slow
-    ref = compile(spec, backend="numpy")
+    ref = ssmc.compile(spec, backend="numpy")
     x = random_inputs(ref.graph, sizes, seed=seed_of(rng))
     want = ref(**x)
     results = []
     for sched in SWEEP:
-        got = compile(spec, backend="triton", schedule=sched)(**x)
+        got = ssmc.compile(spec, backend="triton", schedule=sched)(**x)
         for k in want:
             assert_close(got[k], want[k], 1e-5, f"{name} {sched} {k}")
         results.append(got)
@@ -135,8 +135,8 @@ def test_results_do_not_depend_on_schedule(name, rng):
 
 def test_full_tiles_load_shared_inputs_over_channels():
     """Schedule.full_tiles widens the loads of B and C (no channel axis) to the channel axis, and only those."""
-    plain = compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8)).source
-    full = compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8, full_tiles=True)).source
+    plain = ssmc.compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8)).source
+    full = ssmc.compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8, full_tiles=True)).source
     widened = [ln.split("#")[-1].strip() for ln in full.splitlines() if "offs_d[None, :, None] * 0" in ln]
     assert sorted(widened) == ["B", "C"]
     assert "offs_d[None, :, None] * 0" not in plain
@@ -150,14 +150,14 @@ def test_prefetch_loads_the_next_chunk(name, change, device, rng):
     complex states, a last chunk past L (L=11, chunk 4) — agree with the NumPy interpreter, NaN-poisoned."""
     spec = library.get(name).with_(name=f"{name}_prefetch", **change)
     sched = dict(block_d=4, chunk=4, layout="tdn", prefetch=True)
-    src = compile(spec, backend="triton", schedule=sched).source
+    src = ssmc.compile(spec, backend="triton", schedule=sched).source
     assert "_raw = tl.load(" in src and "validn = kn < L" in src
     sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=11)
-    ref = compile(spec, backend="numpy")
+    ref = ssmc.compile(spec, backend="numpy")
     x = torch_inputs(random_inputs(ref.graph, sizes, seed=seed_of(rng)), device=device)
     want = ref(**{k: v.cpu().numpy() if v.dtype == torch.int64 else as_numpy(v) for k, v in x.items()})  # float64
     bufs = nan_buffers(ref.graph, sizes, torch.float32, device)
-    got = compile(spec, backend="triton", schedule=sched)(**x, **bufs)
+    got = ssmc.compile(spec, backend="triton", schedule=sched)(**x, **bufs)
     check_written(got, bufs)
     for k in want:
         assert_close(got[k], want[k], 1e-5, f"{name} {change} {k}")
@@ -173,14 +173,14 @@ MAMBA1_CUDA_SCHEDULES = [dict(layout="tdn", block_d=1, chunk=64, num_warps=1),
 def test_mamba1_cuda_schedules_bf16(sched, rng):
     """The schedules the cost model gives Mamba-1 (N 16) on CUDA, at bf16, on partial channel blocks and
     chunks (dim 44, L 100), against the NumPy interpreter on the same bf16 values; NaN-poisoned."""
-    ref = compile("mamba1", backend="numpy")
+    ref = ssmc.compile("mamba1", backend="numpy")
     sizes = dict(library.DEFAULT_SIZES["mamba1"], batch=2, dim=44, N=16, L=100)
     x = torch_inputs(random_inputs(ref.graph, sizes, seed=seed_of(rng)), device="cuda")
     x = {k: v.to(torch.bfloat16) if v.dim() == 3 else v for k, v in x.items()}  # the sequences, as Mamba feeds them
     want = ref(**{k: as_numpy(v) for k, v in x.items()})
     bufs = {k: torch.full(s, float("nan"), device="cuda", dtype=torch.bfloat16 if k == "out" else torch.float32)
             for k, s in out_shapes(ref.graph, sizes).items()}  # y in u's dtype, the final state in fp32
-    got = compile("mamba1", backend="triton", schedule=sched)(**x, **bufs)
+    got = ssmc.compile("mamba1", backend="triton", schedule=sched)(**x, **bufs)
     check_written(got, bufs)
     for k in want:
         assert_close(got[k], want[k], 1e-2, f"{sched} {k}")
@@ -188,10 +188,10 @@ def test_mamba1_cuda_schedules_bf16(sched, rng):
 
 def test_prefetch_refuses_orders_read_from_an_index():
     """A gather order's time indices come from its index input: Schedule.prefetch says so, naming itself."""
-    from ssmc.orders import multi_order_graph
+    from ssmc.ops import multi_order_graph
     g = multi_order_graph(2)
     with pytest.raises(ValueError, match="Schedule.prefetch"):
-        compile(g, backend="triton", schedule=dict(prefetch=True)).source
+        ssmc.compile(g, backend="triton", schedule=dict(prefetch=True)).source
 
 
 def _flip_time(graph, x: dict) -> dict:
@@ -211,7 +211,7 @@ def test_reverse_direction(name, rng):
     fwd = library.get(name)
     rev = fwd.with_(direction="reverse")
     sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=11)
-    np_rev, np_fwd = compile(rev, backend="numpy"), compile(fwd, backend="numpy")
+    np_rev, np_fwd = ssmc.compile(rev, backend="numpy"), ssmc.compile(fwd, backend="numpy")
     x = random_inputs(np_rev.graph, sizes, seed=seed_of(rng))
     want = np_rev(**x)
     flipped = np_fwd(**_flip_time(np_fwd.graph, x))
@@ -220,7 +220,7 @@ def test_reverse_direction(name, rng):
         f = np.flip(flipped[k], roles.index("t")) if "t" in roles else flipped[k]
         assert_close(want[k], f, 1e-12, f"reverse {k} vs flipped forward")
     assert rel_err(want["out"], np_fwd(**x)["out"]) > 1e-2  # the direction does matter
-    got = compile(rev, backend="triton", schedule=SCHEDULE)(**x)
+    got = ssmc.compile(rev, backend="triton", schedule=SCHEDULE)(**x)
     for k in want:
         assert_close(got[k], want[k], 1e-5, f"{name} reverse triton {k}")
 
@@ -231,12 +231,12 @@ def test_reverse_direction(name, rng):
 def test_half_precision_inputs(name, dtype, device, rng):
     """fp16/bf16 tensors in, same dtype out, within 1e-2 of float64 NumPy on the rounded inputs."""
     spec = library.get(name)
-    tri = compile(spec, backend="triton", schedule=SCHEDULE)
+    tri = ssmc.compile(spec, backend="triton", schedule=SCHEDULE)
     sizes = dict(library.DEFAULT_SIZES[name], **ODD_SIZES[name], L=17)
     x = torch_inputs(random_inputs(tri.graph, sizes, seed=seed_of(rng)), dtype, device)
     got = tri(**x)
     assert all(v.device.type == device for v in got.values())
-    want = compile(spec, backend="numpy")(**{k: as_numpy(v) for k, v in x.items()})
+    want = ssmc.compile(spec, backend="numpy")(**{k: as_numpy(v) for k, v in x.items()})
     first = x[tri.graph[tri.graph.ids("input")[0]].attr("name")]
     assert got["out"].dtype == first.dtype  # out has the dtype of the input with its layout
     for k in want:
@@ -247,7 +247,7 @@ def test_half_precision_inputs(name, dtype, device, rng):
 def test_numpy_outputs_are_writable_arrays(name, rng):
     """The caller owns its results: fresh, writable, C-contiguous arrays on both backends."""
     for backend in ("numpy", "triton"):
-        fn = compile(name, backend=backend, schedule=SCHEDULE)
+        fn = ssmc.compile(name, backend=backend, schedule=SCHEDULE)
         x = random_inputs(fn.graph, dict(library.DEFAULT_SIZES[name], L=3), seed=seed_of(rng))
         for k, v in fn(**x).items():
             assert isinstance(v, np.ndarray), (backend, k)

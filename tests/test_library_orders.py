@@ -16,8 +16,10 @@ import torch
 
 import ssmc
 from ssmc import cli, library
-from ssmc.ir.inits import as_torch, random_inputs
+from ssmc.ir.inits import random_inputs
+from ssmc.runtime.arrays import as_torch
 from ssmc.library import FAMILIES, OrderFamily, family
+from ssmc.ops.tied_bidirectional import tied_compiled
 
 from conftest import DEVICES, assert_close, seed_of
 from reference_forms import selective_scan_loop, silu, ssd_loop
@@ -284,8 +286,7 @@ def test_triton_matches_loop(name, size, device, rng):
 
 def test_s4d_bidirectional_is_one_kernel():
     """Both directions of bidirectional S4D are one scan of one generated kernel, launched once."""
-    from ssmc.tied_bidirectional import _compiled
-    fn = _compiled(library.get("s4d_zoh"), "triton")
+    fn = tied_compiled(library.get("s4d_zoh"), "triton")
     assert len(fn.graph.ids("scan")) == 1 and "order=index[t]" in fn.graph.text()
     assert fn.source.split("def launch")[1].count("[grid](") == 1
 

@@ -16,7 +16,7 @@ import sympy as sp
 import ssmc
 from ssmc import library
 from ssmc.backends import numpy_interp
-from ssmc.export import OP_FORMS, _stateful_graph, export_onnx, onnx_inputs
+from ssmc.export import OP_FORMS, stateful_graph, export_onnx, onnx_inputs
 from ssmc.ir.inits import random_inputs
 from ssmc.ir import IRError
 
@@ -57,12 +57,12 @@ def run(model, arrays, fp16=False) -> dict:
 
 
 def reference(decl, arrays) -> dict:
-    graph, _ = _stateful_graph(decl, step=False)
+    graph, _ = stateful_graph(decl, step=False)
     return numpy_interp.run(graph, arrays)
 
 
 def inputs(decl, sizes, rng):
-    graph, _ = _stateful_graph(decl, step=False)
+    graph, _ = stateful_graph(decl, step=False)
     return random_inputs(graph, sizes, seed=seed_of(rng))
 
 
@@ -107,7 +107,7 @@ def _pieces(L):
 
 
 def _state_names(decl):
-    graph, _ = _stateful_graph(decl, step=False)
+    graph, _ = stateful_graph(decl, step=False)
     h0 = next(graph[i].attr("name") for i in graph.ids("input") if graph[i].attr("axes")
               and not any(a.role == "t" for a in graph[i].attr("axes"))
               and any(a.role == "b" for a in graph[i].attr("axes")))
@@ -131,7 +131,7 @@ def test_streaming_in_pieces_equals_one_run(name, rng):
 
 
 def _check_streaming(decl, sizes, model, rng):
-    graph, _ = _stateful_graph(decl, step=False)
+    graph, _ = stateful_graph(decl, step=False)
     sess = session(model)
     L = 2 * Q + 7
     x = inputs(decl, {**sizes, "L": L}, rng)
@@ -151,7 +151,7 @@ def _check_streaming(decl, sizes, model, rng):
 @pytest.mark.parametrize("name", NAMES)
 def test_single_step_graph_equals_the_scan(name, rng):
     decl = _decl(name)
-    graph, _ = _stateful_graph(decl, step=False)
+    graph, _ = stateful_graph(decl, step=False)
     step = export_onnx(name, sizes=_sizes(name), step=True)
     assert not any(n.op_type == "Scan" for n in step.graph.node)
     sess = session(step)
@@ -256,7 +256,7 @@ def test_dft_elementwise_form_when_the_state_itself_is_read(rng):
     sizes = dict(batch=2, dim=3, L=40)
     model = export_onnx(g, sizes=sizes, lti="dft")
     assert "DFT" in {n.op_type for n in model.graph.node} and "MatMul" not in {n.op_type for n in model.graph.node}
-    graph, _ = _stateful_graph(g, step=False)
+    graph, _ = stateful_graph(g, step=False)
     x = random_inputs(graph, sizes, seed=seed_of(rng))
     ref = numpy_interp.run(graph, x)
     got = run(model, x)
@@ -313,7 +313,7 @@ def test_user_rule_and_raw_graph(rng):
     sizes = dict(batch=2, dim=3, N=4, L=30)
     model = export_onnx(g, sizes=sizes)
     assert [v.name for v in model.graph.output] == ["out", "state_out"]
-    graph, _ = _stateful_graph(g, step=False)
+    graph, _ = stateful_graph(g, step=False)
     x = random_inputs(graph, sizes, seed=seed_of(rng))
     ref = numpy_interp.run(graph, x)
     got = run(model, x)

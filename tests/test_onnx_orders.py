@@ -20,7 +20,7 @@ from ssmc.export import MULTI_ORDER_INPUTS, export_onnx, onnx_inputs
 from ssmc.ir.inits import random_inputs
 from ssmc.ir import IRError
 from ssmc.ops import multi_order_scan, scan_orders_2d
-from ssmc.orders import multi_order_graph
+from ssmc.ops import multi_order_graph
 
 from conftest import assert_close, seed_of
 
@@ -265,7 +265,7 @@ def test_cli(tmp_path):
 def test_tied_bidirectional_s4d_exports_as_one_graph(rng):
     """The tied bidirectional S4D graph (two blocks of channels, gather orders) through onnxruntime equals
     ssmc.ops.tied_bidirectional on NumPy, at two lengths of one exported model; MIMO specs are refused."""
-    from ssmc.tied_bidirectional import tied_bidirectional, tied_bidirectional_graph
+    from ssmc.ops.tied_bidirectional import tied_bidirectional, tied_bidirectional_graph
     dim, N = 3, 4
     graph = tied_bidirectional_graph("s4d_zoh")
     model = export_onnx(graph, sizes={"dim": dim, "Kdim": 2 * dim, "K": 2, "N": N})

@@ -11,7 +11,8 @@ import torch
 import ssmc
 from ssmc import library
 from ssmc.ir.inits import random_inputs
-from ssmc.orders import _compiled, multi_order_scan, multiscale_scan_2d, scan_orders_2d
+from ssmc.ops import multi_order_scan, multiscale_scan_2d, scan_orders_2d
+from ssmc.ops.multi_order import multi_order_compiled
 
 from conftest import DEVICES, assert_close, seed_of
 from reference_forms import selective_scan_loop, silu
@@ -95,7 +96,7 @@ def test_triton_matches_numpy(grid, device, rng):
 def test_one_launch_and_no_permuted_copies(rng):
     """K orders are one kernel launch; the launcher allocates only the merged output (no permuted
     inputs); the (K, dim) parameters reach the kernel as views of the caller's tensors."""
-    fn = _compiled(True, True, True, True, "triton")
+    fn = multi_order_compiled(True, True, True, True, "triton")
     src = fn.source
     launcher = src.split("def launch")[1]
     assert launcher.count("[grid](") == 1
@@ -149,7 +150,7 @@ def test_bad_grid(bad, match):
 
 def test_backward_of_gather_orders_is_refused():
     with pytest.raises(NotImplementedError, match="gather-order"):
-        _compiled(False, False, False, False, "numpy").backward_graph
+        multi_order_compiled(False, False, False, False, "numpy").backward_graph
 
 
 @pytest.mark.parametrize("name", ["s5", "mamba1", "s4d_zoh"])
@@ -184,14 +185,14 @@ def test_episode_resets_equal_separate_episodes(name, device, rng):
 
 
 def test_torch_orders_are_checked_once_and_rechecked_after_a_change(rng):
-    from ssmc.orders import _CHECKED
+    from ssmc.ops.multi_order import CHECKED
     x = _inputs(rng, 1, 2, 3, 6, 2)
     t = {k: torch.tensor(v, dtype=torch.float32) for k, v in x.items()}
     orders = [torch.arange(6), torch.arange(5, -1, -1)]
     multi_order_scan(**t, orders=orders, delta_softplus=True, backend="numpy")
-    n = len(_CHECKED)
+    n = len(CHECKED)
     multi_order_scan(**t, orders=orders, delta_softplus=True, backend="numpy")
-    assert len(_CHECKED) == n  # remembered
+    assert len(CHECKED) == n  # remembered
     orders[1][0] = 0  # changed in place: no longer a permutation, and checked again
     with pytest.raises(ValueError, match=r"orders\[1\]: not a permutation"):
         multi_order_scan(**t, orders=orders, delta_softplus=True, backend="numpy")
@@ -265,7 +266,7 @@ def test_gated_merge_triton_matches_loop(grid, device, rng):
 def test_gated_merge_is_one_launch_with_the_gate_in_the_graph():
     """The gate is an input of the graph, multiplied onto each order's output inside the kernel;
     the K gated outputs are accumulated by the same single launch."""
-    fn = _compiled(True, True, True, True, "triton", "gated")
+    fn = multi_order_compiled(True, True, True, True, "triton", "gated")
     assert "input gate (batch, KD:h, L)" in fn.graph.text()
     launcher = fn.source.split("def launch")[1]
     assert launcher.count("[grid](") == 1
@@ -287,7 +288,7 @@ def test_bad_gate_names_the_argument(merge, gate, match):
         multi_order_scan(**x, merge=merge, gate=gate, backend="numpy")
 
 
-def _cells(name, h, w):
+def cells(name, h, w):
     """A named order of an h×w grid as a list of (row, col) cells, written out independently."""
     row = [(i, j) for i in range(h) for j in range(w)]
     col = [(i, j) for j in range(w) for i in range(h)]
@@ -312,10 +313,10 @@ def _multiscale_loop(x, H, W, full_order, coarse_orders):
                                 delta_softplus=True)
         return {c: y[..., n] for n, c in enumerate(cells)}
 
-    fine = branch(0, full_order if isinstance(full_order, list) else _cells(full_order, H, W))
+    fine = branch(0, full_order if isinstance(full_order, list) else cells(full_order, H, W))
     coarse = np.zeros((batch, dim, Hc, Wc))
     for k, order in enumerate(coarse_orders, start=1):
-        cells = order if isinstance(order, list) else _cells(order, Hc, Wc)
+        cells = order if isinstance(order, list) else cells(order, Hc, Wc)
         for (a, b), v in branch(k, [(2 * a, 2 * b) for a, b in cells]).items():
             coarse[..., a // 2, b // 2] += v
     up = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(H, W), mode="nearest").numpy()

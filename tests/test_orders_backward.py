@@ -1,4 +1,4 @@
-"""Gradients of multi-order scans (ssmc.orders_backward): torch autograd through ssmc.ops.multi_order_scan
+"""Gradients of multi-order scans (ssmc.ops.multi_order_backward): torch autograd through ssmc.ops.multi_order_scan
 on the Triton backend against an independent float64 PyTorch loop (permute, scan, unpermute, merge),
 every merge, named 2-D and random orders on odd grids; gradcheck of the multi-scale scan; and a
 torch.compile(fullgraph=True) trace of forward and backward.

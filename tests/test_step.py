@@ -7,7 +7,7 @@ import torch
 
 from conftest import DEVICES, assert_close
 from ssmc import IRError, library, ops
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 from ssmc.ir.passes.step import single_step, stateful
 
@@ -38,11 +38,11 @@ def _tokens(graph, x, a, b):
 def test_prefill_then_steps_equal_full_scan(name, backend, rng):
     """k tokens with the multi-token form, then single steps, against one full run on the other backend."""
     spec = library.get(name)
-    f = compile(spec, backend)
+    f = ssmc.compile(spec, backend)
     L, k = 9, 5
     sizes = dict(library.DEFAULT_SIZES[name], L=L)
     x = random_inputs(f.graph, sizes, seed=int(rng.integers(2 ** 31)))
-    full = compile(spec, "triton" if backend == "numpy" else "numpy")(**x)
+    full = ssmc.compile(spec, "triton" if backend == "numpy" else "numpy")(**x)
     st = stateful(f.trace[0][1])
     node = st[st.inputs["state"]]
     shape = tuple(sizes[a.symbol] for a in node.attr("axes"))
@@ -63,7 +63,7 @@ def test_single_step_graph_has_no_time_axis_or_loop():
     g = single_step(library.get("mamba1").build())
     assert all(a.role != "t" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes"))
     assert not g.ids("scan")
-    src = compile(g, "triton").source
+    src = ssmc.compile(g, "triton").source
     assert "for k0 in range" not in src and "state_out_ptr" in src
 
 

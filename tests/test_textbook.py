@@ -12,7 +12,7 @@ import pytest
 import reference_forms as rf
 from conftest import assert_close, seed_of
 from ssmc import library, ops
-from ssmc.compiler import compile
+import ssmc
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-10  # float64 against float64: only rounding separates the two
@@ -65,7 +65,7 @@ def test_selective_scan_options(with_D, with_z, with_bias, softplus, complex_A, 
 
 def test_selective_scan_float32_precision(rng):
     """precision='float32' in the interpreter stays within fp32 tolerance of float64."""
-    fn = compile("mamba1", backend="numpy", precision="float32")
+    fn = ssmc.compile("mamba1", backend="numpy", precision="float32")
     x = random_inputs(fn.graph, dict(library.DEFAULT_SIZES["mamba1"], L=13), seed=seed_of(rng))
     got = fn(**x)
     want = rf.selective_scan_loop(x["u"], x["delta"], -np.exp(x["A_log"]), x["B"], x["C"], x["D"], x["z"],
@@ -138,7 +138,7 @@ def test_ssd_vs_quadratic_form(D_shape, rng):
 
 @pytest.mark.parametrize("name,rule", [("s4d_zoh", "zoh"), ("s4d_bilinear", "bilinear")])
 def test_s4d_vs_convolution_kernel(name, rule, rng):
-    fn = compile(name, backend="numpy")
+    fn = ssmc.compile(name, backend="numpy")
     sizes = dict(library.DEFAULT_SIZES[name], L=40)
     x = random_inputs(fn.graph, sizes, seed=seed_of(rng))
     A = -np.exp(x["A_log_re"]) + 1j * x["A_im"]
@@ -153,7 +153,7 @@ def test_s4d_vs_convolution_kernel(name, rule, rng):
 # --- MIMO: LRU and S5 against the MIMO loop ---------------------------------------------------
 
 def test_lru_vs_mimo_loop(rng):
-    fn = compile("lru", backend="numpy")
+    fn = ssmc.compile("lru", backend="numpy")
     x = random_inputs(fn.graph, dict(library.DEFAULT_SIZES["lru"], L=21), seed=seed_of(rng))
     lam = np.exp(-np.exp(x["nu_log"]) + 1j * np.exp(x["theta_log"]))  # λ = exp(-e^ν + i·e^θ)
     gamma = np.sqrt(1.0 - np.abs(lam) ** 2)  # the LRU's input normalization
@@ -162,7 +162,7 @@ def test_lru_vs_mimo_loop(rng):
 
 
 def test_s5_vs_mimo_loop(rng):
-    fn = compile("s5", backend="numpy")
+    fn = ssmc.compile("s5", backend="numpy")
     x = random_inputs(fn.graph, dict(library.DEFAULT_SIZES["s5"], L=21), seed=seed_of(rng))
     lam = -np.exp(x["A_log_re"]) + 1j * x["A_im"]
     dt = np.exp(x["log_dt"])
@@ -178,7 +178,7 @@ def test_s5_vs_mimo_loop(rng):
 def test_generalized_bilinear_rule(alpha, rng):
     """GBT(α): Ā = (1 + (1-α)ΔA)/(1 - αΔA), B̄ = Δ/(1 - αΔA)·B, against a hand-written loop."""
     spec = library.get("mamba1").with_(rule=library.generalized_bilinear(alpha), name="gbt")
-    fn = compile(spec, backend="numpy")
+    fn = ssmc.compile(spec, backend="numpy")
     x = random_inputs(fn.graph, dict(batch=2, dim=3, L=9, N=4), seed=seed_of(rng))
     x["A_log"] = np.log(rng.uniform(0.5, 2.0, x["A_log"].shape))  # |ΔA| < 3: the rule stays stable
     A = -np.exp(x["A_log"])

@@ -56,7 +56,7 @@ def test_export_keeps_ops_whole(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_fake_implementations_match(device):
-    from ssmc import torch_ops  # noqa: F401
+    from ssmc.ops import torch_ops  # noqa: F401
     u, delta, A, B, C, D, z = _scan_args(device)
     torch.library.opcheck(torch.ops.ssmc.selective_scan, (u, delta, A, B, C, D, z, None, True, True),
                           test_utils=("test_schema", "test_faketensor"))

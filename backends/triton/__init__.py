@@ -10,9 +10,10 @@ recurrent kernels); ssd and ssd_backward (the chunked, tensor-core kernels); mod
 module's header and `launch`); strategy, build, tune; standalone (checks a generated module alone).
 """
 from . import strategy
-from .build import Kernel, build, cache_dir, ensure_runtime, generate, lowered_schedule
+from .build import Kernel, build, cache_dir, ensure_runtime, generate, loaded_kernels, lowered_schedule
+from .emitter import param_name
 from .schedule import ChunkedSchedule, Schedule
 from .strategy import default_backward_schedule, default_schedule
 
 __all__ = ["ChunkedSchedule", "Kernel", "Schedule", "build", "cache_dir", "default_backward_schedule",
-           "default_schedule", "ensure_runtime", "generate", "lowered_schedule", "strategy"]
+           "default_schedule", "ensure_runtime", "generate", "loaded_kernels", "lowered_schedule", "param_name", "strategy"]

@@ -89,6 +89,11 @@ def _key(graph: Graph, schedule: Schedule, acc: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def loaded_kernels() -> list:
+    """The kernels built and loaded in this process."""
+    return list(_LOADED.values())
+
+
 def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") -> Kernel:
     """Generate (or find in the cache) and load the kernel module of a pipelined graph (or of a
     backward graph made by ssmc.ir.passes.adjoint); `acc` is the arithmetic dtype."""

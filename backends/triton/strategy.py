@@ -173,3 +173,23 @@ def choose_backward_schedule(graph: Graph, roles: dict, device_type: str, acc: s
     if kind == "chunked":
         return ChunkedSchedule(chunk=BWD_CHUNK, block_p=64, num_warps=4, num_stages=2)
     return default_backward_schedule(roles, device_type)
+
+
+SHOW_SIZES = {"b": 4, "t": 2048, "h": 64, "p": 64, "n": 128, "g": 1}  # Mamba-2's benchmark shape
+
+
+def explain(graph: Graph, backward: Graph | None = None, no_backward: str | None = None) -> str:
+    """The cost model's choices at a large and a small shape, for a forward graph and, when given, its
+    backward graph (`no_backward`: why it has none) — what `ssmc show NAME --passes` prints."""
+    small = {"b": 2, "t": 33, "h": 4, "p": 3, "n": 4, "g": 2}
+    cases = (("CUDA, batch 4, L 2048, 64 channels/heads, P 64, N 128", SHOW_SIZES, "cuda"),
+             ("CUDA, the test sizes (L 33, P 3, N 4)", small, "cuda"),
+             ("CPU (interpreter)", SHOW_SIZES, "cpu"))
+    rows = ["=== lowering (Triton cost model) ==="]
+    rows += [f"{label}: {' — '.join(choose(graph, roles, device))}" for label, roles, device in cases]
+    if no_backward is not None:
+        rows.append(f"=== backward: none ({no_backward}) ===")
+    elif backward is not None:
+        rows.append("=== backward lowering (Triton cost model) ===")
+        rows += [f"{label}: {' — '.join(choose_backward(backward, roles, device))}" for label, roles, device in cases]
+    return "\n".join(rows)

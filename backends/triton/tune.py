@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import sys
+import time
 from dataclasses import asdict
 
 from ssmc.ir import Graph
@@ -112,8 +114,6 @@ def _time(fn, device) -> float:
     if device.type == "cuda":
         from triton.testing import do_bench
         return do_bench(fn, warmup=5, rep=30, return_mode="median")
-    import statistics
-    import time
     times = []
     for _ in range(3):
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ from triton.testing import do_bench
 
 import ssmc
 from ssmc import ops
-from ssmc.compiler import compile
+from ssmc.runtime import compile_ssm
 
 GB = 1e9
 
@@ -127,7 +127,7 @@ def run(args, rate: float) -> dict:
     ref = selective_scan_loop(**x)
     loop_ms = loop_time(lambda: selective_scan_loop(**x), reps=2)
     def spec_fn(cfg):
-        f = compile(_mamba1_spec(), backend="triton", schedule=cfg)
+        f = compile_ssm(mamba1_spec(), backend="triton", schedule=cfg)
         make_mamba1.last_module = f.kernel().module
         return f
 
@@ -173,7 +173,7 @@ def run(args, rate: float) -> dict:
     if args.quick:
         configs = [dict(block_d=bd, chunk=c, num_warps=w) for bd, c, w in [(1, 1024, 8), (1, 512, 4), (2, 512, 8)]]
     print("  schedules:")
-    res = sweep(lambda cfg: (lambda f=compile(g, backend="triton", schedule=cfg): f(a=a, x=xs)["h"]), configs,
+    res = sweep(lambda cfg: (lambda f=compile_ssm(g, backend="triton", schedule=cfg): f(a=a, x=xs)["h"]), configs,
                 lambda y: rel(y, fref))
     fms, fcfg, ferr = res[0]
     print(f"  best {fcfg}: {fms:.4f} ms = {ffloor / fms * 100:.1f}% of floor; PyTorch loop {floop:.1f} ms "
@@ -227,7 +227,7 @@ def length_sweep(lengths) -> list:
     """Time vs L of the recurrent lowerings at their default schedules: no cliff means ms/L stays flat."""
     from triton.testing import do_bench_cudagraph
     g = first_order_graph()
-    first = compile(g, backend="triton")
+    first = compile_ssm(g, backend="triton")
     rows = []
     for L in lengths:
         x = mamba1_inputs(L=L)
@@ -323,7 +323,7 @@ def _mamba_state_update(state, x, dt, A, B, C, D, bias):
     return lambda: selective_state_update(state, x, dt, A, B, C, D, None, bias, True)
 
 
-def _mamba1_spec():
+def mamba1_spec():
     return ssmc.Spec("selective_scan", state="diag_real", A="direct", rule="zoh_euler", dt="softplus",
                      dt_bias=True, skip="h", gate="silu")
 

@@ -18,8 +18,8 @@ from triton.testing import do_bench_cudagraph
 from ssmc import ops
 from ssmc.backends.triton import Schedule
 from ssmc.bench.core import gpu_ms
-from ssmc.compiler import compile
-from ssmc.orders import scan_orders_2d
+from ssmc.runtime import compile_ssm
+from ssmc.ops.multi_order import multi_order_compiled, orders_array, scan_orders_2d
 
 
 def inputs(batch=8, dim=384, H=56, W=56, N=16, K=4, seed=0):
@@ -38,18 +38,16 @@ def fused(x, orders, schedule=None, gather=False):
     if schedule is None and not gather:
         return lambda: ops.multi_order_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], orders, D=x["D"], z=x["z"],
                                             delta_bias=x["delta_bias"], delta_softplus=True, backend="triton")
-    from ssmc.orders import _orders_array
     b, K, dim, L = x["delta"].shape
-    index, grid = _orders_array(orders, K, L, x["u"])
+    index, grid = orders_array(orders, K, L, x["u"])
     return kernel_call(x, "" if gather else grid, schedule, index)
 
 
 def kernel_call(x, grid, schedule, index=None):
-    """The multi-order graph of grid key `grid` (ssmc.orders.grid_of_key), or with grid "" the gather
+    """The multi-order graph of grid key `grid` (ssmc.ops.multi_order.grid_of_key), or with grid "" the gather
     graph reading the orders `index`, compiled at `schedule`: a call on the inputs `x`."""
-    from ssmc.orders import _compiled
     b, K, dim, L = x["delta"].shape
-    fn = compile(_compiled(True, True, True, True, "triton", "sum", 1, frozenset(), grid).graph, backend="triton",
+    fn = compile_ssm(multi_order_compiled(True, True, True, True, "triton", "sum", 1, frozenset(), grid).graph, backend="triton",
                  schedule=schedule)
     args = dict(u=x["u"], delta=x["delta"].reshape(b, K * dim, L), A=x["A"].reshape(K * dim, -1), B=x["B"],
                 C=x["C"], **({} if grid else {"orders": index}), D=x["D"].reshape(-1), z=x["z"],

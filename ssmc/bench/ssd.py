@@ -27,7 +27,7 @@ from triton.testing import do_bench
 from ssmc import ops
 from ssmc.bench.core import gpu_ms
 from ssmc.backends.triton import ChunkedSchedule, Schedule
-from ssmc.compiler import compile
+from ssmc.runtime import compile_ssm
 from ssmc.export import OP_FORMS
 
 
@@ -45,7 +45,7 @@ def ssmc_call(t, schedule=None):
         return lambda: ops.ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], 64, D=t["D"], z=t["z"],
                                dt_bias=t["dt_bias"], dt_softplus=True)
     spec = OP_FORMS["ssd"][0].with_(h0=False, final_state=False)
-    fn = compile(spec, backend="triton", schedule=schedule)
+    fn = compile_ssm(spec, backend="triton", schedule=schedule)
     args = {k: t[k] for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias")}
     return lambda: fn(**args)["out"]
 
@@ -54,7 +54,7 @@ def ssmc_y_no_gate(t):
     """ssmc's y = Σ C·h (no D, no z), the function fla computes, with Δ given: a call, compiled once."""
     spec = OP_FORMS["ssd"][0].with_(name="ssd_plain", h0=False, final_state=False, skip=None, gate=None,
                                     dt_bias=False, dt="raw")
-    fn = compile(spec, backend="triton")
+    fn = compile_ssm(spec, backend="triton")
     return lambda: fn(x=t["x"], dt=t["delta"], A=t["A"], B=t["B"], C=t["C"])["out"]
 
 

@@ -1,53 +1,14 @@
-"""Ready declarations of the common SSM families, each a Spec (see `ssmc.ir.spec`)."""
-from __future__ import annotations
+"""The library: ready declarations of the common SSM families and ready calls of the ops.
 
-import sympy as sp
+    ssmc.library.get("mamba2")                 a Spec (ENTRIES: Mamba-1, Mamba-2, S4D, LRU, S5)
+    ssmc.library.family("vmamba_ss2d").run(…)  a scan-order family: Vim, VMamba, MSVMamba, Hydra, …
 
-from ssmc.ir.symbolic import A, Rule, dt, rule
-from ssmc.ir.spec import Spec
+The Specs themselves are declared in `ssmc.ir.entries` (any layer may look one up by name); the
+families are in `families.py`.
+"""
+from ssmc.ir.entries import DEFAULT_SIZES, ENTRIES, get
+from ssmc.ir.symbolic import generalized_bilinear
 
-ENTRIES = {s.name: s for s in [
-    Spec("mamba1", state="diag_real", A="neg_exp", rule="zoh_euler", dt="softplus", dt_bias=True,
-         skip="h", gate="silu", final_state=True,
-         description="Mamba-1 (S6): selective Δ, B, C; A = -exp(A_log); Ā = e^{ΔA}, B̄ = ΔB; D skip, silu(z) gate"),
-    Spec("mamba2", state="scalar_head", A="direct", rule="zoh_euler", dt="softplus", dt_bias=True,
-         groups=True, skip="h", gate="silu", h0=True, final_state=True,
-         description="Mamba-2 (SSD): scalar A per head, P×N state per head, grouped B/C, initial/final state"),
-    Spec("s4d_zoh", state="diag_complex", A="s4d", rule="zoh", dt="exp", selective=(), skip="h",
-         description="S4D (LTI, complex diagonal, ZOH): A = -exp(A_log_re) + i·A_im, Δ = exp(log_dt)"),
-    Spec("s4d_bilinear", state="diag_complex", A="s4d", rule="bilinear", dt="exp", selective=(), skip="h",
-         description="S4D with the bilinear (Tustin) rule"),
-    Spec("lru", state="diag_complex", io="mimo", A="lru", rule="direct", dt="raw", selective=(), skip="h",
-         readout="re",
-         description="LRU: λ = exp(-exp(ν) + i·exp(θ)), γ-normalized complex B (N×H), y = Re(C h) + D u"),
-    Spec("s5", state="diag_complex", io="mimo", A="s4d", rule="zoh", dt="exp", selective=(), skip="h",
-         readout="re",
-         description="S5: one complex diagonal MIMO state shared by all channels, per-state Δ, ZOH"),
-]}
+from .families import FAMILIES, OrderFamily, family
 
-
-def get(name: str) -> Spec:
-    if name not in ENTRIES:
-        raise ValueError(f"no library entry {name!r}; entries are {sorted(ENTRIES)}")  # bad input, like bad shapes
-    return ENTRIES[name]
-
-
-def generalized_bilinear(alpha) -> Rule:
-    """The generalized bilinear transform (GBT): α=0 Euler, α=½ bilinear, α=1 backward Euler."""
-    alpha = sp.nsimplify(alpha)
-    return rule(f"gbt_{alpha}", (1 + (1 - alpha) * dt * A) / (1 - alpha * dt * A), dt / (1 - alpha * dt * A))
-
-
-DEFAULT_SIZES = {
-    "mamba1": dict(batch=2, dim=5, L=33, N=4),
-    "mamba2": dict(batch=2, L=33, H=4, P=3, G=2, N=4),
-    "s4d_zoh": dict(batch=2, dim=5, L=33, N=4),
-    "s4d_bilinear": dict(batch=2, dim=5, L=33, N=4),
-    "lru": dict(batch=2, L=33, H=5, N=4),
-    "s5": dict(batch=2, L=33, H=5, N=4),
-}
-
-
-# Scan-order families (vision, bidirectional, packed sequences): ready calls of the ops, not Specs.
-from . import orders as _orders  # noqa: E402
-FAMILIES, OrderFamily, family = _orders.FAMILIES, _orders.OrderFamily, _orders.family
+__all__ = ["DEFAULT_SIZES", "ENTRIES", "FAMILIES", "OrderFamily", "family", "generalized_bilinear", "get"]

@@ -25,20 +25,13 @@ around them, so on the Triton backend the whole mixer is differentiable with tor
 """
 from __future__ import annotations
 
-from . import ops
+import numpy as np
 
+from ssmc.runtime.arrays import is_torch
 
-def _shape(x) -> tuple:
-    return tuple(getattr(x, "shape", ()))
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
-def _check(name, x, want: tuple, labels: str):
-    if _shape(x) != want:
-        raise ValueError(f"{name}: expected shape {labels} = {want}, got {_shape(x)}")
+from .arguments import expect, shape
+from .dispatch import ssd
+from .ssd import run_reverse_ssd
 
 
 def _combine(fwd, bwd, x, D, diag):
@@ -46,19 +39,18 @@ def _combine(fwd, bwd, x, D, diag):
     dtype (x's, as mamba_ssm returns with an fp32 D).  One output buffer written by a slice copy and
     in-place adds: shifted copies made with torch.cat and then summed (in fp32, promoted by D) took
     0.74 ms at B4 L2048 H64 P64, five times both SSD launches (H200, BENCHMARKS.md)."""
-    if _is_torch(fwd):
+    if is_torch(fwd):
         import torch
         y = torch.empty_like(fwd)
         y[:, :1] = 0
     else:
-        import numpy as np
         y = np.zeros_like(fwd)
     y[:, 1:] = fwd[:, :-1]  # y_t takes the forward output at t-1 ...
     y[:, :-1] += bwd[:, 1:]  # ... and the backward output at t+1
-    weights = [] if D is None else [D[:, None] if len(_shape(D)) == 1 else D]
+    weights = [] if D is None else [D[:, None] if len(shape(D)) == 1 else D]
     weights += [] if diag is None else [diag[..., None]]
     for w in weights:
-        if _is_torch(y):
+        if is_torch(y):
             y.addcmul_(w, x)  # w·x in fp32, rounded once into y
         else:
             y += (w * x).astype(y.dtype)
@@ -80,37 +72,26 @@ def hydra(x, dt, A, B, C, D=None, diag=None, dt_bias=None, dt_softplus=False, dt
     Returns y (batch, L, H, P) in x's dtype (an fp32 D is applied in fp32 and rounded once, as mamba_ssm
     does).  On the Triton backend, differentiable with torch autograd.
     """
-    if len(_shape(x)) != 4:
-        raise ValueError(f"x: expected shape (batch, L, H, P), got {_shape(x)}")
-    batch, L, H, P = _shape(x)
-    _check("A", A, (H,), "(H,)")
-    _check("dt", dt, (batch, L, 2, H), "(batch, L, 2, H)")
-    if len(_shape(B)) != 5:
-        raise ValueError(f"B: expected shape (batch, L, 2, G, N), got {_shape(B)}")
-    G, N = _shape(B)[3:]
+    if len(shape(x)) != 4:
+        raise ValueError(f"x: expected shape (batch, L, H, P), got {shape(x)}")
+    batch, L, H, P = shape(x)
+    expect("A", A, (H,), "(H,)")
+    expect("dt", dt, (batch, L, 2, H), "(batch, L, 2, H)")
+    if len(shape(B)) != 5:
+        raise ValueError(f"B: expected shape (batch, L, 2, G, N), got {shape(B)}")
+    G, N = shape(B)[3:]
     if H % G:
         raise ValueError(f"B: {G} groups do not divide the H={H} heads of x")
-    _check("B", B, (batch, L, 2, G, N), "(batch, L, 2, G, N)")
-    _check("C", C, (batch, L, 2, G, N), "(batch, L, 2, G, N)")
-    if D is not None and _shape(D) not in ((H,), (H, P)):
-        raise ValueError(f"D: expected shape (H,) = {(H,)} or (H, P) = {(H, P)}, got {_shape(D)}")
+    expect("B", B, (batch, L, 2, G, N), "(batch, L, 2, G, N)")
+    expect("C", C, (batch, L, 2, G, N), "(batch, L, 2, G, N)")
+    if D is not None and shape(D) not in ((H,), (H, P)):
+        raise ValueError(f"D: expected shape (H,) = {(H,)} or (H, P) = {(H, P)}, got {shape(D)}")
     if diag is not None:
-        _check("diag", diag, (batch, L, H), "(batch, L, H)")
+        expect("diag", diag, (batch, L, H), "(batch, L, H)")
     if dt_bias is not None:
-        _check("dt_bias", dt_bias, (H,), "(H,)")
+        expect("dt_bias", dt_bias, (H,), "(H,)")
     lo, hi = (float(v) for v in dt_limit)
     scan = dict(dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=(lo, hi))
-    fwd = ops.ssd(x, dt[:, :, 0], A, B[:, :, 0], C[:, :, 0], chunk_size, **scan, backend=backend)
-    bwd = _reverse_ssd(x, dt[:, :, 1], A, B[:, :, 1], C[:, :, 1], **scan, backend=backend)  # (chunk_size: checked by ssd)
+    fwd = ssd(x, dt[:, :, 0], A, B[:, :, 0], C[:, :, 0], chunk_size, **scan, backend=backend)
+    bwd = run_reverse_ssd(x, dt[:, :, 1], A, B[:, :, 1], C[:, :, 1], **scan, backend=backend)  # (chunk_size: checked by ssd)
     return _combine(fwd, bwd, x, D, diag)
-
-
-def _reverse_ssd(x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, backend):
-    """ssd read backwards in time (h_t = exp(Δ_t A) h_{t+1} + Δ_t B_t x_t; y_t = C_t·h_t): the
-    drop-in op's Spec with direction="reverse", differentiable through the compiled graph's
-    autograd on the Triton backend."""
-    lo, hi = dt_limit
-    spec = ops._ssd_spec(None, None, dt_bias, None, None, dt_softplus, lo, hi, False)
-    spec = spec.with_(name="ssd_reverse", direction="reverse")
-    return ops._compiled(spec, backend)(x=x, dt=dt, A=A, B=B, C=C, dt_bias=dt_bias)["out"]
-

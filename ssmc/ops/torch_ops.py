@@ -1,27 +1,25 @@
 """The drop-in ops as torch custom ops, so torch.compile(fullgraph=True) and torch.export trace them.
 
-`ssmc.ops` routes torch tensors on the Triton backend through these.  Each op has a fake (meta)
+`dispatch.py` routes torch tensors on the Triton backend through these.  Each op has a fake (meta)
 implementation giving output shapes and dtypes without running anything.  `selective_scan` and
 `ssd` have registered autograd: their backward is a custom op of its own (`*_bwd`, with a fake
 implementation too) running the generated backward kernel (ssmc.ir.passes.adjoint), so a compiled
-forward+backward stays whole; `multi_order_scan`'s backward is ssmc.orders_backward.
+forward+backward stays whole; `multi_order_scan`'s backward is `multi_order_backward.py`.
 selective_state_update (a decode step, in place) has no backward.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-# Custom ops run under torch._dynamo, and Triton's interpreter breaks ("Cannot call @triton.jit'd
-# outside of the scope of a kernel") when TRITON_INTERPRET is switched on after dynamo loads:
-# without CUDA, switch it on now, before the ops below are registered.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from ssmc.runtime.autograd import EMPTY
 
-_EMPTY = (0,)  # an output that was not asked for
+from .multi_order import run_multi_order
+from .multi_order_backward import multi_order_scan_backward
+from .selective_scan import run_selective_scan, run_state_update, selective_scan_backward
+from .ssd import run_ssd, ssd_backward
 
 
 def _state_dtype(A: Tensor, *tensors) -> torch.dtype:
@@ -41,19 +39,17 @@ def _out_dtype(x: Tensor) -> torch.dtype:
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                    z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                    return_last_state: bool) -> tuple[Tensor, Tensor]:
-    from . import ops
-    res = ops.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                             backend="triton", _direct=True)
+    res = run_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, "triton")
     if return_last_state:
         return res
-    return res, u.new_empty(_EMPTY, dtype=_state_dtype(A, u, delta, B, C, D, z, delta_bias))
+    return res, u.new_empty(EMPTY, dtype=_state_dtype(A, u, delta, B, C, D, z, delta_bias))
 
 
 @selective_scan.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
     dtype = _state_dtype(A, u, delta, B, C, D, z, delta_bias)
     last = (u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=dtype) if return_last_state
-            else u.new_empty(_EMPTY, dtype=dtype))
+            else u.new_empty(EMPTY, dtype=dtype))
     return u.new_empty(u.shape, dtype=_out_dtype(u)), last
 
 
@@ -62,12 +58,11 @@ def ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
         z: Optional[Tensor], dt_bias: Optional[Tensor], initial_states: Optional[Tensor],
         seq_idx: Optional[Tensor], dt_softplus: bool, dt_min: float, dt_max: float,
         return_final_states: bool) -> tuple[Tensor, Tensor]:
-    from . import ops
-    res = ops.ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus,
-                  (dt_min, dt_max), return_final_states, backend="triton", _direct=True)
+    res = run_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, (dt_min, dt_max),
+                  return_final_states, "triton")
     if return_final_states:
         return res
-    return res, x.new_empty(_EMPTY, dtype=_state_dtype(A, x, dt, B, C, D, z, dt_bias, initial_states))
+    return res, x.new_empty(EMPTY, dtype=_state_dtype(A, x, dt, B, C, D, z, dt_bias, initial_states))
 
 
 @ssd.register_fake
@@ -76,7 +71,7 @@ def _(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_sof
     b, _, h, p = x.shape
     dtype = _state_dtype(A, x, dt, B, C, D, z, dt_bias, initial_states)
     final = (x.new_empty((b, h, p, B.shape[-1]), dtype=dtype) if return_final_states
-             else x.new_empty(_EMPTY, dtype=dtype))
+             else x.new_empty(EMPTY, dtype=dtype))
     return x.new_empty(x.shape, dtype=_out_dtype(x)), final
 
 
@@ -84,9 +79,7 @@ def _(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_sof
 def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
                            D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor],
                            dt_softplus: bool) -> Tensor:
-    from . import ops
-    return ops.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend="triton",
-                                      _direct=True)
+    return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, "triton")
 
 
 @selective_state_update.register_fake
@@ -101,7 +94,7 @@ def _none_if_empty(ts, given):
 
 
 def _empty_for_none(grads, given, like):
-    return [g if g is not None else like.new_empty(_EMPTY) for g, x in zip(grads, given)]
+    return [g if g is not None else like.new_empty(EMPTY) for g, x in zip(grads, given)]
 
 
 @torch.library.custom_op("ssmc::selective_scan_bwd", mutates_args=())
@@ -109,15 +102,14 @@ def selective_scan_bwd(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: 
                        C: Tensor, D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
                        delta_softplus: bool) -> list[Tensor]:
     """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]; an empty tensor where the argument was None."""
-    from . import ops
-    grads = ops.selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                        backend="triton")
+    grads = selective_scan_backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    backend="triton")
     return _empty_for_none(grads, (u, delta, A, B, C, D, z, delta_bias), u)
 
 
 @selective_scan_bwd.register_fake
 def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return [torch.empty_like(x) if x is not None else u.new_empty(_EMPTY)
+    return [torch.empty_like(x) if x is not None else u.new_empty(EMPTY)
             for x in (u, delta, A, B, C, D, z, delta_bias)]
 
 
@@ -142,15 +134,14 @@ def ssd_bwd(dout: Tensor, dfinal: Optional[Tensor], x: Tensor, dt: Tensor, A: Te
             D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor], initial_states: Optional[Tensor],
             seq_idx: Optional[Tensor], dt_softplus: bool, dt_min: float, dt_max: float) -> list[Tensor]:
     """[dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states]; empty where the argument was None."""
-    from . import ops
-    grads = ops.ssd_backward(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dt_softplus,
-                             (dt_min, dt_max), backend="triton")
+    grads = ssd_backward(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dt_softplus,
+                         (dt_min, dt_max), backend="triton")
     return _empty_for_none(grads, (x, dt, A, B, C, D, z, dt_bias, initial_states), x)
 
 
 @ssd_bwd.register_fake
 def _(dout, dfinal, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max):
-    return [torch.empty_like(v) if v is not None else x.new_empty(_EMPTY)
+    return [torch.empty_like(v) if v is not None else x.new_empty(EMPTY)
             for v in (x, dt, A, B, C, D, z, dt_bias, initial_states)]
 
 
@@ -174,14 +165,13 @@ def _ssd_backward(ctx, dout, dfinal):
 ssd.register_autograd(_ssd_backward, setup_context=_ssd_setup_context)
 
 
-# --- multi-order scans (ssmc.orders) ----------------------------------------------------------------
+# --- multi-order scans (multi_order.py) ----------------------------------------------------------------
 
 @torch.library.custom_op("ssmc::multi_order_scan", mutates_args=())
 def multi_order_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, orders: Tensor,
                      D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], gate: Optional[Tensor],
                      delta_softplus: bool, merge: str, grid: str) -> Tensor:
-    from .orders import _run
-    return _run(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, "triton", grid)
+    return run_multi_order(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, "triton", grid)
 
 
 @multi_order_scan.register_fake
@@ -198,7 +188,6 @@ def multi_order_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: T
                          D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
                          gate: Optional[Tensor], delta_softplus: bool, merge: str) -> list[Tensor]:
     """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dgate]; an empty tensor where the argument was None."""
-    from .orders_backward import multi_order_scan_backward
     grads = multi_order_scan_backward(dout, u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus,
                                       merge)
     return _empty_for_none(grads, (u, delta, A, B, C, D, z, delta_bias, gate), u)
@@ -206,7 +195,7 @@ def multi_order_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: T
 
 @multi_order_scan_bwd.register_fake
 def _(dout, u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge):
-    return [torch.empty_like(x) if x is not None else u.new_empty(_EMPTY)
+    return [torch.empty_like(x) if x is not None else u.new_empty(EMPTY)
             for x in (u, delta, A, B, C, D, z, delta_bias, gate)]
 
 
@@ -225,87 +214,3 @@ def _orders_backward(ctx, dout):
 
 
 multi_order_scan.register_autograd(_orders_backward, setup_context=_orders_setup_context)
-
-
-# --- any compiled spec ----------------------------------------------------------------------------
-# Compiled.__call__ routes torch tensors that require grad through `ssmc::compiled`, an op keyed by
-# the Compiled object (registered here on first use): forward = Compiled.run, fake = output shapes
-# and dtypes from the graph, backward = `ssmc::compiled_bwd` = Compiled.grad (the derived backward).
-
-_REGISTRY: dict = {}
-
-
-def register(fn) -> str:
-    key = getattr(fn, "_op_key", None)
-    if key is None:
-        key = f"{fn.graph.name}#{len(_REGISTRY)}"
-        _REGISTRY[key] = fn
-        fn._op_key = key
-    return key
-
-
-def _names(fn):
-    return list(fn.graph.inputs), list(fn.graph.outputs)
-
-
-def _is_float(x: Tensor) -> bool:
-    return x.is_floating_point() or x.is_complex()
-
-
-@torch.library.custom_op("ssmc::compiled", mutates_args=())
-def compiled(key: str, inputs: list[Tensor]) -> list[Tensor]:
-    fn = _REGISTRY[key]
-    names, outs = _names(fn)
-    res = fn.run(dict(zip(names, inputs)))
-    return [res[o] for o in outs]
-
-
-@compiled.register_fake
-def _(key, inputs):
-    from ssmc.ir.bind import bind
-    from .compiler import _torch_dtype
-    fn = _REGISTRY[key]
-    names, outs = _names(fn)
-    args = dict(zip(names, inputs))
-    sizes = bind(fn.graph, args)
-    return [inputs[0].new_empty(tuple(sizes[a.symbol] for a in fn.graph[fn.graph.outputs[o]].attr("axes")),
-                                dtype=_torch_dtype(fn.graph, o, args)) for o in outs]
-
-
-@torch.library.custom_op("ssmc::compiled_bwd", mutates_args=())
-def compiled_bwd(key: str, inputs: list[Tensor], cotangents: list[Tensor]) -> list[Tensor]:
-    """The gradient of every input (in its dtype); an empty tensor for integer inputs (seq_idx)."""
-    fn = _REGISTRY[key]
-    names, outs = _names(fn)
-    grads = fn.grad(dict(zip(names, inputs)), dict(zip(outs, cotangents)))
-    return [grads[f"grad_{n}"].to(x.dtype) if _is_float(x) else x.new_empty(_EMPTY) for n, x in zip(names, inputs)]
-
-
-@compiled_bwd.register_fake
-def _(key, inputs, cotangents):
-    return [torch.empty_like(x) if _is_float(x) else x.new_empty(_EMPTY) for x in inputs]
-
-
-def _compiled_setup_context(ctx, inputs, output):
-    key, tensors = inputs
-    ctx.key = key
-    ctx.save_for_backward(*tensors)
-
-
-def _compiled_backward(ctx, cotangents):
-    tensors = ctx.saved_tensors
-    grads = torch.ops.ssmc.compiled_bwd(ctx.key, list(tensors), list(cotangents))
-    return None, [g if _is_float(x) else None for g, x in zip(grads, tensors)]
-
-
-compiled.register_autograd(_compiled_backward, setup_context=_compiled_setup_context)
-
-
-def run_compiled(fn, arrays: dict) -> dict:
-    """Compiled.__call__ for torch tensors that require grad: outputs with a grad_fn."""
-    from ssmc.ir.bind import bind
-    if not torch.compiler.is_compiling():  # (traced, the op's fake implementation binds the shapes)
-        bind(fn.graph, arrays)  # clear errors naming the argument, before the op is entered
-    names, outs = _names(fn)
-    res = torch.ops.ssmc.compiled(register(fn), [arrays[n] for n in names])
-    return dict(zip(outs, res))

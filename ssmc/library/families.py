@@ -24,8 +24,9 @@ from typing import Callable
 import numpy as np
 
 from ssmc import ops
+from ssmc.runtime import cached_compile
 
-from . import ENTRIES
+from ssmc.ir.entries import ENTRIES
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ _S5_EPISODES = ENTRIES["s5"].with_(name="s5_episodes", seq_idx=True)
 def _s5_episodes(u, log_dt, A_log_re, A_im, B, C, seq_idx, D=None, *, backend="auto", out=None):
     if seq_idx is None:
         raise ValueError("seq_idx: required, (batch, L) integer: the state resets where it changes")
-    fn = ops._compiled(_S5_EPISODES, backend)
+    fn = cached_compile(_S5_EPISODES, backend)
     return fn(u=u, log_dt=log_dt, A_log_re=A_log_re, A_im=A_im, B=B, C=C, D=D, seq_idx=seq_idx, out=out)["out"]
 
 

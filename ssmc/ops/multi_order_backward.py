@@ -1,10 +1,10 @@
-"""The backward of `multi_order_scan` (ssmc.orders): the K orders as one grouped selective scan.
+"""The backward of `multi_order_scan` (multi_order.py): the K orders as one grouped selective scan.
 
 Each order k is a selective scan of its inputs read along orders[k]; in that order's own time
 (step j at position orders[k, j]) it is a plain forward scan.  So the gradients are those of one
 selective scan over K·dim channels — B and C grouped by order (G = K), u and z tiled — with every
 time-varying input gathered into its order's time, run by the generated backward kernel
-(`ssmc.ops.selective_scan_backward`), and the gradients gathered back to sequence positions with
+(`selective_scan.selective_scan_backward`), and the gradients gathered back to sequence positions with
 the inverse permutations; the gradients of the shared u sum over the orders.
 
 Each order's result is silu(z)·y_k (z tiled like u, so the kernel also gives z's gradient per order);
@@ -16,18 +16,18 @@ times, Δ, B, C once): a gather-order backward kernel is not generated yet.
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
+from .multi_order import run_multi_order, tied_of
+from .selective_scan import selective_scan_backward
+
 
 def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, gate=None,
                               delta_softplus=False, merge="sum"):
     """Gradients of multi_order_scan for the cotangent `dout` of its output (torch tensors on the
     Triton backend).  `orders` is the checked (K, L) int64 tensor.  Returns
     [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dgate], None where the argument was None."""
-    import torch
-    import torch.nn.functional as F
-
-    from .ops import selective_scan_backward
-    from .orders import _run, tied_of
-
     batch, dim, L = u.shape
     K, N = orders.shape[0], A.shape[-1]
     # tied parameters (no K axis) take part as K identical views; their gradients sum the orders
@@ -79,7 +79,7 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     dz = None if z is None else unflat(dz_k).sum(1).to(z.dtype)
     dgate = None
     if gate is not None:  # each order's result itself: one more launch of the fused forward
-        y = _run(u, *(given[k] for k in ("delta", "A", "B", "C")), idx, given["D"], None, given["delta_bias"], None,
+        y = run_multi_order(u, *(given[k] for k in ("delta", "A", "B", "C")), idx, given["D"], None, given["delta_bias"], None,
                  delta_softplus, "concat", "triton").float()
         w = d * F.silu(z.float()) if z is not None else d
         dgate = (w[:, None] * y).to(gate.dtype)

@@ -1,4 +1,5 @@
-"""compile(): a declaration through the pass pipeline to a callable on one backend.
+"""compile_ssm() (the public `ssmc.compile`): a declaration through the pass pipeline to a callable
+on one backend.
 
     fn = ssmc.compile(ssmc.library.get("mamba1"), backend="triton")
     outs = fn(u=u, delta=delta, ...)          # {"out": ..., "last_state": ...}
@@ -8,23 +9,26 @@ NumPy arrays in give NumPy arrays out; torch tensors in give torch tensors out o
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-import numpy as np
+from ssmc.backends import numpy_interp
+from ssmc.backends import triton as tb
+from ssmc.backends.triton import param_name
 
+from ssmc.backends.triton.tune import autotune
 from ssmc.ir import Graph
+from ssmc.ir.bind import bind, role_sizes
+from ssmc.ir.entries import get as library_entry
 from ssmc.ir.passes import run_pipeline
-
-from ssmc.ir.bind import bind, is_complex, role_sizes
+from ssmc.ir.passes.adjoint import adjoint
+from ssmc.ir.passes.step import single_step, stateful
 from ssmc.ir.spec import Spec
 
+from .arrays import (as_kernel_tensor, check_state, convert_back, device_of, fill_numpy, is_torch, largest_tensor,
+                     needs_grad, to_numpy, torch_to_numpy, zeros_like_output)
+
 BACKENDS = ("numpy", "triton", "auto")
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
 
 
 def _to_graph(decl) -> Graph:
@@ -33,8 +37,7 @@ def _to_graph(decl) -> Graph:
     if isinstance(decl, Spec):
         return decl.build()
     if isinstance(decl, str):
-        from . import library
-        return library.get(decl).build()
+        return library_entry(decl).build()
     raise TypeError(f"compile() takes a Spec, a Graph or a library name, got {type(decl).__name__}")
 
 
@@ -70,13 +73,12 @@ class Compiled:
         return self._kernels[key]
 
     def _build_kernel(self, sizes: dict, device_type: str, acc: str = "float32"):
-        from ssmc.backends import triton as tb
         schedule = None if self.schedule == "autotune" else self.schedule  # autotune: see _run_triton
         if schedule is None and self.graph.ids("adjoint"):  # a backward graph: its own cost model
             schedule = tb.strategy.choose_backward_schedule(self.graph, role_sizes(self.graph, sizes), device_type, acc)
         if schedule is None:  # the cost model's choice (ssmc.backends.triton.strategy)
             schedule = tb.strategy.choose_schedule(self.graph, role_sizes(self.graph, sizes), device_type, acc)
-        if sizes and _largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
+        if sizes and largest_tensor(self.graph, sizes) >= 2 ** 31 and not schedule.wide:
             schedule = replace(schedule, wide=True)  # 32-bit element offsets would overflow
         return tb.build(self.graph, schedule, acc)  # cached by (graph, schedule, acc) across Compiled objects
 
@@ -84,9 +86,9 @@ class Compiled:
         """Run on keyword arrays; an argument named like an output is a buffer to write it into."""
         arrays = {k: v for k, v in arrays.items() if v is not None}
         outs = {k: arrays.pop(k) for k in list(arrays) if k in self.graph.outputs}
-        if not outs and _needs_grad(arrays):  # autograd through the derived backward (ssmc.torch_ops)
-            from . import torch_ops
-            return torch_ops.run_compiled(self, arrays)
+        if not outs and needs_grad(arrays):  # autograd through the derived backward (ssmc.runtime.autograd)
+            from . import autograd  # (torch glue: torch is in hand, a tensor requires grad)
+            return autograd.run_compiled(self, arrays)
         return self.run(arrays, outs)
 
     def _bind(self, inputs: dict) -> dict:
@@ -127,7 +129,7 @@ class Compiled:
             shape = tuple(sizes[a.symbol] for a in node.attr("axes"))
             ct = grads.get(name)
             if ct is None:
-                ct = _zeros_like_output(node, shape, inputs)
+                ct = zeros_like_output(node, shape, inputs)
             elif tuple(ct.shape) != shape:
                 raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {tuple(ct.shape)}")
             full[f"grad_{name}"] = ct
@@ -151,13 +153,12 @@ class Compiled:
         and is overwritten with the state after the last token.
         """
         form = self._decode_form(inputs)
-        _check_state(form.graph, state)
+        check_state(form.graph, state)
         res = form.run({**{k: v for k, v in inputs.items() if v is not None}, "state": state}, {"state": state})
         res.pop("state")
         return res
 
     def _decode_form(self, inputs) -> "Compiled":
-        from ssmc.ir.passes.step import single_step, stateful
         declared = self.trace[0][1]
         timed = {self.graph[i].attr("name"): any(a.role == "t" for a in self.graph[i].attr("axes"))
                  for i in self.graph.ids("input")}
@@ -167,7 +168,7 @@ class Compiled:
         key = "tokens" if multi else "step"
         if key not in self._forms:
             graph = stateful(declared) if multi else single_step(declared)
-            self._forms[key] = compile(graph, self.backend, self.schedule if multi else None, self.precision)
+            self._forms[key] = compile_ssm(graph, self.backend, self.schedule if multi else None, self.precision)
         return self._forms[key]
 
     def run(self, inputs: dict, outs: dict | None = None) -> dict:
@@ -175,24 +176,22 @@ class Compiled:
         outs = dict(outs or {})
         inputs = {k: v for k, v in inputs.items() if v is not None}
         sizes = self._bind(inputs)
-        use_torch = any(_is_torch(v) for v in inputs.values())
+        use_torch = any(is_torch(v) for v in inputs.values())
         backend = self.backend
         if backend == "auto":
-            backend = "triton" if use_torch and _device_of(inputs).type == "cuda" else "numpy"
+            backend = "triton" if use_torch and device_of(inputs).type == "cuda" else "numpy"
         if backend == "numpy":
-            from ssmc.backends import numpy_interp
-            arrays = {k: _to_numpy(v) for k, v in inputs.items()}
+            arrays = {k: to_numpy(v) for k, v in inputs.items()}
             res = numpy_interp.run(self.graph, arrays, self.precision, sizes)
             if not use_torch:
-                return _fill_numpy(res, outs)
-            return _convert_back(res, inputs, self.graph, outs)
+                return fill_numpy(res, outs)
+            return convert_back(res, inputs, self.graph, outs)
         return self._run_triton(inputs, use_torch, outs, sizes)
 
     def _run_triton(self, inputs, use_torch, outs, sizes):
-        import torch
-        from ssmc.backends import triton as tb
+        import torch  # (the Triton backend runs on torch tensors)
         if use_torch:
-            device = _device_of(inputs)
+            device = device_of(inputs)
         else:  # NumPy arrays: run on the GPU when there is one, else under the interpreter
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         tb.ensure_runtime(device.type)
@@ -203,67 +202,27 @@ class Compiled:
         for i in self.graph.ids("input"):
             n = self.graph[i]
             name = n.attr("name")
-            tensors[name] = _as_kernel_tensor(inputs[name], n, device, acc)
+            tensors[name] = as_kernel_tensor(inputs[name], n, device, acc)
         if self.schedule == "autotune":  # times candidates on these tensors, once per sizes
             key = (tuple(sorted(sizes.items())), device.type, acc)
-            if key not in self._kernels and _largest_tensor(self.graph, sizes) < 2 ** 31:
-                from ssmc.backends.triton.tune import autotune
+            if key not in self._kernels and largest_tensor(self.graph, sizes) < 2 ** 31:
                 self._kernels[key] = autotune(self.graph, sizes, role_sizes(self.graph, sizes), device, acc, tensors)
         kernel = self.kernel(sizes, device.type, acc)
         if use_torch:
-            from ssmc.backends.triton.emitter import param_name
             buffers = {param_name(self.graph, self.graph[i]): outs[self.graph[i].attr("name")]
                        for i in self.graph.ids("output") if self.graph[i].attr("name") in outs}
             return kernel(**tensors, **buffers)
         res = kernel(**tensors)
-        return _fill_numpy({k: _torch_to_numpy(v) for k, v in res.items()}, outs)
-
-
-def _needs_grad(arrays) -> bool:
-    if not any(_is_torch(v) and v.requires_grad for v in arrays.values()):
-        return False
-    import torch
-    return torch.is_grad_enabled()
+        return fill_numpy({k: torch_to_numpy(v) for k, v in res.items()}, outs)
 
 
 @lru_cache(maxsize=256)
 def _backward(graph: Graph) -> Graph:
-    from ssmc.ir.passes.adjoint import adjoint
     return adjoint(graph)
 
 
-def _zeros_like_output(node, shape, inputs):
-    if any(_is_torch(v) for v in inputs.values()):
-        import torch
-        dtype = torch.complex64 if node.type.complex else torch.float32
-        return torch.zeros(shape, dtype=dtype, device=_device_of(inputs))
-    return np.zeros(shape, np.complex128 if node.type.complex else np.float64)
-
-
-def _check_state(graph: Graph, state) -> None:
-    """The state is written in place: it must be a dense fp32/complex64 (or NumPy float) buffer."""
-    node = graph[graph.inputs["state"]]
-    want = "complex" if node.attr("complex") else "float"
-    shape = "(" + ", ".join(a.symbol for a in node.attr("axes")) + ")"
-    if not hasattr(state, "shape") or len(state.shape) != len(node.attr("axes")):
-        raise ValueError(f"state: expected shape {shape}, got {tuple(getattr(state, 'shape', ()))}")
-    if _is_torch(state):
-        import torch
-        ok = torch.complex64 if want == "complex" else torch.float32
-        if state.dtype != ok:
-            raise TypeError(f"state: expected dtype {ok} (updated in place), got {state.dtype}")
-        if not state.is_contiguous():
-            raise ValueError(f"state: must be contiguous to be updated in place, got strides {state.stride()}")
-    else:
-        if not isinstance(state, np.ndarray) or state.dtype.kind != ("c" if want == "complex" else "f"):
-            raise TypeError(f"state: expected a {want} NumPy array or torch tensor, got {type(state).__name__} "
-                            f"of dtype {getattr(state, 'dtype', None)}")
-        if not (state.flags.c_contiguous and state.flags.writeable):
-            raise ValueError("state: must be a contiguous, writable array to be updated in place")
-
-
-def compile(decl, backend: str = "auto", schedule=None, precision: str = "float64") -> Compiled:
-    """Run the passes on a Spec / Graph / library name and bind it to a backend."""
+def compile_ssm(decl, backend: str = "auto", schedule=None, precision: str = "float64") -> Compiled:
+    """Run the passes on a Spec / Graph / library name and bind it to a backend (public as `ssmc.compile`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in ("float64", "float32"):  # checked now, not at the first call
@@ -272,95 +231,12 @@ def compile(decl, backend: str = "auto", schedule=None, precision: str = "float6
     if isinstance(schedule, str) and schedule != "autotune":
         raise ValueError(f"schedule: expected a Schedule, a ChunkedSchedule, a dict or 'autotune', got {schedule!r}")
     if isinstance(schedule, dict):  # else a Schedule, a ChunkedSchedule or "autotune"
-        from ssmc.backends.triton import Schedule
-        schedule = Schedule(**schedule)
+        schedule = tb.Schedule(**schedule)
     return Compiled(graph, trace, backend, schedule, precision)
 
 
-def _largest_tensor(graph: Graph, sizes: dict) -> int:
-    """Elements of the largest input or output (each counted per whole tensor, to be safe)."""
-    return max(math.prod(sizes.get(a.symbol, 1) for a in graph[i].attr("axes"))
-               for i in graph.ids("input") + graph.ids("output"))
-
-
-# --- conversions -------------------------------------------------------------------
-
-def _device_of(inputs):
-    devices = {}
-    for k, v in inputs.items():
-        if _is_torch(v):
-            devices.setdefault(str(v.device), k)
-    if len(devices) > 1:
-        (d1, a1), (d2, a2) = list(devices.items())[:2]
-        raise ValueError(f"{a2}: expected a tensor on {d1} (like {a1}), got one on {d2}")
-    import torch
-    return torch.device(next(iter(devices))) if devices else torch.device("cpu")
-
-
-def _to_numpy(x):
-    if _is_torch(x):
-        x = x.detach().cpu()
-        x = x.to(x.dtype if x.is_complex() or not x.is_floating_point() else __import__("torch").float64)
-        return x.numpy()
-    return np.asarray(x)
-
-
-def _torch_to_numpy(x):
-    x = x.detach().cpu()
-    if x.dtype.is_floating_point and x.dtype not in (__import__("torch").float32, __import__("torch").float64):
-        x = x.float()
-    return x.numpy()
-
-
-def _as_kernel_tensor(x, node, device, acc="float32"):
-    """A torch tensor the kernel can read: complex inputs complex64 (complex128 when computing
-    in float64), real ones as given.
-
-    fp64 stays fp64: the kernel converts on load (a copy to fp32 would cost more traffic), and
-    the launcher then gives `out` u's dtype, as the NumPy backend does.
-    """
-    import torch
-    if not _is_torch(x):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    x = x.to(device)
-    if node.attr("complex"):
-        return x.to(torch.complex128 if acc == "float64" else torch.complex64)
-    return x
-
-
-def _fill_numpy(res, outs):
-    """Preallocated NumPy outputs are written in place and returned, as torch ones are."""
-    for name, buf in outs.items():
-        np.copyto(buf, res[name], casting="same_kind")
-        res[name] = buf
-    return res
-
-
-def _torch_dtype(graph, name, inputs):
-    """The dtype the Triton launcher gives output `name`, so both backends agree: a final state
-    is fp32 (complex64), fp64 (complex128) when a float64 tensor comes in; other outputs take the
-    dtype of the real input with their layout."""
-    import torch
-    node = graph[graph.outputs[name]]
-    wide = any(_is_torch(x) and x.dtype in (torch.float64, torch.complex128) for x in inputs.values())
-    if node.type.complex:
-        return torch.complex128 if wide else torch.complex64
-    if graph[node.args[0]].op != "last":
-        for i in graph.ids("input"):
-            x = inputs[graph[i].attr("name")]
-            if graph[i].attr("axes") == node.attr("axes") and _is_torch(x) and not is_complex(x):
-                return x.dtype
-    return torch.float64 if wide else torch.float32
-
-
-def _convert_back(res, inputs, graph, outs):
-    import torch
-    device = _device_of(inputs)
-    out = {}
-    for name, arr in res.items():
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=_torch_dtype(graph, name, inputs))
-        if name in outs:
-            outs[name].copy_(t)
-            t = outs[name]
-        out[name] = t
-    return out
+@lru_cache(maxsize=512)
+def cached_compile(decl, backend: str) -> Compiled:
+    """One Compiled per (declaration, backend), shared: the drop-in ops pick a Spec per call from their
+    arguments and compile it once."""
+    return compile_ssm(decl, backend=backend)

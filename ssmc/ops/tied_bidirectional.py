@@ -43,10 +43,12 @@ from functools import lru_cache
 import numpy as np
 
 from ssmc.ir import Axis, Rebuilder
-
-from .compiler import _is_torch, _needs_grad, compile
-from .orders import _shape
+from ssmc.ir.entries import ENTRIES
 from ssmc.ir.spec import Spec
+from ssmc.runtime import compile_ssm
+from ssmc.runtime.arrays import is_torch, needs_grad
+
+from .arguments import shape
 
 
 @lru_cache(maxsize=32)
@@ -79,13 +81,13 @@ def _siso_graph(spec: Spec):
 
 
 @lru_cache(maxsize=32)
-def _compiled(spec: Spec, backend: str, direction: str = ""):
+def tied_compiled(spec: Spec, backend: str, direction: str = ""):
     """The compiled SISO graph (direction ""), or one direction of a MIMO Spec."""
     if not direction:
-        return compile(_siso_graph(spec), backend=backend)
+        return compile_ssm(_siso_graph(spec), backend=backend)
     if direction == "reverse":  # D is added once, by the forward run
         spec = spec.with_(name=f"{spec.name}_reverse", direction="reverse", skip=None)
-    return compile(spec, backend=backend)
+    return compile_ssm(spec, backend=backend)
 
 
 def tied_bidirectional_graph(spec):
@@ -97,15 +99,14 @@ def tied_bidirectional_graph(spec):
     if spec.io == "mimo":
         raise ValueError(f"spec: {spec.name!r} is MIMO: its tied bidirectional layer is two runs of the Spec, "
                          f"not one graph")
-    return _compiled(spec, "numpy").graph
+    return tied_compiled(spec, "numpy").graph
 
 
 def _check_spec(spec) -> Spec:
     if isinstance(spec, str):
-        from . import library
-        if spec not in library.ENTRIES:
-            raise ValueError(f"spec: no library entry {spec!r}; entries are {sorted(library.ENTRIES)}")
-        spec = library.ENTRIES[spec]
+        if spec not in ENTRIES:
+            raise ValueError(f"spec: no library entry {spec!r}; entries are {sorted(ENTRIES)}")
+        spec = ENTRIES[spec]
     if not isinstance(spec, Spec):
         raise ValueError(f"spec: expected a Spec or a library entry name, got {type(spec).__name__}")
     why = ("it is selective (time-varying " + ", ".join(sorted(spec.selective)) + "); for selective scans use "
@@ -122,7 +123,7 @@ def _check_spec(spec) -> Spec:
 def _orders(L: int, like):
     """[0, …, L-1] and [L-1, …, 0]: direction k reads time orders[k, step]."""
     o = np.stack([np.arange(L), np.arange(L)[::-1]]).astype(np.int64)
-    if _is_torch(like):
+    if is_torch(like):
         import torch
         return torch.from_numpy(o).to(like.device)
     return o
@@ -140,24 +141,24 @@ def tied_bidirectional(spec, *, backend: str = "auto", out=None, **inputs):
     """
     spec = _check_spec(spec)
     u, C = inputs.get("u"), inputs.get("C")
-    if len(_shape(u)) != 3:
+    if len(shape(u)) != 3:
         raise ValueError(f"u: expected shape {'(batch, L, H)' if spec.io == 'mimo' else '(batch, dim, L)'}, "
-                         f"got {_shape(u)}")
-    channels = _shape(u)[2] if spec.io == "mimo" else _shape(u)[1]
+                         f"got {shape(u)}")
+    channels = shape(u)[2] if spec.io == "mimo" else shape(u)[1]
     label = "H" if spec.io == "mimo" else "dim"
-    if len(_shape(C)) not in (2, 3) or _shape(C)[-2] != channels or (len(_shape(C)) == 3 and _shape(C)[0] != 2):
+    if len(shape(C)) not in (2, 3) or shape(C)[-2] != channels or (len(shape(C)) == 3 and shape(C)[0] != 2):
         raise ValueError(f"C: expected shape (2, {label}, N) (one per direction) or ({label}, N) (shared) with "
-                         f"{label}={channels}, got {_shape(C)}")
-    per_direction = len(_shape(C)) == 3
-    if spec.io == "mimo" or _needs_grad(inputs):
+                         f"{label}={channels}, got {shape(C)}")
+    per_direction = len(shape(C)) == 3
+    if spec.io == "mimo" or needs_grad(inputs):
         fwd, rev = (C[0], C[1]) if per_direction else (C, C)
-        y = _compiled(spec, backend, "forward")(**{**inputs, "C": fwd}, out=out)["out"]
-        y_rev = _compiled(spec, backend, "reverse")(**{**inputs, "C": rev, "D": None})["out"]
+        y = tied_compiled(spec, backend, "forward")(**{**inputs, "C": fwd}, out=out)["out"]
+        y_rev = tied_compiled(spec, backend, "reverse")(**{**inputs, "C": rev, "D": None})["out"]
         if out is None:
             return y + y_rev  # not in place: y may be saved for autograd
         y += y_rev
         return y
     if not per_direction:  # the graph reads C in blocks: both directions' copies (2·dim×N, small)
-        C = C[None].expand(2, *_shape(C)) if _is_torch(C) else np.broadcast_to(C[None], (2,) + _shape(C))
-    C = C.reshape(2 * channels, _shape(C)[-1])  # a view when contiguous
-    return _compiled(spec, backend)(**{**inputs, "C": C}, orders=_orders(_shape(u)[2], u), out=out)["out"]
+        C = C[None].expand(2, *shape(C)) if is_torch(C) else np.broadcast_to(C[None], (2,) + shape(C))
+    C = C.reshape(2 * channels, shape(C)[-1])  # a view when contiguous
+    return tied_compiled(spec, backend)(**{**inputs, "C": C}, orders=_orders(shape(u)[2], u), out=out)["out"]

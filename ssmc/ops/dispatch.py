@@ -1,0 +1,113 @@
+"""The drop-in ops with mamba_ssm's signatures: each checks its arguments, then runs either the torch
+custom op (`torch_ops.py`: under torch.compile, so the call traces as one op, or when autograd records
+it) or the implementation directly (`selective_scan.py`, `ssd.py`, `multi_order.py`).
+
+`selective_scan` is `selective_scan_fn`; `ssd` is `mamba_chunk_scan_combined`; `selective_state_update`
+is mamba_ssm's decode step.  Each picks the Spec its arguments describe, compiles it once (cached) and
+runs it on the chosen backend: "numpy", "triton", or "auto" (Triton for CUDA tensors, the NumPy
+reference otherwise).  On the Triton backend they are differentiable (torch autograd): their backward
+is the generated backward kernel of the same Spec.
+"""
+from __future__ import annotations
+
+from .multi_order import prepare, run_multi_order
+from .selective_scan import run_selective_scan, run_state_update
+from .ssd import check_chunk_size, run_ssd
+
+
+def custom_ops(backend: str, *tensors):
+    """torch.ops.ssmc when torch tensors run on the Triton backend and the call needs it — under
+    torch.compile (so the call traces as one op) or when autograd records it (a tensor requires grad
+    and grad mode is on: the op's autograd) — else None: the caller runs the implementation directly.
+    The custom op's dispatch costs host time (about a batch-1 Mamba-1 forward's GPU time, BENCHMARKS.md),
+    so a call that needs neither does not pay it."""
+    given = [t for t in tensors if t is not None]
+    if not given or not all(type(t).__module__.startswith("torch") for t in given):
+        return None
+    if backend == "triton" or (backend == "auto" and given[0].device.type == "cuda"):
+        import torch
+        if not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(t.requires_grad for t in given)):
+            return None
+
+        from . import torch_ops  # noqa: F401  (torch glue, loaded with torch: registers the custom ops)
+        return torch.ops.ssmc
+    return None
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, *, backend="auto"):
+    """mamba_ssm's selective_scan_fn.
+
+    u, delta, z: (batch, dim, L); A: (dim, N), real or complex; B, C: (dim, N) time-invariant,
+    (batch, N, L) or (batch, G, N, L); D, delta_bias: (dim,).  With a complex A the output is
+    2·Re(C·h).  Returns out (batch, dim, L), and last_state (batch, dim, N) if asked.
+    """
+    op = custom_ops(backend, u, delta, A, B, C, D, z, delta_bias)
+    if op is not None:
+        out, last = op.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                      bool(return_last_state))
+        return (out, last) if return_last_state else out
+    return run_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend)
+
+
+def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+        dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False, *, backend="auto"):
+    """mamba_ssm's mamba_chunk_scan_combined (Mamba-2 SSD).
+
+    x, z: (batch, L, H, P); dt: (batch, L, H); A: (H,); B, C: (batch, L, G, N); D: (H,) or (H, P);
+    dt_bias: (H,); initial_states: (batch, H, P, N); seq_idx: (batch, L) integer, the state resets
+    where it changes.  `chunk_size` is accepted for compatibility: the result does not depend on it
+    (the Triton cost model picks the chunked kernel's own chunk).  Returns out (batch, L, H, P), and
+    final_states (batch, H, P, N) if asked.
+    """
+    check_chunk_size(chunk_size)
+    lo, hi = (float(v) for v in dt_limit)
+    op = custom_ops(backend, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
+    if op is not None:
+        out, final = op.ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
+                            bool(dt_softplus), lo, hi, bool(return_final_states))
+        return (out, final) if return_final_states else out
+    return run_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, (lo, hi),
+                   return_final_states, backend)
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, *,
+                           backend="auto"):
+    """mamba_ssm's selective_state_update: one decode step, `state` updated in place.
+
+    Without heads: state (batch, dim, N); x, dt, z (batch, dim); A (dim, N); B, C (batch, N);
+    D, dt_bias (dim,).  With heads: state (batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
+    B, C (batch, G, N); D, dt_bias (H, P).  Returns out, shaped like x.
+    """
+    op = custom_ops(backend, state, x, dt, A, B, C, D, z, dt_bias)
+    if op is not None:
+        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
+    return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
+
+
+def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,
+                     merge: str = "sum", gate=None, tie=(), backend: str = "auto"):
+    """K selective scans of one sequence along K orders, summed (see ssmc.ops.multi_order).
+
+    u, z: (batch, dim, L), shared by every order; delta: (batch, K, dim, L); A: (K, dim, N);
+    B, C: (batch, K, N, L); D, delta_bias: (K, dim); orders: K permutations of range(L) (NumPy or
+    torch integer arrays, or one (K, L) array).  Each B_k, C_k, delta_k is given in sequence
+    positions and read along order k.  `merge`: "sum" (the default) or "mean" of the K results, shape
+    (batch, dim, L); "concat", shape (batch, K, dim, L); or "gated": Σ_k gate[:, k] ⊙ result_k, shape
+    (batch, dim, L), with `gate` (batch, K, dim, L) in sequence positions (only with merge="gated").
+    `tie`: the parameters shared by every order (any of "delta", "A", "B", "C", "D", "delta_bias"),
+    given without their K axis — delta (batch, dim, L), A (dim, N), B/C (batch, N, L), D/delta_bias
+    (dim,) — as a bidirectional S4/S5-style layer ties them; Vision Mamba ties none.  A tied
+    parameter is one tensor in the IR read by every order (no copies; except that when Δ, A, D and the
+    bias are all tied, A is repeated K times — K·dim×N — so the graph keeps its K blocks of channels,
+    and that with B and C both tied on named grid orders B enters as a view repeating it along K with
+    stride 0, so the grid kernel can tell the orders' blocks apart); its gradient sums the orders.
+    On the Triton backend it is differentiable (torch autograd; the backward is
+    `ssmc.ops.multi_order_backward`).
+    """
+    orders, grid = prepare(u, delta, A, B, C, orders, D, z, delta_bias, gate, merge, tie)
+    op = custom_ops(backend, u, delta, A, B, C, D, z, delta_bias, gate)
+    if op is not None:  # torch tensors on Triton: one custom op, with autograd (ssmc.ops.torch_ops)
+        return op.multi_order_scan(u, delta, A, B, C, orders, D, z, delta_bias, gate, bool(delta_softplus), merge,
+                                   grid)
+    return run_multi_order(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend, grid)

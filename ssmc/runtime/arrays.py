@@ -1,0 +1,165 @@
+"""Arrays in and out of the backends: NumPy arrays and torch tensors, their devices and dtypes.
+
+torch is imported only where a torch tensor is in hand (`is_torch` tells without importing it), so
+`import ssmc` does not import torch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ssmc.ir import Graph
+from ssmc.ir.bind import is_complex
+
+
+def is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def needs_grad(arrays: dict) -> bool:
+    """Does a torch tensor among `arrays` require grad, with grad mode on?"""
+    if not any(is_torch(v) and v.requires_grad for v in arrays.values()):
+        return False
+    import torch
+    return torch.is_grad_enabled()
+
+
+def device_of(inputs: dict):
+    """The one torch device of the torch tensors among `inputs` (CPU when there are none)."""
+    devices = {}
+    for k, v in inputs.items():
+        if is_torch(v):
+            devices.setdefault(str(v.device), k)
+    if len(devices) > 1:
+        (d1, a1), (d2, a2) = list(devices.items())[:2]
+        raise ValueError(f"{a2}: expected a tensor on {d1} (like {a1}), got one on {d2}")
+    import torch
+    return torch.device(next(iter(devices))) if devices else torch.device("cpu")
+
+
+def to_numpy(x):
+    """An input as a NumPy array: torch floating point as float64, complex and integer as they are."""
+    if is_torch(x):
+        import torch
+        x = x.detach().cpu()
+        x = x.to(x.dtype if x.is_complex() or not x.is_floating_point() else torch.float64)
+        return x.numpy()
+    return np.asarray(x)
+
+
+def torch_to_numpy(x):
+    """A kernel's output as a NumPy array (16-bit floats widened to fp32)."""
+    import torch
+    x = x.detach().cpu()
+    if x.dtype.is_floating_point and x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return x.numpy()
+
+
+def as_kernel_tensor(x, node, device, acc="float32"):
+    """A torch tensor the kernel can read: complex inputs complex64 (complex128 when computing
+    in float64), real ones as given.
+
+    fp64 stays fp64: the kernel converts on load (a copy to fp32 would cost more traffic), and
+    the launcher then gives `out` u's dtype, as the NumPy backend does.
+    """
+    import torch
+    if not is_torch(x):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    x = x.to(device)
+    if node.attr("complex"):
+        return x.to(torch.complex128 if acc == "float64" else torch.complex64)
+    return x
+
+
+def fill_numpy(res: dict, outs: dict) -> dict:
+    """Preallocated NumPy outputs are written in place and returned, as torch ones are."""
+    for name, buf in outs.items():
+        np.copyto(buf, res[name], casting="same_kind")
+        res[name] = buf
+    return res
+
+
+def torch_dtype(graph: Graph, name: str, inputs: dict):
+    """The dtype the Triton launcher gives output `name`, so both backends agree: a final state
+    is fp32 (complex64), fp64 (complex128) when a float64 tensor comes in; other outputs take the
+    dtype of the real input with their layout."""
+    import torch
+    node = graph[graph.outputs[name]]
+    wide = any(is_torch(x) and x.dtype in (torch.float64, torch.complex128) for x in inputs.values())
+    if node.type.complex:
+        return torch.complex128 if wide else torch.complex64
+    if graph[node.args[0]].op != "last":
+        for i in graph.ids("input"):
+            x = inputs[graph[i].attr("name")]
+            if graph[i].attr("axes") == node.attr("axes") and is_torch(x) and not is_complex(x):
+                return x.dtype
+    return torch.float64 if wide else torch.float32
+
+
+def convert_back(res: dict, inputs: dict, graph: Graph, outs: dict) -> dict:
+    """NumPy results as torch tensors on the inputs' device, in the dtypes the Triton backend gives,
+    written into the buffers `outs` where given."""
+    import torch
+    device = device_of(inputs)
+    out = {}
+    for name, arr in res.items():
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=torch_dtype(graph, name, inputs))
+        if name in outs:
+            outs[name].copy_(t)
+            t = outs[name]
+        out[name] = t
+    return out
+
+
+def zeros_like_output(node, shape, inputs: dict):
+    """A zero cotangent for an output (torch when the inputs are torch tensors)."""
+    if any(is_torch(v) for v in inputs.values()):
+        import torch
+        dtype = torch.complex64 if node.type.complex else torch.float32
+        return torch.zeros(shape, dtype=dtype, device=device_of(inputs))
+    return np.zeros(shape, np.complex128 if node.type.complex else np.float64)
+
+
+def check_state(graph: Graph, state) -> None:
+    """The state is written in place: it must be a dense fp32/complex64 (or NumPy float) buffer."""
+    node = graph[graph.inputs["state"]]
+    want = "complex" if node.attr("complex") else "float"
+    shape = "(" + ", ".join(a.symbol for a in node.attr("axes")) + ")"
+    if not hasattr(state, "shape") or len(state.shape) != len(node.attr("axes")):
+        raise ValueError(f"state: expected shape {shape}, got {tuple(getattr(state, 'shape', ()))}")
+    if is_torch(state):
+        import torch
+        ok = torch.complex64 if want == "complex" else torch.float32
+        if state.dtype != ok:
+            raise TypeError(f"state: expected dtype {ok} (updated in place), got {state.dtype}")
+        if not state.is_contiguous():
+            raise ValueError(f"state: must be contiguous to be updated in place, got strides {state.stride()}")
+    else:
+        if not isinstance(state, np.ndarray) or state.dtype.kind != ("c" if want == "complex" else "f"):
+            raise TypeError(f"state: expected a {want} NumPy array or torch tensor, got {type(state).__name__} "
+                            f"of dtype {getattr(state, 'dtype', None)}")
+        if not (state.flags.c_contiguous and state.flags.writeable):
+            raise ValueError("state: must be a contiguous, writable array to be updated in place")
+
+
+def largest_tensor(graph: Graph, sizes: dict) -> int:
+    """Elements of the largest input or output (each counted per whole tensor, to be safe)."""
+    return max(math.prod(sizes.get(a.symbol, 1) for a in graph[i].attr("axes"))
+               for i in graph.ids("input") + graph.ids("output"))
+
+
+def as_torch(arrays: dict, device="cpu") -> dict:
+    """NumPy arrays as torch tensors on `device`: real as fp32, complex as complex64, integer as int64; a
+    list (of orders, say) element by element; anything else (None, numbers, strings) as it is."""
+    import torch
+
+    def conv(v):
+        if isinstance(v, list):
+            return [conv(o) for o in v]
+        if not isinstance(v, np.ndarray):
+            return v
+        dtype = torch.int64 if v.dtype.kind in "iu" else torch.complex64 if np.iscomplexobj(v) else torch.float32
+        return torch.tensor(v, dtype=dtype, device=device)
+    return {k: conv(v) for k, v in arrays.items()}
