@@ -36,12 +36,12 @@ from triton.testing import do_bench  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
+import ssmc  # noqa: E402
 from ssmc import ops  # noqa: E402
 from ssmc.backends.triton import ChunkedSchedule  # noqa: E402
 from ssmc.ir.bind import bind  # noqa: E402
 from ssmc.ops.selective_scan import scan_spec  # noqa: E402
 from ssmc.ops.ssd import ssd_spec  # noqa: E402
-import ssmc  # noqa: E402
 
 import grad_refs  # noqa: E402
 

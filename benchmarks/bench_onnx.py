@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmc.backends import numpy_interp
-from ssmc.export import OP_FORMS, stateful_graph, export_onnx, onnx_inputs
+from ssmc.export import OP_FORMS, export_onnx, onnx_inputs, stateful_graph
 from ssmc.ir.inits import random_inputs
 from ssmc.library import get
 

@@ -16,8 +16,8 @@ if not torch.cuda.is_available():
 
 import numpy as np
 
-from ssmc import library
 import ssmc
+from ssmc import library
 from ssmc.ir.inits import random_inputs
 
 TOL = 1e-5

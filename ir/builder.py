@@ -138,3 +138,13 @@ class Builder:
 
     def build(self) -> Graph:
         return self._rb.finish(self.name)
+
+
+HELPERS = {
+    "input": Builder.input, "const": Builder.const, "neg": neg, "exp": exp, "sqrt": sqrt, "softplus": softplus,
+    "sigmoid": sigmoid, "silu": silu, "clip": clip, "real": real, "abs2": abs2, "add": Value.__add__,
+    "sub": Value.__sub__, "mul": Value.__mul__, "div": Value.__truediv__, "complex": complex_,
+    "discretize": Builder.discretize, "sum": Value.sum, "scan": Builder.scan, "last": Builder.last,
+    "upsample": Builder.upsample, "output": Builder.output,
+}
+"""op -> how a declaration writes it (`expr` nodes are made by expand_discretization, never written)."""

@@ -4,14 +4,15 @@
 over the state); `ssd_reason` / `ssd_parts` recognize Mamba-2's SSD structure — a scalar decay
 per head, an outer-product input k·v (k over the state n, v over the head's positions p) and a
 readout Σ_n C·h, in forward order (the Triton chunked kernels also take reverse), with or without seq_idx
-resets — which the chunked (matmul) lowerings of the ONNX and Triton backends need.
+resets — which the chunked (matmul) lowerings of the ONNX and Triton backends need;
+`ssd_backward_parts` the same structure in a backward graph (the Triton chunked backward's).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .graph import Graph
-from .ops import ABSORBABLE, with_trait
+from .ops import ABSORBABLE, IRError, with_trait
 
 REGION_OPS = with_trait(ABSORBABLE)  # the ops a scan's region may take in after the recurrence
 
@@ -90,3 +91,104 @@ def ssd_parts(g: Graph, scan: int) -> dict:
     mul, sm, c = _readout(g, scan_region(g, scan))
     seq = s.args[2 + bool(s.attr("has_h0"))] if s.attr("reset") else None
     return dict(a=s.args[0], k=k, v=v, c=c, readout=sm, seq=seq)
+
+
+def _outer_of(g, i):
+    """(factor over n, factor over p) when node i is their product, else None."""
+    return outer_factors(g, g[i]) if g[i].op == "mul" else None
+
+
+def _pn(g, i) -> bool:
+    return {"p", "n"} <= g[i].type.dims
+
+
+def _sole_user(g, users, i, ops, axes=None):
+    """The one user of node i when it is one of `ops` (summing exactly `axes`), else None."""
+    us = users[i]
+    if len(us) != 1 or g[us[0]].op not in ops:
+        return None
+    if axes is not None and set(g[us[0]].attr("axes")) != set(axes):
+        return None
+    return us[0]
+
+
+def _vector(g, i, role) -> bool:
+    """A value over `role` (p or n) but not the other, real."""
+    other = "n" if role == "p" else "p"
+    d = g[i].type.dims
+    return role in d and other not in d and not g[i].type.complex
+
+
+def ssd_backward_parts(g: Graph) -> dict:
+    """The structure of an SSD-shaped backward graph, or IRError saying why it has none.
+
+    Returns scan/adjoint ids, the forward factors a, k, v, the cotangent factors U, c, the inputs
+    h0, dlast, seq (or None), and `core`: {node id: (kind, operand)} for the nodes computed by the
+    chunk forms (kinds Yh, Ph, Pg, Ng, dA, carry), `internal`: node ids folded into them.
+    """
+    scans, adjs = g.ids("scan"), g.ids("adjoint")
+    if len(scans) != 1 or len(adjs) != 1:
+        raise IRError(f"{len(scans)} scans and {len(adjs)} adjoints (one of each is lowered)")
+    s, a_id = scans[0], adjs[0]
+    sn, an = g[s], g[a_id]
+    if sn.type.complex:
+        raise IRError("complex state")
+    if g[sn.args[0]].type.dims & {"p", "n"} or not _pn(g, s):
+        raise IRError("not a scalar-per-head state")
+    if sn.attr("order").kind not in ("identity", "reverse"):
+        raise IRError(f"{sn.attr('order')} order")
+    if any(ax.role == "r" for i in g.ids("input") + g.ids("output") for ax in g[i].attr("axes")):
+        raise IRError("an input shared by blocks of channels (role r)")
+    fwd = _outer_of(g, sn.args[1])
+    ct = _outer_of(g, an.args[1])
+    if fwd is None or ct is None:
+        raise IRError("the scan input or the adjoint's cotangent is not an outer product (over n)·(over p)")
+    users = g.users()
+    info = dict(scan=s, adj=a_id, a=sn.args[0], k=fwd[0], v=fwd[1], c=ct[0], u=ct[1],
+                h0=sn.args[2] if sn.attr("has_h0") else None,
+                dlast=an.args[2] if an.attr("has_dlast") else None,
+                seq=sn.args[2 + bool(sn.attr("has_h0"))] if sn.attr("reset") else None)
+    core, internal = {}, {s, a_id, sn.args[1], an.args[1]}
+    if users[sn.args[1]] != [s] or users[an.args[1]] != [a_id]:
+        raise IRError("an outer product is used outside the recurrence")
+    for state, kinds in ((s, ("Yh", "Ph")), (a_id, ("Ng", "Pg"))):
+        for u in users[state]:
+            n = g[u]
+            if u == a_id or u in internal:
+                continue
+            if n.op == "prev" and state == s:
+                (m,) = users[u] if len(users[u]) == 1 else (None,)
+                r = _sole_user(g, users, m, ("reduce",), ("p", "n")) if m is not None else None
+                if r is None or g[m].op != "mul" or set(g[m].args) != {u, a_id}:
+                    raise IRError(f"node %{u}: h_(t-1) is used other than in the decay's gradient")
+                internal |= {u, m}
+                core[r] = ("dA", None)
+            elif n.op == "carry" and state == a_id:
+                core[u] = ("carry", None)
+            elif n.op == "mul":
+                (other,) = [x for x in n.args if x != state] or (None,)
+                for role, kind, axis in (("n", kinds[0], "n"), ("p", kinds[1], "p")):
+                    if other is not None and _vector(g, other, role):
+                        r = _sole_user(g, users, u, ("reduce", "sum"), (axis,))
+                        if r is None:
+                            raise IRError(f"node %{u}: a product with the state not summed over {axis}")
+                        internal.add(u)
+                        core[r] = (kind, other)
+                        break
+                else:
+                    raise IRError(f"node %{u}: the state times a value over neither p nor n alone")
+            else:
+                raise IRError(f"node %{u} ({n.op}) reads the state")
+    for i, n in enumerate(g.nodes):
+        if i in internal or i in core or n.op in ("input", "output"):
+            continue
+        if _pn(g, i):
+            raise IRError(f"node %{i} ({n.op}) varies over both p and n")
+        if n.type and n.type.complex:
+            raise IRError(f"node %{i}: complex values")
+        if n.op == "reduce" and {"b", "h"} & set(n.attr("axes")) and "t" not in n.attr("axes"):
+            raise IRError(f"node %{i}: a sum over {n.attr('axes')} that keeps time")
+        if n.op in ("prev", "carry", "last", "scan", "adjoint"):
+            raise IRError(f"node %{i} ({n.op}) outside the recurrence's structure")
+    info.update(core=core, internal=internal)
+    return info

@@ -35,7 +35,6 @@ from ssmc.ir.spec import Spec
 from ssmc.runtime import compile_ssm
 from ssmc.runtime.check import TOL, differential
 
-
 # --- names -----------------------------------------------------------------------
 
 def _op_specs() -> dict:

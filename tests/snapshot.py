@@ -24,8 +24,8 @@ from ssmc.backends.triton.tune import candidates
 from ssmc.export import export_onnx
 from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
-from ssmc.library import DEFAULT_SIZES, ENTRIES
 from ssmc.ir.spec import Spec
+from ssmc.library import ENTRIES
 from ssmc.ops import tied_bidirectional_graph
 from ssmc.ops.multi_order import multi_order_compiled
 from ssmc.ops.selective_scan import state_update

@@ -15,8 +15,8 @@ from ssmc.backends.triton import ChunkedSchedule
 from ssmc.backends.triton.ssd import chunked_reason
 from ssmc.backends.triton.strategy import choose
 from ssmc.export import OP_FORMS
-from ssmc.ir.inits import random_inputs
 from ssmc.ir import IRError
+from ssmc.ir.inits import random_inputs
 
 from conftest import DEVICES, assert_close, seed_of
 

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from test_chunked import SIZES, SPECS
 
 import ssmc
 from ssmc.backends.triton import ChunkedSchedule
@@ -21,7 +22,6 @@ from ssmc.ops.ssd import ssd_spec
 from ssmc.runtime import cached_compile
 
 from conftest import DEVICES, assert_close, seed_of
-from test_chunked import SIZES, SPECS
 
 
 def _grads(spec, sizes, schedule, device, rng):
@@ -98,8 +98,9 @@ def test_generated_backward_reads_like_the_math():
 def test_ssd_op_gradients_bf16_on_cuda(rng):
     """ssmc.ops.ssd's autograd at a Mamba-2 shape takes the chunked backward on CUDA; bf16 gradients
     agree with a float64 PyTorch loop run on the same bf16-rounded values."""
-    import grad_refs
     from ssmc.ops import ssd
+
+    import grad_refs
     g = torch.Generator(device="cuda").manual_seed(seed_of(rng) % 2**31)
     r = lambda *s, dtype=torch.bfloat16: torch.randn(*s, device="cuda", generator=g).to(dtype)  # noqa: E731
     b, L, H, P, G, N = 2, 301, 4, 64, 2, 64

@@ -155,8 +155,8 @@ def test_compile_writes_a_standalone_module_that_runs(runs):
     assert "verified" in res.stderr
 
     # Run the written module with ssmc unimportable, on inputs from ssmc's initializers.
-    from ssmc import library
     import ssmc
+    from ssmc import library
     from ssmc.ir.inits import random_inputs
     ref = ssmc.compile(library.get("mamba1"), backend="numpy")
     x = random_inputs(ref.graph, library.DEFAULT_SIZES["mamba1"], seed=0)

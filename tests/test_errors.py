@@ -9,9 +9,9 @@ import torch
 
 import ssmc
 from ssmc import Builder, Spec, library, ops
-from ssmc.ir import builder as d
 from ssmc.backends import triton as tb
 from ssmc.ir import IRError
+from ssmc.ir import builder as d
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ssmc import ops
+
 import grad_refs
 from conftest import DEVICES, assert_close
-from ssmc import ops
 
 
 def _gen(seed):
@@ -168,8 +169,9 @@ LIBRARY = ["mamba1", "mamba2", "s4d_zoh", "s4d_bilinear", "s5", "lru"]
 
 def _library_inputs(name, seed, **sizes):
     import numpy as np
-    from ssmc import library
+
     import ssmc
+    from ssmc import library
     from ssmc.ir.inits import random_inputs
     g = ssmc.compile(name, backend="numpy").graph
     x = random_inputs(g, dict(library.DEFAULT_SIZES[name], **sizes), seed=seed)

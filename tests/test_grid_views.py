@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_grid_orders import order_inputs
+from test_orders import cells
 
 import ssmc
 from ssmc.backends.triton import Schedule
@@ -21,8 +23,6 @@ from ssmc.ops.multi_order import multi_order_compiled
 
 from conftest import DEVICES, assert_close
 from reference_forms import selective_scan_loop, silu
-from test_grid_orders import order_inputs
-from test_orders import cells
 
 
 def _reference(x, H, W, names, strides):
@@ -30,8 +30,8 @@ def _reference(x, H, W, names, strides):
     total = np.zeros((batch, dim, L))
     for k, (name, s) in enumerate(zip(names, strides)):
         Hc, Wc = -(-H // s), -(-W // s)
-        cells = cells(name, Hc, Wc)
-        pos = [s * a * W + s * b for a, b in cells]
+        visited = cells(name, Hc, Wc)
+        pos = [s * a * W + s * b for a, b in visited]
         ch = slice(k * dim, (k + 1) * dim)
         y = selective_scan_loop(x["u"][..., pos], x["delta"][:, ch][..., pos], x["A"][ch], x["B"][:, k][..., pos],
                                 x["C"][:, k][..., pos], D=x["D"][ch], delta_bias=x["delta_bias"][ch],

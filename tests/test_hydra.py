@@ -229,7 +229,6 @@ def test_bad_input_names_the_argument(change, match):
 def test_hydra_at_chunked_sizes_on_cuda(rng):
     """P = N = 32 on CUDA: both directions take the chunked kernels, forward and backward (the reverse
     one with its time index L-1-k), and agree with the float64 matrix and its autograd."""
-    from ssmc import ops
     from ssmc.backends.triton.strategy import choose, choose_backward
     rev = cached_compile(ssd_spec(None, None, True, None, None, True, 0.0, float("inf"), False)
                         .with_(name="ssd_reverse", direction="reverse"), "triton")

@@ -11,11 +11,12 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_close
-from ssmc import Spec
 import ssmc
+from ssmc import Spec
 from ssmc.ir.inits import random_inputs
 from ssmc.library import generalized_bilinear
+
+from conftest import assert_close
 
 A_FORMS = {"diag_real": ["neg_exp", "direct"], "diag_complex": ["neg_exp", "direct", "s4d", "lru"],
            "scalar_head": ["neg_exp", "direct"]}

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEVICES, as_numpy, assert_close, rel_err, seed_of
-from ssmc import library
 import ssmc
+from ssmc import library
 from ssmc.ir.inits import random_inputs
+
+from conftest import DEVICES, as_numpy, assert_close, rel_err, seed_of
 
 ENTRIES = sorted(library.ENTRIES)
 

@@ -17,9 +17,9 @@ import torch
 import ssmc
 from ssmc import cli, library
 from ssmc.ir.inits import random_inputs
-from ssmc.runtime.arrays import as_torch
 from ssmc.library import FAMILIES, OrderFamily, family
 from ssmc.ops.tied_bidirectional import tied_compiled
+from ssmc.runtime.arrays import as_torch
 
 from conftest import DEVICES, assert_close, seed_of
 from reference_forms import selective_scan_loop, silu, ssd_loop

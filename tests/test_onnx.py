@@ -16,9 +16,9 @@ import sympy as sp
 import ssmc
 from ssmc import library
 from ssmc.backends import numpy_interp
-from ssmc.export import OP_FORMS, stateful_graph, export_onnx, onnx_inputs
-from ssmc.ir.inits import random_inputs
+from ssmc.export import OP_FORMS, export_onnx, onnx_inputs, stateful_graph
 from ssmc.ir import IRError
+from ssmc.ir.inits import random_inputs
 
 from conftest import assert_close, seed_of
 

@@ -14,13 +14,12 @@ import onnx
 import pytest
 
 import ssmc
-from ssmc.ir import builder as d
 from ssmc.backends import numpy_interp
 from ssmc.export import MULTI_ORDER_INPUTS, export_onnx, onnx_inputs
-from ssmc.ir.inits import random_inputs
 from ssmc.ir import IRError
-from ssmc.ops import multi_order_scan, scan_orders_2d
-from ssmc.ops import multi_order_graph
+from ssmc.ir import builder as d
+from ssmc.ir.inits import random_inputs
+from ssmc.ops import multi_order_graph, multi_order_scan, scan_orders_2d
 
 from conftest import assert_close, seed_of
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from ssmc import ops
+
 import reference_forms as rf
 from conftest import DEVICES, as_numpy, assert_close
-from ssmc import ops
 
 
 def _to_torch(a: dict, dtype=torch.float32, device="cpu") -> dict:

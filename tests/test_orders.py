@@ -316,8 +316,8 @@ def _multiscale_loop(x, H, W, full_order, coarse_orders):
     fine = branch(0, full_order if isinstance(full_order, list) else cells(full_order, H, W))
     coarse = np.zeros((batch, dim, Hc, Wc))
     for k, order in enumerate(coarse_orders, start=1):
-        cells = order if isinstance(order, list) else cells(order, Hc, Wc)
-        for (a, b), v in branch(k, [(2 * a, 2 * b) for a, b in cells]).items():
+        visited = order if isinstance(order, list) else cells(order, Hc, Wc)
+        for (a, b), v in branch(k, [(2 * a, 2 * b) for a, b in visited]).items():
             coarse[..., a // 2, b // 2] += v
     up = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(H, W), mode="nearest").numpy()
     out = np.zeros((batch, dim, H * W))

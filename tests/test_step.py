@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEVICES, assert_close
-from ssmc import IRError, library, ops
 import ssmc
+from ssmc import IRError, library, ops
 from ssmc.ir.inits import random_inputs
 from ssmc.ir.passes.step import single_step, stateful
+
+from conftest import DEVICES, assert_close
 
 ENTRIES = sorted(library.ENTRIES)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import ssmc
+from ssmc import library, ops
+from ssmc.ir.inits import random_inputs
+
 import reference_forms as rf
 from conftest import assert_close, seed_of
-from ssmc import library, ops
-import ssmc
-from ssmc.ir.inits import random_inputs
 
 TOL = 1e-10  # float64 against float64: only rounding separates the two
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DEVICES, assert_close
 from ssmc import ops
+
+from conftest import DEVICES, assert_close
 
 
 def _scan_args(device, b=2, d=5, L=9, N=4):

@@ -17,10 +17,10 @@ import numpy as np
 import sympy as sp
 from onnx import helper
 
+from ssmc.ir.structure import ssd_parts
 from ssmc.ir.symbolic import lower as lower_expr
 
 from .emitter import END, float_info
-from ssmc.ir.structure import ssd_parts
 from .sym import emit_lowered
 
 T = 1

@@ -14,10 +14,9 @@ from onnx import TensorProto, helper
 
 from ssmc.ir import ROLES, Graph, IRError
 from ssmc.ir.indexmap import is_gather
+from ssmc.ir.structure import scan_region
 from ssmc.ir.symbolic import lower as lower_expr
 from ssmc.ir.types import value_role
-
-from ssmc.ir.structure import scan_region
 
 from . import chunked, dft
 from .elementwise import cmul_add, elementwise

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 import sympy as sp
-
-from functools import partial
 
 from ssmc.ir import Graph, IRError
 from ssmc.ir.grid import TRANSPOSED, coarse_shape

@@ -14,13 +14,24 @@ from contextlib import contextmanager
 from ssmc.ir import Graph, IRError
 
 from .emitter import RELAXED, Emitter, ident, param_name, tensor_params, value_names, widened, with_acc_literals
-from .grid import body as grid_body, launch_order, upsampled
+from .grid import body as grid_body
+from .grid import launch_order, upsampled
 from .module import Launch, grid_check, launch_source, out_dtype, output_buffer, output_shape, recurrent_module
 from .scan import lower_scan
 from .schedule import Schedule
 from .tiles import TileAxes, load_lines, pointers
-from .time_loop import (BLOCK_OF_PROGRAM, GROUP_OF_BLOCK, gather_index, grid_map, has_repeat_axis, kernel_prologue,
-                        per_group_order, prefetchable, prefetched_loads, time_loop)
+from .time_loop import (
+    BLOCK_OF_PROGRAM,
+    GROUP_OF_BLOCK,
+    gather_index,
+    grid_map,
+    has_repeat_axis,
+    kernel_prologue,
+    per_group_order,
+    prefetchable,
+    prefetched_loads,
+    time_loop,
+)
 
 
 class TileEmitter(Emitter):

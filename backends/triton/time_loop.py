@@ -12,7 +12,6 @@ from ssmc.ir import Graph, IRError
 from .schedule import Schedule
 from .tiles import raw_loads
 
-
 BLOCK_OF_PROGRAM = ["blk = tl.program_id(1)  # this program's block of channels"]
 
 

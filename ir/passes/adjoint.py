@@ -25,6 +25,7 @@ from ..ops import IRError
 from ..vjp import VJP, TypedBuilder
 
 SKIP_ATTRS = ("region", "hoist", "lti")
+DRIVER_OPS = frozenset({"input", "const", "scan", "last", "output"})  # the pass's own; the others are VJP rows
 
 
 def adjoint(g: Graph) -> Graph:

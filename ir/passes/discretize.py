@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Graph
-from ..symbolic import dt, A, expand, get_rule
+from ..symbolic import A, dt, expand, get_rule
 from .infer import infer_types
 
 

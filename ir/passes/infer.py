@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Graph
-from ..ops import ALL_OPS as OPS, IRError
+from ..ops import ALL_OPS as OPS
+from ..ops import IRError
 
 
 def infer_types(g: Graph) -> Graph:

@@ -18,8 +18,8 @@ from triton.testing import do_bench_cudagraph
 from ssmc import ops
 from ssmc.backends.triton import Schedule
 from ssmc.bench.core import gpu_ms
-from ssmc.runtime import compile_ssm
 from ssmc.ops.multi_order import multi_order_compiled, orders_array, scan_orders_2d
+from ssmc.runtime import compile_ssm
 
 
 def inputs(batch=8, dim=384, H=56, W=56, N=16, K=4, seed=0):

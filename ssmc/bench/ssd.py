@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from ssmc import ops
-from ssmc.bench.core import gpu_ms
 from ssmc.backends.triton import ChunkedSchedule, Schedule
-from ssmc.runtime import compile_ssm
+from ssmc.bench.core import gpu_ms
 from ssmc.export import OP_FORMS
+from ssmc.runtime import compile_ssm
 
 
 def inputs(batch=4, L=2048, H=64, P=64, N=128, G=1, seed=0):

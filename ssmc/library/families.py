@@ -24,9 +24,8 @@ from typing import Callable
 import numpy as np
 
 from ssmc import ops
-from ssmc.runtime import cached_compile
-
 from ssmc.ir.entries import ENTRIES
+from ssmc.runtime import cached_compile
 
 
 @dataclass(frozen=True)

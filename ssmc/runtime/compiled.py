@@ -15,7 +15,6 @@ from functools import lru_cache
 from ssmc.backends import numpy_interp
 from ssmc.backends import triton as tb
 from ssmc.backends.triton import param_name
-
 from ssmc.backends.triton.tune import autotune
 from ssmc.ir import Graph
 from ssmc.ir.bind import bind, role_sizes
@@ -25,8 +24,19 @@ from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
 from ssmc.ir.spec import Spec
 
-from .arrays import (as_kernel_tensor, check_state, convert_back, device_of, fill_numpy, is_torch, largest_tensor,
-                     needs_grad, to_numpy, torch_to_numpy, zeros_like_output)
+from .arrays import (
+    as_kernel_tensor,
+    check_state,
+    convert_back,
+    device_of,
+    fill_numpy,
+    is_torch,
+    largest_tensor,
+    needs_grad,
+    to_numpy,
+    torch_to_numpy,
+    zeros_like_output,
+)
 
 BACKENDS = ("numpy", "triton", "auto")
 
