@@ -13,7 +13,7 @@ Shapes (bf16 sequences, fp32 parameters):
     backward ssmc.ops.multi_order_backward) against the unfused pipeline a user writes today (permuted copies,
     ssmc.ops.selective_scan per order, unpermute, sum), whose float64 run is also its check.
 Before timing, every gradient is checked at a reduced shape against torch autograd through a float64
-PyTorch loop (tests/grad_refs.py) on the GPU: the CPU tests run Triton's interpreter, so this is
+PyTorch loop (tests/reference.py) on the GPU: the CPU tests run Triton's interpreter, so this is
 where GPU-only lowering problems (tl.gather, reverse scans, atomics) would show.
 Times are triton.testing.do_bench medians.  Memory: the peak allocated during forward+backward
 above what was allocated before (inputs, cotangent), minus the gradients and outputs themselves,
@@ -40,10 +40,9 @@ import ssmc  # noqa: E402
 from ssmc import ops  # noqa: E402
 from ssmc.backends.triton import ChunkedSchedule  # noqa: E402
 from ssmc.ir.bind import bind  # noqa: E402
+from ssmc.ops import reference  # noqa: E402
 from ssmc.ops.selective_scan import scan_spec  # noqa: E402
 from ssmc.ops.ssd import ssd_spec  # noqa: E402
-
-import grad_refs  # noqa: E402
 
 DEVICE = "cuda"  # --smoke: "cpu" (Triton's interpreter), tiny shapes, one call instead of do_bench
 
@@ -152,14 +151,14 @@ def check(kind, smoke=False):
     L = 37 if smoke else 300
     if kind == "mamba1":
         a, f = scan_inputs(2, 8 if smoke else 64, L, 16, seed=1), ssmc_scan
-        ref = lambda t: grad_refs.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"],
+        ref = lambda t: reference.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"],
                                                  t["delta_bias"], delta_softplus=True)[0]
     elif kind == "ss2d":  # the fused multi-order backward against the unfused pipeline's (float64)
         a, f = ss2d_inputs(2, 8 if smoke else 32, 5, 7, 16, seed=1), ssmc_ss2d
         ref = unfused_ss2d
     else:
         a, f = ssd_inputs(2, L, 4, 8 if smoke else 64, 1, 16 if smoke else 128, seed=1), ssmc_ssd
-        ref = lambda t: grad_refs.ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], None, t["dt_bias"],
+        ref = lambda t: reference.ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], None, t["dt_bias"],
                                       dt_softplus=True)[0]
     leaves = {k: v.clone().requires_grad_() for k, v in a.items()}
     refs = {k: v.double().clone().requires_grad_() for k, v in a.items()}

@@ -13,8 +13,8 @@ import ssmc
 from ssmc.bench.core import mamba1_inputs, mamba1_spec
 
 lay, bd, ch, w, ft = (sys.argv[1:] + ["tdn", "8", "8", "1", "1"][len(sys.argv) - 1:])[:5]
-f = ssmc.compile(mamba1_spec(), backend="triton", schedule=dict(layout=lay, block_d=int(bd), chunk=int(ch), num_warps=int(w),
-                                                             full_tiles=ft == "1"))
+f = ssmc.compile(mamba1_spec(), backend="triton",
+                 schedule=dict(layout=lay, block_d=int(bd), chunk=int(ch), num_warps=int(w), full_tiles=ft == "1"))
 x = mamba1_inputs()
 f(**x)
 torch.cuda.synchronize()

@@ -67,7 +67,8 @@ inputs = {
     "s5_bidirectional": lti("s5", dict(batch=batch, H=dim, N=N, L=L)),
     "pointcloud_mamba": dict(scan(3), orders=[np.argsort(rng.standard_normal(L)) for _ in range(3)]),  # serializations
     "rsmamba": dict(scan(3, tied=("A", "D", "delta_bias")), seed=7,
-                    gate=np.broadcast_to(rng.dirichlet(np.ones(3), batch)[:, :, None, None], (batch, 3, dim, L)).copy()),
+                    gate=np.broadcast_to(rng.dirichlet(np.ones(3), batch)[:, :, None, None],
+                                         (batch, 3, dim, L)).copy()),
     "s5_episodes": dict(lti("s5", dict(batch=batch, H=dim, N=N, L=L), C_per_direction=False), seq_idx=episodes),
     "mamba2_varlen": dict(ssd_like(False), z=rng.standard_normal((batch, L, 2, 4)), seq_idx=episodes),
 }

@@ -84,10 +84,11 @@ got = multiscale_scan_2d(**t, grid=(H, W), delta_softplus=True, backend="triton"
 compare("MSVMamba multi-scale (row | col, row_rev, col_rev at half resolution)", want, got)
 
 # Hydra: forward + backward SSD (tied x and A, untied Δ, B, C), one-step shifts, D + fc_D(x) diagonal
-b, l, nh, p, g, n = 1, 16, 2, 2, 1, 4  # (batch, L, heads, head dim, groups, state)
-hx = dict(x=rng.standard_normal((b, l, nh, p)), dt=rng.uniform(-3, 0.5, (b, l, 2, nh)), A=-rng.uniform(0.5, 2, nh),
-          B=rng.standard_normal((b, l, 2, g, n)), C=rng.standard_normal((b, l, 2, g, n)), D=rng.standard_normal(nh),
-          diag=rng.standard_normal((b, l, nh)), dt_bias=0.1 * rng.standard_normal(nh))
+b, seqlen, nh, p, g, n = 1, 16, 2, 2, 1, 4  # (batch, L, heads, head dim, groups, state)
+hx = dict(x=rng.standard_normal((b, seqlen, nh, p)), dt=rng.uniform(-3, 0.5, (b, seqlen, 2, nh)),
+          A=-rng.uniform(0.5, 2, nh), B=rng.standard_normal((b, seqlen, 2, g, n)),
+          C=rng.standard_normal((b, seqlen, 2, g, n)), D=rng.standard_normal(nh),
+          diag=rng.standard_normal((b, seqlen, nh)), dt_bias=0.1 * rng.standard_normal(nh))
 want = hydra(**hx, dt_softplus=True, backend="numpy")
 ht = {k: v.requires_grad_() for k, v in on_device(hx).items()}
 got = hydra(**ht, dt_softplus=True, backend="triton")

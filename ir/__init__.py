@@ -2,7 +2,7 @@
 from .builder import Builder
 from .graph import Graph, Node, Rebuilder, format_node, prune, verify
 from .indexmap import IndexMap, grid_order
-from .ops import ALL_OPS, OPS, IRError, OpSpec
+from .opset import ALL_OPS, OPS, IRError, OpSpec
 from .spec import Spec
 from .symbolic import RULES, Rule, get_rule, rule
 from .types import DEFAULT_ROLES, ROLES, Axis, ValueType

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import networkx as nx
 
 from .indexmap import strided
-from .ops import ALL_OPS, IRError
+from .opset import ALL_OPS, IRError
 from .types import Axis, ValueType
 
 
@@ -161,7 +161,8 @@ def format_node(i: int, n: Node) -> str:
     args = ", ".join(f"%{a}" for a in n.args)
     # Falsy flags are the defaults and only clutter the listing; `lti` is worth seeing either way.
     shown = {k: v for k, v in n.attrs
-             if k not in ("name", "symbols", "hoist") and not (k == "axes" and n.op in ("input", "output")) and (v or k == "lti" or v == 0 and k == "region")}
+             if k not in ("name", "symbols", "hoist") and not (k == "axes" and n.op in ("input", "output"))
+             and (v or k == "lti" or v == 0 and k == "region")}
     attrs = " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in shown.items()) + "}" if shown else ""
     head = n.op
     if n.op in ("input", "output"):

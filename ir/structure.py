@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .graph import Graph
-from .ops import ABSORBABLE, IRError, with_trait
+from .opset import ABSORBABLE, IRError, with_trait
 
 REGION_OPS = with_trait(ABSORBABLE)  # the ops a scan's region may take in after the recurrence
 

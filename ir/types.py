@@ -10,9 +10,10 @@ A value's type lists the roles it varies over; it is constant (broadcast) along 
 Inputs may also carry a `g` (group) axis: channel h reads group h // (H // G), so after
 loading a grouped input varies over `h`; and an `r` (repeat) axis of size R: channel h reads
 h % R (one tensor shared by H / R blocks of channels — the orders of a multi-order scan).  An
-output with an `r` axis sums the H / R channels that map to each of its R (the orders' merge).  Keeping the space fixed is what lets one NumPy
-interpreter and one Triton code generator serve every state kind: Mamba-2's scalar-per-head
-state is simply a diagonal state whose Ā does not vary over p and n.
+output with an `r` axis sums the H / R channels that map to each of its R (the orders' merge).
+Keeping the space fixed is what lets one NumPy interpreter and one Triton code generator serve
+every state kind: Mamba-2's scalar-per-head state is simply a diagonal state whose Ā does not
+vary over p and n.
 """
 from __future__ import annotations
 

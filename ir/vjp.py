@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .graph import Node, Rebuilder, freeze_attrs
-from .ops import ALL_OPS
+from .opset import ALL_OPS
 from .types import ROLES, ValueType
 
 

@@ -1,8 +1,10 @@
 """Independent reference implementations of state space model layers.
 
-Plain, textbook float64 NumPy (no torch).  These are deliberately simple
+Plain, textbook float64 (NumPy in, NumPy out).  These are deliberately simple
 (explicit loops over time, direct matrix forms) so that tests can use them
-as ground truth for the project's own interpreter.
+as ground truth for the project's own interpreter.  The two loops of the
+drop-in ops are ssmc.ops.reference's (written with torch, so the gradient
+tests and the benchmarks share them), run here in float64.
 
 Contents
 --------
@@ -18,6 +20,9 @@ mimo_loop            S5 / LRU style MIMO diagonal complex recurrence.
 """
 
 import numpy as np
+import torch
+
+from ssmc.ops import reference
 
 __all__ = [
     "softplus",
@@ -61,33 +66,19 @@ def _f64(a):
 # 1. Mamba-1 selective scan
 # ---------------------------------------------------------------------------
 
-def _per_step_matrix(M, batch, dim, L, name):
-    """Expand B or C to shape (batch, dim, N, L).
-
-    Accepted layouts:
-      (dim, N)              time-invariant, same for every batch element
-      (batch, N, L)         input-dependent, shared by all channels
-      (batch, G, N, L)      grouped: channel d uses group d // (dim // G)
-    """
-    M = np.asarray(M)
-    if M.ndim == 2:
-        N = M.shape[1]
-        return np.broadcast_to(M[None, :, :, None], (batch, dim, N, L))
-    if M.ndim == 3:
-        N = M.shape[1]
-        return np.broadcast_to(M[:, None, :, :], (batch, dim, N, L))
-    if M.ndim == 4:
-        G = M.shape[1]
-        if dim % G != 0:
-            raise ValueError(f"{name}: dim={dim} not divisible by groups G={G}")
-        group_of_channel = np.arange(dim) // (dim // G)
-        return M[:, group_of_channel, :, :]
-    raise ValueError(f"{name}: unsupported shape {M.shape}")
+def _torch64(a):
+    """A NumPy array as a float64 (complex128) CPU tensor; None stays None."""
+    if a is None:
+        return None
+    a = np.asarray(a)
+    return torch.from_numpy(np.ascontiguousarray(a, np.complex128 if np.iscomplexobj(a) else
+                                                 np.int64 if a.dtype.kind in "iu" else np.float64))
 
 
 def selective_scan_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                         delta_softplus=False, return_last_state=False):
-    """Mamba-1 selective scan, one time step at a time.
+    """Mamba-1 selective scan, one time step at a time: `ssmc.ops.reference.selective_scan` (the one loop
+    of the selective scan, shared with the gradient tests and the benchmarks) in float64 on NumPy arrays.
 
     Shapes: u, delta, z (batch, dim, L); A (dim, N) real or complex;
     B, C (dim, N) | (batch, N, L) | (batch, G, N, L); D, delta_bias (dim,).
@@ -102,40 +93,10 @@ def selective_scan_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     Returns out (batch, dim, L) float64, or (out, last_state) where
     last_state = h_{L-1} of shape (batch, dim, N) (complex if A is complex).
     """
-    u = _f64(u)
-    delta = _f64(delta)
-    batch, dim, L = u.shape
-
-    is_complex = np.iscomplexobj(A)
-    ctype = np.complex128 if is_complex else np.float64
-    A = np.asarray(A, dtype=ctype)
-    N = A.shape[1]
-
-    if delta_bias is not None:
-        delta = delta + _f64(delta_bias)[None, :, None]
-    if delta_softplus:
-        delta = softplus(delta)
-
-    Bt = _per_step_matrix(np.asarray(B).astype(ctype), batch, dim, L, "B")
-    Ct = _per_step_matrix(np.asarray(C).astype(ctype), batch, dim, L, "C")
-
-    h = np.zeros((batch, dim, N), dtype=ctype)
-    y = np.zeros((batch, dim, L), dtype=np.float64)
-    for t in range(L):
-        dt = delta[:, :, t][:, :, None]                  # (batch, dim, 1)
-        Abar = np.exp(dt * A[None, :, :])                # (batch, dim, N)
-        h = Abar * h + dt * Bt[:, :, :, t] * u[:, :, t][:, :, None]
-        yt = np.sum(Ct[:, :, :, t] * h, axis=-1)        # (batch, dim)
-        y[:, :, t] = 2.0 * yt.real if is_complex else yt
-
-    out = y
-    if D is not None:
-        out = out + _f64(D)[None, :, None] * u
-    if z is not None:
-        out = out * silu(z)
-    if return_last_state:
-        return out, h
-    return out
+    out, h = reference.selective_scan(*map(_torch64, (u, delta, A, B, C, D, z, delta_bias)),
+                                      delta_softplus=delta_softplus)
+    out, h = out.numpy(), h.numpy()
+    return (out, h) if return_last_state else out
 
 
 # ---------------------------------------------------------------------------
@@ -168,48 +129,10 @@ def ssd_loop(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None,
 
     Returns out (batch, L, H, P), or (out, final_states (batch, H, P, N)).
     """
-    x = _f64(x)
-    dt = _f64(dt)
-    A = _f64(A)
-    B = _f64(B)
-    C = _f64(C)
-    batch, L, H, P = x.shape
-    G, N = B.shape[2], B.shape[3]
-    if H % G != 0:
-        raise ValueError(f"H={H} not divisible by G={G}")
-    group_of_head = np.arange(H) // (H // G)
-
-    if dt_bias is not None:
-        dt = dt + _f64(dt_bias)[None, None, :]
-    if dt_softplus:
-        dt = softplus(dt)
-
-    if initial_states is None:
-        h = np.zeros((batch, H, P, N))
-    else:
-        h = _f64(initial_states).copy()
-
-    y = np.zeros((batch, L, H, P))
-    for t in range(L):
-        if seq_idx is not None and t >= 1:
-            new_seq = np.asarray(seq_idx)[:, t] != np.asarray(seq_idx)[:, t - 1]
-            h[new_seq] = 0.0
-        dt_t = dt[:, t, :]                               # (batch, H)
-        decay = np.exp(dt_t * A[None, :])                # (batch, H)
-        Bh = B[:, t, group_of_head, :]                   # (batch, H, N)
-        Ch = C[:, t, group_of_head, :]                   # (batch, H, N)
-        xt = x[:, t, :, :]                               # (batch, H, P)
-        h = (decay[:, :, None, None] * h
-             + dt_t[:, :, None, None] * xt[:, :, :, None] * Bh[:, :, None, :])
-        y[:, t] = np.einsum("bhpn,bhn->bhp", h, Ch)
-
-    if D is not None:
-        y = y + _d_term(D, x)
-    if z is not None:
-        y = y * silu(z)
-    if return_final_states:
-        return y, h
-    return y
+    out, h = reference.ssd(*map(_torch64, (x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)),
+                           dt_softplus=dt_softplus)
+    out, h = out.numpy(), h.numpy()
+    return (out, h) if return_final_states else out
 
 
 # ---------------------------------------------------------------------------

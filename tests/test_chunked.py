@@ -135,7 +135,8 @@ def test_selective_scans_with_many_channels_take_full_tiles_on_cuda():
                              (g1, dict(b=4, t=2048, h=4096, n=16), "cpu"),
                              (g1, dict(b=4, t=2048, h=4096, n=64), "cuda"),  # a large state
                              (ssmc.compile("s4d_zoh").graph, dict(b=4, t=2048, h=4096, n=16), "cuda"),  # LTI
-                             (ssmc.compile(library.get("mamba1").with_(name="cplx", state="diag_complex", A="s4d")).graph,
+                             (ssmc.compile(library.get("mamba1").with_(name="cplx", state="diag_complex",
+                                                                       A="s4d")).graph,
                               dict(b=4, t=2048, h=4096, n=16), "cuda")):  # a complex state: not measured
         assert not choose_schedule(g, roles, device).full_tiles
 

@@ -98,9 +98,7 @@ def test_generated_backward_reads_like_the_math():
 def test_ssd_op_gradients_bf16_on_cuda(rng):
     """ssmc.ops.ssd's autograd at a Mamba-2 shape takes the chunked backward on CUDA; bf16 gradients
     agree with a float64 PyTorch loop run on the same bf16-rounded values."""
-    from ssmc.ops import ssd
-
-    import grad_refs
+    from ssmc.ops import reference, ssd
     g = torch.Generator(device="cuda").manual_seed(seed_of(rng) % 2**31)
     r = lambda *s, dtype=torch.bfloat16: torch.randn(*s, device="cuda", generator=g).to(dtype)  # noqa: E731
     b, L, H, P, G, N = 2, 301, 4, 64, 2, 64
@@ -115,7 +113,7 @@ def test_ssd_op_gradients_bf16_on_cuda(rng):
     kw = lambda t: dict(D=t["D"], z=t["z"], dt_bias=t["dt_bias"], initial_states=t["h0"], seq_idx=seq,  # noqa: E731
                         dt_softplus=True)
     y, fin = ssd(*(leaves[k] for k in "x dt A B C".split()), 64, **kw(leaves), return_final_states=True)
-    yr, finr = grad_refs.ssd(*(refs[k] for k in "x dt A B C".split()), **kw(refs))
+    yr, finr = reference.ssd(*(refs[k] for k in "x dt A B C".split()), **kw(refs))
     wy = torch.randn(y.shape, device="cuda", dtype=torch.float64, generator=g)  # the printed seed replays it
     wf = torch.randn(fin.shape, device="cuda", dtype=torch.float64, generator=g)
     ((y.double() * wy).sum() + (fin.double() * wf).sum()).backward()

@@ -37,15 +37,19 @@ def _ssd_args(rng, batch=2, L=7, H=4, P=3, G=2, N=5):
 # --- shapes and dtypes, through the drop-in ops ------------------------------------------------
 
 SELECTIVE_BAD = {
-    "wrong rank": (lambda a: dict(a, u=a["u"][0]), ValueError, r"u: expected shape \(batch, dim, L\) \(rank 3\), got \(4, 7\)"),
+    "wrong rank": (lambda a: dict(a, u=a["u"][0]), ValueError,
+                   r"u: expected shape \(batch, dim, L\) \(rank 3\), got \(4, 7\)"),
     "delta L differs": (lambda a: dict(a, delta=a["delta"][..., :5]), ValueError,
                         r"delta: expected shape \(batch, dim, L\) with L=7 \(set by u\), got \(2, 4, 5\)"),
-    "A N differs from B": (lambda a: dict(a, A=a["A"][:, :2]), ValueError, r"B: expected shape \(batch, N, L\) with N=2"),
+    "A N differs from B": (lambda a: dict(a, A=a["A"][:, :2]), ValueError,
+                           r"B: expected shape \(batch, N, L\) with N=2"),
     "D size": (lambda a: dict(a, D=np.ones(5)), ValueError, r"D: expected shape \(dim\) with dim=4"),
     "complex u": (lambda a: dict(a, u=a["u"] + 1j), TypeError, r"u: expected a real array, got complex"),
     "complex B with a real A": (lambda a: dict(a, B=a["B"] + 1j), TypeError, r"B: expected a real array"),
-    "integer u": (lambda a: dict(a, u=a["u"].astype(np.int64)), TypeError, r"u: expected a floating-point array, got dtype int64"),
-    "B rank": (lambda a: dict(a, B=a["B"][0, 0]), ValueError, r"B: expected shape \(dim, N\) or \(batch, N, L\) or \(batch, G, N, L\)"),
+    "integer u": (lambda a: dict(a, u=a["u"].astype(np.int64)), TypeError,
+                  r"u: expected a floating-point array, got dtype int64"),
+    "B rank": (lambda a: dict(a, B=a["B"][0, 0]), ValueError,
+               r"B: expected shape \(dim, N\) or \(batch, N, L\) or \(batch, G, N, L\)"),
     "groups do not divide dim": (lambda a: dict(a, B=np.ones((2, 3, 3, 7)), C=np.ones((2, 3, 3, 7))), ValueError,
                                  r"B: G=3 groups must divide dim=4"),
     "empty L": (lambda a: {k: v[..., :0] if v.ndim == 3 else v for k, v in a.items()}, ValueError, r"dimension L is 0"),
@@ -69,7 +73,8 @@ def test_bad_torch_input_names_the_argument(rng, no_kernels):
 
 
 SSD_BAD = {
-    "float seq_idx": (dict(seq_idx=np.zeros((2, 7))), TypeError, r"seq_idx: expected an integer array, got dtype float64"),
+    "float seq_idx": (dict(seq_idx=np.zeros((2, 7))), TypeError,
+                      r"seq_idx: expected an integer array, got dtype float64"),
     "seq_idx length": (dict(seq_idx=np.zeros((2, 6), np.int64)), ValueError,
                        r"seq_idx: expected shape \(batch, L\) with L=7 \(set by x\)"),
     "groups do not divide heads": (dict(B=np.ones((2, 7, 3, 5)), C=np.ones((2, 7, 3, 5))), ValueError,
@@ -167,7 +172,8 @@ def test_unknown_schedule_key():
     (dict(io="mimo", selective=(), skip="hp"), r"MIMO specs|skip='hp'"),
     (dict(groups=True, selective={"dt"}), r"groups=True needs a time-varying B or C"),
     (dict(skip="hp"), r"skip='hp' \(D per head × P\) is for scalar_head states"),
-    (dict(state="diag_complex", complex_BC=()), r"state='diag_complex' with a real A \(A='neg_exp'\) needs a complex B"),
+    (dict(state="diag_complex", complex_BC=()),
+     r"state='diag_complex' with a real A \(A='neg_exp'\) needs a complex B"),
 ])
 def test_bad_spec(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -188,7 +194,8 @@ def test_bad_builder_use():
     u = m.input("u", ("batch", "dim", "L"))
     with pytest.raises(ValueError, match=r"input 'u' declared twice"):
         m.input("u", ("batch", "dim", "L"))
-    with pytest.raises(ValueError, match=r"scan order must be 'forward', 'reverse', 'gather' or a grid_order, got 'sideways'"):
+    with pytest.raises(ValueError,
+                       match=r"scan order must be 'forward', 'reverse', 'gather' or a grid_order, got 'sideways'"):
         m.scan(u, u, order="sideways")
     with pytest.raises(TypeError, match=r"cannot use str in an SSM declaration"):
         u + "1"

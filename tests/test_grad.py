@@ -9,10 +9,10 @@ import torch
 import ssmc
 from ssmc import library
 from ssmc.ir.inits import random_inputs
-from ssmc.ir.ops import ADJOINT_OPS
+from ssmc.ir.opset import ADJOINT_OPS
 from ssmc.ir.spec import Spec
+from ssmc.ops import reference
 
-import grad_refs
 from conftest import as_numpy, assert_close, seed_of
 
 SISO = ["mamba1", "mamba2", "s4d_zoh", "s4d_bilinear"]
@@ -44,12 +44,11 @@ def _torch32(x):
 
 def _library_reference(name, x):
     """The library entry written out in torch (float64), from its parameterization."""
-    F = torch.nn.functional
     if name == "mamba1":
-        return grad_refs.selective_scan(x["u"], x["delta"], -torch.exp(x["A_log"]), x["B"], x["C"], x["D"], x["z"],
+        return reference.selective_scan(x["u"], x["delta"], -torch.exp(x["A_log"]), x["B"], x["C"], x["D"], x["z"],
                                         x["delta_bias"], delta_softplus=True)
     if name == "mamba2":
-        return grad_refs.ssd(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], x["dt_bias"],
+        return reference.ssd(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], x["dt_bias"],
                              x["initial_states"], dt_softplus=True)
     if name in ("s5", "lru"):  # MIMO: one complex state (batch, N) shared by all channels, y = Re(C h) + D u
         if name == "s5":
@@ -190,7 +189,7 @@ def test_reverse_scan_and_resets_backward(rng):
     cts = _cotangents(outs, rng)
     grads = fn.grad({**x, "seq_idx": seq}, cts)
     leaves = {k: _torch64(v).requires_grad_() for k, v in x.items()}
-    y, last = grad_refs.ssd(**leaves, seq_idx=torch.from_numpy(seq), dt_softplus=True)
+    y, last = reference.ssd(**leaves, seq_idx=torch.from_numpy(seq), dt_softplus=True)
     torch.autograd.backward([y, last], [_torch64(cts["out"]), _torch64(cts["final_states"])])
     for k, leaf in leaves.items():
         assert_close(grads[f"grad_{k}"], leaf.grad, 1e-9, k)

@@ -1,13 +1,13 @@
 """torch autograd through the drop-in ops on the Triton backend: gradients against torch autograd of
-independent float64 loops (tests/grad_refs.py), gradcheck, torch.compile of forward+backward."""
+independent float64 loops (tests/reference.py), gradcheck, torch.compile of forward+backward."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from ssmc import ops
+from ssmc.ops import reference
 
-import grad_refs
 from conftest import DEVICES, assert_close
 
 
@@ -52,7 +52,7 @@ def test_selective_scan_autograd_matches_reference(device, case, last):
     leaves = {k: v.detach().clone().to(device).requires_grad_() if v is not None else None for k, v in args.items()}
     refs = {k: v.clone().requires_grad_() if v is not None else None for k, v in args.items()}
     res = ops.selective_scan(**leaves, delta_softplus=True, return_last_state=last, backend="triton")
-    want = grad_refs.selective_scan(**refs, delta_softplus=True)
+    want = reference.selective_scan(**refs, delta_softplus=True)
     r = _gen(7)
     w_out = r(*want[0].shape)
     w_last = torch.complex(r(*want[1].shape), r(*want[1].shape)) if want[1].is_complex() else r(*want[1].shape)
@@ -89,7 +89,7 @@ def test_ssd_autograd_matches_reference(device, case):
     refs = {k: v.clone().requires_grad_() if v is not None else None for k, v in args.items()}
     y, final = ops.ssd(**leaves, chunk_size=4, seq_idx=None if seq is None else seq.to(device), dt_softplus=True,
                        dt_limit=limit or (0.0, float("inf")), return_final_states=True, backend="triton")
-    yr, fr = grad_refs.ssd(**refs, seq_idx=seq, dt_softplus=True, dt_limit=limit)
+    yr, fr = reference.ssd(**refs, seq_idx=seq, dt_softplus=True, dt_limit=limit)
     r = _gen(3)
     w, wf = r(*yr.shape), r(*fr.shape)
     ((y * w.to(device)).sum() + (final * wf.to(device)).sum()).backward()
@@ -146,7 +146,7 @@ def test_low_precision_grads_have_input_dtypes(device, dtype):
     y = ops.selective_scan(**leaves, delta_softplus=True, backend="triton")
     w = _gen(1)(*y.shape)
     (y.float() * w.to(device)).sum().backward()
-    (grad_refs.selective_scan(**refs, delta_softplus=True)[0] * w).sum().backward()
+    (reference.selective_scan(**refs, delta_softplus=True)[0] * w).sum().backward()
     tol = 2e-5 if dtype == torch.float32 else 2e-2
     _check_grads(leaves, refs, tol, str(dtype))
 

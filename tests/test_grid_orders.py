@@ -20,7 +20,8 @@ from ssmc.ops.multi_order import multi_order_compiled, orders_array
 
 from conftest import DEVICES, assert_close
 
-ORDER_SETS = [("row", "col", "row_rev", "col_rev"), ("snake_row", "snake_col"), ("col",), ("col_rev", "snake_col", "row")]
+ORDER_SETS = [("row", "col", "row_rev", "col_rev"), ("snake_row", "snake_col"), ("col",),
+              ("col_rev", "snake_col", "row")]
 
 
 def order_inputs(rng, batch, dim, N, L, K):
@@ -39,7 +40,8 @@ def test_numpy_grid_order_equals_its_gather(grid, rng):
     H, W = grid
     for names in ORDER_SETS:
         x = order_inputs(rng, 2, 3, 4, H * W, len(names))
-        gather = multi_order_compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))
+        gather = multi_order_compiled(True, True, True, True, "numpy")(
+            **x, orders=np.stack(scan_orders_2d(H, W, names)))
         got = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names))(**x)
         assert_close(got["out"], gather["out"], 1e-13, f"{names} on {H}x{W}")
 
@@ -59,7 +61,8 @@ CASES = [((5, 7), ORDER_SETS[0], Schedule()), ((5, 7), ORDER_SETS[0], Schedule(c
 def test_triton_grid_orders_match_numpy_across_schedules(grid, names, sched, device, rng):
     H, W = grid
     x = order_inputs(rng, 2, 3, 4, H * W, len(names))
-    want = multi_order_compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
+    want = multi_order_compiled(True, True, True, True, "numpy")(
+        **x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
     graph = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
     got = ssmc.compile(graph, backend="triton", schedule=sched)(**t, out=torch.full_like(t["u"], float("nan")))
@@ -92,7 +95,8 @@ def test_grid_kernel_reads_no_index_and_is_one_launch():
     assert launcher.count("[grid](") == 1
     assert launcher.count("torch.zeros(") + launcher.count("torch.empty(") == 1  # the merged output only
     # a branch per order, its index map static (the last one the else)
-    assert "if (g_blk == 0):" in src and "elif (g_blk == 1):" in src and "elif (g_blk == 2):" in src and "    else:" in src
+    assert ("if (g_blk == 0):" in src and "elif (g_blk == 1):" in src and "elif (g_blk == 2):" in src
+            and "    else:" in src)
     assert "# ---- col of the 5x7 grid" in src and "# ---- col_rev of the 5x7 grid" in src
     assert src.count("tl.associative_scan((pc") == 2  # the carries between columns (col, col_rev)
     assert "combine_fn=_combine_real, reverse=True)" in src  # col_rev: lanes over ascending columns
@@ -163,7 +167,8 @@ def test_triton_grid_orders_on_degenerate_grids_and_in_float64(grid, dtype, devi
     H, W = grid
     for names in (ORDER_SETS[0], ("snake_col", "col_rev")):
         x = order_inputs(rng, 2, 3, 4, H * W, len(names))
-        want = multi_order_compiled(True, True, True, True, "numpy")(**x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
+        want = multi_order_compiled(True, True, True, True, "numpy")(
+            **x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
         graph = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
         t = {k: torch.tensor(v, dtype=dtype, device=device) for k, v in x.items()}
         fn = ssmc.compile(graph, backend="triton", schedule=Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1))
@@ -186,8 +191,8 @@ def test_grid_graph_has_no_onnx_lowering_and_says_what_exports():
 
 def test_grid_kernel_launches_the_longest_orders_first():
     # column orders (two passes) before row orders, a reversed walk before its forward one, full-resolution
-    # views before strided ones (grid.COLUMN_COST, REVERSED_COST); the schedule-sweeping tests above check that results do
-    # not depend on it
+    # views before strided ones (grid.COLUMN_COST, REVERSED_COST); the schedule-sweeping tests above check that
+    # results do not depend on it
     src = multi_order_compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev").source
     assert "blk = tl.where(rank == 0, 3, tl.where(rank == 1, 1, tl.where(rank == 2, 2, 0))) * bpg" in src
     src = multi_order_compiled(True, True, True, True, "triton", grid="56x56:row,col,row_rev,col_rev:1,2,2,2").source
@@ -198,7 +203,8 @@ def test_grid_kernel_launches_the_longest_orders_first():
 
 def test_every_named_order_has_a_launch_rank():
     # col_rev, then col and snake_col (equal: as given), row_rev, then row and snake_row
-    src = multi_order_compiled(True, True, True, True, "triton", grid="5x7:row,col,row_rev,col_rev,snake_row,snake_col").source
+    src = multi_order_compiled(True, True, True, True, "triton",
+                               grid="5x7:row,col,row_rev,col_rev,snake_row,snake_col").source
     assert ("blk = tl.where(rank == 0, 3, tl.where(rank == 1, 1, tl.where(rank == 2, 5, tl.where(rank == 3, 2, "
             "tl.where(rank == 4, 0, 4))))) * bpg") in src
 
@@ -228,8 +234,8 @@ def test_tied_b_and_c_on_grid_orders_take_the_grid_kernel(device, rng, monkeypat
         **x, orders=np.stack(scan_orders_2d(H, W, names)))["out"]
     grids = []
     real = so.multi_order_compiled
-    monkeypatch.setattr(so, "multi_order_compiled", lambda *a, **k: grids.append(a[8] if len(a) > 8 else k.get("grid", ""))
-                        or real(*a, **k))
+    monkeypatch.setattr(so, "multi_order_compiled",
+                        lambda *a, **k: grids.append(a[8] if len(a) > 8 else k.get("grid", "")) or real(*a, **k))
     t = {k: torch.tensor(v, device=device, dtype=torch.float32) for k, v in x.items()}
     got = ssmc.ops.multi_order_scan(t["u"], t["delta"].reshape(2, K, 3, L), t["A"].reshape(K, 3, 4), t["B"], t["C"],
                                     scan_orders_2d(H, W, names), D=t["D"].reshape(K, 3), z=t["z"],

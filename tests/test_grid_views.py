@@ -36,7 +36,7 @@ def _reference(x, H, W, names, strides):
         y = selective_scan_loop(x["u"][..., pos], x["delta"][:, ch][..., pos], x["A"][ch], x["B"][:, k][..., pos],
                                 x["C"][:, k][..., pos], D=x["D"][ch], delta_bias=x["delta_bias"][ch],
                                 delta_softplus=True)
-        at_cell = {c: y[..., n] for n, c in enumerate(cells)}
+        at_cell = {c: y[..., n] for n, c in enumerate(visited)}
         for i in range(H):
             for j in range(W):
                 total[..., i * W + j] += at_cell[(i // s, j // s)]

@@ -71,7 +71,8 @@ def _matrix(dt, A, B, C, D, diag, b, h, P, lib=np):
         if lib is np:
             mats.append(np.array(entries, dtype=np.float64))
         else:
-            mats.append(torch.stack([torch.stack([torch.as_tensor(e, dtype=torch.float64) for e in r]) for r in entries]))
+            mats.append(torch.stack([torch.stack([torch.as_tensor(e, dtype=torch.float64) for e in r])
+                                     for r in entries]))
     return mats
 
 

@@ -93,7 +93,8 @@ def stable_inputs(graph, spec: Spec, sizes: dict, rng) -> dict:
     return x
 
 
-@settings(max_examples=int(__import__("os").environ.get("SSMC_HYPOTHESIS_EXAMPLES", 15)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=int(__import__("os").environ.get("SSMC_HYPOTHESIS_EXAMPLES", 15)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_random_specs_agree_across_backends(data):
     spec = data.draw(specs(), label="spec")

@@ -223,8 +223,8 @@ def _ops_grid() -> Graph:
     """A strided grid view (the 3×2 anchors of a 5×3 grid, column-major) read back by upsample."""
     m = Builder("ops_grid")
     u = m.input("u", ("batch", "dim", "L"))
-    A_bar, B_scale = m.discretize(d.softplus(m.input("delta", ("batch", "dim", "L"))), -d.exp(m.input("A_log", ("dim", "N"))),
-                                  "zoh_euler")
+    A_bar, B_scale = m.discretize(d.softplus(m.input("delta", ("batch", "dim", "L"))),
+                                  -d.exp(m.input("A_log", ("dim", "N"))), "zoh_euler")
     order = grid_order(5, 3, "col", strides=(2,))
     h = m.scan(A_bar, B_scale * m.input("B", ("batch", "N", "L")) * u, order=order)
     y = m.upsample((m.input("C", ("batch", "N", "L")) * h).sum("n") + u, order)

@@ -112,8 +112,8 @@ def test_numpy_preallocated_outputs_are_filled(backend, rng):
 
 SWEEP = [dict(block_d=bd, chunk=c) for bd in (1, 4, 16) for c in (1, 4, 16)] + [
     dict(block_d=4, chunk=4, layout="tdn"), dict(block_d=2, chunk=8, layout="ntd"),
-    dict(block_d=8, chunk=4, layout="tdn", full_tiles=True), dict(block_d=8, chunk=4, layout="tdn", full_tiles=True,
-                                                                   prefetch=True), dict(block_d=4, chunk=4, prefetch=True)]
+    dict(block_d=8, chunk=4, layout="tdn", full_tiles=True),
+    dict(block_d=8, chunk=4, layout="tdn", full_tiles=True, prefetch=True), dict(block_d=4, chunk=4, prefetch=True)]
 
 
 @pytest.mark.parametrize("name", ["mamba1", "mamba2", "s5"])
@@ -137,7 +137,8 @@ def test_results_do_not_depend_on_schedule(name, rng):
 def test_full_tiles_load_shared_inputs_over_channels():
     """Schedule.full_tiles widens the loads of B and C (no channel axis) to the channel axis, and only those."""
     plain = ssmc.compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8)).source
-    full = ssmc.compile("mamba1", backend="triton", schedule=dict(layout="tdn", block_d=8, chunk=8, full_tiles=True)).source
+    full = ssmc.compile("mamba1", backend="triton",
+                        schedule=dict(layout="tdn", block_d=8, chunk=8, full_tiles=True)).source
     widened = [ln.split("#")[-1].strip() for ln in full.splitlines() if "offs_d[None, :, None] * 0" in ln]
     assert sorted(widened) == ["B", "C"]
     assert "offs_d[None, :, None] * 0" not in plain

@@ -171,8 +171,9 @@ def _case_msvmamba(rng, grid):
 
 def _case_hydra(rng, L):
     H, P, G = 2, 2, 1
-    x = dict(x=rng.standard_normal((BATCH, L, H, P)), dt=rng.uniform(-3, 0.5, (BATCH, L, 2, H)), A=-rng.uniform(0.5, 2, H),
-             B=rng.standard_normal((BATCH, L, 2, G, N)), C=rng.standard_normal((BATCH, L, 2, G, N)),
+    x = dict(x=rng.standard_normal((BATCH, L, H, P)), dt=rng.uniform(-3, 0.5, (BATCH, L, 2, H)),
+             A=-rng.uniform(0.5, 2, H), B=rng.standard_normal((BATCH, L, 2, G, N)),
+             C=rng.standard_normal((BATCH, L, 2, G, N)),
              D=rng.standard_normal(H), diag=rng.standard_normal((BATCH, L, H)), dt_bias=0.1 * rng.standard_normal(H))
     return x, _hydra_loop(x)
 

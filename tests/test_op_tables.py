@@ -1,4 +1,4 @@
-"""Every op is one row per table: its traits in ssmc.ir.ops, its meaning in the NumPy interpreter, its
+"""Every op is one row per table: its traits in ssmc.ir.opset, its meaning in the NumPy interpreter, its
 Triton and ONNX lowerings, its adjoint and its Builder helper.  Each table has a row for every op, or
 refuses it by name; the refusals are tried here."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ssmc.backends.triton.elementwise import TRITON
 from ssmc.backends.triton.recurrent import STRUCTURAL
 from ssmc.ir import ALL_OPS, IRError, Node, Rebuilder
 from ssmc.ir.builder import HELPERS
-from ssmc.ir.ops import ABSORBABLE, ADJOINT_OPS, ELEMENTWISE, LINEAR, OPS, with_trait
+from ssmc.ir.opset import ABSORBABLE, ADJOINT_OPS, ELEMENTWISE, LINEAR, OPS, with_trait
 from ssmc.ir.passes.adjoint import DRIVER_OPS, adjoint
 from ssmc.ir.vjp import VJP
 

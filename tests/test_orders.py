@@ -126,7 +126,8 @@ def test_numpy_interpreter_defines_gather_orders_plainly(rng):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(orders=[np.arange(12), np.r_[0, 0, np.arange(2, 12)]]), r"orders\[1\]: not a permutation of range\(L=12\)"),
     (dict(orders=[np.arange(12)]), r"orders: expected K=2 orders"),
-    (dict(orders=scan_orders_2d(3, 3, ["row", "col"])), r"orders\[0\]: expected an integer permutation of range\(L=12\)"),
+    (dict(orders=scan_orders_2d(3, 3, ["row", "col"])),
+     r"orders\[0\]: expected an integer permutation of range\(L=12\)"),
     (dict(orders=[np.arange(12.0), np.arange(12.0)]), r"orders\[0\]: expected an integer permutation"),
     (dict(A=np.zeros((3, 4, 2))), r"A: expected shape \(K, dim, N\) = \(2, 4, 2\), got \(3, 4, 2\)"),
     (dict(B=np.zeros((1, 3, 2, 12))), r"B: expected shape \(batch, K, N, L\) = \(1, 2, 2, 12\)"),
@@ -371,12 +372,14 @@ def test_multiscale_triton_matches_loop(grid, device, rng):
     (dict(D=np.zeros((3, 2))), r"D: expected shape \(K, dim\) = \(4, 2\)"),
     (dict(z=np.zeros((1, 2, 6))), r"z: expected shape \(batch, dim, L\) = \(1, 2, 12\)"),
     (dict(full_order="diagonal"), r"full_order: unknown 2-D order 'diagonal'"),
-    (dict(full_order=np.arange(11)), r"full_order: expected an integer permutation of range\(L=12\).* \(the 3×4 grid\)"),
+    (dict(full_order=np.arange(11)),
+     r"full_order: expected an integer permutation of range\(L=12\).* \(the 3×4 grid\)"),
     (dict(coarse_orders=["col", "row", "zigzag"]), r"coarse_orders\[2\]: unknown 2-D order 'zigzag'"),
     (dict(coarse_orders=["col", np.array([0, 0, 1, 2]), "row"]),
      r"coarse_orders\[1\]: not a permutation of range\(L=4\) \(the 2×2 coarse grid\)"),
     (dict(coarse_orders=["col", np.arange(6), "row"]),
-     r"coarse_orders\[1\]: expected an integer permutation of range\(L=4\), got shape \(6,\).* \(the 2×2 coarse grid\)"),
+     r"coarse_orders\[1\]: expected an integer permutation of range\(L=4\), got shape \(6,\).*"
+     r" \(the 2×2 coarse grid\)"),
     (dict(coarse_orders="col"), r"coarse_orders: expected a list of orders"),
 ])
 def test_multiscale_bad_input_names_the_argument(change, match):

@@ -95,7 +95,8 @@ def _ssu_reference(state, x, dt, A, B, C, D, z, dt_bias, softplus):
 
 
 @pytest.mark.parametrize("heads", [False, True])
-@pytest.mark.parametrize("optional", [(True, True, True, True), (False, False, False, False), (True, False, True, False)])
+@pytest.mark.parametrize("optional", [(True, True, True, True), (False, False, False, False),
+                                      (True, False, True, False)])
 @pytest.mark.parametrize("backend", ["numpy", "triton"])
 def test_selective_state_update(heads, optional, backend, rng):
     has_D, has_z, has_bias, softplus = optional

@@ -76,7 +76,8 @@ def choose_lowering(g: Graph, lti: str = "scan", force_scan: bool = False) -> Gr
             kind, why = "dft", "time-invariant diagonal scan with a linear readout: DFT convolution (requested)"
         else:
             kind = "scan"
-            why = f"one Scan step per token ({'no DFT form: ' + _dft_reason(g, r) if lti == 'dft' else 'not SSD: ' + ssd_why})"
+            detail = "no DFT form: " + _dft_reason(g, r) if lti == "dft" else "not SSD: " + ssd_why
+            why = f"one Scan step per token ({detail})"
         nodes[i] = nodes[i].with_attrs(onnx_lowering=kind, onnx_reason=why)
     return Graph(g.name, tuple(nodes))
 

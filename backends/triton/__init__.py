@@ -16,4 +16,5 @@ from .schedule import ChunkedSchedule, Schedule
 from .strategy import default_backward_schedule, default_schedule
 
 __all__ = ["ChunkedSchedule", "Kernel", "Schedule", "build", "cache_dir", "default_backward_schedule",
-           "default_schedule", "ensure_runtime", "generate", "loaded_kernels", "lowered_schedule", "param_name", "strategy"]
+           "default_schedule", "ensure_runtime", "generate", "loaded_kernels", "lowered_schedule", "param_name",
+           "strategy"]

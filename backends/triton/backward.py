@@ -20,7 +20,7 @@ backward graph uses every cotangent linearly (checked below).
 from __future__ import annotations
 
 from ssmc.ir import Graph, IRError
-from ssmc.ir.ops import LINEAR, with_trait
+from ssmc.ir.opset import LINEAR, with_trait
 
 from .emitter import RELAXED, ident, param_name, tensor_params, var, with_acc_literals
 from .module import Launch, launch_source, output_buffer, output_shape, recurrent_module
@@ -350,7 +350,8 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     d, n = ta.bc("d"), ta.bc("n")
     # a MIMO state has no channel axis: its slots use channel 0 (one program holds every channel)
     chan, chan_mask = (f"offs_d{d}", f"mask_d{d} & ") if state.dims & {"h", "p"} else ("0", "")
-    slot = lambda buf, count, index: f"{buf}_ptr + (((pid_b * {count} + {index}) * NCH + {chan}) * N + offs_n{n}) * {parts}"
+    slot = lambda buf, count, index: (f"{buf}_ptr + (((pid_b * {count} + {index}) * NCH + {chan}) * N"
+                                      f" + offs_n{n}) * {parts}")
     head = ["k = c * CHUNK + tl.arange(0, CHUNK)  # position along the scan order", "valid = k < L",
             *time_maps(graph, schedule)]
     hf = bw.fwd_state
@@ -427,7 +428,8 @@ def _launch(graph, kname, outputs, atomic, parts, acc, blocks) -> Launch:
             f"    NBLK = {'(HG * P) // BLOCK_D' if grouped else 'triton.cdiv(NCH, BLOCK_D)'}",
         ],
         after=[
-            "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))  # MIMO: see the forward's launcher",
+            "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))"
+            "  # MIMO: see the forward's launcher",
             "    NCK = triton.cdiv(L, CHUNK)",
             "    # a checkpoint every M chunks; chunk start states of one segment at a time in `scratch`",
             "    T = sched.get('checkpoint') or triton.next_power_of_2(int((L * CHUNK) ** 0.5))",

@@ -36,8 +36,8 @@ class Row:
 
 
 def _softplus(x, y, n, acc):
-    # log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|), through log2/exp2 (tl.log is a
-    # polynomial of ~20 instructions on the GPU); in fp32 the log2 is the special-function unit's (FAST_MATH)
+    # log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|), through log2/exp2 (tl.log is a long
+    # polynomial on the GPU); in fp32 the log2 is the special-function unit's (FAST_MATH)
     log2 = "_log2_approx" if acc == "tl.float32" else "tl.log2"
     return f"tl.maximum({x[0]}, 0.0) + {LN2!r} * {log2}(1.0 + tl.exp2({-LOG2E!r} * tl.abs({x[0]})))"
 
@@ -93,7 +93,8 @@ def _clip_grad(em, i, n, names, args):
     """The cotangent (operand 1) where lo <= x (operand 0) <= hi, else 0."""
     x, c = args
     lo, hi = n.attr("lo"), n.attr("hi")
-    inside = " & ".join([f"({x[0]} >= {lo!r})"] * (lo != float("-inf")) + [f"({x[0]} <= {hi!r})"] * (hi != float("inf")))
+    inside = " & ".join([f"({x[0]} >= {lo!r})"] * (lo != float("-inf"))
+                        + [f"({x[0]} <= {hi!r})"] * (hi != float("inf")))
     return [f"{name} = tl.where({inside}, {part}, 0.0)" if inside else f"{name} = {part}"
             for name, part in zip(names, c)]
 

@@ -95,7 +95,8 @@ def widened(load: str, integer: bool, acc: str = "tl.float32") -> str:
 def as_tile(expr: str, shape: str) -> str:
     """`expr` (a tile, a broadcastable tile or a scalar) as a tile of `shape`.  The `- 0.0` makes a
     scalar a tensor and then folds away: x - 0.0 is x for every x, -0 included, while x + 0.0 is not
-    (-0 + 0 = +0), so that form cost an add per element (SSD: 104 of 1440 SASS instructions)."""
+    (-0 + 0 = +0), so that form cost an add per element (counted in the SSD kernel's instructions;
+    BENCHMARKS.md, "Mamba-2 SSD (forward)")."""
     return f"tl.broadcast_to({expr} - 0.0, {shape})"
 
 

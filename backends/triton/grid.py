@@ -67,7 +67,7 @@ def _row_map(name: str, H: int, W: int, stride: int, wide: str) -> list:
             else f"{k} % {Wc}"
         return [f"tp = ({stride * W} * ({k} // {Wc}) + {stride} * ({col})){wide}  # cell -> its anchor"]
     if name == "row_rev":  # lanes in descending time: ascending lanes scanned with reverse=True were
-        return [f"tp = (L - 1 - k){wide}"]  # slower on an H100 (SS2D 1.57 vs 1.33 ms, BENCHMARKS.md)
+        return [f"tp = (L - 1 - k){wide}"]  # slower (BENCHMARKS.md, "Tried and rejected")
     if name == "row":
         return [f"tp = k{wide}"]
     return [f"tp = ((k // {W}) * {W} + tl.where((k // {W}) % 2 == 1, {W - 1} - k % {W}, k % {W})){wide}"
@@ -77,7 +77,8 @@ def _row_map(name: str, H: int, W: int, stride: int, wide: str) -> list:
 def _row_loop(em, graph: Graph, H: int, cell, inputs: list, lines: list) -> list:
     """The loop over the grid's rows of a column-wise pass; `cell(ri)` is the time index of row step
     ri in every lane (`tp`, for the pass's stores).  Each step issues the next row's loads before its
-    own arithmetic, so their latency is spent on this row's (SS2D on an H100: 1.21 vs 1.33 ms)."""
+    own arithmetic, so their latency is spent on this row's: SS2D ran faster with it, and slower with
+    Triton's own pipelining of the loop instead (BENCHMARKS.md, "Tried and rejected")."""
     ahead = {i: tuple(f"{v}_n" for v in em.names[i]) for i in inputs}
     loads = lambda when: [line for i in inputs  # noqa: E731
                           for line in load_lines(em, graph[i], ahead[i], tp="tp_n", when=when)]
@@ -129,7 +130,8 @@ def _column_loops(em, graph: Graph, loop_phase: list, schedule, name: str, strid
     else:
         init, product = [f"{pc} = tl.full({shape}, 1.0, {em.acc})"], []
     return [
-        f"# ---- {name} of the {H}x{W} grid: lanes over CHUNK columns, the loop over its rows (backends/triton/grid.py)",
+        f"# ---- {name} of the {H}x{W} grid: lanes over CHUNK columns, the loop over its rows"
+        " (backends/triton/grid.py)",
         "lane = tl.arange(0, CHUNK)",
         f"for c0 in range(0, {W}, CHUNK):",
         *["    " + s for s in [
@@ -184,10 +186,13 @@ def body(em, graph: Graph, schedule, loop_phase: list) -> list:
     return out
 
 
-COLUMN_COST = 1.28  # a column order's time over a row order's at VMamba's shape (H200: 0.889 vs 0.692 ms)
+# A column order's time over a row order's, measured at VMamba's shape
+# (BENCHMARKS.md, "VMamba SS2D (multi-order scan, grid orders)").
+COLUMN_COST = 1.28
 # A reversed walk (`*_rev`) over its forward one; only the ranks it gives matter.  All 24 launch orders of SS2D
-# timed in one process (H200, 2026-12-04) put col_rev, col, row_rev, row first at 0.763 ms, against 0.782 for
-# col, col_rev, row, row_rev (what equal costs within each pair gave before).  Snake orders are not reversed walks.
+# timed in one process put col_rev, col, row_rev, row first, ahead of col, col_rev, row, row_rev, what equal
+# costs within each pair gave before (BENCHMARKS.md, "VMamba SS2D (multi-order scan, grid orders)").  Snake
+# orders are not reversed walks.
 REVERSED_COST = 1.05
 
 
@@ -240,7 +245,8 @@ def fine_block(em, graph: Graph, schedule, stride: int) -> list:
         return lines
     return [f"for o in tl.static_range({stride * stride}):  # the cell's {stride}x{stride} block: nearest upsampling",
             *["    " + x for x in [f"tp_f = tp + (o // {stride}) * {W} + o % {stride}",
-                                  f"valid_f = valid & (tp // {W} + o // {stride} < {H}) & (tp % {W} + o % {stride} < {W})",
+                                  f"valid_f = valid & (tp // {W} + o // {stride} < {H})"
+                                  f" & (tp % {W} + o % {stride} < {W})",
                                   *lines]]]
 
 

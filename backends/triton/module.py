@@ -15,12 +15,12 @@ CODEGEN_VERSION = "5"
 SSD_VERSION = "1"  # the chunked kernels' own version, appended to CODEGEN_VERSION
 
 # The generated modules' fp32 log2: on the GPU the special-function unit's (MUFU.LG2, absolute error
-# ~2^-22), where tl.log2 is libdevice's polynomial of ~25 instructions, and softplus takes one per
-# channel and step.  The CPU interpreter has no libdevice; there it is tl.log2.
+# ~2^-22), where tl.log2 is libdevice's much longer polynomial, and softplus takes one per channel and
+# step.  The CPU interpreter has no libdevice; there it is tl.log2.
 # And loads widened from bf16 to fp32 by their bits (exact: a bf16 is the top half of an fp32).  Two
 # bf16 share a 32-bit register; written as a shift, LLVM widens the low one with a shift and the high
 # one with a mask, where Triton's conversion moves each high half down (PRMT) and back up: fewer
-# instructions per element (BENCHMARKS.md, "Tried and rejected" and the Mamba-1 section).
+# instructions per element (BENCHMARKS.md, "Mamba-1 schedules" and "Tried and rejected").
 FAST_MATH = '''
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     @triton.jit
@@ -91,7 +91,8 @@ def usage(inputs, outputs) -> str:
         kind = "complex" if n.attr("complex") or (n.op == "output" and n.type.complex) else (
             "int" if n.attr("integer") else "float")
         return f"  {n.attr('name')}: {kind} ({', '.join(a.symbol for a in n.attr('axes'))})"
-    return "\nInputs:\n" + "\n".join(fmt(n) for n in inputs) + "\nOutputs:\n" + "\n".join(fmt(n) for n in outputs) + "\n"
+    return ("\nInputs:\n" + "\n".join(fmt(n) for n in inputs)
+            + "\nOutputs:\n" + "\n".join(fmt(n) for n in outputs) + "\n")
 
 
 def module_source(graph, title: str, returns: str, inputs, outputs, globals_: list, helpers: str, kernel: str,

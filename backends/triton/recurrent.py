@@ -279,7 +279,7 @@ def _launch(graph, kname, inputs, outputs, acc) -> Launch:
             *grid_check(graph),
             "    BLOCK_N = triton.next_power_of_2(N)",
             "    BLOCK_D = triton.next_power_of_2(NCH) if MIMO else min(sched['block_d'], triton.next_power_of_2(NCH))",
-            # MIMO regions scan step by step: on an H100 (Triton 3.6) tl.associative_scan over the
+            # MIMO regions scan step by step: on the GPU (Triton 3.6) tl.associative_scan over the
             # channel-reduced MIMO state gave wrong results that the CPU interpreter does not show.
             "    CHUNK = 1 if MIMO else min(sched['chunk'], triton.next_power_of_2(L))",
             *(["    while (HG * P) % BLOCK_D:  # an order per group: keep each block of channels in one group",

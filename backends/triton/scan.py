@@ -76,7 +76,8 @@ def scan_chunk(em, i, n, out, a_t, x_t, h, sched):
         return hs
     # The carried state enters as part of the chunk's first input, x_0 + Ā_0·h, so the scan's x are
     # the states themselves; the products of Ā are then dead after the scan and compiled away
-    # (applying h as (∏Ā)·h + Σ afterwards cost two instructions per element: Mamba-1 840 -> 752 SASS).
+    # (applying h as (∏Ā)·h + Σ afterwards cost more instructions per element in Mamba-1's loop;
+    # BENCHMARKS.md, "Mamba-1 schedules").
     first = f"(tl.arange(0, CHUNK) == 0){ta.bc('t')}"
     xh = [f"xh{i}_{k}" for k in range(len(h))]
     if cplx:

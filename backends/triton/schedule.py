@@ -23,14 +23,14 @@ class Schedule:
     # inputs shared by the channels (B, C: state and time axes only) loaded as full tiles with a
     # channel stride of 0.  Triton takes a chunk's layout from its loads; these then set it, so that in
     # layout "tdn" a thread keeps its chunk of steps and the lanes split channels and states (Mamba-1,
-    # tdn 8/8/1: 96 registers and 11.4 SASS per element in the loop, against 128 and 16.4 at 1/64/1;
-    # 0.312 vs 0.380 ms on an H100, the cost model's choice with enough channels: strategy.py)
+    # tdn 8/8/1: fewer registers and fewer instructions per element in the loop than 1/64/1, and faster;
+    # the cost model's choice with enough channels: strategy.py; BENCHMARKS.md, "Mamba-1 schedules")
     full_tiles: bool = False
     # the time-varying inputs of the next chunk loaded while this one computes (a register prefetch,
     # forward kernels of identity or reverse orders): a program waits on its loads only once.  An autotuning
-    # candidate: on an H100 it slowed Mamba-1's tdn 8/8/1 full tiles (0.385 vs 0.317 ms: 156 registers
-    # against 96, fewer warps); where it sped a schedule up, the cost model's schedule without it was as fast
-    # or faster (within 0.1%) at every batch x channels measured (BENCHMARKS.md, 2026-12-07)
+    # candidate: it slowed Mamba-1's tdn 8/8/1 full tiles (more registers, so fewer warps); where it sped a
+    # schedule up, the cost model's schedule without it was as fast or faster at every batch x channels
+    # measured (BENCHMARKS.md, "Mamba-1 threshold across batch × channels" and "Tried and rejected")
     prefetch: bool = False
 
     def __post_init__(self):
@@ -59,5 +59,7 @@ class ChunkedSchedule:
             v = getattr(self, k)
             if v < 16 or v & (v - 1):
                 raise ValueError(f"ChunkedSchedule.{k} must be a power of two >= 16 (tl.dot), got {v}")
-        if self.chunk > 64:  # chunk 128 hit an illegal memory access on an H100 (Triton 3.6), not understood yet
+        # chunk 128 hit an illegal memory access on the GPU (Triton 3.6), not understood yet
+        # (BENCHMARKS.md, "Tried and rejected")
+        if self.chunk > 64:
             raise ValueError(f"ChunkedSchedule.chunk must be at most 64, got {self.chunk}")

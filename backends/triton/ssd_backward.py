@@ -181,7 +181,8 @@ class _Gen:
     def n_g(self, kk) -> str:
         """Σ_n kk·g per step: (Q, p)."""
         U, C, kt = self._tile(self.info["u"], "p"), self._tile(self.info["c"], "n"), self._tile(kk, "n")
-        return f"({self._mm(self._mm(C, kt, tb=True, decay=True), U, ta=True)} + wend[:, None] * {self._mm(kt, 'G', tb=True)})"
+        return (f"({self._mm(self._mm(C, kt, tb=True, decay=True), U, ta=True)}"
+                f" + wend[:, None] * {self._mm(kt, 'G', tb=True)})")
 
     def d_log_decay(self) -> str:
         """∂ℓ per step, (Q,): the sum of W[s, r] = ⟨ct_s, e^{cum_s - cum_r} x_r⟩ over rows s ≥ t and
@@ -356,7 +357,8 @@ def generate_chunked_backward(graph: Graph, schedule) -> str:
         "    c0 = (NC - 1 - cr) * Q",
         # H by Triton's conversion, not _widen: two dots take it back to its stored 16-bit type, a round trip
         # Triton folds away
-        *timeline(["H = tl.load(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile).to(tl.float32)", *gen.loop, *gen.tail]),
+        *timeline(["H = tl.load(st_base + (c0 // Q) * BLOCK_P * BLOCK_N + st_tile).to(tl.float32)",
+                   *gen.loop, *gen.tail]),
         "# ---- sums over time, the initial state's gradient",
         *gen.post,
     ]
@@ -386,7 +388,8 @@ def chunked_backward_reason(g: Graph) -> str | None:
 
 def _launch(g, kname, inputs, outputs, atomic) -> Launch:
     return Launch(
-        doc="Run the chunked backward kernel on CUDA (or interpreted CPU) tensors; returns {gradient name: tensor} in fp32.",
+        doc=("Run the chunked backward kernel on CUDA (or interpreted CPU) tensors; returns {gradient name: tensor}"
+             " in fp32."),
         kernel=kname, grid="(batch, H)",
         buffers={param_name(g, n): output_buffer(param_name(g, n), output_shape(n), "torch.float32",
                                                  zeroed=n.attr("name") in atomic) for n in outputs},

@@ -22,7 +22,7 @@ from .tiles import channel_shared
 from .time_loop import gather_index, grid_map
 
 MIN_CHUNKED = 16  # P and N below this leave most of a tl.dot tile empty
-CHUNK = 32  # the best of a chunk x block_p x warps x stages sweep on an H100 (BENCHMARKS.md)
+CHUNK = 32  # the best of a chunk x block_p x warps x stages sweep (BENCHMARKS.md, "Mamba-2 SSD (forward)")
 
 
 def choose(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> tuple:
@@ -56,14 +56,14 @@ def _no_tensor_cores(roles: dict, device_type: str, acc: str) -> str | None:
 
 
 def default_schedule(roles: dict, device_type: str, stepwise: bool = False) -> Schedule:
-    """A schedule for sizes `roles` (role -> size), from sweeps on an H100 (BENCHMARKS.md).
+    """A schedule for sizes `roles` (role -> size), from sweeps on the GPU.
 
     States (N >= 2): time first, the lanes over the state, one channel per program and a chunk of
     steps scanned in registers.  For Mamba-1's N = 16 this beat one channel per lane (tnd, 128
-    channels per program) at every batch × channels measured: 0.49 vs 0.57 ms at 4 × 4096 channels
-    and 3-4x when there are few channels (0.13 vs 0.42 ms at 1 × 4096, 0.16 vs 0.65 ms at 8 × 384),
-    where programs of 128 channels leave most SMs idle.  A first-order scan (no state axis) is
-    memory-bound and wants long chunks.  The CPU interpreter wants few, large programs.
+    channels per program) at every batch × channels measured, by several times when there are few
+    channels, where programs of 128 channels leave most SMs idle (BENCHMARKS.md, "Mamba-1 schedules").
+    A first-order scan (no state axis) is memory-bound and wants long chunks.  The CPU interpreter
+    wants few, large programs.
     """
     if device_type != "cuda":
         return Schedule()
@@ -84,9 +84,9 @@ def default_backward_schedule(roles: dict, device_type: str) -> Schedule:
     the recomputed forward values), so its tiles are smaller than the forward's.  For N <= 16 one
     warp of 16 channels (two lanes per channel, so the sums over channels for B's and C's gradients
     stay inside the warp, no shared-memory round trip), one time step at a time (chunk 1), those
-    gradients added atomically: 6.1 ms at the Mamba-1 shape on an H100, the best of a 24-schedule
-    sweep (7.2 ms with per-block partials, which also take 4x the gradient memory; 8.2 ms for 64
-    channels over 4 warps; BENCHMARKS.md).  `Schedule(partials=True)` gives a deterministic
+    gradients added atomically: the fastest of a sweep of about two dozen schedules at the Mamba-1
+    shape, ahead of per-block partials (which also take more gradient memory) and of 64 channels over
+    4 warps (BENCHMARKS.md, "Backward kernels").  `Schedule(partials=True)` gives a deterministic
     summation order.  Larger states keep about 2K elements over 8 warps, untuned.  (SSD-shaped scans
     on CUDA take the chunked backward.)
     """
@@ -102,15 +102,18 @@ def default_backward_schedule(roles: dict, device_type: str) -> Schedule:
 
 def _order_schedule(graph: Graph, roles: dict, device_type: str):
     """The schedule of a gather or grid order of small states on CUDA (else None): the best of sweeps
-    on an H100 at VMamba's SS2D shape (BENCHMARKS.md)."""
+    at VMamba's SS2D shape (BENCHMARKS.md, "VMamba SS2D (multi-order scan, grid orders)")."""
     if device_type != "cuda" or roles.get("n", 1) > 16:
         return None
     if gather_index(graph) is not None:  # a dependent index load per chunk: more, smaller programs hide it
         return Schedule(layout="tnd", block_d=32, chunk=4, num_warps=4)
-    if grid_map(graph) is not None and roles.get("n", 1) > 1:  # two channels per program share each step's B and C
-        if graph.ids("upsample"):  # strided views (MSVMamba): 4/32/1 0.542 ms, 2/32/1 0.567, 2/64/1 0.761,
-            return Schedule(layout="tdn", block_d=4, chunk=32, num_warps=1)  # 1/64/1 0.949 (H200, BENCHMARKS.md)
-        return Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)  # tiles (loads, conversions): 0.86 vs 1.04 ms
+    if grid_map(graph) is not None and roles.get("n", 1) > 1:
+        # two channels per program share each step's B and C tiles (loads, conversions): faster than one
+        # channel per program (BENCHMARKS.md, "VMamba SS2D (multi-order scan, grid orders)")
+        if graph.ids("upsample"):  # strided views (MSVMamba): 4/32/1, the fastest of the schedules timed
+            # (BENCHMARKS.md, "MSVMamba (strided grid views)")
+            return Schedule(layout="tdn", block_d=4, chunk=32, num_warps=1)
+        return Schedule(layout="tdn", block_d=2, chunk=64, num_warps=1)
     return None
 
 
@@ -119,11 +122,11 @@ def _recurrent_schedule(graph: Graph, roles: dict, device_type: str) -> Schedule
             or default_schedule(roles, device_type))
 
 
-# Mamba-1 at batch 4 x 4096 channels (N 16, L 2048, bf16) on an H100: tdn 8/8/1 with full tiles 0.312 ms
-# against 0.380 for 1/64/1, the best of the schedules timed (BENCHMARKS.md, 2026-12-07).  It runs 8 channels
-# per one-warp program, so it needs 8x the channels of 1/64/1 to give the GPU as many warps.  Across batch x
-# channels (same GPU) 1/64/1 wins up to 8192 (2 x 4096: 0.195 vs 0.207 ms; 1 x 4096: 0.100 vs 0.176) and
-# 8/8/1 from 16384 (0.315 vs 0.380): the threshold is the smallest size measured where it wins.
+# Mamba-1 at its benchmark shape: tdn 8/8/1 with full tiles was the fastest of the schedules timed, faster than
+# 1/64/1 (BENCHMARKS.md, "Mamba-1 schedules").  It runs 8 channels per one-warp program, so it needs 8x the
+# channels of 1/64/1 to give the GPU as many warps.  Across batch x channels 1/64/1 wins up to 8192 and 8/8/1
+# from 16384: the threshold is the smallest size measured where it wins
+# (BENCHMARKS.md, "Mamba-1 threshold across batch × channels").
 SELECTIVE_MIN_CHANNELS = 16384
 
 
@@ -145,14 +148,15 @@ def choose_schedule(graph: Graph, roles: dict, device_type: str, acc: str = "flo
     kind, _ = choose(graph, roles, device_type, acc)
     if kind == "chunked":
         # 3 stages: with B and C fed to the tensor cores as loaded, the kernel has room to stage one more
-        # chunk of loads: 0.179 vs 0.218 ms at 2 stages (0.200 at chunk 64, 1 stage), H200 (BENCHMARKS.md)
+        # chunk of loads, faster than 2 stages or chunk 64 at 1 stage (BENCHMARKS.md, "Mamba-2 SSD (forward)")
         return ChunkedSchedule(chunk=CHUNK, block_p=64 if roles.get("p", 1) >= 64 else 32, num_warps=4, num_stages=3)
     if kind == "associative":
         return _recurrent_schedule(graph, roles, device_type)
     return default_schedule(roles, device_type, stepwise=kind == "step")
 
 
-BWD_CHUNK = 32  # 4 warps, 2 stages: within 5% of a sweep's best on an H100 (chunk 16) at half its workspace
+# 4 warps, 2 stages: close to a sweep's best (chunk 16) at half its workspace (BENCHMARKS.md, "Backward kernels")
+BWD_CHUNK = 32
 
 
 def choose_backward(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> tuple:

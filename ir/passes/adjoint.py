@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..graph import Graph, Node, freeze_attrs, prune
 from ..indexmap import spans_sequence
-from ..ops import IRError
+from ..opset import IRError
 from ..vjp import VJP, TypedBuilder
 
 SKIP_ATTRS = ("region", "hoist", "lti")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..graph import Graph
-from ..ops import IRError
+from ..opset import IRError
 
 
 def fuse_regions(g: Graph) -> Graph:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Graph
-from ..ops import ALL_OPS as OPS
-from ..ops import IRError
+from ..opset import ALL_OPS as OPS
+from ..opset import IRError
 
 
 def infer_types(g: Graph) -> Graph:

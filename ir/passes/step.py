@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Graph, Rebuilder
-from ..ops import IRError
+from ..opset import IRError
 from ..types import ROLES, Axis
 from .infer import infer_types
 

@@ -13,8 +13,6 @@ This module holds the options (no torch); `report.py` runs the suites.
 """
 from __future__ import annotations
 
-import argparse
-
 SUITES = ("core", "ssd", "orders")
 
 

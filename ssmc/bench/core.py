@@ -24,6 +24,7 @@ from triton.testing import do_bench
 
 import ssmc
 from ssmc import ops
+from ssmc.ops import reference
 from ssmc.runtime import compile_ssm
 
 GB = 1e9
@@ -54,17 +55,11 @@ def rel(a, b) -> float:
 # --- Mamba-1 selective scan -----------------------------------------------------------
 
 def selective_scan_loop(u, delta, A, B, C, D, z, delta_bias):
-    """A plain PyTorch loop over time (fp32 state): the fallback users run today."""
-    delta = F.softplus(delta.float() + delta_bias[:, None])
-    u, B, C = u.float(), B.float(), C.float()
-    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
-    ys = []
-    for t in range(u.shape[2]):
-        dA = torch.exp(delta[:, :, t, None] * A)
-        h = dA * h + (delta[:, :, t] * u[:, :, t])[:, :, None] * B[:, None, :, t]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, -1) + D[:, None] * u
-    return (y * F.silu(z.float())).to(torch.bfloat16)
+    """The reference PyTorch loop over time (ssmc.ops.reference) in fp32, bf16 out: the fallback users run
+    today."""
+    out, _ = reference.selective_scan(u.float(), delta.float(), A, B.float(), C.float(), D, z.float(), delta_bias,
+                                      delta_softplus=True)
+    return out.to(torch.bfloat16)
 
 
 def mamba1_inputs(batch=4, dim=4096, L=2048, N=16):
@@ -136,7 +131,7 @@ def run(args, rate: float) -> dict:
         return lambda: f(**x)["out"]
     # full tiles (Schedule.full_tiles: lanes over channels and states, each thread's steps in registers; 8/8/1 is
     # the cost model's choice here), with and without the next chunk's loads prefetched; 16/4/1, 16/8/2, 32/4/1
-    # and 32/8/2 took 0.38-0.62 ms on an H100 (BENCHMARKS.md, 2026-12-07)
+    # and 32/8/2 were slower and are not swept (BENCHMARKS.md, "Mamba-1 schedules")
     full = [dict(layout="tdn", block_d=bd, chunk=c, num_warps=1, full_tiles=True, prefetch=pf)
             for bd, c in ((8, 8), (4, 8), (16, 8), (8, 4)) for pf in (False, True)] + \
         [dict(layout="tdn", block_d=32, chunk=8, num_warps=1, full_tiles=True)]

@@ -47,8 +47,8 @@ def kernel_call(x, grid, schedule, index=None):
     """The multi-order graph of grid key `grid` (ssmc.ops.multi_order.grid_of_key), or with grid "" the gather
     graph reading the orders `index`, compiled at `schedule`: a call on the inputs `x`."""
     b, K, dim, L = x["delta"].shape
-    fn = compile_ssm(multi_order_compiled(True, True, True, True, "triton", "sum", 1, frozenset(), grid).graph, backend="triton",
-                 schedule=schedule)
+    fn = compile_ssm(multi_order_compiled(True, True, True, True, "triton", "sum", 1, frozenset(), grid).graph,
+                     backend="triton", schedule=schedule)
     args = dict(u=x["u"], delta=x["delta"].reshape(b, K * dim, L), A=x["A"].reshape(K * dim, -1), B=x["B"],
                 C=x["C"], **({} if grid else {"orders": index}), D=x["D"].reshape(-1), z=x["z"],
                 delta_bias=x["delta_bias"].reshape(-1))
@@ -134,4 +134,5 @@ def run(args, rate: float) -> dict:
     return dict(fused_ms=fms, unfused_ms=ums, gather_ms=gms, speedup=ums / fms, floor_ms=floor,
                 msvmamba_fused_ms=ms_fused, msvmamba_split_ms=ms_split, msvmamba_split_timed=split_timed,
                 msvmamba_sweep=ms_sweep,
-                pct_floor=floor / fms * 100, rel_err=err, best_ms=best[0], best_schedule=best[1], best_speedup=ums / best[0], sweep=sweep)
+                pct_floor=floor / fms * 100, rel_err=err, best_ms=best[0], best_schedule=best[1],
+                best_speedup=ums / best[0], sweep=sweep)

@@ -10,7 +10,8 @@ all built from declarations (no hand-written kernels).
 
 Modules: `dispatch.py` (the entry points: argument checks, then a torch custom op or a direct run),
 `selective_scan.py`, `ssd.py`, `multi_order.py` (what they run), `torch_ops.py` (the custom ops and
-their autograd), `multi_order_backward.py`, `multiscale.py`, `hydra.py`, `tied_bidirectional.py`.
+their autograd), `multi_order_backward.py`, `multiscale.py`, `hydra.py`, `tied_bidirectional.py`; `reference.py` holds
+the plain PyTorch loops of selective_scan and ssd that tests and benchmarks hold the kernels to.
 """
 from .dispatch import multi_order_scan, selective_scan, selective_state_update, ssd
 from .hydra import hydra

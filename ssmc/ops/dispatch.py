@@ -19,8 +19,8 @@ def custom_ops(backend: str, *tensors):
     """torch.ops.ssmc when torch tensors run on the Triton backend and the call needs it — under
     torch.compile (so the call traces as one op) or when autograd records it (a tensor requires grad
     and grad mode is on: the op's autograd) — else None: the caller runs the implementation directly.
-    The custom op's dispatch costs host time (about a batch-1 Mamba-1 forward's GPU time, BENCHMARKS.md),
-    so a call that needs neither does not pay it."""
+    The custom op's dispatch costs host time (about a batch-1 Mamba-1 forward's GPU time; BENCHMARKS.md,
+    "Decode step (selective_state_update)"), so a call that needs neither does not pay it."""
     given = [t for t in tensors if t is not None]
     if not given or not all(type(t).__module__.startswith("torch") for t in given):
         return None

@@ -38,7 +38,7 @@ def _combine(fwd, bwd, x, D, diag):
     """shift(fwd, +1) + shift(bwd, -1) + D·x + diag·x (a term None is absent), in the SSD outputs'
     dtype (x's, as mamba_ssm returns with an fp32 D).  One output buffer written by a slice copy and
     in-place adds: shifted copies made with torch.cat and then summed (in fp32, promoted by D) took
-    0.74 ms at B4 L2048 H64 P64, five times both SSD launches (H200, BENCHMARKS.md)."""
+    several times as long as an SSD launch (BENCHMARKS.md, "Hydra")."""
     if is_torch(fwd):
         import torch
         y = torch.empty_like(fwd)
@@ -93,5 +93,6 @@ def hydra(x, dt, A, B, C, D=None, diag=None, dt_bias=None, dt_softplus=False, dt
     lo, hi = (float(v) for v in dt_limit)
     scan = dict(dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=(lo, hi))
     fwd = ssd(x, dt[:, :, 0], A, B[:, :, 0], C[:, :, 0], chunk_size, **scan, backend=backend)
-    bwd = run_reverse_ssd(x, dt[:, :, 1], A, B[:, :, 1], C[:, :, 1], **scan, backend=backend)  # (chunk_size: checked by ssd)
+    # (chunk_size: checked by ssd)
+    bwd = run_reverse_ssd(x, dt[:, :, 1], A, B[:, :, 1], C[:, :, 1], **scan, backend=backend)
     return _combine(fwd, bwd, x, D, diag)

@@ -257,8 +257,8 @@ def run_multi_order(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_sof
     if {"B", "C"} <= tied and grid:  # no input grouped by order would tell the grid kernel's blocks apart:
         tied = tied - {"B"}  # B as a (batch, K, N, L) view repeating it with stride 0 along K (no copy)
         B = B[:, None].expand(batch, K, N, L) if hasattr(B, "expand") else np.broadcast_to(B[:, None], (batch, K, N, L))
-    fn = multi_order_compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend, merge,
-                   K if merge == "mean" else 1, tied, grid)
+    fn = multi_order_compiled(D is not None, z is not None, delta_bias is not None, bool(delta_softplus), backend,
+                              merge, K if merge == "mean" else 1, tied, grid)
 
     def flat(name, x, *shape):  # per-order (K, dim, ...) -> (K·dim, ...): a view when contiguous
         return x if x is None or name in tied else x.reshape(*shape)

@@ -38,7 +38,8 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     if "A" in tied:
         A = A[None].expand(K, dim, N)
     B, C = (x[:, None].expand(batch, K, N, L) if name in tied else x for name, x in (("B", B), ("C", C)))
-    D, delta_bias = (x[None].expand(K, dim) if name in tied else x for name, x in (("D", D), ("delta_bias", delta_bias)))
+    D, delta_bias = (x[None].expand(K, dim) if name in tied else x
+                     for name, x in (("D", D), ("delta_bias", delta_bias)))
     idx = orders.to(u.device, torch.int64)
     inv = torch.argsort(idx, dim=1)
 
@@ -79,8 +80,8 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     dz = None if z is None else unflat(dz_k).sum(1).to(z.dtype)
     dgate = None
     if gate is not None:  # each order's result itself: one more launch of the fused forward
-        y = run_multi_order(u, *(given[k] for k in ("delta", "A", "B", "C")), idx, given["D"], None, given["delta_bias"], None,
-                 delta_softplus, "concat", "triton").float()
+        y = run_multi_order(u, *(given[k] for k in ("delta", "A", "B", "C")), idx, given["D"], None,
+                            given["delta_bias"], None, delta_softplus, "concat", "triton").float()
         w = d * F.silu(z.float()) if z is not None else d
         dgate = (w[:, None] * y).to(gate.dtype)
     grads = dict(delta=ddelta, A=dA, B=dB, C=dC, D=dD, delta_bias=dbias)

@@ -125,7 +125,8 @@ def multiscale_scan_2d(u, delta, A, B, C, grid, D=None, z=None, delta_bias=None,
             not (is_torch(u) and (tracing() or needs_grad(tensors))):
         # one graph: the coarse orders are stride-2 views of the grid, their sum upsampled in the kernel
         grid_key = f"{H}x{W}:{','.join(names)}:1{',2' * (K - 1)}"
-        return run_multi_order(u, delta, A, B, C, None, D, z, delta_bias, None, delta_softplus, "sum", backend, grid_key)
+        return run_multi_order(u, delta, A, B, C, None, D, z, delta_bias, None, delta_softplus, "sum", backend,
+                               grid_key)
     # checked here, so that errors name the argument; multi_order_scan gets the same row objects, whose
     # check (for torch rows) it finds remembered
     full = [_grid_order(full_order, H, W, "full_order", u)]
