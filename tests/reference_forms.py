@@ -71,8 +71,8 @@ def _torch64(a):
     if a is None:
         return None
     a = np.asarray(a)
-    return torch.from_numpy(np.ascontiguousarray(a, np.complex128 if np.iscomplexobj(a) else
-                                                 np.int64 if a.dtype.kind in "iu" else np.float64))
+    dtype = np.complex128 if np.iscomplexobj(a) else np.int64 if a.dtype.kind in "iu" else np.float64
+    return torch.from_numpy(np.array(a, dtype))  # a fresh copy: torch takes no negative strides
 
 
 def selective_scan_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None,

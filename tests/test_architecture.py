@@ -8,6 +8,8 @@ optional dependency (torch, triton, onnx, onnxruntime, matplotlib, ...).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -192,3 +194,16 @@ def test_modules_stay_small(limit):
     big = [f"{path.relative_to(ROOT)}: {n} lines" for path in MODULES.values()
            if (n := len(path.read_text().splitlines())) > limit]
     assert not big, "\n".join(big)
+
+
+def test_lint():
+    """ruff with the project's config (pyproject.toml: line length 120) finds nothing."""
+    res = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_every_package_is_installed():
+    """pyproject's package list names every package folder (an editable install would hide a missing one)."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert {name for name in MODULES if _is_package(name)} == listed
