@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from ssmc.ir import Graph, IRError
 from ssmc.ir.opset import LINEAR, with_trait
+from ssmc.ir.types import value_role
 
 from .emitter import RELAXED, ident, param_name, tensor_params, var, with_acc_literals
 from .module import Launch, launch_source, output_buffer, output_shape, recurrent_module
-from .recurrent import TileEmitter
+from .recurrent import TileEmitter, channel_mask
 from .scan import scan_chunk, scan_operands
 from .schedule import Schedule
-from .tiles import TileAxes, at_step, broadcast_tile, pointers, tile_shape
+from .tiles import TileAxes, at_step, broadcast_tile, store_pointers, tile_shape
 from .time_loop import kernel_prologue, time_maps
 
 LINEAR_OPS = with_trait(LINEAR)  # a sum of partial sums stays a partial sum through these
@@ -51,17 +52,20 @@ def _phases(g: Graph) -> dict:
     return phase
 
 
-def _exact_roles(g: Graph) -> set:
-    """Roles a `reduce` sums inside the kernel: n and t always; h and p too when one program holds
-    every channel (a MIMO region)."""
+def _exact_roles(g: Graph, n) -> set:
+    """Roles reduce node n sums inside the kernel: n and t always; h and p too when one program holds
+    every channel (a MIMO region) and the sum keeps no channel role (a tile's channel lanes hold head and
+    position together: a sum over one of them alone is left to the output's atomic adds)."""
     mimo = any(g[i].attr("io") == "mimo" for i in g.ids("scan"))
-    return {"n", "t", "h", "p"} if mimo else {"n", "t"}
+    channels = set(n.attr("axes")) & {"h", "p"}
+    kept = g[n.args[0]].type.dims & {"h", "p"} - channels
+    return {"n", "t"} | (channels if mimo and not kept else set())
 
 
 def _extents(g: Graph) -> dict:
     """Which tile axes (d, n, t) each value's tile has.  A partial (see the module docstring)
     keeps the channel axis its IR type has summed away."""
-    ext, exact = {}, _exact_roles(g)
+    ext = {}
     for i, n in enumerate(g.nodes):
         args = [ext[a] for a in n.args]
         if n.op == "input":
@@ -74,7 +78,7 @@ def _extents(g: Graph) -> dict:
         elif n.op in ("reduce", "sum"):
             axes = set(n.attr("axes"))
             d, nn, t = args[0]
-            keep_d = not axes & {"h", "p"} or (n.op == "reduce" and "h" not in exact)
+            keep_d = not axes & {"h", "p"} or (n.op == "reduce" and not axes & {"h", "p"} & _exact_roles(g, n))
             e = (d and keep_d, nn and "n" not in axes, t and "t" not in axes)
         else:
             e = tuple(any(a[k] for a in args) for k in range(3))
@@ -84,7 +88,7 @@ def _extents(g: Graph) -> dict:
 
 def _partials(g: Graph) -> dict:
     """Roles (b, h, p) over which a value is an unfinished per-program sum."""
-    part, pending = {}, {"b", "h", "p"} - _exact_roles(g)
+    part = {}
     for i, n in enumerate(g.nodes):
         ps = [part[a] for a in n.args]
         if n.op not in LINEAR_OPS and sum(bool(p) for p in ps) > 1:
@@ -92,10 +96,21 @@ def _partials(g: Graph) -> dict:
         if n.op in ("scan", "prev", "adjoint") and any(ps):
             raise IRError(f"node %{i} ({n.op}): a recurrence over a partial sum cannot be lowered")
         p = frozenset().union(*ps) if ps else frozenset()
+        for a, pa in zip(n.args, ps):  # another operand over a pending role, or added once per program or lane
+            mixed = (p - pa) & (g[a].type.dims if n.op not in LINEAR_OPS else {"b", "h", "p"})
+            if mixed and n.op != "output":
+                raise IRError(f"node %{i} ({n.op}): combines a partial sum over {', '.join(sorted(mixed))} with "
+                              f"a value that is not one; it cannot be lowered")
         if n.op == "reduce":
-            p |= set(n.attr("axes")) & pending
+            p |= set(n.attr("axes")) & {"b", "h", "p"} - _exact_roles(g, n)
         part[i] = frozenset(p)
     return part
+
+
+def _lanes(g: Graph, partial: dict) -> dict:
+    """The channel roles (h, p) the lanes of each value's tile vary over: its type's, and for a partial sum
+    those it has yet to sum (its lanes hold the terms)."""
+    return {i: (n.type.dims | partial[i]) & {"h", "p"} for i, n in enumerate(g.nodes)}
 
 
 def _shape(ta: TileAxes, e) -> str:
@@ -119,6 +134,7 @@ class BackwardLowering:
         self.phase = self.em.phase = _phases(graph)  # the emitter's phases: exp of a hoisted factor as exp2
         self.ext = _extents(graph)
         self.partial = _partials(graph)
+        self.lanes = _lanes(graph, self.partial)
         self.atomic = set()  # names of outputs written with atomic adds
         self.blocks = set()  # names of outputs written per block of channels (schedule.partials)
         self.scan_tiles = {}  # scan id -> (Ā' tile names, checkpoint state names, reset flag)
@@ -243,7 +259,7 @@ class BackwardLowering:
         em, ta = self.em, self.ta
         axes = set(n.attr("axes"))
         src, e = em.names[n.args[0]], self.ext[n.args[0]]
-        exact = _exact_roles(self.g)
+        exact = _exact_roles(self.g, n)
         tile_axes = [ta.ax(c) for c, roles, has in (("d", {"h", "p"}, e[0]), ("n", {"n"}, e[1]), ("t", {"t"}, e[2]))
                      if axes & roles & exact and has]
         names = tuple(f"{var(i)}_{k}" for k in range(len(src)))
@@ -253,6 +269,8 @@ class BackwardLowering:
                 self.out(self.phase[i], f"{name} = {s}")
             return
         mask = _mask(ta, e)
+        if ta.ax("d") in tile_axes:  # every channel lane once: P (or H) copies of a value constant over p (or h)
+            mask = mask.replace(f"mask_d{ta.bc('d')}", channel_mask(em, self.lanes[n.args[0]]))
         for name, s in zip(names, src):
             expr = f"tl.where({mask}, {s}, 0.0)" if mask else s
             for ax in sorted(tile_axes, reverse=True):
@@ -268,10 +286,13 @@ class BackwardLowering:
         phase = self.phase[i]
         p = param_name(g, n)
         axes = n.attr("axes")
-        ptrs, masks = pointers(ta, p, axes)
-        mask = " & ".join(masks) if masks else None
+        ptrs, masks = store_pointers(ta, p, axes)
         src, e = em.names[n.args[0]], self.ext[n.args[0]]
         atomic = bool(self.partial[n.args[0]]) or any(a.role == "g" for a in axes)
+        if atomic and e[0]:  # lanes added up by the atomics: each channel lane once
+            roles = self.lanes[n.args[0]] | {value_role(a.role) for a in axes}
+            masks = [channel_mask(em, roles) if m.startswith("mask_d") else m for m in masks]
+        mask = " & ".join(masks) if masks else None
         self.out(phase, f"{p}_ptrs = {ptrs}")
         summed_here = atomic and e[0] and not any(a.role in "hpg" for a in axes)  # over every channel
         grouped = atomic and e[0] and any(a.role == "g" for a in axes) and not any(a.role in "hp" for a in axes)
@@ -280,7 +301,8 @@ class BackwardLowering:
         for k, part in enumerate(src):
             tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
             if summed_here or per_block:  # a group's channels: the launcher keeps a block in one group
-                part = f"tl.sum(tl.where(mask_d{ta.bc('d')}, {part}, 0.0), axis={ta.ax('d')}, keep_dims=True)"
+                lanes = channel_mask(em, self.lanes[n.args[0]])
+                part = f"tl.sum(tl.where({lanes}, {part}, 0.0), axis={ta.ax('d')}, keep_dims=True)"
             val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
             if per_block:  # this block's slice of the (blocks, ...) buffer; the launcher sums it
                 blk = "(tl.program_id(1) % ((P * HG) // BLOCK_D))" if grouped else "tl.program_id(1)"
@@ -288,6 +310,7 @@ class BackwardLowering:
                 continue
             fn = "tl.atomic_add" if atomic else "tl.store"
             sem = RELAXED if atomic else ""
+            val = f"_dense({val})" if atomic else val
             self.out(phase, f"{fn}({tgt}, {val}{', mask=' + mask if mask else ''}{sem})")
         if per_block:
             self.blocks.add(n.attr("name"))
@@ -365,7 +388,8 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
         "for c in range(0, NCK):",
         *ind(head),
         f"    ck_ptrs = {slot('ck', 'NSEG', 'c // M')}",
-        *[f"    tl.store(ck_ptrs + {k}, {h}, mask=ck_mask & (c % M == 0))" for k, h in enumerate(hf)],
+        "    if c % M == 0:  # the segment's first chunk: its start state is the checkpoint",
+        *[f"        tl.store(ck_ptrs + {k}, {h}, mask=ck_mask)" for k, h in enumerate(hf)],
         *ind(lines["fwd"]),
         "tl.debug_barrier()  # checkpoints are read back by other threads of this program",
         "# ---- segments in reverse: their chunk start states from the checkpoint, then the chunks in reverse",
@@ -412,7 +436,7 @@ def _launch(graph, kname, outputs, atomic, parts, acc, blocks) -> Launch:
         if n.attr("name") in blocks:  # per block of channels: a (blocks, ...) buffer, summed below
             per_block.append(p)
             buffers[p] = [f"    {p}_given = {p}",
-                          f"    {p}_blocks = torch.empty((NBLK, {shape},), device=device, dtype={dtype})",
+                          f"    {p}_blocks = torch.empty({output_shape(n, 'NBLK')}, device=device, dtype={dtype})",
                           f"    {p} = {p}_blocks[0]"]
         else:
             buffers[p] = output_buffer(p, shape, dtype, zeroed=n.attr("name") in atomic)

@@ -2,8 +2,9 @@
 modules, keyed by a hash of (IR, schedule, versions) and loaded as real modules so Triton can read
 their source.
 
-Without CUDA the kernels run under Triton's interpreter: TRITON_INTERPRET must be set before a
-kernel is defined, and generated modules are defined lazily, so `ensure_runtime` sets it first.
+Without CUDA the kernels run under Triton's CPU interpreter.  Triton reads TRITON_INTERPRET when a
+@triton.jit function is defined, its own library's (tl.sigmoid, tl.cumsum, ...) when triton is imported,
+so ssmc throws the switch as it loads (`switch_on_interpreter`).
 """
 from __future__ import annotations
 
@@ -56,15 +57,37 @@ def cache_dir() -> Path:
     return path
 
 
-def ensure_runtime(device_type: str) -> None:
-    """Kernels on CPU tensors need Triton's interpreter, which is a process-wide switch."""
-    if device_type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1":
+def switch_on_interpreter() -> None:
+    """Without CUDA, switch on Triton's CPU interpreter (unless TRITON_INTERPRET is set either way).
+    Where triton was imported first (torch.compile imports it), its library's @jit functions were
+    defined for a GPU: they are defined again, in place, so that every holder of `tl` sees the new ones."""
+    if "TRITON_INTERPRET" in os.environ:
         return
-    import torch
-    if torch.cuda.is_available():  # flipping it now would also interpret every later CUDA kernel
+    import torch  # (only torch can tell whether there is a GPU)
+    if torch.cuda.is_available():
+        return
+    os.environ["TRITON_INTERPRET"] = "1"
+    if "triton.language" in sys.modules:
+        import importlib
+
+        from triton.runtime.jit import JITFunction
+        for name, module in sorted(sys.modules.items()):
+            if name.startswith("triton.language.") and module is not None and any(
+                    isinstance(v, JITFunction) and v.fn.__module__ == name for v in vars(module).values()):
+                importlib.reload(module)
+        importlib.reload(sys.modules["triton.language"])
+
+
+switch_on_interpreter()
+
+
+def ensure_runtime(device_type: str) -> None:
+    """Kernels on CPU tensors need Triton's interpreter, a process-wide switch thrown as ssmc loads."""
+    if device_type != "cpu":
+        return
+    if os.environ.get("TRITON_INTERPRET") != "1":  # CUDA is there: interpreting would take every kernel
         raise ValueError("backend='triton' got CPU tensors on a machine with CUDA: pass CUDA tensors, "
                          "or set TRITON_INTERPRET=1 before running to use Triton's CPU interpreter")
-    os.environ["TRITON_INTERPRET"] = "1"
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,20 @@ if os.environ.get("TRITON_INTERPRET", "0") == "1":
     @triton.jit
     def _log2_approx(x):
         return tl.log2(x)
+
+    @triton.jit
+    def _dense(x):  # the interpreter's atomic_add reads a broadcast (stride-0) tile as if it were dense
+        return x + tl.zeros(x.shape, x.dtype)
 else:
     from triton.language.extra import libdevice
 
     @triton.jit
     def _log2_approx(x):
         return libdevice.fast_log2f(x)
+
+    @triton.jit
+    def _dense(x):
+        return x
 
 
 @triton.jit
@@ -206,13 +214,14 @@ def output_buffer(p: str, shape: str, dtype: str, zeroed: bool = False) -> list:
     """Lines giving output `p` a buffer when the caller passed none; a buffer finished by atomic adds
     (`zeroed`) starts from zero, the caller's too."""
     if zeroed:
-        return [f"    {p} = torch.zeros(({shape},), device=device, dtype={dtype}) if {p} is None else {p}.zero_()"]
-    return [f"    if {p} is None:", f"        {p} = torch.empty(({shape},), device=device, dtype={dtype})"]
+        return [f"    {p} = torch.zeros({shape}, device=device, dtype={dtype}) if {p} is None else {p}.zero_()"]
+    return [f"    if {p} is None:", f"        {p} = torch.empty({shape}, device=device, dtype={dtype})"]
 
 
-def output_shape(n) -> str:
-    """The launcher's expression of output n's shape."""
-    return ", ".join(f"n_{a.symbol}" for a in n.attr("axes"))
+def output_shape(n, lead: str = "") -> str:
+    """The launcher's tuple expression of output n's shape (after the leading sizes `lead`, e.g. "NBLK")."""
+    sizes = ([lead] if lead else []) + [f"n_{a.symbol}" for a in n.attr("axes")]
+    return "(" + "".join(f"{s}, " for s in sizes).rstrip(" ") + ")"
 
 
 def out_dtype(graph, out, inputs, acc="float32") -> str:
@@ -224,7 +233,7 @@ def out_dtype(graph, out, inputs, acc="float32") -> str:
     if graph[out.args[0]].op == "last":
         return f"torch.{acc}"
     for n in inputs:
-        if n.attr("axes") == out.attr("axes") and not n.attr("complex"):
+        if n.attr("axes") == out.attr("axes") and not n.attr("complex") and not n.attr("integer"):
             return f"{n.attr('name')}.dtype"
     return f"torch.{acc}"
 

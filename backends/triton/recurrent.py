@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from ssmc.ir import Graph, IRError
+from ssmc.ir.types import value_role
 
 from .emitter import RELAXED, Emitter, ident, param_name, tensor_params, value_names, widened, with_acc_literals
 from .grid import body as grid_body
@@ -19,7 +20,7 @@ from .grid import launch_order, upsampled
 from .module import Launch, grid_check, launch_source, out_dtype, output_buffer, output_shape, recurrent_module
 from .scan import lower_scan
 from .schedule import Schedule
-from .tiles import TileAxes, load_lines, pointers
+from .tiles import TileAxes, load_lines, store_pointers
 from .time_loop import (
     BLOCK_OF_PROGRAM,
     GROUP_OF_BLOCK,
@@ -59,6 +60,8 @@ class TileEmitter(Emitter):
         self.fine = []
         self.skip = set()
         self.rules = dict(STRUCTURAL)
+        # the roles a tile's channel lanes carry: head, and position where the graph has one
+        self.channel_roles = {"h"} | {value_role(r) for r in graph.symbols().values()} & {"p"}
 
     def lower_node(self, i: int, phase: str) -> None:
         """Emit node i into `phase` and record its variables."""
@@ -107,10 +110,18 @@ class TileEmitter(Emitter):
 
 
 def phases(g: Graph) -> dict:
-    """pre: before the time loop; loop: per chunk; post: after it (final states)."""
+    """pre: before the time loop; loop: per chunk; post: after it (final states).  An output over time is
+    written in the loop, a time-invariant value broadcast to every step."""
     phase = {}
     for i, n in enumerate(g.nodes):
-        if n.op == "last":
+        if n.op == "output":
+            phase[i] = phase[n.args[0]]
+            if any(a.role == "t" for a in n.attr("axes")) and phase[i] != "loop":
+                if phase[i] == "post":
+                    raise IRError(f"node %{i} (output {n.attr('name')}): lays a final state out over time; the "
+                                  f"Triton backend writes a value known only after the scan at no step")
+                phase[i] = "loop"
+        elif n.op == "last":
             phase[i] = "post"
         elif any(phase.get(a) == "post" for a in n.args):
             if n.type.time_varying:
@@ -118,8 +129,6 @@ def phases(g: Graph) -> dict:
             phase[i] = "post"
         elif n.op == "scan" or n.type.time_varying:
             phase[i] = "loop"
-        elif n.op == "output":
-            phase[i] = phase.get(n.args[0], "pre")
         else:
             phase[i] = "pre"
     return phase
@@ -159,10 +168,16 @@ def _upsample(em, i, n, phase, out):  # the value at the anchor; the nodes after
 
 def _sum(em, i, n, phase, out):
     name = em.names[i]
-    axes = sorted({em.ax.ax("d" if r in "hp" else "n") for r in n.attr("axes")})
+    summed, operand = set(n.attr("axes")), em.g[n.args[0]].type.dims
+    kept = operand & {"h", "p"} - summed
+    deferred = atomic_roles(em.g, i) is not None  # its channels summed by the output's atomic adds
+    if summed & {"h", "p"} and kept and not deferred:  # the channel axis of a tile holds head and position together
+        raise IRError(f"node %{i} (sum over {', '.join(sorted(summed))}): a sum over some channel roles that keeps "
+                      f"{', '.join(sorted(kept))} has no Triton lowering unless an output takes it as it is")
+    axes = sorted({em.ax.ax("d" if r in "hp" else "n") for r in summed if not (deferred and r in "hp")})
     src = em.names.get(n.args[0])
     for ax in axes:
-        mask = f"mask_d{em.ax.bc('d')}" if ax == em.ax.ax("d") else f"mask_n{em.ax.bc('n')}"
+        mask = channel_mask(em, operand) if ax == em.ax.ax("d") else f"mask_n{em.ax.bc('n')}"
         src = tuple(f"tl.sum(tl.where({mask}, {s}, 0.0), axis={ax}, keep_dims=True)" for s in src)
         if ax != axes[-1]:
             tmp = tuple(f"{x}_s{ax}" for x in name)
@@ -173,17 +188,55 @@ def _sum(em, i, n, phase, out):
         out(f"{t_} = {s}")
 
 
+def atomic_roles(g: Graph, i: int):
+    """For a sum over some channel roles that keeps another (W[h, p] mixing heads after a scan) and feeds
+    only an output: the roles of its operand, whose lanes the output's atomic adds sum; else None."""
+    n = g[i]
+    if n.op != "sum":
+        return None
+    summed, operand = set(n.attr("axes")), g[n.args[0]].type.dims
+    users = g.users()[i]
+    if not (summed & {"h", "p"} and operand & {"h", "p"} - summed) or len(users) != 1 or g[users[0]].op != "output":
+        return None
+    return operand
+
+
+def merged_roles(g: Graph, out):
+    """The value roles whose channel lanes an output sums with atomic adds, or None for plain stores: a
+    group or shared-block axis sums the channels mapping to it, a deferred channel sum its operand's."""
+    deferred = atomic_roles(g, out.args[0])
+    if deferred is not None:
+        return deferred
+    if any(a.role in ("r", "g") for a in out.attr("axes")):
+        return {value_role(a.role) for a in out.attr("axes")}
+    return None
+
+
+def channel_mask(em, roles) -> str:
+    """The mask of the channel lanes that hold one copy each of a value over `roles`: a lane holds the
+    channel head·P + position, so a value constant over the positions (or heads) that the graph has
+    is held by P (or H) lanes, of which a sum over the lanes must count one."""
+    ax = em.ax.bc("d")
+    copies = [f"(idx_{r}{ax} == 0)" for r in ("h", "p") if r in em.channel_roles and r not in roles]
+    return " & ".join([f"mask_d{ax}", *copies])
+
+
 def _output(em, i, n, phase, out):
     p = param_name(em.g, n)
-    ptrs, masks = pointers(em.ax, p, n.attr("axes"), tp=em.tp, valid=em.valid)
+    ptrs, masks = store_pointers(em.ax, p, n.attr("axes"), tp=em.tp, valid=em.valid)
+    # channels summed (blocks of R heads, the heads of a group, a channel sum): atomic adds in the arithmetic
+    # dtype, each channel once (a lane per head and position: those of a position the output lacks are copies)
+    roles = merged_roles(em.g, n)
+    merge = roles is not None
+    if merge:
+        masks = [channel_mask(em, roles) if m.startswith("mask_d") else m for m in masks]
     mask = " & ".join(masks) if masks else None
     src = em.names[n.args[0]]
     em.out(phase, f"{p}_ptrs = {ptrs}")
-    merge = any(a.role == "r" for a in n.attr("axes"))  # blocks of channels summed: atomic adds (arithmetic dtype)
     for k, part in enumerate(src):
         tgt = f"{p}_ptrs" if k == 0 else f"{p}_ptrs + {p}_si"
         if merge:
-            em.out(phase, f"tl.atomic_add({tgt}, tl.broadcast_to({part}, {p}_ptrs.shape).to({em.acc})"
+            em.out(phase, f"tl.atomic_add({tgt}, _dense(tl.broadcast_to({part}, {p}_ptrs.shape).to({em.acc}))"
                           f"{', mask=' + mask if mask else ''}{RELAXED})")
             continue
         val = f"tl.broadcast_to({part}, {p}_ptrs.shape).to({p}_ptr.dtype.element_ty)"
@@ -243,7 +296,7 @@ def generate_recurrent(graph: Graph, schedule: Schedule, acc: str = "float32") -
         loops = []
     body = [
         *kernel_prologue(launch_order(grid) if grid else BLOCK_OF_PROGRAM),
-        *(["idx_r = offs_d % R  # inputs shared by every block of R channels"] if repeats else []),
+        *(["idx_r = idx_h % R  # inputs shared by every block of R heads"] if repeats else []),
         *([GROUP_OF_BLOCK] if em.one_group else []),
         "# ---- time-invariant values: computed once per sequence",
         *em.lines["pre"],
@@ -266,9 +319,11 @@ def _launch(graph, kname, inputs, outputs, acc) -> Launch:
     buffers, finish = {}, []
     for n in outputs:
         p, dtype = param_name(graph, n), out_dtype(graph, n, inputs, acc)
-        if any(a.role == "r" for a in n.attr("axes")):  # summed over blocks of channels: zeros in the
-            buffers[p] = [f"    {p}_given = {p}",  # arithmetic dtype, atomic adds, then the output's dtype
-                          f"    {p} = torch.zeros(({output_shape(n)},), device=device, dtype=torch.{acc})"]
+        if merged_roles(graph, n) is not None:
+            # channels summed: atomic adds into zeros in the arithmetic precision, then the output's dtype
+            zeros = dtype if n.type.complex else f"torch.{acc}"
+            buffers[p] = [f"    {p}_given = {p}",
+                          f"    {p} = torch.zeros({output_shape(n)}, device=device, dtype={zeros})"]
             finish.append(f"    {p} = {p}.to({dtype}) if {p}_given is None else {p}_given.copy_({p})")
         else:
             buffers[p] = output_buffer(p, output_shape(n), dtype)

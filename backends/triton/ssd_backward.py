@@ -277,12 +277,14 @@ class _Gen:
             return
         ptr, mask = tile_load(n.with_attrs(name=p))
         cols = "BLOCK_P" if "p" in roles else "BLOCK_N" if "n" in roles else None
+        dense = (lambda v: f"_dense({v})") if atomic else (lambda v: v)
         if "t" in roles:
             shape = f"[Q, {cols or 1}]"
-            line = f"{fn}({ptr}, {as_tile(src, shape)}{', mask=' + mask if mask else ''}{sem})"
+            line = f"{fn}({ptr}, {dense(as_tile(src, shape))}{', mask=' + mask if mask else ''}{sem})"
             self.loop.append(line)
         elif cols:
-            self.post.append(f"{fn}({ptr}, {as_tile(src, f'[1, {cols}]')}{', mask=' + mask if mask else ''}{sem})")
+            value = dense(as_tile(src, f"[1, {cols}]"))
+            self.post.append(f"{fn}({ptr}, {value}{', mask=' + mask if mask else ''}{sem})")
         else:
             self.post.append(f"{fn}({ptr}, tl.sum(tl.sum({as_tile(src, '[1, 1]')}, axis=1), axis=0){sem})")
 

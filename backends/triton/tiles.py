@@ -46,6 +46,15 @@ def pointers(ta: TileAxes, p: str, axes, tp="tp", one_group=False, valid="valid"
     return (f"({base}) + " + " + ".join(offs) if offs else base), masks
 
 
+def store_pointers(ta: TileAxes, p: str, axes, tp="tp", valid="valid"):
+    """pointers() of an output: a pointer tile even where the output has no axis but batch (a scalar per
+    sequence, e.g. the gradient of a scalar parameter), so that a value tile broadcasts to it."""
+    ptrs, masks = pointers(ta, p, axes, tp=tp, valid=valid)
+    if all(a.role == "b" for a in axes):
+        ptrs += f" + tl.zeros({ta.shape('1', '1', '1')}, tl.int32)"
+    return ptrs, masks
+
+
 def load_lines(em, n, name: tuple, tp=None, valid=None, when: str = "") -> list:
     """The loads of input node n into variables `name` (one, or re and im), at time indices `tp`
     where `valid` (and the scalar condition `when`) holds; by default the emitter's em.tp, em.valid."""

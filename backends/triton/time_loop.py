@@ -106,7 +106,9 @@ def has_repeat_axis(g: Graph) -> bool:
 def per_group_order(g: Graph) -> bool:
     """Does each B/C group have its own scan order (a gather index over groups, or grid orders)?"""
     index, grid = gather_index(g), grid_map(g)
-    return index is not None or (grid is not None and len(grid.names) > 1)
+    if index is not None:
+        return any(a.role == "g" for a in index.attr("axes"))
+    return grid is not None and len(grid.names) > 1
 
 
 def gather_index(g: Graph):
