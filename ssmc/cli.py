@@ -10,7 +10,7 @@
 
 NAME is a library entry (`ssmc list`) or `selective_scan` / `ssd`: the full-feature specs of the
 drop-in ops (every optional argument given).  Without CUDA the Triton kernels run under Triton's
-CPU interpreter (TRITON_INTERPRET=1, set here before any kernel is defined).
+CPU interpreter (TRITON_INTERPRET=1, switched on as ssmc loads).
 """
 from __future__ import annotations
 
@@ -100,12 +100,9 @@ class CLIError(Exception):
 # --- runtime ---------------------------------------------------------------------
 
 def _device():
-    """The torch device the Triton kernels run on; sets up the CPU interpreter when there is no GPU."""
+    """The torch device the Triton kernels run on (without a GPU, the CPU under Triton's interpreter)."""
     import torch  # (heavy: only the commands that run kernels need it)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel is defined
-    return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _device_label(device) -> str:

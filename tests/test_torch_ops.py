@@ -59,11 +59,12 @@ def test_export_keeps_ops_whole(device):
 def test_fake_implementations_match(device):
     from ssmc.ops import torch_ops  # noqa: F401
     u, delta, A, B, C, D, z = _scan_args(device)
-    torch.library.opcheck(torch.ops.ssmc.selective_scan, (u, delta, A, B, C, D, z, None, True, True),
+    torch.library.opcheck(torch.ops.ssmc.selective_scan, (u, delta, A, B, C, D, z, None, True, True, "triton"),
                           test_utils=("test_schema", "test_faketensor"))
     x, dt, Ah, Bs, Cs = _ssd_args(device)
     torch.library.opcheck(torch.ops.ssmc.ssd, (x, dt, Ah, Bs, Cs, 16, None, None, None, None, None, False, 0.0,
-                                               float("inf"), True), test_utils=("test_schema", "test_faketensor"))
+                                               float("inf"), True, "triton"),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -76,3 +77,22 @@ def test_decode_step_backward_is_refused_not_wrong(device):
                                      Ah[:, None, None].expand(4, 3, 4), Bs[:, 0], Cs[:, 0], backend="triton")
     with pytest.raises(RuntimeError, match="autograd"):
         out.sum().backward()
+
+
+def test_compile_default_backend_on_cpu():
+    """torch.compile(fullgraph=True) with its default backend (Inductor) on CPU tensors: the CPU path is a
+    custom op too, so Dynamo never traces into ssmc."""
+    if torch.cuda.is_available():
+        pytest.skip("CPU tensors on the Triton backend need the interpreter, off where CUDA is")
+    u, delta, A, B, C, D, z = _scan_args("cpu")
+    f = lambda u, delta: ops.selective_scan(u, delta, A, B, C, D, z, delta_softplus=True).square().sum()  # noqa: E731
+    leaves = [t.clone().requires_grad_() for t in (u, delta)]
+    eager = [t.clone().requires_grad_() for t in (u, delta)]
+    torch._dynamo.reset()
+    got = torch.compile(f, fullgraph=True)(*leaves)
+    want = f(*eager)
+    got.backward()
+    want.backward()
+    assert_close(got.detach(), want.detach(), 1e-6)
+    for a, b in zip(leaves, eager):
+        assert_close(a.grad, b.grad, 1e-6)

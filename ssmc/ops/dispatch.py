@@ -15,23 +15,19 @@ from .selective_scan import run_selective_scan, run_state_update
 from .ssd import check_chunk_size, run_ssd
 
 
-def custom_ops(backend: str, *tensors):
-    """torch.ops.ssmc when torch tensors run on the Triton backend and the call needs it — under
-    torch.compile (so the call traces as one op) or when autograd records it (a tensor requires grad
-    and grad mode is on: the op's autograd) — else None: the caller runs the implementation directly.
-    The custom op's dispatch costs host time (about a batch-1 Mamba-1 forward's GPU time; BENCHMARKS.md,
-    "Decode step (selective_state_update)"), so a call that needs neither does not pay it."""
+def custom_ops(*tensors):
+    """torch.ops.ssmc when the call needs it — torch tensors under torch.compile (so the call traces as one
+    op) or recorded by autograd (a tensor requires grad and grad mode is on: the op's autograd) — else None:
+    the caller runs the implementation directly.  The custom op's dispatch costs host time (about a
+    batch-1 Mamba-1 forward's GPU time, BENCHMARKS.md), so a call that needs neither does not pay it."""
     given = [t for t in tensors if t is not None]
     if not given or not all(type(t).__module__.startswith("torch") for t in given):
         return None
-    if backend == "triton" or (backend == "auto" and given[0].device.type == "cuda"):
-        import torch
-        if not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(t.requires_grad for t in given)):
-            return None
-
-        from . import torch_ops  # noqa: F401  (torch glue, loaded with torch: registers the custom ops)
-        return torch.ops.ssmc
-    return None
+    import torch  # (torch tensors are in hand)
+    if not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and any(t.requires_grad for t in given)):
+        return None
+    from . import torch_ops  # noqa: F401  (torch glue, loaded with torch: registers the custom ops)
+    return torch.ops.ssmc
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -42,10 +38,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     (batch, N, L) or (batch, G, N, L); D, delta_bias: (dim,).  With a complex A the output is
     2·Re(C·h).  Returns out (batch, dim, L), and last_state (batch, dim, N) if asked.
     """
-    op = custom_ops(backend, u, delta, A, B, C, D, z, delta_bias)
+    op = custom_ops(u, delta, A, B, C, D, z, delta_bias)
     if op is not None:
         out, last = op.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                      bool(return_last_state))
+                                      bool(return_last_state), backend)
         return (out, last) if return_last_state else out
     return run_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend)
 
@@ -62,10 +58,10 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     """
     check_chunk_size(chunk_size)
     lo, hi = (float(v) for v in dt_limit)
-    op = custom_ops(backend, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
+    op = custom_ops(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
     if op is not None:
         out, final = op.ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
-                            bool(dt_softplus), lo, hi, bool(return_final_states))
+                            bool(dt_softplus), lo, hi, bool(return_final_states), backend)
         return (out, final) if return_final_states else out
     return run_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, (lo, hi),
                    return_final_states, backend)
@@ -79,9 +75,9 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     D, dt_bias (dim,).  With heads: state (batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
     B, C (batch, G, N); D, dt_bias (H, P).  Returns out, shaped like x.
     """
-    op = custom_ops(backend, state, x, dt, A, B, C, D, z, dt_bias)
+    op = custom_ops(state, x, dt, A, B, C, D, z, dt_bias)
     if op is not None:
-        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
+        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus), backend)
     return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
 
 
@@ -106,8 +102,8 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     `ssmc.ops.multi_order_backward`).
     """
     orders, grid = prepare(u, delta, A, B, C, orders, D, z, delta_bias, gate, merge, tie)
-    op = custom_ops(backend, u, delta, A, B, C, D, z, delta_bias, gate)
-    if op is not None:  # torch tensors on Triton: one custom op, with autograd (ssmc.ops.torch_ops)
+    op = custom_ops(u, delta, A, B, C, D, z, delta_bias, gate)
+    if op is not None:  # one custom op, with autograd (ssmc.ops.torch_ops)
         return op.multi_order_scan(u, delta, A, B, C, orders, D, z, delta_bias, gate, bool(delta_softplus), merge,
-                                   grid)
+                                   grid, backend)
     return run_multi_order(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend, grid)

@@ -24,9 +24,9 @@ from .selective_scan import selective_scan_backward
 
 
 def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, gate=None,
-                              delta_softplus=False, merge="sum"):
-    """Gradients of multi_order_scan for the cotangent `dout` of its output (torch tensors on the
-    Triton backend).  `orders` is the checked (K, L) int64 tensor.  Returns
+                              delta_softplus=False, merge="sum", backend="triton"):
+    """Gradients of multi_order_scan for the cotangent `dout` of its output (torch tensors, on `backend`).
+    `orders` is the checked (K, L) int64 tensor.  Returns
     [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dgate], None where the argument was None."""
     batch, dim, L = u.shape
     K, N = orders.shape[0], A.shape[-1]
@@ -68,7 +68,7 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
         in_time(dy), None, in_time(blocks(u)), in_time(delta), A.reshape(K * dim, N), in_order_time(B).contiguous(),
         in_order_time(C).contiguous(), None if D is None else D.reshape(K * dim),
         None if z is None else in_time(blocks(z)), None if delta_bias is None else delta_bias.reshape(K * dim),
-        delta_softplus, backend="triton")
+        delta_softplus, backend=backend)
     du_k, ddelta_k, dA, dB_k, dC_k, dD, dz_k, dbias = grads
     unflat = lambda x: to_positions(x.reshape(batch, K, dim, L))  # noqa: E731
     du = unflat(du_k).sum(1).to(u.dtype)
@@ -81,7 +81,7 @@ def multi_order_scan_backward(dout, u, delta, A, B, C, orders, D=None, z=None, d
     dgate = None
     if gate is not None:  # each order's result itself: one more launch of the fused forward
         y = run_multi_order(u, *(given[k] for k in ("delta", "A", "B", "C")), idx, given["D"], None,
-                            given["delta_bias"], None, delta_softplus, "concat", "triton").float()
+                            given["delta_bias"], None, delta_softplus, "concat", backend).float()
         w = d * F.silu(z.float()) if z is not None else d
         dgate = (w[:, None] * y).to(gate.dtype)
     grads = dict(delta=ddelta, A=dA, B=dB, C=dC, D=dD, delta_bias=dbias)

@@ -10,7 +10,6 @@ import math
 import numpy as np
 
 from ssmc.ir import Graph
-from ssmc.ir.bind import is_complex
 
 
 def is_torch(x) -> bool:
@@ -23,6 +22,14 @@ def needs_grad(arrays: dict) -> bool:
         return False
     import torch
     return torch.is_grad_enabled()
+
+
+def tracing(arrays: dict) -> bool:
+    """Is torch.compile tracing a call on torch tensors?"""
+    if not any(is_torch(v) for v in arrays.values()):
+        return False
+    import torch
+    return torch.compiler.is_compiling()
 
 
 def device_of(inputs: dict):
@@ -93,7 +100,7 @@ def torch_dtype(graph: Graph, name: str, inputs: dict):
     if graph[node.args[0]].op != "last":
         for i in graph.ids("input"):
             x = inputs[graph[i].attr("name")]
-            if graph[i].attr("axes") == node.attr("axes") and is_torch(x) and not is_complex(x):
+            if graph[i].attr("axes") == node.attr("axes") and is_torch(x) and x.is_floating_point():
                 return x.dtype
     return torch.float64 if wide else torch.float32
 

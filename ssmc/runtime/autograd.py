@@ -1,13 +1,11 @@
 """Autograd for any compiled declaration: `ssmc::compiled`, a torch custom op keyed by the Compiled object.
 
-Compiled.__call__ routes torch tensors that require grad through it (registered on first use):
+Compiled.__call__ routes torch tensors that require grad through it (keyed by Compiled.op_key):
 forward = Compiled.run, fake = output shapes and dtypes from the graph, backward = `ssmc::compiled_bwd`
 = Compiled.grad (the derived backward).  As custom ops, torch.compile(fullgraph=True) and torch.export
 trace them whole.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 from torch import Tensor
@@ -15,29 +13,13 @@ from torch import Tensor
 from ssmc.ir.bind import bind
 
 from .arrays import torch_dtype
-
-# Custom ops run under torch._dynamo, and Triton's interpreter breaks ("Cannot call @triton.jit'd
-# outside of the scope of a kernel") when TRITON_INTERPRET is switched on after dynamo loads:
-# without CUDA, switch it on now, before any custom op of ssmc is registered.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from .registry import lookup
 
 EMPTY = (0,)  # the shape of an output that was not asked for, or of the gradient of an argument that was None
 
-_REGISTRY: dict = {}
-
-
-def register(fn) -> str:
-    key = getattr(fn, "_op_key", None)
-    if key is None:
-        key = f"{fn.graph.name}#{len(_REGISTRY)}"
-        _REGISTRY[key] = fn
-        fn._op_key = key
-    return key
-
 
 def _names(fn):
-    return list(fn.graph.inputs), list(fn.graph.outputs)
+    return list(fn.input_names), list(fn.output_names)
 
 
 def _is_float(x: Tensor) -> bool:
@@ -46,7 +28,7 @@ def _is_float(x: Tensor) -> bool:
 
 @torch.library.custom_op("ssmc::compiled", mutates_args=())
 def compiled(key: str, inputs: list[Tensor]) -> list[Tensor]:
-    fn = _REGISTRY[key]
+    fn = lookup(key)
     names, outs = _names(fn)
     res = fn.run(dict(zip(names, inputs)))
     return [res[o] for o in outs]
@@ -54,7 +36,7 @@ def compiled(key: str, inputs: list[Tensor]) -> list[Tensor]:
 
 @compiled.register_fake
 def _(key, inputs):
-    fn = _REGISTRY[key]
+    fn = lookup(key)
     names, outs = _names(fn)
     args = dict(zip(names, inputs))
     sizes = bind(fn.graph, args)
@@ -65,7 +47,7 @@ def _(key, inputs):
 @torch.library.custom_op("ssmc::compiled_bwd", mutates_args=())
 def compiled_bwd(key: str, inputs: list[Tensor], cotangents: list[Tensor]) -> list[Tensor]:
     """The gradient of every input (in its dtype); an empty tensor for integer inputs (seq_idx)."""
-    fn = _REGISTRY[key]
+    fn = lookup(key)
     names, outs = _names(fn)
     grads = fn.grad(dict(zip(names, inputs)), dict(zip(outs, cotangents)))
     return [grads[f"grad_{n}"].to(x.dtype) if _is_float(x) else x.new_empty(EMPTY) for n, x in zip(names, inputs)]
@@ -79,6 +61,7 @@ def _(key, inputs, cotangents):
 def _compiled_setup_context(ctx, inputs, output):
     key, tensors = inputs
     ctx.key = key
+    ctx.fn = lookup(key)  # alive until backward, though `ssmc.compile(...)(**x)` dropped its own reference
     ctx.save_for_backward(*tensors)
 
 
@@ -96,5 +79,5 @@ def run_compiled(fn, arrays: dict) -> dict:
     if not torch.compiler.is_compiling():  # (traced, the op's fake implementation binds the shapes)
         bind(fn.graph, arrays)  # clear errors naming the argument, before the op is entered
     names, outs = _names(fn)
-    res = torch.ops.ssmc.compiled(register(fn), [arrays[n] for n in names])
+    res = torch.ops.ssmc.compiled(fn.op_key, [arrays[n] for n in names])
     return dict(zip(outs, res))

@@ -35,8 +35,10 @@ from .arrays import (
     needs_grad,
     to_numpy,
     torch_to_numpy,
+    tracing,
     zeros_like_output,
 )
+from .registry import register
 
 BACKENDS = ("numpy", "triton", "auto")
 
@@ -69,6 +71,11 @@ class Compiled:
     _forms: dict = field(default_factory=dict, repr=False, compare=False)  # decode forms, compiled
     _bound: dict = field(default_factory=dict, repr=False, compare=False)  # input signature -> sizes
 
+    def __post_init__(self):
+        # the interface's names, found now: torch.compile cannot trace a graph's first look-up of them
+        self.input_names, self.output_names = tuple(self.graph.inputs), tuple(self.graph.outputs)
+        self.op_key = register(self)  # names it to the autograd custom op (ssmc.runtime.autograd)
+
     @property
     def source(self) -> str:
         """The generated Triton module source (what runs on the Triton backend)."""
@@ -95,9 +102,9 @@ class Compiled:
     def __call__(self, **arrays):
         """Run on keyword arrays; an argument named like an output is a buffer to write it into."""
         arrays = {k: v for k, v in arrays.items() if v is not None}
-        outs = {k: arrays.pop(k) for k in list(arrays) if k in self.graph.outputs}
-        if not outs and needs_grad(arrays):  # autograd through the derived backward (ssmc.runtime.autograd)
-            from . import autograd  # (torch glue: torch is in hand, a tensor requires grad)
+        outs = {k: arrays.pop(k) for k in list(arrays) if k in self.output_names}
+        if not outs and (needs_grad(arrays) or tracing(arrays)):  # one custom op: the derived backward as its
+            from . import autograd  # autograd, traced whole (torch glue: torch tensors are in hand)
             return autograd.run_compiled(self, arrays)
         return self.run(arrays, outs)
 
