@@ -77,11 +77,12 @@ needs_ptxas = pytest.mark.skipif(not _has_ptxas(), reason="Triton's bundled ptxa
 
 
 def run_compiled_triton(script: str):
-    """Run `script` in a fresh interpreter without TRITON_INTERPRET (kernels take Triton's GPU compiler
-    path); the subprocess's CompletedProcess, with the output tails in the message of a failed assert."""
+    """Run `script` in a fresh interpreter with TRITON_INTERPRET=0 (kernels take Triton's GPU compiler
+    path; set either way, ssmc leaves it alone); the subprocess's CompletedProcess, with the output tails
+    in the message of a failed assert."""
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return res
