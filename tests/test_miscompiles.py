@@ -131,3 +131,34 @@ def test_channel_mixing_backward_matches_numpy():
                                                          {k: torch.from_numpy(v) for k, v in cts.items()})
     for k in want:
         assert rel_err(got[k], want[k]) < 1e-10, k
+
+
+def test_partial_channel_sum_broadcast_by_the_output_is_refused():
+    """y[b,t,h,p] = sum_p h[b,t,h,p]: the output broadcasts the sum over p again, so no lane can write its
+    part with an atomic add (that gave each p its own term); refused, naming the sum, before any kernel."""
+    m, h = _scan_graph("rebroadcast")
+    m.output("y", h.sum("p"), ["batch", "L", "H", "P"])
+    arrays = _inputs(np.random.default_rng(7))
+    want = np.broadcast_to(_scan_loop(**arrays).sum(axis=3, keepdims=True), (2, 7, 6, 3))
+    assert rel_err(ssmc.compile(m.build(), backend="numpy")(**arrays)["y"], want) < 1e-12
+    with pytest.raises(ssmc.IRError, match=r"sum over p"):
+        ssmc.compile(m.build(), backend="triton")(**{k: torch.from_numpy(v) for k, v in arrays.items()})
+
+
+def test_backward_of_a_state_without_n_read_out_over_n():
+    """A reverse scan whose state has no n axis, read out by an n-wide C and summed over h, with an output
+    that broadcasts over H: the backward kernel's checkpoints took an n axis the state lacks and the
+    interpreter failed to broadcast; its gradients now agree with NumPy's."""
+    m = ssmc.Builder("no_n_state")
+    a, x = m.input("a", ["L", "batch"]), m.input("x", ["batch", "L", "H"])
+    h = m.scan(d.exp(-d.softplus(a)), d.sigmoid(x), order="reverse")
+    c = m.input("c", ["N", "batch"])
+    m.output("y", (h * c).sum("h"), ["L", "N", "batch", "H"])
+    rng = np.random.default_rng(8)
+    arrays = {"a": rng.standard_normal((6, 2)), "x": rng.standard_normal((2, 6, 3)), "c": rng.standard_normal((5, 2))}
+    cts = {"y": rng.standard_normal((6, 5, 2, 3))}
+    want = ssmc.compile(m.build(), backend="numpy").grad(arrays, cts)
+    got = ssmc.compile(m.build(), backend="triton").grad({k: torch.from_numpy(v) for k, v in arrays.items()},
+                                                         {k: torch.from_numpy(v) for k, v in cts.items()})
+    for k in want:
+        assert rel_err(got[k], want[k]) < 1e-10, k

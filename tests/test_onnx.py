@@ -66,6 +66,31 @@ def inputs(decl, sizes, rng):
     return random_inputs(graph, sizes, seed=seed_of(rng))
 
 
+@pytest.mark.parametrize("poisoned", ["x", "B", "C", "dt"])
+@pytest.mark.parametrize("name", ["ssd", "mamba2"])
+def test_a_nan_never_flows_backwards_in_time(name, poisoned, rng):
+    """One NaN at step 20 (inside a chunk of 16) makes the outputs of the steps the recurrence reaches
+    non-finite and no others: the chunked form's masked products must not turn 0 * NaN into earlier
+    steps' NaN."""
+    decl = _decl(name)
+    graph, _ = stateful_graph(decl, step=False)
+    model = export_onnx(name, sizes=_sizes(name), chunk_size=Q)
+    x = inputs(decl, {**_sizes(name), "L": 50}, rng)
+    axes = {graph[i].attr("name"): graph[i].attr("axes") for i in graph.ids("input")}
+    if poisoned not in x:
+        pytest.skip(f"{name} has no input {poisoned}")
+    where = tuple(20 if a.role == "t" else 0 for a in axes[poisoned])
+    x[poisoned] = x[poisoned].copy()
+    x[poisoned][where] = np.nan
+    got, want = run(model, x), reference(decl, x)
+    for k, ref in want.items():
+        roles = [a.role for a in graph[graph.outputs[k]].attr("axes")]
+        bad = (lambda v: ~np.isfinite(v)) if "t" not in roles else (  # noqa: E731
+            lambda v: ~np.isfinite(np.moveaxis(v, roles.index("t"), 0)).reshape(50, -1).all(1))
+        assert k != "out" or (bad(ref)[20] and not bad(ref)[:20].any()), "the reference is not causal"
+        np.testing.assert_array_equal(bad(got[k]), bad(ref), err_msg=f"{name} {poisoned}[{where}] -> {k}")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_reference_at_every_length(name, rng):
     decl = _decl(name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
-from onnx import helper
+from onnx import TensorProto, helper
 
 from ssmc.ir.structure import ssd_parts
 from ssmc.ir.symbolic import lower as lower_expr
@@ -97,7 +97,8 @@ def lower(lw, s: int) -> None:
                                                    em.op("Unsqueeze", [seg, em.ints([-2])])])])
     decay = em.op("Exp", [em.op("Where", [mask, diff, em.scalar(-np.inf)])])
     scores = em.op("MatMul", [c, em.op("Transpose", [k], perm=[0, 1, 2, 4, 3])])
-    y_intra = em.op("MatMul", [em.op("Mul", [scores, decay]), v])  # (b, H, c, Q, P)
+    weights = em.op("Where", [mask, em.op("Mul", [scores, decay]), em.scalar(0.0)])  # a NaN in B stays causal
+    y_intra = _causal_matmul(em, weights, v, mask if seg is not None else None)  # (b, H, c, Q, P)
 
     # each chunk's own contribution to the state at its end, and its total decay
     total = em.op("Slice", [cum, em.ints([-1]), em.ints([END]), em.ints([3])])  # (b, H, c, 1)
@@ -139,3 +140,16 @@ def lower(lw, s: int) -> None:
     for i in g.users()[s]:
         if g[i].op == "last":
             lw.vals[i] = last
+
+
+def _causal_matmul(em, weights, v, mask):
+    """weights @ v for causal weights (zero above the diagonal, and across sequences: `mask`, or None for
+    the plain triangle), where a non-finite v_j reaches only the rows i >= j as the recurrence does, not
+    every row through 0 * NaN: the product runs on the finite part of v, and rows that a causal count of
+    v's non-finite entries reaches are NaN."""
+    bad = em.op("Or", [em.op("IsNaN", [v]), em.op("IsInf", [v])])
+    product = em.op("MatMul", [weights, em.op("Where", [bad, em.scalar(0.0), v])])
+    bad = em.op("Cast", [bad], to=TensorProto.FLOAT)
+    reached = (em.op("CumSum", [bad, em.const(3, np.int64)]) if mask is None
+               else em.op("MatMul", [em.op("Cast", [mask], to=TensorProto.FLOAT), bad]))
+    return em.op("Where", [em.op("Greater", [reached, em.scalar(0.0)]), em.scalar(np.nan), product])

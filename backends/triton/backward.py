@@ -372,16 +372,20 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     parts = 2 if state.complex else 1
     d, n = ta.bc("d"), ta.bc("n")
     # a MIMO state has no channel axis: its slots use channel 0 (one program holds every channel)
-    chan, chan_mask = (f"offs_d{d}", f"mask_d{d} & ") if state.dims & {"h", "p"} else ("0", "")
+    # and a state constant over n (a scan of x_t alone, summed with an n-wide C later) its slot 0: the
+    # checkpoint tile has the state's shape, which the loop carries unchanged
+    chan = f"offs_d{d}" if state.dims & {"h", "p"} else "0"
+    col = f"offs_n{n}" if "n" in state.dims else "0"
+    ck_mask = " & ".join(m for m, on in ((f"mask_d{d}", chan != "0"), (f"mask_n{n}", col != "0")) if on) or "None"
     slot = lambda buf, count, index: (f"{buf}_ptr + (((pid_b * {count} + {index}) * NCH + {chan}) * N"
-                                      f" + offs_n{n}) * {parts}")
+                                      f" + {col}) * {parts}")
     head = ["k = c * CHUNK + tl.arange(0, CHUNK)  # position along the scan order", "valid = k < L",
             *time_maps(graph, schedule)]
     hf = bw.fwd_state
     ind = lambda lines, depth=1: ["    " * depth + x for x in lines]
     body = [
         *kernel_prologue(),
-        f"ck_mask = {chan_mask}mask_n{n}",
+        f"ck_mask = {ck_mask}",
         "# ---- time-invariant values, accumulators",
         *lines["pre"],
         "# ---- forward sweep: the state at the start of every segment of M chunks (a checkpoint)",

@@ -198,6 +198,8 @@ def atomic_roles(g: Graph, i: int):
     users = g.users()[i]
     if not (summed & {"h", "p"} and operand & {"h", "p"} - summed) or len(users) != 1 or g[users[0]].op != "output":
         return None
+    if summed & {value_role(a.role) for a in g[users[0]].attr("axes")}:
+        return None  # the output broadcasts the sum along a summed role: no lane writes the whole sum
     return operand
 
 
