@@ -75,3 +75,25 @@ def role_sizes(graph: Graph, sizes: dict) -> dict:
         if sym in sizes:
             out[role] = sizes[sym]
     return out
+
+
+def check_sizes(graph: Graph, sizes: dict, free=("b", "t")) -> dict:
+    """`sizes` for fixing a graph's symbols (an export): each key one of its symbols, each value a positive
+    int, and every symbol of a role outside `free` given; the sizes, or a ValueError/TypeError naming the
+    key, what is expected and what was given."""
+    if not isinstance(sizes, dict):
+        raise TypeError(f"sizes: expected a dict of symbol -> int, got {type(sizes).__name__}")
+    symbols = graph.symbols()
+    unknown = sorted(k for k in sizes if k not in symbols)
+    if unknown:
+        raise ValueError(f"sizes: {graph.name} has no symbol {', '.join(map(repr, unknown))}; its symbols are "
+                         f"{sorted(symbols)}")
+    for k, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"sizes[{k!r}]: expected a positive int, got {type(v).__name__} {v!r}")
+        if v <= 0:
+            raise ValueError(f"sizes[{k!r}]: expected a positive int, got {v}")
+    missing = sorted(k for k, role in symbols.items() if role not in free and k not in sizes)
+    if missing:
+        raise ValueError(f"sizes: {graph.name} needs a size for {missing}, got {sorted(sizes)}")
+    return {k: int(v) for k, v in sizes.items()}

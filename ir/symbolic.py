@@ -27,8 +27,12 @@ class Rule:
     B_scale: sp.Expr
 
     def __post_init__(self):
-        for part, e in (("A_bar", self.A_bar), ("B_scale", self.B_scale)):
-            extra = sp.sympify(e).free_symbols - {dt, A}
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"rule name: expected a non-empty str, got {self.name!r}")
+        for part in ("A_bar", "B_scale"):
+            e = _expression(self.name, part, getattr(self, part))
+            object.__setattr__(self, part, e)
+            extra = e.free_symbols - {dt, A}
             if extra:
                 raise ValueError(f"rule {self.name!r}: {part} may use only ssmc.dt and ssmc.A, "
                                  f"found {sorted(map(str, extra))}")
@@ -40,9 +44,20 @@ class Rule:
         return self.name
 
 
+def _expression(name, part, value) -> sp.Expr:
+    """A rule's part as a sympy expression: one given, or a Python number.  Strings are refused, not
+    parsed: sympify evaluates a string as Python code, and its `dt` would not be ssmc.dt anyway."""
+    if isinstance(value, sp.Expr):
+        return value
+    if isinstance(value, (int, float, complex)) and not isinstance(value, bool):
+        return sp.sympify(value)
+    raise TypeError(f"rule {name!r}: {part}: expected a sympy expression in ssmc.dt and ssmc.A (e.g. "
+                    f"sympy.exp(ssmc.dt * ssmc.A)) or a number, got {type(value).__name__} {value!r}")
+
+
 def rule(name: str, A_bar, B_scale) -> Rule:
     """Declare a new discretization rule from sympy expressions in `ssmc.dt` and `ssmc.A`."""
-    return Rule(name, sp.sympify(A_bar), sp.sympify(B_scale))
+    return Rule(name, A_bar, B_scale)
 
 
 _half = sp.Rational(1, 2)
@@ -57,6 +72,8 @@ RULES = {r.name: r for r in [
 
 def generalized_bilinear(alpha) -> Rule:
     """The generalized bilinear transform (GBT): α=0 Euler, α=½ bilinear, α=1 backward Euler."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, sp.Rational)):
+        raise TypeError(f"alpha: expected a real number, got {type(alpha).__name__} {alpha!r}")
     alpha = sp.nsimplify(alpha)
     return rule(f"gbt_{alpha}", (1 + (1 - alpha) * dt * A) / (1 - alpha * dt * A), dt / (1 - alpha * dt * A))
 

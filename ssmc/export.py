@@ -30,10 +30,12 @@ import onnx
 from ssmc import library
 from ssmc.backends.onnx import DEFAULT_OPSET, to_onnx
 from ssmc.ir import Graph, IRError
+from ssmc.ir.bind import check_sizes
 from ssmc.ir.indexmap import spans_sequence
 from ssmc.ir.passes.step import STATE, single_step, stateful
 from ssmc.ir.spec import Spec, layout
 from ssmc.ops import multi_order_graph
+from ssmc.ops.arguments import flag
 from ssmc.runtime import Compiled
 
 OP_FORMS = {
@@ -84,6 +86,8 @@ def _multi_order(sizes, merge):
 
 def _resolve(decl, sizes, merge=None):
     """(Spec or Graph, sizes, input order) for a name, a Spec, a Graph or a compiled graph."""
+    if sizes is not None and not isinstance(sizes, dict):
+        raise TypeError(f"sizes: expected a dict of symbol -> int, got {type(sizes).__name__}")
     if merge is not None and decl != MULTI_ORDER:
         raise ValueError(f"merge: only the {MULTI_ORDER!r} form takes a merge, not {decl!r}")
     if decl == MULTI_ORDER:
@@ -140,11 +144,12 @@ def export_onnx(decl, path=None, *, sizes: dict | None = None, opset: int = DEFA
     `merge` (only for "multi_order_scan": sum, mean, concat or gated).  Graphs with a gather
     (multi-order) scan export without state in/out."""
     decl, sizes, order = _resolve(decl, sizes, merge)
-    graph, rename = stateful_graph(decl, bool(step))
+    graph, rename = stateful_graph(decl, flag("step", step))
+    sizes = check_sizes(stateful_graph(decl, False)[0] if step else graph, sizes)  # (a step has no L)
     fixed = {k: v for k, v in sizes.items() if k not in ("batch", "L")}
-    model = to_onnx(graph, fixed, opset=opset, fp16=bool(fp16), lti=lti, chunk=chunk_size, rename=rename,
-                    input_order=order, force_scan=force_scan)
-    if check:
+    model = to_onnx(graph, fixed, opset=opset, fp16=flag("fp16", fp16), lti=lti, chunk=chunk_size, rename=rename,
+                    input_order=order, force_scan=flag("force_scan", force_scan))
+    if flag("check", check):
         onnx.checker.check_model(model, full_check=True)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

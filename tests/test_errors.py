@@ -265,3 +265,75 @@ def test_the_no_kernels_guard_bites(rng, no_kernels):
     """The guard above is real: a valid Triton call does reach the kernel builder."""
     with pytest.raises(AssertionError, match="a kernel was built"):
         ops.selective_scan(**_mamba1_args(rng), backend="triton")
+
+
+# --- arguments that were silently ignored or gave obscure errors (issue 25) ----------------------
+
+@pytest.mark.parametrize("sizes, exc, msg", [
+    ({"heads": 8}, ValueError, r"sizes: mamba2 has no symbol 'heads'; its symbols are \['G', 'H'"),
+    ({"H": -1}, ValueError, r"sizes\['H'\]: expected a positive int, got -1"),
+    ({"H": 0}, ValueError, r"sizes\['H'\]: expected a positive int, got 0"),
+    ({"H": 2.5}, TypeError, r"sizes\['H'\]: expected a positive int, got float 2.5"),
+    ({"H": True}, TypeError, r"sizes\['H'\]: expected a positive int, got bool"),
+    ([("H", 4)], TypeError, r"sizes: expected a dict"),
+])
+def test_export_sizes_are_checked(sizes, exc, msg):
+    with pytest.raises(exc, match=msg):
+        ssmc.export_onnx("mamba2", sizes=sizes)
+
+
+def test_export_of_a_graph_needs_every_size():
+    with pytest.raises(ValueError, match=r"sizes: ssd needs a size for \['G', 'N', 'P'\], got \['H'\]"):
+        ssmc.export_onnx(library.get("mamba2").with_(name="ssd"), sizes={"H": 4})
+
+
+@pytest.mark.parametrize("option", ["fp16", "step", "force_scan", "check"])
+def test_export_flags_take_bools(option):
+    with pytest.raises(TypeError, match=rf"{option}: expected a bool, got str 'no'"):
+        ssmc.export_onnx("mamba1", **{option: "no"})
+
+
+def test_cli_rejects_an_unknown_size(tmp_path):
+    from ssmc.cli import main
+    assert main(["onnx", "mamba2", "--size", "heads=8", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("flag_name", ["delta_softplus", "return_last_state"])
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_selective_scan_flags_take_bools(flag_name, value, rng, no_kernels):
+    with pytest.raises(TypeError, match=rf"{flag_name}: expected a bool, got"):
+        ops.selective_scan(**_mamba1_args(rng), **{flag_name: value}, backend="numpy")
+
+
+@pytest.mark.parametrize("limit, exc, msg", [
+    ((1.0, 0.1), ValueError, r"dt_limit: expected 0 <= low <= high, got \(1.0, 0.1\)"),
+    ((-0.1, 1.0), ValueError, r"dt_limit: expected 0 <= low <= high"),
+    ((float("nan"), 1.0), ValueError, r"dt_limit: expected 0 <= low <= high"),
+    ((0.1,), TypeError, r"dt_limit: expected a pair \(low, high\) of real numbers"),
+    ("ab", TypeError, r"dt_limit: expected a pair"),
+    (0.5, TypeError, r"dt_limit: expected a pair"),
+])
+def test_ssd_dt_limit_is_checked(limit, exc, msg, rng, no_kernels):
+    with pytest.raises(exc, match=msg):
+        ops.ssd(**_ssd_args(rng), chunk_size=16, dt_limit=limit, backend="numpy")
+    with pytest.raises(TypeError, match=r"dt_softplus: expected a bool, got str 'no'"):
+        ops.ssd(**_ssd_args(rng), chunk_size=16, dt_softplus="no", backend="numpy")
+
+
+def test_decode_state_of_another_kind_than_the_inputs(rng):
+    x = {k: torch.from_numpy(v) for k, v in _ssd_args(rng).items()}
+    state = np.zeros((2, 4, 3, 5))
+    A = x["A"][:, None, None].expand(4, 3, 5)
+    dt = x["dt"][:, 0, :, None].expand(-1, -1, 3)
+    with pytest.raises(TypeError, match=r"state: expected a torch tensor like the other arguments, got numpy"):
+        ops.selective_state_update(state, x["x"][:, 0], dt, A, x["B"][:, 0], x["C"][:, 0], backend="numpy")
+
+
+@pytest.mark.parametrize("expr", ["__import__('os').getcwd()", "exp(dt*A", "exp(dt * A)"])
+def test_rules_take_sympy_expressions_not_strings(expr):
+    """sympify would evaluate a string as Python (and its dt is not ssmc.dt): strings are refused."""
+    with pytest.raises(TypeError, match=r"rule 'r': A_bar: expected a sympy expression in ssmc.dt and ssmc.A"):
+        ssmc.rule("r", expr, ssmc.dt)
+    with pytest.raises(TypeError, match=r"alpha: expected a real number"):
+        library.generalized_bilinear("1/2")

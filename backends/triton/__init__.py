@@ -10,7 +10,8 @@ recurrent kernels); ssd and ssd_backward (the chunked, tensor-core kernels); mod
 module's header and `launch`); strategy, build, tune; standalone (checks a generated module alone).
 """
 from . import strategy
-from .build import Kernel, build, cache_dir, ensure_runtime, generate, loaded_kernels, lowered_schedule
+from .build import Kernel, build, ensure_runtime, generate, loaded_kernels, lowered_schedule
+from .cache import kernels as cache_dir
 from .emitter import param_name
 from .schedule import ChunkedSchedule, Schedule
 from .strategy import default_backward_schedule, default_schedule

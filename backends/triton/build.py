@@ -9,6 +9,7 @@ so ssmc throws the switch as it loads (`switch_on_interpreter`).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import sys
@@ -17,8 +18,10 @@ from pathlib import Path
 
 from ssmc.ir import Graph, IRError
 
+from . import cache
 from .backward import BACKWARD_RULES, generate_backward
 from .elementwise import TRITON
+from .emitter import ident
 from .module import CODEGEN_VERSION
 from .recurrent import STRUCTURAL, generate_recurrent
 from .schedule import ChunkedSchedule, Schedule
@@ -49,14 +52,6 @@ def generate(graph: Graph, schedule, acc: str = "float32") -> str:
     return (generate_backward if backward else generate_recurrent)(graph, schedule, acc)
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("SSMC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ssmc")
-    path = Path(root) / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def switch_on_interpreter() -> None:
     """Without CUDA, switch on Triton's CPU interpreter (unless TRITON_INTERPRET is set either way).
     Where triton was imported first (torch.compile imports it), its library's @jit functions were
@@ -68,8 +63,6 @@ def switch_on_interpreter() -> None:
         return
     os.environ["TRITON_INTERPRET"] = "1"
     if "triton.language" in sys.modules:
-        import importlib
-
         from triton.runtime.jit import JITFunction
         for name, module in sorted(sys.modules.items()):
             if name.startswith("triton.language.") and module is not None and any(
@@ -125,12 +118,9 @@ def build(graph: Graph, schedule: Schedule | None = None, acc: str = "float32") 
     if key in _LOADED:
         return _LOADED[key]
     source = generate(graph, schedule, acc)
-    path = cache_dir() / f"ssmc_{graph.name}_{key}.py"
-    if not path.exists() or path.read_text() != source:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)  # atomic: concurrent builders never see half a file
-    mod_name = f"ssmc_kernels.{graph.name}_{key}"
+    stem = f"{ident(graph.name)[:64]}_{key}"  # any Spec name (slashes, spaces) makes a file and module name
+    path = cache.write(f"ssmc_{stem}.py", source, "kernels")
+    mod_name = f"ssmc_kernels.{stem}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -20,10 +19,13 @@ from dataclasses import asdict
 
 from ssmc.ir import Graph
 
-from .build import build, cache_dir
+from . import cache
+from .build import build
 from .schedule import ChunkedSchedule, Schedule
 from .strategy import choose, choose_schedule
 from .time_loop import prefetchable
+
+TABLE = "tuning.json"  # in the cache root: key -> the schedule that won
 
 
 def candidates(graph: Graph, roles: dict, device_type: str, acc: str = "float32") -> list:
@@ -54,10 +56,6 @@ def candidates(graph: Graph, roles: dict, device_type: str, acc: str = "float32"
     return [first] + grid
 
 
-def _cache_path():
-    return cache_dir().parent / "tuning.json"
-
-
 def _key(graph: Graph, sizes: dict, device_name: str, acc: str) -> str:
     import triton
     text = "\n".join([graph.text(), repr(sorted(sizes.items())), device_name, acc, triton.__version__])
@@ -75,10 +73,12 @@ def autotune(graph: Graph, sizes: dict, roles: dict, device, acc: str, tensors: 
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     key = _key(graph, sizes, name, acc)
-    path = _cache_path()
-    table = json.loads(path.read_text()) if path.exists() else {}
+    table = cache.read_json(TABLE)
     if key in table:
-        return build(graph, _schedule_from(dict(table[key]["schedule"])), acc)
+        try:
+            return build(graph, _schedule_from(dict(table[key]["schedule"])), acc)
+        except (KeyError, TypeError, ValueError):  # a damaged or foreign entry: tune again, replace it
+            pass
     cands = candidates(graph, roles, device.type, acc)
     ref = build(graph, cands[0], acc)(**tensors)
     best, timings = None, []
@@ -103,9 +103,7 @@ def autotune(graph: Graph, sizes: dict, roles: dict, device, acc: str, tensors: 
     table[key] = {"graph": graph.name, "sizes": sizes, "device": name, "ms": best[0],
                   "schedule": {"kind": "chunked" if isinstance(best[1], ChunkedSchedule) else "recurrent",
                                **asdict(best[1])}}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(table, indent=1))
-    os.replace(tmp, path)
+    cache.write(TABLE, json.dumps(table, indent=1))
     return best[2]
 
 

@@ -18,3 +18,21 @@ def rank(name, x, allowed, shapes) -> int:
     if nd not in allowed:
         raise ValueError(f"{name}: expected shape {' or '.join(shapes)}, got {shape(x)}")
     return nd
+
+
+def flag(name, value) -> bool:
+    """A bool argument: bool or NumPy bool only — a truthy string ("no") or number must not switch it on."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+
+
+def limits(name, value) -> tuple[float, float]:
+    """A (low, high) clamp of dt: two real numbers, 0 <= low <= high (high may be inf), as mamba_ssm's dt_limit."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a pair (low, high) of real numbers, got {value!r}") from None
+    if not 0.0 <= lo <= hi:  # (NaN fails too)
+        raise ValueError(f"{name}: expected 0 <= low <= high, got {value!r}")
+    return lo, hi

@@ -10,6 +10,7 @@ is the generated backward kernel of the same Spec.
 """
 from __future__ import annotations
 
+from .arguments import flag, limits
 from .multi_order import prepare, run_multi_order
 from .selective_scan import run_selective_scan, run_state_update
 from .ssd import check_chunk_size, run_ssd
@@ -38,10 +39,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     (batch, N, L) or (batch, G, N, L); D, delta_bias: (dim,).  With a complex A the output is
     2·Re(C·h).  Returns out (batch, dim, L), and last_state (batch, dim, N) if asked.
     """
+    delta_softplus, return_last_state = flag("delta_softplus", delta_softplus), flag("return_last_state",
+                                                                                     return_last_state)
     op = custom_ops(u, delta, A, B, C, D, z, delta_bias)
     if op is not None:
-        out, last = op.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                      bool(return_last_state), backend)
+        out, last = op.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend)
         return (out, last) if return_last_state else out
     return run_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend)
 
@@ -57,11 +59,13 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     final_states (batch, H, P, N) if asked.
     """
     check_chunk_size(chunk_size)
-    lo, hi = (float(v) for v in dt_limit)
+    lo, hi = limits("dt_limit", dt_limit)
+    dt_softplus, return_final_states = flag("dt_softplus", dt_softplus), flag("return_final_states",
+                                                                               return_final_states)
     op = custom_ops(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
     if op is not None:
         out, final = op.ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
-                            bool(dt_softplus), lo, hi, bool(return_final_states), backend)
+                            dt_softplus, lo, hi, return_final_states, backend)
         return (out, final) if return_final_states else out
     return run_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, (lo, hi),
                    return_final_states, backend)
@@ -75,9 +79,10 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     D, dt_bias (dim,).  With heads: state (batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
     B, C (batch, G, N); D, dt_bias (H, P).  Returns out, shaped like x.
     """
+    dt_softplus = flag("dt_softplus", dt_softplus)
     op = custom_ops(state, x, dt, A, B, C, D, z, dt_bias)
     if op is not None:
-        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus), backend)
+        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
     return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
 
 
@@ -101,9 +106,10 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     On the Triton backend it is differentiable (torch autograd; the backward is
     `ssmc.ops.multi_order_backward`).
     """
+    delta_softplus = flag("delta_softplus", delta_softplus)
     orders, grid = prepare(u, delta, A, B, C, orders, D, z, delta_bias, gate, merge, tie)
     op = custom_ops(u, delta, A, B, C, D, z, delta_bias, gate)
     if op is not None:  # one custom op, with autograd (ssmc.ops.torch_ops)
-        return op.multi_order_scan(u, delta, A, B, C, orders, D, z, delta_bias, gate, bool(delta_softplus), merge,
+        return op.multi_order_scan(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge,
                                    grid, backend)
     return run_multi_order(u, delta, A, B, C, orders, D, z, delta_bias, gate, delta_softplus, merge, backend, grid)

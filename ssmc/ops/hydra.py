@@ -29,7 +29,7 @@ import numpy as np
 
 from ssmc.runtime.arrays import is_torch
 
-from .arguments import expect, shape
+from .arguments import expect, flag, limits, shape
 from .dispatch import ssd
 from .ssd import run_reverse_ssd
 
@@ -90,8 +90,7 @@ def hydra(x, dt, A, B, C, D=None, diag=None, dt_bias=None, dt_softplus=False, dt
         expect("diag", diag, (batch, L, H), "(batch, L, H)")
     if dt_bias is not None:
         expect("dt_bias", dt_bias, (H,), "(H,)")
-    lo, hi = (float(v) for v in dt_limit)
-    scan = dict(dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=(lo, hi))
+    scan = dict(dt_bias=dt_bias, dt_softplus=flag("dt_softplus", dt_softplus), dt_limit=limits("dt_limit", dt_limit))
     fwd = ssd(x, dt[:, :, 0], A, B[:, :, 0], C[:, :, 0], chunk_size, **scan, backend=backend)
     # (chunk_size: checked by ssd)
     bwd = run_reverse_ssd(x, dt[:, :, 1], A, B[:, :, 1], C[:, :, 1], **scan, backend=backend)

@@ -194,6 +194,10 @@ class Compiled:
         inputs = {k: v for k, v in inputs.items() if v is not None}
         sizes = self._bind(inputs)
         use_torch = any(is_torch(v) for v in inputs.values())
+        for k, v in outs.items():  # written in place: it must be of the inputs' kind
+            if is_torch(v) != use_torch:
+                raise TypeError(f"{k}: expected a {'torch tensor' if use_torch else 'NumPy array'} like the other "
+                                f"arguments, got {type(v).__module__}.{type(v).__name__}")
         backend = self.backend
         if backend == "auto":
             backend = "triton" if use_torch and device_of(inputs).type == "cuda" else "numpy"
