@@ -11,8 +11,9 @@ is the generated backward kernel of the same Spec.
 from __future__ import annotations
 
 from .arguments import flag, limits
+from .decode import run_state_update
 from .multi_order import prepare, run_multi_order
-from .selective_scan import run_selective_scan, run_state_update
+from .selective_scan import run_selective_scan
 from .ssd import check_chunk_size, run_ssd
 
 
@@ -71,19 +72,25 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
                    return_final_states, backend)
 
 
-def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, *,
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
+                           state_batch_indices=None, *, dt_limit=(0.0, float("inf")), pad_slot_id=-1,
                            backend="auto"):
-    """mamba_ssm's selective_state_update: one decode step, `state` updated in place.
+    """mamba_ssm's selective_state_update: one decode step, `state` updated in place (see ssmc.ops.decode).
 
-    Without heads: state (batch, dim, N); x, dt, z (batch, dim); A (dim, N); B, C (batch, N);
-    D, dt_bias (dim,).  With heads: state (batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
-    B, C (batch, G, N); D, dt_bias (H, P).  Returns out, shaped like x.
+    Without heads: state (cache_batch, dim, N); x, dt, z (batch, dim); A (dim, N); B, C (batch, N);
+    D, dt_bias (dim,).  With heads: state (cache_batch, H, P, N); x, dt, z (batch, H, P); A (H, P, N);
+    B, C (batch, G, N); D, dt_bias (H, P).  state_batch_indices (batch,): the state row of each batch
+    row (entries equal to pad_slot_id are skipped); without it cache_batch = batch.  The state may be
+    fp16/bf16/fp32/fp64 (complex with a complex A); the step computes in fp32 (fp64 for fp64 tensors).
+    dt_limit clamps Δ after its bias and softplus.  Returns out, shaped like x.
     """
-    dt_softplus = flag("dt_softplus", dt_softplus)
-    op = custom_ops(state, x, dt, A, B, C, D, z, dt_bias)
+    dt_softplus, dt_limit = flag("dt_softplus", dt_softplus), limits("dt_limit", dt_limit)
+    op = custom_ops(state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices)
     if op is not None:
-        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
-    return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
+        return op.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit[0], dt_limit[1],
+                                         state_batch_indices, pad_slot_id, backend)
+    return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, state_batch_indices,
+                            pad_slot_id, backend)
 
 
 def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None, delta_softplus=False, *,

@@ -1,19 +1,14 @@
-"""mamba_ssm's selective_scan_fn and selective_state_update as Specs: which Spec the arguments describe,
+"""mamba_ssm's selective_scan_fn as a Spec: which Spec the arguments describe,
 run it, and its gradients.  The public entry points (argument checks, the torch custom ops) are in
 `dispatch.py`; this is what they run.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-from ssmc.ir import builder as d
 from ssmc.ir.bind import is_complex
-from ssmc.ir.passes.step import single_step
 from ssmc.ir.spec import Spec
-from ssmc.runtime import cached_compile, compile_ssm
-from ssmc.runtime.arrays import check_state
+from ssmc.runtime import cached_compile
 
 from .arguments import rank, shape
 
@@ -82,40 +77,3 @@ def selective_scan_backward(dout, dlast, u, delta, A, B, C, D=None, z=None, delt
     grads = cached_compile(spec, backend).grad(args, cts)
     given = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
     return grads_like(grads, given, ranks)
-
-
-@lru_cache(maxsize=64)
-def state_update(heads: bool, has_D: bool, has_z: bool, has_bias: bool, softplus: bool, backend: str):
-    """mamba_ssm's selective_state_update, declared as a sequence and reduced to one step (compiled)."""
-    m = d.Builder("selective_state_update")
-    ch = ("H", "P") if heads else ("dim",)
-    seq = ("batch",) + ch + ("L",)
-    x, dt = m.input("x", seq), m.input("dt", seq)
-    if has_bias:
-        dt = dt + m.input("dt_bias", ch)
-    if softplus:
-        dt = d.softplus(dt)
-    A = m.input("A", ch + ("N",))
-    A_bar, B_scale = m.discretize(dt, A, "zoh_euler")
-    bc = ("batch", "G", "N", "L") if heads else ("batch", "N", "L")
-    B, C = m.input("B", bc), m.input("C", bc)
-    h = m.scan(A_bar, B_scale * B * x)
-    y = (C * h).sum("n")
-    if has_D:
-        y = y + m.input("D", ch) * x
-    if has_z:
-        y = y * d.silu(m.input("z", seq))
-    m.output("out", y, seq)
-    m.output("state", m.last(h), ("batch",) + ch + ("N",))
-    return compile_ssm(single_step(m.build()), backend=backend)
-
-
-def run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend):
-    """selective_state_update: `state` checked and updated in place; returns out."""
-    nd = len(shape(state))
-    if nd not in (3, 4):
-        raise ValueError(f"state: expected shape (batch, dim, N) or (batch, H, P, N), got {shape(state)}")
-    step = state_update(nd == 4, D is not None, z is not None, dt_bias is not None, bool(dt_softplus), backend)
-    check_state(step.graph, state)
-    args = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, state=state)
-    return step.run(args, {"state": state})["out"]

@@ -17,9 +17,10 @@ from torch import Tensor
 
 from ssmc.runtime.autograd import EMPTY
 
+from .decode import run_state_update
 from .multi_order import run_multi_order
 from .multi_order_backward import multi_order_scan_backward
-from .selective_scan import run_selective_scan, run_state_update, selective_scan_backward
+from .selective_scan import run_selective_scan, selective_scan_backward
 from .ssd import run_ssd, ssd_backward
 
 
@@ -79,12 +80,14 @@ def _(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_sof
 @torch.library.custom_op("ssmc::selective_state_update", mutates_args=("state",))
 def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
                            D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor],
-                           dt_softplus: bool, backend: str) -> Tensor:
-    return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
+                           dt_softplus: bool, dt_lo: float, dt_hi: float, state_batch_indices: Optional[Tensor],
+                           pad_slot_id: int, backend: str) -> Tensor:
+    return run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, (dt_lo, dt_hi), state_batch_indices,
+                            pad_slot_id, backend)
 
 
 @selective_state_update.register_fake
-def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend):
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_lo, dt_hi, state_batch_indices, pad_slot_id, backend):
     return x.new_empty(x.shape, dtype=_out_dtype(x))
 
 
