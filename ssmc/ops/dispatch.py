@@ -10,11 +10,16 @@ is the generated backward kernel of the same Spec.
 """
 from __future__ import annotations
 
-from .arguments import flag, limits
+import numpy as np
+
+from ssmc.runtime.arrays import is_torch
+
+from .arguments import flag, limits, shape
 from .decode import run_state_update
 from .multi_order import prepare, run_multi_order
 from .selective_scan import run_selective_scan
 from .ssd import check_chunk_size, run_ssd
+from .varlen import Padding, check_cu_seqlens, seq_idx_of
 
 
 def custom_ops(*tensors):
@@ -33,15 +38,24 @@ def custom_ops(*tensors):
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, *, backend="auto"):
+                   return_last_state=False, *, cu_seqlens=None, return_varlen_states=False, backend="auto"):
     """mamba_ssm's selective_scan_fn.
 
     u, delta, z: (batch, dim, L); A: (dim, N), real or complex; B, C: (dim, N) time-invariant,
     (batch, N, L) or (batch, G, N, L); D, delta_bias: (dim,).  With a complex A the output is
     2·Re(C·h).  Returns out (batch, dim, L), and last_state (batch, dim, N) if asked.
+    cu_seqlens (num_seqs + 1,): the batch of one packs sequences at these offsets (each starts from a
+    zero state); return_varlen_states adds the state at each one's end, (num_seqs, dim, N), last.
     """
     delta_softplus, return_last_state = flag("delta_softplus", delta_softplus), flag("return_last_state",
                                                                                      return_last_state)
+    if _packed(cu_seqlens, return_varlen_states):
+        cu = check_cu_seqlens(cu_seqlens, shape(u)[-1], shape(u)[0])
+        pad = Padding(cu)
+        bc = lambda x: x if len(shape(x)) == 2 else pad.pad(x, len(shape(x)) - 2)  # noqa: E731  (time-invariant: as is)
+        out, states = selective_scan(pad.pad(u, 1), pad.pad(delta, 1), A, bc(B), bc(C), D, pad.pad(z, 1), delta_bias,
+                                     delta_softplus, True, backend=backend)
+        return _varlen_results(pad.unpad(out, 1), states, cu, return_last_state, return_varlen_states)
     op = custom_ops(u, delta, A, B, C, D, z, delta_bias)
     if op is not None:
         out, last = op.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend)
@@ -50,19 +64,33 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
-        dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False, *, backend="auto"):
+        cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False,
+        return_varlen_states=False, *, backend="auto"):
     """mamba_ssm's mamba_chunk_scan_combined (Mamba-2 SSD).
 
     x, z: (batch, L, H, P); dt: (batch, L, H); A: (H,); B, C: (batch, L, G, N); D: (H,) or (H, P);
     dt_bias: (H,); initial_states: (batch, H, P, N); seq_idx: (batch, L) integer, the state resets
     where it changes.  `chunk_size` is accepted for compatibility: the result does not depend on it
     (the Triton cost model picks the chunked kernel's own chunk).  Returns out (batch, L, H, P), and
-    final_states (batch, H, P, N) if asked.
+    final_states (batch, H, P, N) if asked.  cu_seqlens (num_seqs + 1,): the batch of one packs
+    sequences at these offsets (seq_idx, if given, must say the same); return_varlen_states adds the
+    state at each one's end, (num_seqs, H, P, N), last.
     """
     check_chunk_size(chunk_size)
     lo, hi = limits("dt_limit", dt_limit)
     dt_softplus, return_final_states = flag("dt_softplus", dt_softplus), flag("return_final_states",
                                                                                return_final_states)
+    if _packed(cu_seqlens, return_varlen_states):
+        cu = check_cu_seqlens(cu_seqlens, shape(x)[1] if len(shape(x)) > 1 else 0, shape(x)[0] if shape(x) else 0)
+        _check_packed_ssd(cu, seq_idx, initial_states, x)
+        scan = dict(dt_softplus=dt_softplus, dt_limit=(lo, hi), backend=backend)
+        if not return_varlen_states:  # resets at the sequence starts: one packed run
+            return ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, seq_idx=seq_idx_of(cu, x),
+                       return_final_states=return_final_states, **scan)
+        pad = Padding(cu)
+        out, states = ssd(pad.pad(x, 0), pad.pad(dt, 0), A, pad.pad(B, 0), pad.pad(C, 0), chunk_size, D,
+                          pad.pad(z, 0), dt_bias, return_final_states=True, **scan)
+        return _varlen_results(pad.unpad(out, 0), states, cu, return_final_states, True)
     op = custom_ops(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
     if op is not None:
         out, final = op.ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
@@ -70,6 +98,34 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
         return (out, final) if return_final_states else out
     return run_ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, (lo, hi),
                    return_final_states, backend)
+
+
+def _packed(cu_seqlens, return_varlen_states) -> bool:
+    if flag("return_varlen_states", return_varlen_states) and cu_seqlens is None:
+        raise ValueError("return_varlen_states: the states of packed sequences need cu_seqlens")
+    return cu_seqlens is not None
+
+
+def _check_packed_ssd(cu, seq_idx, initial_states, x):
+    if initial_states is not None:
+        raise ValueError("initial_states: not taken with cu_seqlens (each packed sequence starts from a zero "
+                         "state); pass sequences that continue a state one per batch row instead")
+    if seq_idx is not None:
+        given = seq_idx.detach().cpu().numpy() if is_torch(seq_idx) else np.asarray(seq_idx)
+        starts = lambda s: np.diff(s[0]) != 0  # noqa: E731
+        if given.shape != (1, cu[-1]) or (starts(given) != starts(seq_idx_of(cu, given))).any():
+            raise ValueError("seq_idx: must change exactly where cu_seqlens starts a sequence (or be left out)")
+
+
+def _varlen_results(out, states, cu, final: bool, varlen: bool):
+    """(out, [final state of the packed row: the last non-empty sequence's], [per-sequence states])."""
+    res = [out]
+    if final:
+        last = int(np.flatnonzero(np.diff(cu))[-1]) if cu[-1] > 0 else states.shape[0] - 1
+        res.append(states[last:last + 1])
+    if varlen:
+        res.append(states)
+    return res[0] if len(res) == 1 else tuple(res)
 
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
