@@ -143,6 +143,8 @@ def export_onnx(decl, path=None, *, sizes: dict | None = None, opset: int = DEFA
     chunks), `force_scan` (every scan as a per-token Scan, e.g. to compare with the SSD form),
     `merge` (only for "multi_order_scan": sum, mean, concat or gated).  Graphs with a gather
     (multi-order) scan export without state in/out."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     decl, sizes, order = _resolve(decl, sizes, merge)
     graph, rename = stateful_graph(decl, flag("step", step))
     sizes = check_sizes(stateful_graph(decl, False)[0] if step else graph, sizes)  # (a step has no L)

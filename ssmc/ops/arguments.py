@@ -2,6 +2,24 @@
 from __future__ import annotations
 
 
+def arrays(**given) -> None:
+    """Each given argument (None: left out) is an array — a NumPy array or a torch tensor, not a list or str."""
+    for name, x in given.items():
+        if x is not None and not (hasattr(x, "shape") and hasattr(x, "dtype")):
+            raise TypeError(f"{name}: expected a NumPy array or torch tensor, got {type(x).__name__}")
+
+
+def real_floats(**given) -> None:
+    """Each given array (None: left out) has a real floating-point dtype."""
+    for name, x in given.items():
+        if x is None:
+            continue
+        kind = getattr(x.dtype, "kind", None)  # NumPy's; torch dtypes have none
+        ok = kind == "f" if kind is not None else (x.is_floating_point() and not x.is_complex())
+        if not ok:
+            raise TypeError(f"{name}: expected a real floating-point array, got dtype {x.dtype}")
+
+
 def shape(x) -> tuple:
     return tuple(getattr(x, "shape", ()))
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ssmc.runtime.arrays import is_torch
 
-from .arguments import flag, limits, shape
+from .arguments import arrays, flag, limits, shape
 from .decode import run_state_update
 from .multi_order import prepare, run_multi_order
 from .selective_scan import run_selective_scan
@@ -47,6 +47,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     cu_seqlens (num_seqs + 1,): the batch of one packs sequences at these offsets (each starts from a
     zero state); return_varlen_states adds the state at each one's end, (num_seqs, dim, N), last.
     """
+    arrays(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
     delta_softplus, return_last_state = flag("delta_softplus", delta_softplus), flag("return_last_state",
                                                                                      return_last_state)
     if _packed(cu_seqlens, return_varlen_states):
@@ -76,6 +77,7 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
     sequences at these offsets (seq_idx, if given, must say the same); return_varlen_states adds the
     state at each one's end, (num_seqs, H, P, N), last.
     """
+    arrays(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states, seq_idx=seq_idx)
     check_chunk_size(chunk_size)
     lo, hi = limits("dt_limit", dt_limit)
     dt_softplus, return_final_states = flag("dt_softplus", dt_softplus), flag("return_final_states",
@@ -140,6 +142,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     fp16/bf16/fp32/fp64 (complex with a complex A); the step computes in fp32 (fp64 for fp64 tensors).
     dt_limit clamps Δ after its bias and softplus.  Returns out, shaped like x.
     """
+    arrays(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
     dt_softplus, dt_limit = flag("dt_softplus", dt_softplus), limits("dt_limit", dt_limit)
     op = custom_ops(state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices)
     if op is not None:
@@ -169,6 +172,7 @@ def multi_order_scan(u, delta, A, B, C, orders, D=None, z=None, delta_bias=None,
     On the Triton backend it is differentiable (torch autograd; the backward is
     `ssmc.ops.multi_order_backward`).
     """
+    arrays(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, gate=gate)
     delta_softplus = flag("delta_softplus", delta_softplus)
     orders, grid = prepare(u, delta, A, B, C, orders, D, z, delta_bias, gate, merge, tie)
     op = custom_ops(u, delta, A, B, C, D, z, delta_bias, gate)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ssmc.runtime.arrays import is_torch
 
-from .arguments import expect, flag, limits, shape
+from .arguments import arrays, expect, flag, limits, real_floats, shape
 from .dispatch import ssd
 from .ssd import run_reverse_ssd
 
@@ -72,6 +72,8 @@ def hydra(x, dt, A, B, C, D=None, diag=None, dt_bias=None, dt_softplus=False, dt
     Returns y (batch, L, H, P) in x's dtype (an fp32 D is applied in fp32 and rounded once, as mamba_ssm
     does).  On the Triton backend, differentiable with torch autograd.
     """
+    arrays(x=x, dt=dt, A=A, B=B, C=C, D=D, diag=diag, dt_bias=dt_bias)
+    real_floats(D=D, diag=diag)  # (applied here, outside the scans that check the rest)
     if len(shape(x)) != 4:
         raise ValueError(f"x: expected shape (batch, L, H, P), got {shape(x)}")
     batch, L, H, P = shape(x)

@@ -9,7 +9,7 @@ NumPy arrays in give NumPy arrays out; torch tensors in give torch tensors out o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 
 from ssmc.backends import numpy_interp
@@ -252,6 +252,10 @@ def compile_ssm(decl, backend: str = "auto", schedule=None, precision: str = "fl
     if isinstance(schedule, str) and schedule != "autotune":
         raise ValueError(f"schedule: expected a Schedule, a ChunkedSchedule, a dict or 'autotune', got {schedule!r}")
     if isinstance(schedule, dict):  # else a Schedule, a ChunkedSchedule or "autotune"
+        known = [f.name for f in fields(tb.Schedule)]
+        unknown = sorted(set(schedule) - set(known))
+        if unknown:
+            raise TypeError(f"schedule: unknown key(s) {unknown}; a Schedule's keys are {known}")
         schedule = tb.Schedule(**schedule)
     return Compiled(graph, trace, backend, schedule, precision)
 
