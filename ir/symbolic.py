@@ -8,6 +8,7 @@ into real and imaginary parts with sympy before CSE, so the Triton code is plain
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sympy as sp
@@ -72,8 +73,11 @@ RULES = {r.name: r for r in [
 
 def generalized_bilinear(alpha) -> Rule:
     """The generalized bilinear transform (GBT): α=0 Euler, α=½ bilinear, α=1 backward Euler."""
+    if isinstance(alpha, str) and re.fullmatch(r"\s*[-+]?\d+(\.\d+)?(\s*/\s*\d+)?\s*", alpha):
+        alpha = sp.Rational(alpha.replace(" ", ""))  # "2/3": an exact fraction (parsed, never evaluated)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, sp.Rational)):
-        raise TypeError(f"alpha: expected a real number, got {type(alpha).__name__} {alpha!r}")
+        raise TypeError(f"alpha: expected a real number or a fraction like '2/3', got {type(alpha).__name__} "
+                        f"{alpha!r}")
     alpha = sp.nsimplify(alpha)
     return rule(f"gbt_{alpha}", (1 + (1 - alpha) * dt * A) / (1 - alpha * dt * A), dt / (1 - alpha * dt * A))
 

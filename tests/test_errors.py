@@ -335,5 +335,6 @@ def test_rules_take_sympy_expressions_not_strings(expr):
     """sympify would evaluate a string as Python (and its dt is not ssmc.dt): strings are refused."""
     with pytest.raises(TypeError, match=r"rule 'r': A_bar: expected a sympy expression in ssmc.dt and ssmc.A"):
         ssmc.rule("r", expr, ssmc.dt)
-    with pytest.raises(TypeError, match=r"alpha: expected a real number"):
-        library.generalized_bilinear("1/2")
+    with pytest.raises(TypeError, match=r"alpha: expected a real number or a fraction"):
+        library.generalized_bilinear("__import__('os').getcwd()")
+    assert library.generalized_bilinear("1/2").A_bar == library.generalized_bilinear(0.5).A_bar
