@@ -28,11 +28,16 @@ class Region:
     last: tuple  # ids of `last` nodes of this scan
 
 
-def scan_region(g: Graph, scan: int) -> Region:
-    inside = {scan}
+def scan_region(g: Graph, scan: int, channels_apart: bool = False) -> Region:
+    """`channels_apart`: the channels step through time in different orders (a gather order per group),
+    so a sum over channels cannot be taken per step: it and what depends on it stay outside."""
+    inside, apart = {scan}, set()
     body = []
     for i in range(scan + 1, len(g.nodes)):
         n = g[i]
+        if channels_apart and (any(a in apart for a in n.args) or (n.op == "sum" and "h" in n.attr("axes"))):
+            apart.add(i)
+            continue
         if n.op in REGION_OPS and any(a in inside and "n" in g[a].type.dims for a in n.args):
             inside.add(i)
             body.append(i)

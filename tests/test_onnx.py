@@ -357,7 +357,7 @@ def test_unlowerable_expression_names_the_node():
     (dict(sizes={"dim": 4}), r"sizes: .*missing \['N'\]"),
     (dict(sizes={"dim": 4, "N": 2}, opset=12), r"opset: expected one of"),
     (dict(sizes={"dim": 4, "N": 2}, lti="fft"), r"lti: expected one of"),
-    (dict(sizes={"dim": 4, "N": 2}, chunk_size=0), r"chunk: expected a positive integer"),
+    (dict(sizes={"dim": 4, "N": 2}, chunk_size=0), r"chunk_size: expected a positive int"),
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -277,3 +277,27 @@ def test_tied_bidirectional_s4d_exports_as_one_graph(rng):
         assert_close(run(model, x, sess)["out"], want, TOL, f"L={L}")
     with pytest.raises(ValueError, match="spec: 's5' is MIMO"):
         tied_bidirectional_graph("s5")
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_sum_over_channels_of_per_group_orders_with_a_state_axis(complex_, rng):
+    """Channels of different groups visit time in different orders: a sum over them that keeps n (C·h
+    summed over heads first) cannot be taken inside the Scan per step — it was absorbed there, and
+    onnxruntime failed on the reshape back to sequence time; it is now taken after the unpermute."""
+    m = ssmc.Builder("group_orders_sum_h")
+    u, a = m.input("u", ["batch", "L", "H"]), m.input("a", ["batch"])
+    decay = d.exp(d.complex_(-d.softplus(a), m.input("w", ["batch"]))) if complex_ else d.sigmoid(a)
+    b = m.input("b", ["batch", "L", "H", "N"])
+    h = m.scan(decay, u * (d.complex_(b, b) if complex_ else b), order="gather",
+               index=m.input("idx", ["G", "L"], integer=True))
+    y = h.sum("h")
+    m.output("y", d.softplus(d.real(y) if complex_ else y), ["batch", "L", "N"])
+    m.output("h_last", m.last(h), ["batch", "H", "N"])
+    g = m.build()
+    sizes = dict(batch=2, L=5, H=4, N=3, G=2)
+    x = random_inputs(g, sizes, seed=seed_of(rng))
+    x["idx"] = np.stack([rng.permutation(5), rng.permutation(5)])
+    model = ssmc.export_onnx(g, sizes={k: v for k, v in sizes.items() if k not in ("batch", "L")})
+    got, want = run(model, x), numpy_interp.run(g, x)
+    for k in want:
+        assert_close(got[k], want[k], TOL, k)

@@ -54,7 +54,8 @@ class Lowering:
         self.owner = {}  # node id -> the scan whose lowering produces it
         self._busy = set()
         self._orders = {}  # gather-index node id -> its flat indices (gather_order)
-        self.regions = {s: scan_region(g, s) for s in g.ids("scan")}
+        self.regions = {s: scan_region(g, s, channels_apart=is_gather(g[s].attr("order"))
+                                       and "h" in g[g[s].args[-1]].type.dims) for s in g.ids("scan")}
         for s, r in self.regions.items():
             for i in (s, *r.body, *r.last):
                 self.owner[i] = s

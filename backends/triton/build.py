@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ssmc.ir import Graph, IRError
 
 from . import cache
@@ -92,7 +94,14 @@ class Kernel:
     module: object
 
     def __call__(self, **tensors):
-        return self.module.launch(**tensors)
+        try:
+            return self.module.launch(**tensors)
+        except Exception as e:
+            if "only 0-dimensional arrays can be converted" in str(e):  # Triton 3.6's interpreter, numpy >= 2.3
+                import triton
+                raise RuntimeError(f"Triton {triton.__version__}'s CPU interpreter does not run with numpy "
+                                   f"{np.__version__}: install numpy<2.3 or Triton 3.9") from e
+            raise
 
 
 _LOADED: dict = {}
