@@ -12,6 +12,7 @@ from ssmc.ops import reference
 from conftest import assert_close
 
 BACKENDS = ["numpy", "triton"]
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # Triton: the GPU where there is one
 TOL = {torch.float32: 2e-5, torch.float64: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
@@ -22,15 +23,16 @@ def _gen(seed):
 
 def _cache(batch_rows, shape, dtype, seed=0):
     """A cache of 7 slots, NaN everywhere: the rows of `batch_rows` zeroed (a fresh sequence in each)."""
-    cache = torch.full((7,) + shape, float("nan"), dtype=dtype)
-    idx = torch.tensor(batch_rows)
+    cache = torch.full((7,) + shape, float("nan"), dtype=dtype, device=DEV)
+    idx = torch.tensor(batch_rows, device=DEV)
     cache[idx[idx >= 0]] = 0
     return cache, idx
 
 
 def _steps(cache, idx, per_step, L, **kw):
-    return torch.stack([ops.selective_state_update(cache, *per_step(t), state_batch_indices=idx, **kw)
-                        for t in range(L)], -1)
+    on = lambda v: v.to(DEV) if torch.is_tensor(v) else v  # noqa: E731
+    return torch.stack([ops.selective_state_update(cache, *map(on, per_step(t)), state_batch_indices=idx, **kw)
+                        for t in range(L)], -1).cpu()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -55,7 +57,7 @@ def test_mamba1_steps_equal_the_scan(backend, state_dtype):
     live = [0, 1, 3]
     tol = TOL.get(state_dtype, 2e-5)
     assert_close(got[live], want[live], tol, "out")
-    assert_close(cache[idx[live]], last[live], tol, "state")
+    assert_close(cache[idx[live]].cpu(), last[live], tol, "state")
     untouched = [k for k in range(7) if k not in (6, 0, 3)]
     assert cache[untouched].isnan().all(), "padded or unaddressed slots were written"
 
@@ -78,24 +80,25 @@ def test_mamba2_steps_equal_ssd_with_dt_limit(backend, state_dtype):
     got = _steps(cache, idx, step, L, dt_limit=limit, backend=backend)
     tol = TOL[state_dtype]
     assert_close(got.permute(0, 3, 1, 2), want, tol, "out")
-    assert_close(cache[idx], final, tol, "state")
+    assert_close(cache[idx].cpu(), final, tol, "state")
 
 
 def test_in_place_fp32_state_is_the_same_tensor():
     """An fp32 state addressed row for row is updated by the kernel itself (no copy)."""
     r = _gen(3)
-    state = torch.zeros(2, 3, 4)
+    state = torch.zeros(2, 3, 4, device=DEV)
     ptr = state.data_ptr()
-    ops.selective_state_update(state, r(2, 3).float(), r(2, 3).float().abs(), -torch.rand(3, 4), r(2, 4).float(),
-                               r(2, 4).float(), backend="triton")
+    args = (r(2, 3).float(), r(2, 3).float().abs(), -torch.rand(3, 4), r(2, 4).float(), r(2, 4).float())
+    ops.selective_state_update(state, *(a.to(DEV) for a in args), backend="triton")
     assert state.data_ptr() == ptr and state.abs().sum() > 0
 
 
 def test_compile_traces_decode_with_indices():
     r = _gen(4)
-    cache = torch.zeros(5, 3, 4)
-    idx = torch.tensor([4, 1])
-    args = (r(2, 3).float(), r(2, 3).float().abs(), -torch.rand(3, 4), r(2, 4).float(), r(2, 4).float())
+    cache = torch.zeros(5, 3, 4, device=DEV)
+    idx = torch.tensor([4, 1], device=DEV)
+    args = tuple(a.to(DEV) for a in (r(2, 3).float(), r(2, 3).float().abs(), -torch.rand(3, 4), r(2, 4).float(),
+                                     r(2, 4).float()))
     eager = cache.clone()
     want = ops.selective_state_update(eager, *args, state_batch_indices=idx, backend="triton")
     f = lambda s: ops.selective_state_update(s, *args, state_batch_indices=idx, backend="triton")  # noqa: E731

@@ -10,8 +10,8 @@ every graph the verifier accepts either agrees on every backend — NumPy (float
 derived backward (against central differences of the NumPy forward, and its Triton kernel against
 NumPy's) — or is refused with an IRError or NotImplementedError before any kernel runs.
 
-SSMC_FUZZ_EXAMPLES sets the number of graphs (a few in CI; thousands by hand:
-`SSMC_FUZZ_EXAMPLES=2000 python -m pytest tests/test_graph_fuzz.py`).
+Triton runs on the GPU where there is one.  SSMC_FUZZ_EXAMPLES sets the number of graphs (a few in CI;
+thousands by hand: `SSMC_FUZZ_EXAMPLES=2000 python -m pytest tests/test_graph_fuzz.py`).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from conftest import rel_err
 ort = pytest.importorskip("onnxruntime")
 
 REFUSALS = (IRError, NotImplementedError)  # what a graph the backends do not lower may raise
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton: the GPU where there is one, else the interpreter
 SYMBOL = {"b": "batch", "t": "L", "h": "H", "p": "P", "n": "N", "g": "G:g", "r": "R:r"}
 
 
@@ -190,8 +191,8 @@ def _arrays(draft, sizes, rng) -> dict:
 
 def _torch(arrays, dtype=torch.float32) -> dict:
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    return {k: torch.from_numpy(v).to(cdtype if np.iscomplexobj(v) else dtype if v.dtype.kind == "f" else torch.int64)
-            for k, v in arrays.items()}
+    return {k: torch.from_numpy(v).to(DEVICE, cdtype if np.iscomplexobj(v) else dtype if v.dtype.kind == "f"
+                                      else torch.int64) for k, v in arrays.items()}
 
 
 def _refused_or(check, what):
@@ -237,7 +238,7 @@ def _backward_agrees(graph, fn, arrays, want, rng):
     derived = sum(np.real(np.sum(np.conj(grads[f"grad_{k}"]) * v[k])) for k in floats)
     assert abs(numeric - derived) <= 1e-5 * (1 + abs(numeric)), f"backward: {derived} vs differences {numeric}"
     tri = ssmc.compile(graph, backend="triton").grad(_torch(arrays, torch.float64),
-                                                        {k: torch.from_numpy(c) for k, c in cts.items()})
+                                                        {k: torch.from_numpy(c).to(DEVICE) for k, c in cts.items()})
     for k, g in grads.items():
         assert np.linalg.norm(g) < 1e-12 or rel_err(tri[k], g) < 1e-8, f"Triton backward {k}"
 

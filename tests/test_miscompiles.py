@@ -35,9 +35,15 @@ def _inputs(rng, batch=2, L=7, H=6, P=3):
     return {"a": rng.standard_normal((batch, L, H)), "x": rng.standard_normal((batch, L, H, P))}
 
 
-def _triton(graph, arrays, **extra):
-    got = ssmc.compile(graph, backend="triton")(**{k: torch.from_numpy(v) for k, v in {**arrays, **extra}.items()})
-    return {k: v.numpy() for k, v in got.items()}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton: the GPU where there is one
+
+
+def _torch(arrays):
+    return {k: torch.from_numpy(v).to(DEVICE) for k, v in arrays.items()}
+
+
+def _triton(graph, arrays):
+    return {k: v.cpu().numpy() for k, v in ssmc.compile(graph, backend="triton")(**_torch(arrays)).items()}
 
 
 def _read_out(channel, size, seed):
@@ -127,8 +133,7 @@ def test_channel_mixing_backward_matches_numpy():
     arrays = {**_inputs(rng, H=5), "W": rng.standard_normal((5, 3))}
     cts = {"y": rng.standard_normal((2, 7, 3))}
     want = ssmc.compile(m.build(), backend="numpy").grad(arrays, cts)
-    got = ssmc.compile(m.build(), backend="triton").grad({k: torch.from_numpy(v) for k, v in arrays.items()},
-                                                         {k: torch.from_numpy(v) for k, v in cts.items()})
+    got = ssmc.compile(m.build(), backend="triton").grad(_torch(arrays), _torch(cts))
     for k in want:
         assert rel_err(got[k], want[k]) < 1e-10, k
 
@@ -142,7 +147,7 @@ def test_partial_channel_sum_broadcast_by_the_output_is_refused():
     want = np.broadcast_to(_scan_loop(**arrays).sum(axis=3, keepdims=True), (2, 7, 6, 3))
     assert rel_err(ssmc.compile(m.build(), backend="numpy")(**arrays)["y"], want) < 1e-12
     with pytest.raises(ssmc.IRError, match=r"sum over p"):
-        ssmc.compile(m.build(), backend="triton")(**{k: torch.from_numpy(v) for k, v in arrays.items()})
+        ssmc.compile(m.build(), backend="triton")(**_torch(arrays))
 
 
 def test_backward_of_a_state_without_n_read_out_over_n():
@@ -158,7 +163,6 @@ def test_backward_of_a_state_without_n_read_out_over_n():
     arrays = {"a": rng.standard_normal((6, 2)), "x": rng.standard_normal((2, 6, 3)), "c": rng.standard_normal((5, 2))}
     cts = {"y": rng.standard_normal((6, 5, 2, 3))}
     want = ssmc.compile(m.build(), backend="numpy").grad(arrays, cts)
-    got = ssmc.compile(m.build(), backend="triton").grad({k: torch.from_numpy(v) for k, v in arrays.items()},
-                                                         {k: torch.from_numpy(v) for k, v in cts.items()})
+    got = ssmc.compile(m.build(), backend="triton").grad(_torch(arrays), _torch(cts))
     for k in want:
         assert rel_err(got[k], want[k]) < 1e-10, k

@@ -12,16 +12,17 @@ from ssmc.ops import reference
 from conftest import assert_close
 
 BACKENDS = ["numpy", "triton"]
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # Triton: the GPU where there is one
 LENGTHS = [5, 1, 0, 9, 3]  # an empty sequence and a one-step one among them
 
 
 def _gen(seed):
     g = torch.Generator().manual_seed(seed)
-    return lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    return lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(DEV)
 
 
 def _cu(lengths):
-    return torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32)
+    return torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32, device=DEV)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -29,7 +30,7 @@ def test_ssd_varlen_states_and_outputs(backend):
     r = _gen(0)
     T, H, P, G, N = sum(LENGTHS), 4, 2, 2, 3
     x, dt, z, B, C = r(1, T, H, P), r(1, T, H), r(1, T, H, P), r(1, T, G, N), r(1, T, G, N)
-    A, D, bias = -torch.rand(H, dtype=torch.float64) - 0.1, r(H), r(H)
+    A, D, bias = -torch.rand(H, dtype=torch.float64, device=DEV) - 0.1, r(H), r(H)
     kw = dict(D=D, z=z, dt_bias=bias, dt_softplus=True, dt_limit=(0.01, 2.0))
     f32 = {k: v.float() if torch.is_tensor(v) else v for k, v in kw.items()}
     out, final, states = ops.ssd(x.float(), dt.float(), A.float(), B.float(), C.float(), 16, cu_seqlens=_cu(LENGTHS),
@@ -60,7 +61,7 @@ def test_selective_scan_varlen(backend, grouped):
     u, delta, z = r(1, dim, T), r(1, dim, T), r(1, dim, T)
     bc = (1, 2, N, T) if grouped else (1, N, T)
     B, C = r(*bc), r(*bc)
-    A, D, bias = -torch.rand(dim, N, dtype=torch.float64) - 0.1, r(dim), r(dim)
+    A, D, bias = -torch.rand(dim, N, dtype=torch.float64, device=DEV) - 0.1, r(dim), r(dim)
     out, last, states = ops.selective_scan(u, delta, A, B, C, D, z, bias, True, True, cu_seqlens=_cu(LENGTHS),
                                            return_varlen_states=True, backend=backend)
     start = 0
@@ -82,7 +83,7 @@ def test_varlen_gradients_flow_to_the_packed_inputs():
     T, dim, N = sum(LENGTHS), 3, 2
     u = r(1, dim, T).requires_grad_()
     delta, B, C = r(1, dim, T).abs(), r(1, N, T), r(1, N, T)
-    A = -torch.rand(dim, N, dtype=torch.float64) - 0.1
+    A = -torch.rand(dim, N, dtype=torch.float64, device=DEV) - 0.1
     out, states = ops.selective_scan(u, delta, A, B, C, cu_seqlens=_cu(LENGTHS), return_varlen_states=True,
                                      backend="triton")
     (out.sin().sum() + states.square().sum()).backward()
