@@ -20,9 +20,10 @@ def _mamba1_inputs(rng, batch=1, dim=3, L=5, N=2):
 
 def _agrees(spec, rng):
     import torch
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     x = {k: v for k, v in _mamba1_inputs(rng).items() if k in spec.build().inputs}
     want = ssmc.compile(spec, backend="numpy")(**x)
-    got = ssmc.compile(spec, backend="triton")(**{k: torch.from_numpy(v) for k, v in x.items()})
+    got = ssmc.compile(spec, backend="triton")(**{k: torch.from_numpy(v).to(dev) for k, v in x.items()})
     for k in want:
         assert rel_err(got[k], want[k]) < 1e-5, k
 
