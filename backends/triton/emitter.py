@@ -62,8 +62,8 @@ def var(i, part=None) -> str:
 
 
 def ident(name: str) -> str:
-    """A graph name as a Python identifier."""
-    return "".join(c if c.isalnum() else "_" for c in name)
+    """A graph name as an ASCII Python identifier (Triton's GPU compiler takes no other kernel names)."""
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in name)
 
 
 def param_name(g: Graph, n) -> str:

@@ -69,9 +69,12 @@ def run_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit
         raise ValueError(f"state: expected shape (cache_batch, dim, N) or (cache_batch, H, P, N), got {shape(state)}")
     cplx = is_complex(A)
     _check_state_dtype(state, cplx)
-    complex_ = frozenset(k for k, v in (("A", A), ("B", B), ("C", C)) if cplx and is_complex(v))
-    if not cplx and any(is_complex(v) for v in (B, C)):
+    if cplx:
+        complex_ = frozenset(k for k, v in (("A", A), ("B", B), ("C", C)) if is_complex(v))
+    elif is_complex(B) or is_complex(C):
         raise TypeError("B, C: complex B or C need a complex A (a complex state)")
+    else:
+        complex_ = frozenset()
     limit = None if dt_limit == (0.0, math.inf) else dt_limit
     step = state_update(nd == 4, D is not None, z is not None, dt_bias is not None, dt_softplus, limit, complex_,
                         backend)
@@ -101,12 +104,17 @@ def _in_place(state, args) -> bool:
     """Can the kernel update `state` itself: its dtype is the step's arithmetic one, and it is dense?"""
     if not is_torch(state):
         return state.dtype in (np.float32, np.float64, np.complex64, np.complex128) and state.flags.c_contiguous
+    return state.dtype == _acc(state, args) and state.is_contiguous()
+
+
+def _acc(state, args):
+    """The step's arithmetic dtype for a torch state: fp32 (complex64), or fp64 (complex128) where a float64
+    tensor comes in, as for every compiled graph."""
     import torch  # (a torch tensor is in hand)
-    wide = any(v is not None and is_torch(v) and v.dtype in (torch.float64, torch.complex128)
-               for v in (*args.values(), state))
-    want = (torch.complex128 if wide else torch.complex64) if state.is_complex() else (
-        torch.float64 if wide else torch.float32)
-    return state.dtype == want and state.is_contiguous()
+    wide = (torch.float64, torch.complex128)
+    if state.dtype in wide or any(v is not None and v.dtype in wide for v in args.values()):
+        return torch.complex128 if state.is_complex() else torch.float64
+    return torch.complex64 if state.is_complex() else torch.float32
 
 
 def _rows(indices, pad_slot_id, state, batch):
@@ -150,10 +158,7 @@ def _gathered(step, state, args, rows, pad_slot_id, batch):
         live = np.flatnonzero(rows != pad_slot_id)
     if is_torch(state):
         import torch  # (a torch tensor is in hand)
-        wide = any(v is not None and is_torch(v) and v.dtype in (torch.float64, torch.complex128)
-                   for v in (*args.values(), state))
-        acc = (torch.complex128 if wide else torch.complex64) if state.is_complex() else (
-            torch.float64 if wide else torch.float32)
+        acc = _acc(state, args)
         work = torch.zeros((batch,) + tuple(state.shape[1:]), dtype=acc, device=state.device)
         src = torch.as_tensor(rows[live], device=state.device)
         dst = torch.as_tensor(live, device=state.device)
