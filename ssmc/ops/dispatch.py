@@ -84,7 +84,7 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
                                                                                return_final_states)
     if _packed(cu_seqlens, return_varlen_states):
         cu = check_cu_seqlens(cu_seqlens, shape(x)[1] if len(shape(x)) > 1 else 0, shape(x)[0] if shape(x) else 0)
-        _check_packed_ssd(cu, seq_idx, initial_states, x)
+        _check_packed_ssd(cu, seq_idx, initial_states)
         scan = dict(dt_softplus=dt_softplus, dt_limit=(lo, hi), backend=backend)
         if not return_varlen_states:  # resets at the sequence starts: one packed run
             return ssd(x, dt, A, B, C, chunk_size, D, z, dt_bias, seq_idx=seq_idx_of(cu, x),
@@ -108,7 +108,7 @@ def _packed(cu_seqlens, return_varlen_states) -> bool:
     return cu_seqlens is not None
 
 
-def _check_packed_ssd(cu, seq_idx, initial_states, x):
+def _check_packed_ssd(cu, seq_idx, initial_states):
     if initial_states is not None:
         raise ValueError("initial_states: not taken with cu_seqlens (each packed sequence starts from a zero "
                          "state); pass sequences that continue a state one per batch row instead")
