@@ -178,6 +178,29 @@ def _discretize(args, node, ctx):
     return _expr(args, node.with_attrs(expr=e, symbols=("dt", "A")), ctx)
 
 
+def lag(x: np.ndarray, k: int, L: int, seq: np.ndarray | None = None) -> np.ndarray:
+    """x_{t-k} along time of a canonical value (broadcast out to L first), 0 where t-k falls outside
+    [0, L) or, given seq_idx `seq` (canonical, over b and t), lies in another sequence."""
+    shape = list(np.broadcast_shapes(x.shape, seq.shape if seq is not None else (1,) * 5))
+    shape[1] = L
+    x = np.broadcast_to(x, shape)
+    out = np.zeros(shape, x.dtype)
+    lo, hi = max(k, 0), min(L, L + k)  # the steps t whose t - k lies in [0, L)
+    if lo >= hi:
+        return out
+    out[:, lo:hi] = x[:, lo - k:hi - k]
+    if seq is not None:
+        same = np.zeros((shape[0], L) + (1,) * 3, bool)
+        seq = np.broadcast_to(seq, same.shape)
+        same[:, lo:hi] = seq[:, lo:hi] == seq[:, lo - k:hi - k]
+        out = np.where(same, out, 0)
+    return out
+
+
+def _lag(args, node, ctx):
+    return lag(args[0], node.attr("k"), ctx["roles"]["t"], args[1] if node.attr("reset") else None)
+
+
 # --- backward-only ops (ssmc.ir.passes.adjoint) ---------------------------------------------
 
 def _decays(scan, ctx):
@@ -279,6 +302,7 @@ SEMANTICS = {
     "sum": _sum,
     "scan": _scan,
     "last": _last,
+    "lag": _lag,
     "upsample": _upsample,
     "output": lambda args, node, ctx: args[0],
     "reduce": _reduce,

@@ -129,6 +129,17 @@ class Builder:
         anchor (nearest upsampling).  A strided view's values reach outputs only through it."""
         return self._emit("upsample", value, order=order)
 
+    def lag(self, x: Value, k: int = 1, order: str = "forward", seq_idx: Value | None = None) -> Value:
+        """x k steps earlier along `order` ("forward": x_{t-k}; "reverse": x_{t+k}), 0 before the
+        sequence starts and, given `seq_idx`, across a reset.  It cuts the graph into stages
+        (`ssmc.ir.stages`): the lagged value is materialized between them."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"lag: k must be a positive int, got {k!r}")
+        if order not in ("forward", "reverse"):
+            raise ValueError(f"lag: order must be 'forward' or 'reverse', got {order!r}")
+        extra = [seq_idx] if seq_idx is not None else []
+        return self._emit("lag", x, *extra, k=k if order == "forward" else -k, reset=seq_idx is not None)
+
     def last(self, h: Value) -> Value:
         """The state after the scan's final step."""
         return self._emit("last", h)
@@ -145,6 +156,6 @@ HELPERS = {
     "sigmoid": sigmoid, "silu": silu, "clip": clip, "real": real, "abs2": abs2, "add": Value.__add__,
     "sub": Value.__sub__, "mul": Value.__mul__, "div": Value.__truediv__, "complex": complex_,
     "discretize": Builder.discretize, "sum": Value.sum, "scan": Builder.scan, "last": Builder.last,
-    "upsample": Builder.upsample, "output": Builder.output,
+    "lag": Builder.lag, "upsample": Builder.upsample, "output": Builder.output,
 }
 """op -> how a declaration writes it (`expr` nodes are made by expand_discretization, never written)."""

@@ -115,6 +115,20 @@ def _upsample(args, attrs):
     return args[0]
 
 
+def _lag(args, attrs):
+    k = attrs["k"]
+    if not isinstance(k, int) or isinstance(k, bool) or k == 0:
+        raise IRError(f"lag: k must be a nonzero int (k > 0: k steps earlier, k < 0: later), got {k!r}")
+    dims = args[0].dims | {"t"}
+    if attrs.get("reset"):
+        if len(args) != 2 or args[1].dims - {"b", "t"} or args[1].complex:
+            raise IRError("lag: a reset needs its index operand, varying only over (b, t)")
+        dims |= args[1].dims
+    elif len(args) != 1:
+        raise IRError("lag: a second operand (the reset index) needs reset=True")
+    return ValueType(frozenset(dims), args[0].complex)
+
+
 def _last(args, attrs):
     return ValueType(args[0].dims - {"t"}, args[0].complex)
 
@@ -192,6 +206,10 @@ ALL_OPS = {s.name: s for s in [
     _op("scan", (2, 5), ("order",), _scan,
         "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index"),
     _op("last", 1, (), _last, "the scan's state after its final step"),
+    # a time operator: it cuts a graph into stages (ssmc.ir.stages); lowered between them
+    _op("lag", (1, 2), ("k",), _lag,
+        "x_{t-k}: the value k steps earlier in time (k < 0: -k steps later), 0 where t-k falls outside "
+        "the sequence or, with reset and a seq_idx operand, in another sequence"),
     _op("upsample", 1, ("order",), _upsample,
         "a value of a grid order's strided view at every position: position t of a channel whose order has "
         "stride s takes the value at its cell's anchor (nearest upsampling); stride 1 is the identity"),

@@ -151,6 +151,11 @@ def _expr(b, n, z, args, c, acc):
         acc(k, b.mul(c, b.conj(dn)))
 
 
+def _lag(b, n, z, args, c, acc):
+    """x_{t-k} is read by step t, so x_s's cotangent is c_{s+k}: a lag by -k, with the same resets."""
+    acc(0, b.emit("lag", [c, *args[1:]], k=-n.attr("k"), reset=n.attr("reset", False)))
+
+
 def refused(why: str):
     """A row for an op that has no adjoint: it raises, naming the op and why."""
     def rule(b, n, z, args, c, acc):
@@ -176,6 +181,7 @@ VJP = {
     "complex": _complex,
     "sum": _identity,
     "expr": _expr,
+    "lag": _lag,
     "discretize": refused("expand_discretization makes it an expr before the adjoint pass runs"),
     "upsample": refused("the backward of a strided grid view is not derived"),
     **{op: refused("a backward-graph op: second derivatives are not derived")

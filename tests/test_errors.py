@@ -206,16 +206,6 @@ def test_bad_builder_use():
 
 # --- IR that cannot be typed or lowered: the error names the node ------------------------------
 
-def test_two_scans_in_one_region_name_the_nodes():
-    m = Builder("two_scans")
-    u = m.input("u", ("batch", "dim", "L"))
-    a = m.input("a", ("dim",))
-    h = m.scan(a, m.scan(a, u))
-    m.output("y", h, ("batch", "dim", "L"))
-    with pytest.raises(IRError, match=r"nodes %2 and %3 \(scan\): two scans feed one region"):
-        ssmc.compile(m.build(), backend="triton")
-
-
 def test_time_varying_use_of_a_final_state_names_the_node():
     m = Builder("late")
     u = m.input("u", ("batch", "dim", "L"))

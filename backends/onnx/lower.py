@@ -26,7 +26,7 @@ from .sym import emit_lowered
 T = 1  # the time axis of a canonical value
 
 # Ops the Lowering handles itself; the elementwise ones are rows of `elementwise.ONNX`.
-STRUCTURAL = frozenset({"input", "const", "sum", "expr", "scan", "last", "output"})
+STRUCTURAL = frozenset({"input", "const", "sum", "expr", "lag", "scan", "last", "output"})
 REFUSED = {  # op -> why it has no ONNX lowering (checked before lowering: `refusal`)
     "discretize": "expand_discretization makes it an expr before lowering",
     "upsample": "a strided grid view exports only through its gather form",
@@ -207,7 +207,27 @@ class Lowering:
             return tuple(em.op("ReduceSum", [p, em.ints(axes)], keepdims=1) for p in args[0])
         if op == "expr":
             return self._expr(i, n, args)
+        if op == "lag":
+            return self._lag(n, args)
         return elementwise(em, n, args)
+
+    def _lag(self, n, args) -> tuple:
+        """Pad k zeros on one end of the time axis, slice L steps from the other; a reset compares
+        seq_idx with its own lag (a step whose source lies in another sequence reads 0)."""
+        em, k = self.em, n.attr("k")
+        full = self.shape_of(n.type.dims)
+        pads = em.ints([0, max(k, 0), 0, 0, 0, 0, max(-k, 0), 0, 0, 0])
+        start, stop = (em.ints([0]), self.dim("t")) if k > 0 else (em.ints([-k]), em.ints([END]))
+
+        def shift(p, zero):
+            p = em.op("Pad", [em.op("Expand", [p, full]), pads, zero])
+            return em.op("Slice", [p, start, stop, em.ints([T])])
+        out = tuple(shift(p, em.scalar(0.0)) for p in args[0])
+        if n.attr("reset"):
+            seq = em.op("Expand", [args[1][0], self.shape_of({"b", "t"})])
+            same = em.op("Equal", [seq, shift(seq, em.const(-1, np.int64))])
+            out = tuple(em.op("Where", [same, p, em.scalar(0.0)]) for p in out)
+        return out
 
     def _expr(self, i, n, args) -> tuple:
         names = n.attr("symbols")

@@ -29,9 +29,9 @@ Lowering:
     for gather orders, so when a torch tensor requires grad the layer runs as the two Spec runs below
     (reverse is an index map with a derived backward): differentiable, two launches.
   * MIMO specs (S5, LRU): two runs of the Spec (forward with D, the Spec's reverse direction
-    without it), summed into one output.  One graph does not lower today: a graph with two scans
-    is refused by the fusion pass ("two scans feed one region; multi-scan graphs are not lowered
-    yet"), and a MIMO scan's gather order cannot differ per block (the order's groups divide the
+    without it), summed into one output.  A graph with both scans would lower as two stages
+    (`ssmc.ir.stages`: two kernels, as here); one kernel would need a per-block gather order,
+    which a MIMO scan cannot have (the order's groups divide the
     channel axis, which a MIMO state sums over; the Triton generator refuses per-group orders on a
     MIMO scan: "a MIMO scan holds every channel in one program").
 """

@@ -23,9 +23,11 @@ from ssmc.ir.passes import run_pipeline
 from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
 from ssmc.ir.spec import Spec
+from ssmc.ir.stages import needs_stages, plan
 
 from .arrays import (
     as_kernel_tensor,
+    as_torch,
     check_state,
     convert_back,
     device_of,
@@ -39,6 +41,7 @@ from .arrays import (
     zeros_like_output,
 )
 from .registry import register
+from .staged import Staged
 
 BACKENDS = ("numpy", "triton", "auto")
 
@@ -75,15 +78,23 @@ class Compiled:
         # the interface's names, found now: torch.compile cannot trace a graph's first look-up of them
         self.input_names, self.output_names = tuple(self.graph.inputs), tuple(self.graph.outputs)
         self.op_key = register(self)  # names it to the autograd custom op (ssmc.runtime.autograd)
+        # several scans, or time operators: run as steps, each compiled on its own (refused now if it cannot be)
+        self.staged = Staged(plan(self.graph), self._step) if needs_stages(self.graph) else None
+
+    def _step(self, graph: Graph) -> "Compiled":
+        return compile_ssm(graph, self.backend, self.schedule, self.precision)
 
     @property
     def source(self) -> str:
-        """The generated Triton module source (what runs on the Triton backend)."""
-        return self.kernel().source
+        """The generated Triton module source (what runs on the Triton backend); a multi-stage graph's
+        steps' sources, in order."""
+        return self.staged.source if self.staged is not None else self.kernel().source
 
     def kernel(self, sizes: dict | None = None, device_type: str = "cpu", acc: str = "float32"):
         """The Triton kernel: for the given schedule, else one chosen for these sizes and device;
         `acc` is its arithmetic dtype (float64 when float64 tensors come in)."""
+        if self.staged is not None:
+            raise NotImplementedError(f"{self.graph.name}: a multi-stage graph has one kernel per step; see .source")
         key = (tuple(sorted((sizes or {}).items())), device_type, acc)
         if key not in self._kernels:  # per-call work stays a dict lookup: decode steps are tiny
             self._kernels[key] = self._build_kernel(sizes or {}, device_type, acc)
@@ -126,6 +137,9 @@ class Compiled:
     def backward_graph(self) -> Graph:
         """The backward graph (ssmc.ir.passes.adjoint): forward inputs and `grad_<output>` in,
         `grad_<input>` out."""
+        if self.staged is not None:
+            raise NotImplementedError(f"{self.graph.name}: a multi-stage graph's backward is its steps' backward "
+                                      f"graphs, chained in reverse (Compiled.grad runs them)")
         return _backward(self.graph)
 
     def grad(self, inputs: dict, grads: dict, outs: dict | None = None) -> dict:
@@ -150,6 +164,14 @@ class Compiled:
             elif tuple(ct.shape) != shape:
                 raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {tuple(ct.shape)}")
             full[f"grad_{name}"] = ct
+        if self.staged is not None:
+            floats = [self.graph[i].attr("name") for i in self.graph.ids("input") if not self.graph[i].attr("integer")]
+            res = self.staged.grad(inputs, {k: full[f"grad_{k}"] for k in self.graph.outputs}, floats,
+                                   role_sizes(self.graph, sizes))
+            for k, buf in (outs or {}).items():
+                buf[...] = res[k]
+                res[k] = buf
+            return res
         return self._backward_form().run(full, outs)
 
     def _backward_form(self) -> "Compiled":
@@ -169,6 +191,9 @@ class Compiled:
         k tokens (the full kernel started from `state`).  `state` has the final-state layout
         and is overwritten with the state after the last token.
         """
+        if self.staged is not None:
+            raise NotImplementedError(f"{self.graph.name}: decode (step) of a multi-stage graph (several scans or a "
+                                      f"lag) is not derived yet")
         form = self._decode_form(inputs)
         check_state(form.graph, state)
         res = form.run({**{k: v for k, v in inputs.items() if v is not None}, "state": state}, {"state": state})
@@ -207,7 +232,23 @@ class Compiled:
             if not use_torch:
                 return fill_numpy(res, outs)
             return convert_back(res, inputs, self.graph, outs)
+        if self.staged is not None:
+            return self._run_staged(inputs, use_torch, outs, sizes)
         return self._run_triton(inputs, use_torch, outs, sizes)
+
+    def _run_staged(self, inputs, use_torch, outs, sizes):
+        import torch  # (the Triton backend runs on torch tensors)
+        device = device_of(inputs) if use_torch else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not use_torch:
+            inputs = as_torch(inputs, device)
+        env = self.staged.forward(inputs, role_sizes(self.graph, sizes))
+        res = {k: env[k] for k in self.output_names}
+        if not use_torch:
+            return fill_numpy({k: torch_to_numpy(v) for k, v in res.items()}, outs)
+        for k, buf in outs.items():
+            buf.copy_(res[k])
+            res[k] = buf
+        return res
 
     def _run_triton(self, inputs, use_torch, outs, sizes):
         import torch  # (the Triton backend runs on torch tensors)

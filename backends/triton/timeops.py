@@ -1,0 +1,22 @@
+"""Time operators on the Triton backend: run on the device between the kernels of a multi-stage
+graph (`ssmc.ir.stages`), on canonical 5-axis torch tensors, with the NumPy interpreter's meaning."""
+from __future__ import annotations
+
+
+def lag(x, k: int, L: int, seq=None):
+    """x_{t-k} along time (axis 1), 0 where t-k falls outside [0, L) or, given seq_idx `seq`, lies in
+    another sequence (see `ssmc.backends.numpy_interp.lag`)."""
+    import torch  # (the Triton backend runs on torch tensors)
+    shape = list(torch.broadcast_shapes(x.shape, seq.shape if seq is not None else (1,) * 5))
+    shape[1] = L
+    x = x.expand(shape)
+    out = x.new_zeros(shape)
+    lo, hi = max(k, 0), min(L, L + k)  # the steps t whose t - k lies in [0, L)
+    if lo < hi:
+        out[:, lo:hi] = x[:, lo - k:hi - k]
+        if seq is not None:
+            seq = seq.expand((shape[0], L) + (1,) * 3)
+            same = torch.zeros_like(seq, dtype=torch.bool)
+            same[:, lo:hi] = seq[:, lo:hi] == seq[:, lo - k:hi - k]
+            out = torch.where(same, out, out.new_zeros(()))
+    return out

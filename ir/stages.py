@@ -1,0 +1,281 @@
+"""Stages: a graph with several scans, or with time operators (`lag`), cut into steps that each
+lower on their own.
+
+A kernel step is a graph with at most one scan (one fused kernel region: its pre-ops, the scan and
+its readout); a lag step shifts one materialized value along time.  Values that cross steps are
+materialized in the canonical layout of their roles (`Plan.layouts`), named `ssmc_v<id>`.
+
+Each node is computed in the step of its *owner*: the latest scan it reads through a path that
+crosses no other scan or lag (a readout needs its scan's state, which is never materialized).  A
+node that reads nothing of a scan is free: it is recomputed in every step that needs it (elementwise
+pre-ops are cheaper to recompute than to store), and materialized by a scan-less kernel step where a
+lag or an output reads it.  A node that would need its own owner's step finished (it reads a lag of
+its readout) is free too, so the steps never form a cycle.
+
+The NumPy interpreter runs the whole graph as it is (the reference); the Triton backend and every
+backward run the steps in order (`ssmc.runtime.staged`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import networkx as nx
+
+from .graph import Graph, Rebuilder, prune
+from .opset import IRError
+from .types import ROLES, Axis
+
+CUTS = ("scan", "lag")
+SKIP_ATTRS = ("region", "io", "hoist", "lti")  # made by the passes; each step's pipeline makes its own
+
+
+@dataclass(frozen=True)
+class Step:
+    """A kernel step (`graph`, a graph with at most one scan) or a lag step (`lag`: the lag node,
+    reading the value named `source` and writing the one named `target`; `seq`: its reset input)."""
+
+    graph: Graph | None = None
+    lag: object = None
+    source: str = ""
+    target: str = ""
+    seq: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple
+    layouts: dict  # materialized value name -> its axes (canonical order)
+
+
+def needs_stages(g: Graph) -> bool:
+    return len(g.ids("scan")) > 1 or bool(g.ids("lag"))
+
+
+def value_name(i: int) -> str:
+    return f"ssmc_v{i}"
+
+
+def plan(g: Graph) -> Plan:
+    """Cut a typed graph into steps (see the module docstring)."""
+    for name in g.inputs:
+        if name.startswith("ssmc_v"):
+            raise IRError(f"{g.name}: input {name!r}: names starting with 'ssmc_v' are reserved for the "
+                          f"values a multi-stage graph materializes")
+    owner, full = _owners(g)
+    cut = Cutter(g, owner)
+    units = nx.DiGraph()
+    for s in g.ids("scan"):
+        units.add_node(("k", s))
+    for i in g.ids("lag"):
+        units.add_node(("l", i))
+    for i in g.ids("output"):
+        a = g[i].args[0]
+        if not isinstance(owner[a], int):
+            units.add_node(("f", a))
+    for i in g.ids("lag"):  # a lag's operand is materialized: by its owner's step, or a free step
+        a = g[i].args[0]
+        if g[a].op != "lag" and not isinstance(owner[a], int) and not cut.canonical_input(a):
+            units.add_node(("f", a))
+    for u in list(units):
+        for need in cut.needs(u):
+            units.add_edge(need, u)
+    if not nx.is_directed_acyclic_graph(units):  # not expected: free nodes break every cycle
+        raise IRError(f"{g.name}: the scans and lags depend on each other in a cycle")
+    order = list(nx.lexicographical_topological_sort(units, key=lambda u: (u[1], u[0])))
+    steps, pending = [], []
+    for u in order + [None]:
+        if u is not None and u[0] == "f":
+            pending.append(u[1])
+            continue
+        if pending:
+            steps.append(Step(graph=cut.kernel(None, pending)))
+            pending = []
+        if u is None:
+            break
+        if u[0] == "k":
+            steps.append(Step(graph=cut.kernel(u[1], [])))
+        else:
+            steps.append(cut.lag_step(u[1]))
+    return Plan(tuple(steps), dict(cut.layouts))
+
+
+def _owners(g: Graph):
+    """owner[i]: the scan whose step computes node i, None for free nodes and inputs, "lag" for lags;
+    full[i]: every scan node i depends on."""
+    owner, full, need = {}, {}, {}
+    for i, n in enumerate(g.nodes):
+        full[i] = set().union(*(full[a] | ({a} if g[a].op == "scan" else set()) for a in n.args)) if n.args else set()
+        if n.op in ("input", "const"):
+            owner[i], need[i] = None, set()
+            continue
+        reads = set().union(*(_complete(g, a, owner, full, need) for a in n.args)) if n.args else set()
+        if n.op == "lag":
+            owner[i], need[i] = "lag", full[i]
+            continue
+        if n.op == "scan":
+            owner[i], need[i] = i, reads
+            continue
+        cands = [owner[a] for a in n.args if isinstance(owner[a], int)]
+        s = max(cands) if cands else None
+        if s is not None and any(s in _complete(g, a, owner, full, need) for a in n.args if owner[a] != s):
+            s = None  # it reads a lag (or a later value) of its own owner's readout: computed after it
+        owner[i] = s
+        need[i] = reads
+    return owner, full
+
+
+def _complete(g, a, owner, full, need) -> set:
+    """The scans whose steps must be finished before a step can read node a."""
+    if g[a].op in ("input", "const"):
+        return set()
+    if g[a].op == "lag" or isinstance(owner[a], int):
+        return full[a] | ({a} if g[a].op == "scan" else set()) | ({owner[a]} if isinstance(owner[a], int) else set())
+    return need[a]
+
+
+class Cutter:
+    """Builds the steps' graphs: which values cross, and their layouts."""
+
+    def __init__(self, g: Graph, owner: dict):
+        self.g, self.owner = g, owner
+        self.layouts: dict = {}
+        roles = {}
+        for sym, role in g.symbols().items():
+            roles.setdefault(role, sym)
+        self.symbol = roles
+
+    def canonical_input(self, i: int) -> bool:
+        """A user input already laid out in canonical order over value roles (a lag reads it as is)."""
+        n = self.g[i]
+        if n.op != "input" or n.attr("integer"):
+            return False
+        roles = [a.role for a in n.attr("axes")]
+        return all(r in ROLES for r in roles) and roles == sorted(roles, key=ROLES.index)
+
+    def layout(self, i: int) -> tuple:
+        dims = self.g[i].type.ordered()
+        missing = [r for r in dims if r not in self.symbol]
+        if missing:
+            raise IRError(f"{self.g.name}: node %{i} ({self.g[i].op}) crosses stages, but no input names an axis "
+                          f"of role {missing[0]!r} to size it")
+        axes = tuple(Axis(self.symbol[r], r) for r in dims)
+        self.layouts[value_name(i)] = axes
+        return axes
+
+    def source(self, a: int) -> str:
+        """The name a step reads node a's value by (materialized, or a user input)."""
+        return self.g[a].attr("name") if self.g[a].op == "input" else value_name(a)
+
+    def _boundary(self, a: int, home) -> bool:
+        """Whether a step of owner `home` reads node a as a materialized value (not computing it)."""
+        n = self.g[a]
+        if n.op in ("input", "const"):
+            return False
+        if n.op == "lag":
+            return True
+        return self.owner[a] != home if isinstance(self.owner[a], int) else False
+
+    def needs(self, unit) -> set:
+        """The units that produce what `unit` reads."""
+        kind, i = unit
+        if kind == "l":
+            a = self.g[i].args[0]
+            srcs = [] if self.canonical_input(a) else [a]
+        else:
+            srcs = self.reads(i if kind == "k" else None, [] if kind == "k" else [i])
+        out = set()
+        for a in srcs:
+            if self.g[a].op == "lag":
+                out.add(("l", a))
+            elif isinstance(self.owner[a], int):
+                out.add(("k", self.owner[a]))
+            elif kind == "l":  # a free value or a user input not in canonical layout: a kernel step lays it out
+                out.add(("f", a))
+        return out
+
+    def _members(self, scan, targets) -> list:
+        """Node ids a step computes: the scan's owned nodes (or the free targets) and the free nodes
+        they read, recursively."""
+        g = self.g
+        if scan is not None:
+            seeds = [i for i in range(len(g.nodes)) if self.owner.get(i) == scan and g[i].op != "output"]
+        else:
+            seeds = [t for t in targets if g[t].op not in ("input", "const", "lag")]
+        members, todo = set(), list(seeds)
+        while todo:
+            i = todo.pop()
+            if i not in members:
+                members.add(i)
+                todo.extend(a for a in g[i].args if not self._boundary(a, scan) and g[a].op not in ("input", "const"))
+        return sorted(members)
+
+    def reads(self, scan, targets) -> set:
+        """The values a step reads: user inputs and values other steps materialize."""
+        members = self._members(scan, targets)
+        ms = set(members)
+        out = {a for i in members for a in self.g[i].args if a not in ms and self.g[a].op != "const"}
+        return out | {t for t in targets if self.g[t].op in ("input", "lag")}
+
+    def kernel(self, scan, targets) -> Graph:
+        """The graph of a kernel step: its members, the values it reads as inputs, and as outputs
+        the user outputs it computes and the values later steps read."""
+        g = self.g
+        members = self._members(scan, targets)
+        users = g.users()
+        rb, new = Rebuilder(), {}
+        for a in sorted(self.reads(scan, targets)):
+            n = g[a]
+            if n.op == "input":
+                new[a] = rb.add(replace(n, attrs=tuple((k, v) for k, v in n.attrs if k not in SKIP_ATTRS)))
+            else:
+                new[a] = rb.emit("input", name=value_name(a), axes=self.layout(a), complex=n.type.complex)
+        for i in members:
+            n = g[i]
+            for a in n.args:
+                if a not in new and g[a].op == "const":
+                    new[a] = rb.add(g[a])
+            attrs = tuple((k, v) for k, v in n.attrs if k not in SKIP_ATTRS)
+            new[i] = rb.add(replace(n, args=tuple(new[a] for a in n.args), attrs=attrs, type=None))
+        for i in (members if scan is not None else targets):  # the user's outputs, and values others read
+            if scan is not None and self.owner[i] != scan:
+                continue  # a free value recomputed here: its outputs are another step's
+            for u in users[i]:
+                if g[u].op == "output":
+                    attrs = tuple((k, v) for k, v in g[u].attrs if k not in SKIP_ATTRS)
+                    rb.add(replace(g[u], args=(new[i],), attrs=attrs, type=None))
+            if self._read_elsewhere(i, scan):
+                rb.emit("output", [new[i]], name=value_name(i), axes=self.layout(i))
+        self._carry_symbols(rb)
+        return _untyped(prune(rb.finish(f"{g.name}_stage")))
+
+    def _read_elsewhere(self, i, scan) -> bool:
+        """Whether another step reads node i's value from this one."""
+        return any(self.g[u].op == "lag" or (self.g[u].op != "output" and self.owner[u] != scan)
+                   for u in self.g.users()[i]) if scan is not None else \
+            any(self.g[u].op == "lag" for u in self.g.users()[i])
+
+    def _carry_symbols(self, rb: Rebuilder) -> None:
+        """Every symbol an output names must be sized by an input: add a user input that carries it."""
+        given = {a.symbol for n in rb.nodes if n.op == "input" for a in n.attr("axes")}
+        wanted = {a.symbol for n in rb.nodes if n.op == "output" for a in n.attr("axes")}
+        for sym in sorted(wanted - given):
+            carrier = next(i for i in self.g.ids("input") if any(a.symbol == sym for a in self.g[i].attr("axes")))
+            rb.add(self.g[carrier])
+            given |= {a.symbol for a in self.g[carrier].attr("axes")}
+
+    def lag_step(self, i: int) -> Step:
+        n, a = self.g[i], self.g[i].args[0]
+        self.layout(i)
+        if self.canonical_input(a):
+            self.layouts[self.source(a)] = self.g[a].attr("axes")
+        else:
+            self.layout(a)
+        seq = ""
+        if n.attr("reset"):
+            seq = self.g[n.args[1]].attr("name")
+            self.layouts[seq] = self.g[n.args[1]].attr("axes")
+        return Step(lag=n, source=self.source(a), target=value_name(i), seq=seq)
+
+
+def _untyped(g: Graph) -> Graph:
+    return Graph(g.name, tuple(replace(n, type=None) for n in g.nodes))

@@ -1,0 +1,124 @@
+"""Running a multi-stage graph (`ssmc.ir.stages`): its steps in order, and its gradient by the chain
+rule through them in reverse.
+
+Each kernel step is a Compiled of its own (its kernel, its derived backward); a lag step shifts a
+materialized value on the arrays' device.  Materialized values are kept in fp32 (fp64 when fp64
+tensors come in) whatever the inputs' dtype, as a fused kernel keeps its registers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ssmc.backends import numpy_interp
+from ssmc.backends.triton import timeops
+from ssmc.ir import ROLES
+from ssmc.ir.stages import Plan
+
+from .arrays import is_torch
+
+
+class Staged:
+    def __init__(self, plan: Plan, make):
+        """`make(graph)`: the Compiled of a kernel step's graph."""
+        self.plan = plan
+        self.fns = [make(st.graph) if st.graph is not None else None for st in plan.steps]
+
+    @property
+    def source(self) -> str:
+        return "\n\n".join(f"# --- step {k}: kernel of {fn.graph.name}\n{fn.source}"
+                           if fn is not None else f"# --- step {k}: {st.target} = lag({st.source}, "
+                           f"{st.lag.attr('k')}) (between kernels)"
+                           for k, (st, fn) in enumerate(zip(self.plan.steps, self.fns)))
+
+    def _buffers(self, fn, env, roles) -> dict:
+        """fp32 (fp64) buffers for the values a step materializes: torch only (NumPy runs in float64)."""
+        sample = next((v for v in env.values() if is_torch(v) and v.is_floating_point()), None)
+        if sample is None:
+            return {}
+        import torch  # (a torch tensor is in hand)
+        wide = any(is_torch(v) and v.dtype in (torch.float64, torch.complex128) for v in env.values())
+        out = {}
+        for name in fn.output_names:
+            if name in self.plan.layouts:
+                node = fn.graph[fn.graph.outputs[name]]
+                dtype = ((torch.complex128 if wide else torch.complex64) if node.type.complex
+                         else torch.float64 if wide else torch.float32)
+                shape = tuple(roles[a.role] for a in self.plan.layouts[name])
+                out[name] = torch.empty(shape, dtype=dtype, device=sample.device)
+        return out
+
+    def forward(self, inputs: dict, roles: dict) -> dict:
+        """Every value: the inputs, the materialized values and the outputs."""
+        env = dict(inputs)
+        for st, fn in zip(self.plan.steps, self.fns):
+            if fn is not None:
+                env.update(fn.run({n: env[n] for n in fn.input_names if n in env}, self._buffers(fn, env, roles)))
+            else:
+                env[st.target] = self._lag(env, env[st.source], st.source, st.target, st.lag.attr("k"), roles,
+                                           st.seq)
+        return env
+
+    def grad(self, inputs: dict, cotangents: dict, float_inputs: list, roles: dict) -> dict:
+        """{`grad_<input>`} of the float inputs, given the outputs' cotangents."""
+        env = self.forward(inputs, roles)
+        ct = {k: v for k, v in cotangents.items() if v is not None}
+
+        def add(name, v):
+            ct[name] = v if name not in ct else ct[name] + v
+        for st, fn in reversed(list(zip(self.plan.steps, self.fns))):
+            if fn is not None:
+                given = {o: ct[o] for o in fn.output_names if o in ct}
+                if not given:
+                    continue
+                res = fn.grad({n: env[n] for n in fn.input_names if n in env}, given)
+                for n in fn.input_names:
+                    if f"grad_{n}" in res and n in env:
+                        add(n, res[f"grad_{n}"])
+            elif st.target in ct:  # x_{t-k} read at t: x_s's cotangent is the lag by -k of t's
+                c = self._lag(env, ct[st.target], st.target, st.source, -st.lag.attr("k"), roles, st.seq)
+                add(st.source, c)
+        out = {}
+        for name in float_inputs:
+            x = inputs[name]
+            g = ct.get(name)
+            if g is None:
+                g = _zeros_like(x)
+            out[f"grad_{name}"] = g
+        return out
+
+    def _lag(self, env, x, have: str, want: str, k: int, roles: dict, seq: str):
+        """The lag step on `x` laid out along the layout of `have`, into the layout of `want`,
+        summed over the axes `want` lacks (a cotangent flowing back to a value that broadcasts)."""
+        dst = self.plan.layouts[want]
+        x5 = _canonical(x, self.plan.layouts[have], roles)
+        s5 = _canonical(env[seq], self.plan.layouts[seq], roles) if seq else None
+        y = (timeops.lag if is_torch(x5) else numpy_interp.lag)(x5, k, roles["t"], s5)
+        kept = {a.role for a in dst}
+        drop = tuple(d for d, r in enumerate(ROLES) if r not in kept and y.shape[d] > 1)
+        if drop:
+            y = y.sum(dim=drop, keepdim=True) if is_torch(y) else y.sum(axis=drop, keepdims=True)
+        have_roles = [r for r in ROLES if r in kept]
+        y = y.reshape([roles[r] for r in have_roles])  # canonical order, the size-1 axes dropped
+        order = [a.role for a in dst]
+        perm = [have_roles.index(r) for r in order]
+        y = y.permute(perm) if is_torch(y) else np.transpose(y, perm)
+        return y.contiguous() if is_torch(y) else np.ascontiguousarray(y)
+
+
+def _canonical(x, axes, roles):
+    """An array laid out along `axes` (value roles, any order) as a canonical 5-axis array."""
+    have = [a.role for a in axes]
+    perm = [have.index(r) for r in ROLES if r in have]
+    x = x.permute(perm) if is_torch(x) else np.transpose(x, perm)
+    return x.reshape([roles[r] if r in have else 1 for r in ROLES])
+
+
+def _zeros_like(x):
+    if is_torch(x):
+        import torch  # (a torch tensor is in hand)
+        return torch.zeros_like(x, dtype=x.dtype if x.is_floating_point() or x.is_complex() else torch.float32)
+    x = np.asarray(x)
+    return np.zeros(x.shape, np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
+__all__ = ["Staged"]
