@@ -28,7 +28,7 @@ from ssmc.ir.spec import Spec
 from ssmc.library import ENTRIES
 from ssmc.ops import tied_bidirectional_graph
 from ssmc.ops.multi_order import multi_order_compiled
-from ssmc.ops.selective_scan import state_update
+from ssmc.ops.decode import state_update
 
 ROLE_SETS = {  # role sizes the schedules are chosen for: the test sizes and the benchmark shapes
     "small": {"b": 2, "t": 33, "h": 4, "p": 3, "n": 4, "g": 2, "r": 1},
@@ -68,7 +68,7 @@ def forward_graphs() -> dict:
         graphs[f"{name}_stateful"] = ssmc.compile(stateful(declared), "numpy").graph
         graphs[f"{name}_step"] = ssmc.compile(single_step(declared), "numpy").graph
     for heads in (False, True):
-        graphs[f"state_update_{heads}"] = state_update(heads, True, True, True, True, "numpy").graph
+        graphs[f"state_update_{heads}"] = state_update(heads, True, True, True, True, None, frozenset(), "numpy").graph
     grids = ["", "5x7:row,col,row_rev,col_rev", "56x56:row,col,row_rev,col_rev", "5x7:row,snake_row",
              "5x7:row,col,row_rev,col_rev,snake_row,snake_col", "56x56:row,col,row_rev,col_rev:1,2,2,2",
              "5x7:row,col:1,2"]

@@ -81,8 +81,8 @@ class Compiled:
         # several scans, or time operators: run as steps, each compiled on its own (refused now if it cannot be)
         self.staged = Staged(plan(self.graph), self._step) if needs_stages(self.graph) else None
 
-    def _step(self, graph: Graph) -> "Compiled":
-        return compile_ssm(graph, self.backend, self.schedule, self.precision)
+    def _step(self, graph: Graph, backend: str | None = None) -> "Compiled":
+        return compile_ssm(graph, backend or self.backend, self.schedule, self.precision)
 
     @property
     def source(self) -> str:

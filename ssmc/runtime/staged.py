@@ -2,7 +2,9 @@
 rule through them in reverse.
 
 Each kernel step is a Compiled of its own (its kernel, its derived backward); a lag step shifts a
-materialized value on the arrays' device.  Materialized values are kept in fp32 (fp64 when fp64
+materialized value on the arrays' device.  The Triton backend has no backward kernel for a step
+without a scan (the elementwise combination after the scans): its gradient runs on the NumPy
+interpreter, a round trip through host memory.  Materialized values are kept in fp32 (fp64 when fp64
 tensors come in) whatever the inputs' dtype, as a fused kernel keeps its registers.
 """
 from __future__ import annotations
@@ -19,9 +21,11 @@ from .arrays import is_torch
 
 class Staged:
     def __init__(self, plan: Plan, make):
-        """`make(graph)`: the Compiled of a kernel step's graph."""
+        """`make(graph, backend=None)`: the Compiled of a kernel step's graph (on the given backend)."""
         self.plan = plan
         self.fns = [make(st.graph) if st.graph is not None else None for st in plan.steps]
+        self.host_grads = [make(st.graph, "numpy") if st.graph is not None and not st.graph.ids("scan") else None
+                           for st in plan.steps]
 
     @property
     def source(self) -> str:
@@ -65,12 +69,13 @@ class Staged:
 
         def add(name, v):
             ct[name] = v if name not in ct else ct[name] + v
-        for st, fn in reversed(list(zip(self.plan.steps, self.fns))):
+        for st, fn, host in reversed(list(zip(self.plan.steps, self.fns, self.host_grads))):
             if fn is not None:
                 given = {o: ct[o] for o in fn.output_names if o in ct}
                 if not given:
                     continue
-                res = fn.grad({n: env[n] for n in fn.input_names if n in env}, given)
+                args = {n: env[n] for n in fn.input_names if n in env}
+                res = fn.grad(args, given) if host is None or fn.backend == "numpy" else _on_host(host, args, given)
                 for n in fn.input_names:
                     if f"grad_{n}" in res and n in env:
                         add(n, res[f"grad_{n}"])
@@ -103,6 +108,20 @@ class Staged:
         perm = [have_roles.index(r) for r in order]
         y = y.permute(perm) if is_torch(y) else np.transpose(y, perm)
         return y.contiguous() if is_torch(y) else np.ascontiguousarray(y)
+
+
+def _on_host(fn, args: dict, given: dict) -> dict:
+    """fn.grad on the NumPy interpreter, for torch tensors: the gradients back on their device and dtype."""
+    if not any(is_torch(v) for v in args.values()):
+        return fn.grad(args, given)
+    import torch  # (a torch tensor is in hand)
+    host = {k: v.detach().cpu().numpy() if is_torch(v) else v for k, v in {**args, **given}.items()}
+    res = fn.grad({k: host[k] for k in args}, {k: host[k] for k in given})
+    out = {}
+    for name, g in res.items():
+        x = args[name[len("grad_"):]]
+        out[name] = torch.from_numpy(np.ascontiguousarray(g)).to(device=x.device, dtype=x.dtype)
+    return out
 
 
 def _canonical(x, axes, roles):
