@@ -5,6 +5,7 @@ calls of the ops); they live in the IR layer because every layer may look a decl
 from __future__ import annotations
 
 from .spec import Spec
+from .variants import VARIANTS, Variant
 
 ENTRIES = {s.name: s for s in [
     Spec("mamba1", state="diag_real", A="neg_exp", rule="zoh_euler", dt="softplus", dt_bias=True,
@@ -26,9 +27,12 @@ ENTRIES = {s.name: s for s in [
 ]}
 
 
-def get(name: str) -> Spec:
+def get(name: str) -> "Spec | Variant":
+    """A Spec entry, or a declared multi-stage variant (`ssmc.ir.variants`), by name."""
+    if name in VARIANTS:
+        return VARIANTS[name]
     if name not in ENTRIES:
-        raise ValueError(f"no library entry {name!r}; entries are {sorted(ENTRIES)}")  # bad input, like bad shapes
+        raise ValueError(f"no library entry {name!r}; entries are {sorted(ENTRIES) + sorted(VARIANTS)}")
     return ENTRIES[name]
 
 

@@ -50,13 +50,15 @@ def _op_specs() -> dict:
 
 
 def _all_names() -> list:
-    return list(library.ENTRIES) + ["selective_scan", "ssd"]
+    return list(library.ENTRIES) + list(library.VARIANTS) + ["selective_scan", "ssd"]
 
 
 def resolve(name: str):
     """(Spec, default sizes) of a library entry or a drop-in op name."""
     if name in library.ENTRIES:
         return library.ENTRIES[name], dict(library.DEFAULT_SIZES[name])
+    if name in library.VARIANTS:
+        return library.VARIANTS[name], dict(library.VARIANTS[name].sizes)
     spec, sizes = _op_specs()[name]
     return spec, dict(sizes)
 
@@ -135,6 +137,10 @@ def cmd_list(args) -> int:
     for r in rows:
         print(fmt(r))
     print()
+    print("Declared variants (one graph each, with several scans or lags, run as stages), also NAMEs:")
+    for name, v in library.VARIANTS.items():
+        print(f"  {name:<15} {v.description}")
+    print()
     print("Drop-in ops (ssmc.ops), also accepted as NAME by show/check/compile:")
     for name, (s, _) in _op_specs().items():
         print(f"  {name:<15} {s.description}")
@@ -211,7 +217,11 @@ def cmd_compile(args) -> int:
     spec, _ = resolve(args.name)
     _device()
     schedule = _schedule(args) or Schedule()
-    source = compile_ssm(spec, "triton", schedule=schedule).source
+    compiled = compile_ssm(spec, "triton", schedule=schedule)
+    if compiled.staged is not None:
+        raise CLIError(f"{args.name} runs as {len(compiled.staged.plan.steps)} steps (several scans or lags), and "
+                       f"`ssmc compile` writes one kernel module; ssmc.compile({args.name!r}).source shows them all")
+    source = compiled.source
     path = Path(args.output) / f"{args.name}_kernel.py"
     _write(path, source)
     print(path)

@@ -34,6 +34,7 @@ from ssmc.ir.bind import check_sizes
 from ssmc.ir.indexmap import spans_sequence
 from ssmc.ir.passes.step import STATE, single_step, stateful
 from ssmc.ir.spec import Spec, layout
+from ssmc.ir.stages import needs_stages
 from ssmc.ops import multi_order_graph
 from ssmc.ops.arguments import flag
 from ssmc.runtime import Compiled
@@ -69,7 +70,7 @@ def onnx_inputs(model, arrays: dict, fp16: bool = False) -> dict:
 
 
 def exportable_names() -> list:
-    return sorted(library.ENTRIES) + sorted(OP_FORMS) + [MULTI_ORDER]
+    return sorted(library.ENTRIES) + sorted(library.VARIANTS) + sorted(OP_FORMS) + [MULTI_ORDER]
 
 
 def _multi_order(sizes, merge):
@@ -102,7 +103,8 @@ def _resolve(decl, sizes, merge=None):
                 raise ValueError(f"sizes: exporting {decl!r} needs {list(need)}, missing {missing}")
             return spec, dict(sizes), order
         spec = library.get(decl)
-        base = {k: v for k, v in library.DEFAULT_SIZES[decl].items()}
+        spec = spec.build() if decl in library.VARIANTS else spec  # (a Graph)
+        base = dict(library.VARIANTS[decl].sizes if decl in library.VARIANTS else library.DEFAULT_SIZES[decl])
         return spec, {**base, **(sizes or {})}, ()
     if isinstance(decl, (Spec, Graph)):
         return decl, dict(sizes or {}), ()
@@ -119,6 +121,11 @@ def stateful_graph(decl, step: bool):
             return full, {}
         return single_step(full), {STATE: names["h0"], ("out", STATE): names["hT"]}
     g = decl
+    if needs_stages(g):  # several scans or lags: no single state to carry
+        if step:
+            raise IRError(f"{g.name}: a graph with several scans or lags has no decode (step) form yet; "
+                          f"export it with step=False")
+        return g, {}
     gather = [i for i in g.ids("scan") if spans_sequence(g[i].attr("order"))]
     if gather:  # a multi-order scan: no pieces to stream, the orders span the whole sequence
         if step:

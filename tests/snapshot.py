@@ -27,8 +27,8 @@ from ssmc.ir.passes.step import single_step, stateful
 from ssmc.ir.spec import Spec
 from ssmc.library import ENTRIES
 from ssmc.ops import tied_bidirectional_graph
-from ssmc.ops.multi_order import multi_order_compiled
 from ssmc.ops.decode import state_update
+from ssmc.ops.multi_order import multi_order_compiled
 
 ROLE_SETS = {  # role sizes the schedules are chosen for: the test sizes and the benchmark shapes
     "small": {"b": 2, "t": 33, "h": 4, "p": 3, "n": 4, "g": 2, "r": 1},

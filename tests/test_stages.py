@@ -17,7 +17,6 @@ from ssmc.runtime.compiled import optimize
 
 from conftest import DEVICES, assert_close
 
-
 # --- references, from the equations --------------------------------------------------------------
 
 def scan_ref(a, x, reverse=False, seq=None):

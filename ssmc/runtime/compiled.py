@@ -24,6 +24,7 @@ from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
 from ssmc.ir.spec import Spec
 from ssmc.ir.stages import needs_stages, plan
+from ssmc.ir.variants import Variant
 
 from .arrays import (
     as_kernel_tensor,
@@ -49,7 +50,7 @@ BACKENDS = ("numpy", "triton", "auto")
 def _to_graph(decl) -> Graph:
     if isinstance(decl, Graph):
         return decl
-    if isinstance(decl, Spec):
+    if isinstance(decl, (Spec, Variant)):
         return decl.build()
     if isinstance(decl, str):
         return library_entry(decl).build()

@@ -1,0 +1,75 @@
+"""Published SSM variants that need several scans or lags, declared as one IR graph each with the
+Builder.  Each lowers as stages (`ssmc.ir.stages`): one kernel per scan, lags between them.
+
+    hydra   Hydra's quasiseparable mixer (Hwang et al. 2024) in one graph
+    h3      H3 (Fu et al. 2023), one channel per head: a shift SSM on k (a short causal filter of
+            lags), k̄ ⊙ v, a diagonal complex SSM on it, gated by q
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import builder as d
+from .builder import Builder
+from .graph import Graph
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    declare: Callable  # () -> Graph
+    sizes: dict  # small sizes for tests and `ssmc check`
+
+    def build(self) -> Graph:
+        return self.declare()
+
+
+def _direction(m: Builder, x, dt, A, dt_bias, B, C, order):
+    """One SSD direction of Hydra, without D: Σ_n C · h with h = scan(exp(ΔA), Δ B x), Δ = softplus(dt + bias)."""
+    delta = d.softplus(dt + dt_bias)
+    return (C * m.scan(d.exp(delta * A), delta * B * x, order=order)).sum("n")
+
+
+def hydra() -> Graph:
+    """y = shift(SSD_fwd(x)) + flip(shift(SSD_bwd(flip(x)))) + (D + diag) ⊙ x: each direction's readout
+    moved one step along its own direction (so neither scan's diagonal term reaches y), x and A shared,
+    Δ, B, C per direction, as `ssmc.ops.hydra` computes by composing two SSD calls."""
+    m = Builder("hydra")
+    x = m.input("x", ("batch", "L", "H", "P"))
+    A, D, bias = m.input("A", ("H",)), m.input("D", ("H",)), m.input("dt_bias", ("H",))
+    diag = m.input("diag", ("batch", "L", "H"))
+    ys = []
+    for k, (name, order) in enumerate((("fwd", "forward"), ("bwd", "reverse"))):
+        dt = m.input(f"dt_{name}", ("batch", "L", "H"))
+        B, C = (m.input(f"{v}_{name}", ("batch", "L", "G", "N")) for v in "BC")
+        ys.append(m.lag(_direction(m, x, dt, A, bias, B, C, order), 1, order=order))
+    m.output("y", ys[0] + ys[1] + (D + diag) * x, ("batch", "L", "H", "P"))
+    return m.build()
+
+
+def h3(taps: int = 4) -> Graph:
+    """H3 with one channel per head: k̄_t = Σ_j w_j k_{t-j} (the shift SSM as its `taps`-tap causal
+    filter), then a diagonal complex SSM on k̄ ⊙ v — h_t = e^{ΔA} h_{t-1} + (e^{ΔA} - 1)/A · B (k̄ ⊙ v)_t
+    (ZOH), Δ = exp(log_dt) — read out as 2·Re(Σ_n C h) + D (k̄ ⊙ v), and gated by q."""
+    m = Builder("h3")
+    q, k, v = (m.input(n, ("batch", "L", "dim")) for n in "qkv")
+    shifted = m.input("shift_w0", ("dim",)) * k
+    for j in range(1, taps):
+        shifted = shifted + m.input(f"shift_w{j}", ("dim",)) * m.lag(k, j)
+    kv = shifted * v
+    log_dt, D = m.input("log_dt", ("dim",)), m.input("D", ("dim",))
+    A, B, C = (m.input(n, ("dim", "N"), complex=True) for n in "ABC")
+    A_bar, B_scale = m.discretize(d.exp(log_dt), A, "zoh")
+    h = m.scan(A_bar, B_scale * B * kv)
+    m.output("y", q * (2.0 * d.real((C * h).sum("n")) + D * kv), ("batch", "L", "dim"))
+    return m.build()
+
+
+VARIANTS = {v.name: v for v in [
+    Variant("hydra", "Hydra (one graph): forward and reverse SSD scans, each readout shifted one step along its "
+            "direction, plus (D + diag)·x", hydra, dict(batch=2, L=33, H=4, P=3, G=2, N=4)),
+    Variant("h3", "H3 (one channel per head): 4-tap shift filter on k, k̄·v into a complex diagonal ZOH SSM, "
+            "gated by q", h3, dict(batch=2, L=33, dim=5, N=4)),
+]}
