@@ -253,3 +253,21 @@ def test_multi_stage_decode_and_backward_graph_say_what_is_missing(rng):
         fn.step(np.zeros((2, 3, 5)), u=np.zeros((2, 3)))
     with pytest.raises(NotImplementedError, match=r"multi-stage graph's backward is its steps'"):
         fn.backward_graph
+
+
+def test_lag_of_a_scans_state(rng):
+    """y_t = Σ_n B_t h_{t-1}: the state itself crosses steps (materialized over time)."""
+    m = ssmc.Builder("lag_state")
+    u, a, B = m.input("u", ("batch", "L", "dim")), m.input("a", ("dim", "N")), m.input("B", ("batch", "L", "N"))
+    m.output("y", (m.lag(m.scan(d.sigmoid(a), u * B), 1) * B).sum("n"), ("batch", "L", "dim"))
+    x = {"u": rng.standard_normal((2, 7, 3)), "a": rng.standard_normal((3, 4)), "B": rng.standard_normal((2, 7, 4))}
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in x.items()}
+    h = scan_ref(torch.sigmoid(t["a"]).expand(2, 7, 3, 4), t["u"][..., None] * t["B"][:, :, None])
+    want = (lag_ref(h, 1) * t["B"][:, :, None]).sum(-1)
+    assert_close(ssmc.compile(m.build(), backend="numpy")(**x)["y"], want.detach(), 1e-12, "numpy")
+    out = ssmc.compile(m.build(), backend="triton")(**t)["y"]
+    assert_close(out.detach(), want.detach(), 1e-12, "triton")
+    ct = torch.randn_like(out)
+    for k, got, w in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())),
+                         torch.autograd.grad((want * ct).sum(), list(t.values()))):
+        assert_close(got, w, 1e-10, f"grad {k}")
