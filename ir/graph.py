@@ -100,6 +100,13 @@ class Graph:
         """symbol -> role for every symbolic dimension named by an input or output."""
         return dict(self._symbols)
 
+    def role_symbols(self) -> dict:
+        """role -> the symbol that names it (the first one declared; one per role, groups aside)."""
+        out = {}
+        for sym, role in self._symbols.items():
+            out.setdefault(role, sym)
+        return out
+
     @cached_property
     def _symbols(self) -> dict:
         out = {}

@@ -139,10 +139,7 @@ class Cutter:
     def __init__(self, g: Graph, owner: dict):
         self.g, self.owner = g, owner
         self.layouts: dict = {}
-        roles = {}
-        for sym, role in g.symbols().items():
-            roles.setdefault(role, sym)
-        self.symbol = roles
+        self.symbol = g.role_symbols()
 
     def canonical_input(self, i: int) -> bool:
         """A user input already laid out in canonical order over value roles (a lag reads it as is)."""

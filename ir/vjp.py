@@ -22,8 +22,9 @@ from .types import ROLES, ValueType
 class TypedBuilder:
     """A Rebuilder that types every node as it is emitted (the rules need operand types)."""
 
-    def __init__(self):
+    def __init__(self, defer_reduce: bool = False):
         self.rb = Rebuilder()
+        self.defer_reduce = defer_reduce  # see ssmc.ir.passes.adjoint
 
     def type(self, i) -> ValueType:
         return self.rb.nodes[i].type
@@ -54,7 +55,7 @@ class TypedBuilder:
         if self.type(c).complex and not want.complex:
             c = self.emit("real", [c])
         extra = self.type(c).dims - want.dims
-        if extra:
+        if extra and not self.defer_reduce:
             c = self.emit("reduce", [c], axes=tuple(r for r in ROLES if r in extra))
         return c
 

@@ -15,6 +15,12 @@ in reverse order:
   gets the cotangent summed over them (op `reduce`, over any of b, t, h, p, n); an output with a
   group axis sums the heads of each group.
 
+With `defer_reduce` (graphs without a scan only), no cotangent is summed over the axes its value
+broadcasts over: each `grad_<input>` keeps them, as extra axes after the input's own, for the caller to
+sum.  That is exact for such graphs (a derivative factor of a value varies only over the value's
+own axes, so it commutes with the sum) and leaves an elementwise graph, which the Triton forward
+generator lowers: the backward of a multi-stage graph's scan-less steps (`ssmc.runtime.staged`).
+
 Complex gradients follow PyTorch's convention (see `ssmc.ir.vjp`).
 """
 from __future__ import annotations
@@ -22,15 +28,18 @@ from __future__ import annotations
 from ..graph import Graph, Node, freeze_attrs, prune
 from ..indexmap import spans_sequence
 from ..opset import IRError
+from ..types import ROLES, Axis
 from ..vjp import VJP, TypedBuilder
 
 SKIP_ATTRS = ("region", "hoist", "lti")
 DRIVER_OPS = frozenset({"input", "const", "scan", "last", "output"})  # the pass's own; the others are VJP rows
 
 
-def adjoint(g: Graph) -> Graph:
+def adjoint(g: Graph, defer_reduce: bool = False) -> Graph:
     """The backward graph of a typed, pipelined forward graph (see the module docstring)."""
     scans = g.ids("scan")
+    if defer_reduce and scans:
+        raise NotImplementedError(f"{g.name}: sums over broadcast axes are deferred only in graphs without a scan")
     if len(scans) > 1:  # (a multi-stage graph's steps have one each: ssmc.ir.stages)
         raise NotImplementedError(f"{g.name}: backward is derived for graphs with at most one scan, "
                                   f"found {len(scans)}")
@@ -38,7 +47,7 @@ def adjoint(g: Graph) -> Graph:
             a.role == "r" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes")):
         raise NotImplementedError(f"{g.name}: backward of a gather-order or grid-order (multi-order) scan is not "
                                   f"derived yet")
-    b = TypedBuilder()
+    b = TypedBuilder(defer_reduce)
     new = {}  # forward node id -> its recomputation in the backward graph
     for i, n in enumerate(g.nodes):
         if n.op == "output":
@@ -91,7 +100,12 @@ def adjoint(g: Graph) -> Graph:
             c = b.const(0.0)
         if n.attr("complex") and not b.type(c).complex:
             c = b.emit("complex", [c, b.const(0.0)])
-        b.emit("output", [c], name=f"grad_{name}", axes=n.attr("axes"))
+        axes = n.attr("axes")
+        extra = [r for r in ROLES if r in b.type(c).dims - g[i].type.dims]  # (only with defer_reduce)
+        if any(r not in g.role_symbols() for r in extra):
+            raise IRError(f"{g.name}: grad_{name}: no input names an axis of role {extra} to size it")
+        axes += tuple(Axis(g.role_symbols()[r], r) for r in extra)
+        b.emit("output", [c], name=f"grad_{name}", axes=axes)
     return prune(b.rb.finish(g.name + "_bwd"))
 
 

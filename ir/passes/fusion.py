@@ -18,7 +18,10 @@ def fuse_regions(g: Graph) -> Graph:
     view = g.to_networkx()
     view.remove_nodes_from([i for i in g.ids("input") + g.ids("const")])
     region_of = {}
-    for k, comp in enumerate(sorted(nx.weakly_connected_components(view), key=min)):
+    comps = sorted(nx.weakly_connected_components(view), key=min)
+    if not g.ids("scan") and comps:  # elementwise only (a decode step, a gradient): one kernel computes it all
+        comps = [set().union(*comps)]
+    for k, comp in enumerate(comps):
         mimo = any(g.nodes[i].op == "sum" and set(g.nodes[i].attr("axes")) & {"h", "p"} for i in comp)
         for i in comp:
             region_of[i] = (k, "mimo" if mimo else "siso")

@@ -2,9 +2,9 @@
 rule through them in reverse.
 
 Each kernel step is a Compiled of its own (its kernel, its derived backward); a lag step shifts a
-materialized value on the arrays' device.  The Triton backend has no backward kernel for a step
-without a scan (the elementwise combination after the scans): its gradient runs on the NumPy
-interpreter, a round trip through host memory.  Materialized values are kept in fp32 (fp64 when fp64
+materialized value on the arrays' device.  A step without a scan (the elementwise combination
+after the scans) has no recurrent backward kernel: its gradient is the elementwise graph of
+`adjoint(..., defer_reduce=True)`, run as a forward kernel, then summed over the broadcast axes here.  Materialized values are kept in fp32 (fp64 when fp64
 tensors come in) whatever the inputs' dtype, as a fused kernel keeps its registers.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from ssmc.backends import numpy_interp
 from ssmc.backends.triton import timeops
 from ssmc.ir import ROLES
+from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.stages import Plan
 
 from .arrays import is_torch
@@ -24,8 +25,8 @@ class Staged:
         """`make(graph, backend=None)`: the Compiled of a kernel step's graph (on the given backend)."""
         self.plan = plan
         self.fns = [make(st.graph) if st.graph is not None else None for st in plan.steps]
-        self.host_grads = [make(st.graph, "numpy") if st.graph is not None and not st.graph.ids("scan") else None
-                           for st in plan.steps]
+        self.flat_grads = [make(adjoint(fn.graph, defer_reduce=True)) if fn is not None and not fn.graph.ids("scan")
+                           else None for fn in self.fns]
 
     @property
     def source(self) -> str:
@@ -69,13 +70,13 @@ class Staged:
 
         def add(name, v):
             ct[name] = v if name not in ct else ct[name] + v
-        for st, fn, host in reversed(list(zip(self.plan.steps, self.fns, self.host_grads))):
+        for st, fn, flat in reversed(list(zip(self.plan.steps, self.fns, self.flat_grads))):
             if fn is not None:
                 given = {o: ct[o] for o in fn.output_names if o in ct}
                 if not given:
                     continue
                 args = {n: env[n] for n in fn.input_names if n in env}
-                res = fn.grad(args, given) if host is None or fn.backend == "numpy" else _on_host(host, args, given)
+                res = fn.grad(args, given) if flat is None else _flat_grad(fn, flat, args, given, roles)
                 for n in fn.input_names:
                     if f"grad_{n}" in res and n in env:
                         add(n, res[f"grad_{n}"])
@@ -110,17 +111,28 @@ class Staged:
         return y.contiguous() if is_torch(y) else np.ascontiguousarray(y)
 
 
-def _on_host(fn, args: dict, given: dict) -> dict:
-    """fn.grad on the NumPy interpreter, for torch tensors: the gradients back on their device and dtype."""
-    if not any(is_torch(v) for v in args.values()):
-        return fn.grad(args, given)
-    import torch  # (a torch tensor is in hand)
-    host = {k: v.detach().cpu().numpy() if is_torch(v) else v for k, v in {**args, **given}.items()}
-    res = fn.grad({k: host[k] for k in args}, {k: host[k] for k in given})
+def _flat_grad(fn, flat, args: dict, given: dict, roles: dict) -> dict:
+    """The gradients of a scan-less step from its deferred-reduction backward `flat`: each grad_<input>
+    comes with the axes its input broadcasts over after its own, summed here."""
+    feed = dict(args)
+    for name in fn.output_names:
+        ct = given.get(name)
+        if ct is None:  # no cotangent: zeros of the output's shape
+            axes = fn.graph[fn.graph.outputs[name]].attr("axes")
+            sample = next(iter(given.values()))
+            shape = tuple(roles[a.role] if a.role in roles else sample.shape[0] for a in axes)
+            ct = sample.new_zeros(shape) if is_torch(sample) else np.zeros(shape)
+        feed[f"grad_{name}"] = ct
+    res = flat.run(feed)
     out = {}
-    for name, g in res.items():
-        x = args[name[len("grad_"):]]
-        out[name] = torch.from_numpy(np.ascontiguousarray(g)).to(device=x.device, dtype=x.dtype)
+    for name, x in args.items():
+        g = res.get(f"grad_{name}")
+        if g is None:
+            continue
+        extra = tuple(range(len(x.shape), len(g.shape)))
+        if extra:
+            g = g.sum(dim=extra) if is_torch(g) else g.sum(axis=extra)
+        out[f"grad_{name}"] = g
     return out
 
 
