@@ -4,8 +4,9 @@ rule through them in reverse.
 Each kernel step is a Compiled of its own (its kernel, its derived backward); a lag step shifts a
 materialized value on the arrays' device.  A step without a scan (the elementwise combination
 after the scans) has no recurrent backward kernel: its gradient is the elementwise graph of
-`adjoint(..., defer_reduce=True)`, run as a forward kernel, then summed over the broadcast axes here.  Materialized values are kept in fp32 (fp64 when fp64
-tensors come in) whatever the inputs' dtype, as a fused kernel keeps its registers.
+`adjoint(..., defer_reduce=True)`, run as a forward kernel, then summed over the broadcast axes here.
+Materialized values are kept in fp32 (fp64 when fp64 tensors come in) whatever the inputs' dtype, as
+a fused kernel keeps its registers.
 """
 from __future__ import annotations
 
