@@ -197,6 +197,12 @@ def lag(x: np.ndarray, k: int, L: int, seq: np.ndarray | None = None) -> np.ndar
     return out
 
 
+def pool(x: np.ndarray, mean: bool, L: int) -> np.ndarray:
+    """The sum (or mean) over time (axis 1) of a canonical value."""
+    out = x.sum(axis=1, keepdims=True)
+    return out / L if mean else out
+
+
 def _lag(args, node, ctx):
     return lag(args[0], node.attr("k"), ctx["roles"]["t"], args[1] if node.attr("reset") else None)
 
@@ -303,6 +309,7 @@ SEMANTICS = {
     "scan": _scan,
     "last": _last,
     "lag": _lag,
+    "pool": lambda args, node, ctx: pool(args[0], node.attr("mean"), ctx["roles"]["t"]),
     "upsample": _upsample,
     "output": lambda args, node, ctx: args[0],
     "reduce": _reduce,

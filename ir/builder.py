@@ -140,6 +140,13 @@ class Builder:
         extra = [seq_idx] if seq_idx is not None else []
         return self._emit("lag", x, *extra, k=k if order == "forward" else -k, reset=seq_idx is not None)
 
+    def pool(self, x: Value, how: str = "mean") -> Value:
+        """The mean (how="mean") or sum (how="sum") of x over time: a value without the time axis.  It
+        cuts the graph into stages (`ssmc.ir.stages`), as a lag does."""
+        if how not in ("mean", "sum"):
+            raise ValueError(f"pool: how must be 'mean' or 'sum', got {how!r}")
+        return self._emit("pool", x, mean=how == "mean")
+
     def last(self, h: Value) -> Value:
         """The state after the scan's final step."""
         return self._emit("last", h)
@@ -156,6 +163,6 @@ HELPERS = {
     "sigmoid": sigmoid, "silu": silu, "clip": clip, "real": real, "abs2": abs2, "add": Value.__add__,
     "sub": Value.__sub__, "mul": Value.__mul__, "div": Value.__truediv__, "complex": complex_,
     "discretize": Builder.discretize, "sum": Value.sum, "scan": Builder.scan, "last": Builder.last,
-    "lag": Builder.lag, "upsample": Builder.upsample, "output": Builder.output,
+    "lag": Builder.lag, "pool": Builder.pool, "upsample": Builder.upsample, "output": Builder.output,
 }
 """op -> how a declaration writes it (`expr` nodes are made by expand_discretization, never written)."""

@@ -19,6 +19,7 @@ ELEMENTWISE = "elementwise"  # each output element depends only on the operands'
 ABSORBABLE = "absorbable"  # may run per step inside a scan's region (the readout after the recurrence)
 LINEAR = "linear"  # jointly linear in its operands: a sum of partial sums stays a partial sum
 BACKWARD = "backward"  # made by the adjoint pass only, never declared
+TIME = "time"  # reads other steps of time: cuts a graph into stages (ssmc.ir.stages), lowered between kernels
 
 
 class IRError(ValueError):
@@ -129,6 +130,14 @@ def _lag(args, attrs):
     return ValueType(frozenset(dims), args[0].complex)
 
 
+def _pool(args, attrs):
+    if not isinstance(attrs["mean"], bool):
+        raise IRError(f"pool: mean must be a bool, got {attrs['mean']!r}")
+    if "t" not in args[0].dims:
+        raise IRError(f"pool: the operand {args[0]} does not vary over time (its pool is itself, or L times it)")
+    return ValueType(args[0].dims - {"t"}, args[0].complex)
+
+
 def _last(args, attrs):
     return ValueType(args[0].dims - {"t"}, args[0].complex)
 
@@ -206,10 +215,11 @@ ALL_OPS = {s.name: s for s in [
     _op("scan", (2, 5), ("order",), _scan,
         "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index"),
     _op("last", 1, (), _last, "the scan's state after its final step"),
-    # a time operator: it cuts a graph into stages (ssmc.ir.stages); lowered between them
     _op("lag", (1, 2), ("k",), _lag,
         "x_{t-k}: the value k steps earlier in time (k < 0: -k steps later), 0 where t-k falls outside "
-        "the sequence or, with reset and a seq_idx operand, in another sequence"),
+        "the sequence or, with reset and a seq_idx operand, in another sequence", (TIME,)),
+    _op("pool", 1, ("mean",), _pool,
+        "the sum (mean=True: the mean) over time of x, broadcast to every step first", (TIME,)),
     _op("upsample", 1, ("order",), _upsample,
         "a value of a grid order's strided view at every position: position t of a channel whose order has "
         "stride s takes the value at its cell's anchor (nearest upsampling); stride 1 is the identity"),

@@ -1,15 +1,15 @@
-"""Stages: a graph with several scans, or with time operators (`lag`), cut into steps that each
-lower on their own.
+"""Stages: a graph with several scans, or with time operators (`lag`, `pool`: ops that read other
+steps of time), cut into steps that each lower on their own.
 
 A kernel step is a graph with at most one scan (one fused kernel region: its pre-ops, the scan and
-its readout); a lag step shifts one materialized value along time.  Values that cross steps are
+its readout); a time step applies one time operator to a materialized value.  Values that cross steps are
 materialized in the canonical layout of their roles (`Plan.layouts`), named `ssmc_v<id>`.
 
 Each node is computed in the step of its *owner*: the latest scan it reads through a path that
-crosses no other scan or lag (a readout needs its scan's state, which is never materialized).  A
+crosses no other scan or time operator (a readout needs its scan's state, which is never materialized).  A
 node that reads nothing of a scan is free: it is recomputed in every step that needs it (elementwise
 pre-ops are cheaper to recompute than to store), and materialized by a scan-less kernel step where a
-lag or an output reads it.  A node that would need its own owner's step finished (it reads a lag of
+time operator or an output reads it.  A node that would need its own owner's step finished (it reads a lag of
 its readout) is free too, so the steps never form a cycle.
 
 The NumPy interpreter runs the whole graph as it is (the reference); the Triton backend and every
@@ -22,20 +22,20 @@ from dataclasses import dataclass, replace
 import networkx as nx
 
 from .graph import Graph, Rebuilder, prune
-from .opset import IRError
+from .opset import TIME, IRError, with_trait
 from .types import ROLES, Axis
 
-CUTS = ("scan", "lag")
+TIME_OPS = with_trait(TIME)
 SKIP_ATTRS = ("region", "io", "hoist", "lti")  # made by the passes; each step's pipeline makes its own
 
 
 @dataclass(frozen=True)
 class Step:
-    """A kernel step (`graph`, a graph with at most one scan) or a lag step (`lag`: the lag node,
-    reading the value named `source` and writing the one named `target`; `seq`: its reset input)."""
+    """A kernel step (`graph`, a graph with at most one scan) or a time step (`op`: the time operator's
+    node, reading the value named `source` and writing the one named `target`; `seq`: its reset input)."""
 
     graph: Graph | None = None
-    lag: object = None
+    op: object = None
     source: str = ""
     target: str = ""
     seq: str = ""
@@ -48,7 +48,7 @@ class Plan:
 
 
 def needs_stages(g: Graph) -> bool:
-    return len(g.ids("scan")) > 1 or bool(g.ids("lag"))
+    return len(g.ids("scan")) > 1 or any(g.ids(op) for op in TIME_OPS)
 
 
 def value_name(i: int) -> str:
@@ -66,21 +66,22 @@ def plan(g: Graph) -> Plan:
     units = nx.DiGraph()
     for s in g.ids("scan"):
         units.add_node(("k", s))
-    for i in g.ids("lag"):
+    times = sorted(i for op in TIME_OPS for i in g.ids(op))
+    for i in times:
         units.add_node(("l", i))
     for i in g.ids("output"):
         a = g[i].args[0]
         if not isinstance(owner[a], int):
             units.add_node(("f", a))
-    for i in g.ids("lag"):  # a lag's operand is materialized: by its owner's step, or a free step
+    for i in times:  # a time operator's operand is materialized: by its owner's step, or a free step
         a = g[i].args[0]
-        if g[a].op != "lag" and not isinstance(owner[a], int) and not cut.canonical_input(a):
+        if g[a].op not in TIME_OPS and not isinstance(owner[a], int) and not cut.canonical_input(a):
             units.add_node(("f", a))
     for u in list(units):
         for need in cut.needs(u):
             units.add_edge(need, u)
     if not nx.is_directed_acyclic_graph(units):  # not expected: free nodes break every cycle
-        raise IRError(f"{g.name}: the scans and lags depend on each other in a cycle")
+        raise IRError(f"{g.name}: the scans and time operators depend on each other in a cycle")
     order = list(nx.lexicographical_topological_sort(units, key=lambda u: (u[1], u[0])))
     steps, pending = [], []
     for u in order + [None]:
@@ -95,12 +96,12 @@ def plan(g: Graph) -> Plan:
         if u[0] == "k":
             steps.append(Step(graph=cut.kernel(u[1], [])))
         else:
-            steps.append(cut.lag_step(u[1]))
+            steps.append(cut.time_step(u[1]))
     return Plan(tuple(steps), dict(cut.layouts))
 
 
 def _owners(g: Graph):
-    """owner[i]: the scan whose step computes node i, None for free nodes and inputs, "lag" for lags;
+    """owner[i]: the scan whose step computes node i, None for free nodes and inputs, "time" for time operators;
     full[i]: every scan node i depends on."""
     owner, full, need = {}, {}, {}
     for i, n in enumerate(g.nodes):
@@ -109,8 +110,8 @@ def _owners(g: Graph):
             owner[i], need[i] = None, set()
             continue
         reads = set().union(*(_complete(g, a, owner, full, need) for a in n.args)) if n.args else set()
-        if n.op == "lag":
-            owner[i], need[i] = "lag", full[i]
+        if n.op in TIME_OPS:
+            owner[i], need[i] = "time", full[i]
             continue
         if n.op == "scan":
             owner[i], need[i] = i, reads
@@ -128,7 +129,7 @@ def _complete(g, a, owner, full, need) -> set:
     """The scans whose steps must be finished before a step can read node a."""
     if g[a].op in ("input", "const"):
         return set()
-    if g[a].op == "lag" or isinstance(owner[a], int):
+    if g[a].op in TIME_OPS or isinstance(owner[a], int):
         return full[a] | ({a} if g[a].op == "scan" else set()) | ({owner[a]} if isinstance(owner[a], int) else set())
     return need[a]
 
@@ -142,7 +143,7 @@ class Cutter:
         self.symbol = g.role_symbols()
 
     def canonical_input(self, i: int) -> bool:
-        """A user input already laid out in canonical order over value roles (a lag reads it as is)."""
+        """A user input already laid out in canonical order over value roles (a time operator reads it as is)."""
         n = self.g[i]
         if n.op != "input" or n.attr("integer"):
             return False
@@ -168,7 +169,7 @@ class Cutter:
         n = self.g[a]
         if n.op in ("input", "const"):
             return False
-        if n.op == "lag":
+        if n.op in TIME_OPS:
             return True
         return self.owner[a] != home if isinstance(self.owner[a], int) else False
 
@@ -182,7 +183,7 @@ class Cutter:
             srcs = self.reads(i if kind == "k" else None, [] if kind == "k" else [i])
         out = set()
         for a in srcs:
-            if self.g[a].op == "lag":
+            if self.g[a].op in TIME_OPS:
                 out.add(("l", a))
             elif isinstance(self.owner[a], int):
                 out.add(("k", self.owner[a]))
@@ -197,7 +198,7 @@ class Cutter:
         if scan is not None:
             seeds = [i for i in range(len(g.nodes)) if self.owner.get(i) == scan and g[i].op != "output"]
         else:
-            seeds = [t for t in targets if g[t].op not in ("input", "const", "lag")]
+            seeds = [t for t in targets if g[t].op not in ("input", "const") and g[t].op not in TIME_OPS]
         members, todo = set(), list(seeds)
         while todo:
             i = todo.pop()
@@ -211,7 +212,7 @@ class Cutter:
         members = self._members(scan, targets)
         ms = set(members)
         out = {a for i in members for a in self.g[i].args if a not in ms and self.g[a].op != "const"}
-        return out | {t for t in targets if self.g[t].op in ("input", "lag")}
+        return out | {t for t in targets if self.g[t].op == "input" or self.g[t].op in TIME_OPS}
 
     def kernel(self, scan, targets) -> Graph:
         """The graph of a kernel step: its members, the values it reads as inputs, and as outputs
@@ -247,9 +248,9 @@ class Cutter:
 
     def _read_elsewhere(self, i, scan) -> bool:
         """Whether another step reads node i's value from this one."""
-        return any(self.g[u].op == "lag" or (self.g[u].op != "output" and self.owner[u] != scan)
+        return any(self.g[u].op in TIME_OPS or (self.g[u].op != "output" and self.owner[u] != scan)
                    for u in self.g.users()[i]) if scan is not None else \
-            any(self.g[u].op == "lag" for u in self.g.users()[i])
+            any(self.g[u].op in TIME_OPS for u in self.g.users()[i])
 
     def _carry_symbols(self, rb: Rebuilder) -> None:
         """Every symbol an output names must be sized by an input: add a user input that carries it."""
@@ -260,7 +261,7 @@ class Cutter:
             rb.add(self.g[carrier])
             given |= {a.symbol for a in self.g[carrier].attr("axes")}
 
-    def lag_step(self, i: int) -> Step:
+    def time_step(self, i: int) -> Step:
         n, a = self.g[i], self.g[i].args[0]
         self.layout(i)
         if self.canonical_input(a):
@@ -271,7 +272,7 @@ class Cutter:
         if n.attr("reset"):
             seq = self.g[n.args[1]].attr("name")
             self.layouts[seq] = self.g[n.args[1]].attr("axes")
-        return Step(lag=n, source=self.source(a), target=value_name(i), seq=seq)
+        return Step(op=n, source=self.source(a), target=value_name(i), seq=seq)
 
 
 def _untyped(g: Graph) -> Graph:

@@ -232,7 +232,19 @@ def _ops_grid() -> Graph:
     return m.build()
 
 
+def _ops_time() -> Graph:
+    """Time operators between two scans: a lag with resets, a pool over time."""
+    m = Builder("ops_time")
+    u, a = m.input("u", ("batch", "L", "dim")), m.input("a", ("batch", "L", "dim"))
+    seq = m.input("seq_idx", ("batch", "L"), integer=True)
+    h = m.scan(d.sigmoid(a), u, seq_idx=seq)
+    g = m.scan(d.sigmoid(a), m.lag(h, 2, seq_idx=seq), order="reverse")
+    m.output("y", g * m.pool(h, "mean") + m.pool(u, "sum"), ("batch", "L", "dim"))
+    return m.build()
+
+
 OP_GRAPHS = {"ops_real": (_ops_real, dict(batch=2, dim=3, L=6, N=3)),
+             "ops_time": (_ops_time, dict(batch=2, dim=3, L=7)),
              "ops_grid": (_ops_grid, dict(batch=2, dim=3, L=15, N=3)),
              "ops_complex": (_ops_complex, dict(batch=2, dim=3, L=6, N=3)),
              "ops_mimo": (_ops_mimo, dict(batch=2, L=6, H=3, N=3)),

@@ -271,3 +271,48 @@ def test_lag_of_a_scans_state(rng):
     for k, got, w in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())),
                          torch.autograd.grad((want * ct).sum(), list(t.values()))):
         assert_close(got, w, 1e-10, f"grad {k}")
+
+
+@pytest.mark.parametrize("how", ["mean", "sum"])
+def test_pool_over_time_modulates_a_scan(rng, how):
+    """GroupMamba-style channel modulation: y = readout · sigmoid(w · pool_t(u)), with the pool over time."""
+    m = ssmc.Builder("pooled")
+    u, a, w = m.input("u", ("batch", "L", "dim")), m.input("a", ("batch", "L", "dim")), m.input("w", ("dim",))
+    gate = d.sigmoid(w * m.pool(u, how))
+    m.output("y", m.scan(d.sigmoid(a), u) * gate, ("batch", "L", "dim"))
+    m.output("pooled", m.pool(u * u, how), ("batch", "dim"))
+    L = int(rng.integers(3, 12))
+    x = {"u": rng.standard_normal((2, L, 3)), "a": rng.standard_normal((2, L, 3)), "w": rng.standard_normal(3)}
+
+    def ref(u, a, w):
+        red = (lambda v: v.mean(1)) if how == "mean" else (lambda v: v.sum(1))
+        return {"y": scan_ref(torch.sigmoid(a), u) * torch.sigmoid(w * red(u))[:, None], "pooled": red(u * u)}
+    want = _ref(ref, x)
+    g = m.build()
+    for backend in ("numpy", "triton"):
+        got = ssmc.compile(g, backend=backend)(**x)
+        for k in want:
+            assert_close(got[k], want[k], 1e-6, f"{backend} {k}")
+    ort = pytest.importorskip("onnxruntime")  # (optional: the GPU machine may lack it)
+    sess = ort.InferenceSession(to_onnx(g, sizes={"dim": 3}).SerializeToString())
+    feed = {k: v.astype(np.float32) for k, v in x.items()}
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+    for k in want:
+        assert_close(outs[k], want[k], 1e-5, f"onnx {k}")
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in x.items()}
+    out, r = ssmc.compile(g, backend="triton")(**t), ref(**t)
+    cts = {k: torch.randn_like(v) for k, v in r.items()}
+    got = torch.autograd.grad(sum((out[k] * cts[k]).sum() for k in out), list(t.values()))
+    want_g = torch.autograd.grad(sum((r[k] * cts[k]).sum() for k in r), list(t.values()))
+    for k, gg, ww in zip(t, got, want_g):
+        assert_close(gg, ww, 1e-10, f"grad {k}")
+
+
+def test_pool_of_a_time_invariant_value_is_refused():
+    m = ssmc.Builder("bad_pool")
+    w = m.input("w", ("dim",))
+    m.output("y", m.pool(w) * m.input("u", ("batch", "L", "dim")), ("batch", "L", "dim"))
+    with pytest.raises(IRError, match=r"pool: the operand r\[h\] does not vary over time"):
+        ssmc.compile(m.build(), backend="numpy")
+    with pytest.raises(ValueError, match=r"pool: how must be 'mean' or 'sum', got 'max'"):
+        m.pool(w, "max")

@@ -26,7 +26,7 @@ from .sym import emit_lowered
 T = 1  # the time axis of a canonical value
 
 # Ops the Lowering handles itself; the elementwise ones are rows of `elementwise.ONNX`.
-STRUCTURAL = frozenset({"input", "const", "sum", "expr", "lag", "scan", "last", "output"})
+STRUCTURAL = frozenset({"input", "const", "sum", "expr", "lag", "pool", "scan", "last", "output"})
 REFUSED = {  # op -> why it has no ONNX lowering (checked before lowering: `refusal`)
     "discretize": "expand_discretization makes it an expr before lowering",
     "upsample": "a strided grid view exports only through its gather form",
@@ -209,6 +209,9 @@ class Lowering:
             return self._expr(i, n, args)
         if op == "lag":
             return self._lag(n, args)
+        if op == "pool":  # (its operand varies over time: the type rule says so)
+            reduce = "ReduceMean" if n.attr("mean") else "ReduceSum"
+            return tuple(em.op(reduce, [p, em.ints([T])], keepdims=1) for p in args[0])
         return elementwise(em, n, args)
 
     def _lag(self, n, args) -> tuple:

@@ -158,7 +158,8 @@ TRITON = {
     "complex": Row(None, lambda re, im, x, y: [f"{re} = {x[0]} + 0.0 * {y[0]}", f"{im} = {y[0]} + 0.0 * {x[0]}"]),
     "expr": lower_expr,
     "clip_grad": _clip_grad,
-    "lag": refused("a time operator: it is lowered between kernels (ssmc.ir.stages), never inside one"),
+    **{op: refused("a time operator: it is lowered between kernels (ssmc.ir.stages), never inside one")
+       for op in ("lag", "pool")},
     "discretize": refused("expand_discretization makes it an expr before lowering"),
 }
 """op name -> its Triton lowering (elementwise ops; the kernel generators lower the others)."""

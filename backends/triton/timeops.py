@@ -20,3 +20,9 @@ def lag(x, k: int, L: int, seq=None):
             same[:, lo:hi] = seq[:, lo:hi] == seq[:, lo - k:hi - k]
             out = torch.where(same, out, out.new_zeros(()))
     return out
+
+
+def pool(x, mean: bool, L: int):
+    """The sum (or mean) over time (axis 1) of a canonical value."""
+    out = x.sum(dim=1, keepdim=True)
+    return out / L if mean else out

@@ -1,9 +1,10 @@
 """Running a multi-stage graph (`ssmc.ir.stages`): its steps in order, and its gradient by the chain
 rule through them in reverse.
 
-Each kernel step is a Compiled of its own (its kernel, its derived backward); a lag step shifts a
-materialized value on the arrays' device.  A step without a scan (the elementwise combination
-after the scans) has no recurrent backward kernel: its gradient is the elementwise graph of
+Each kernel step is a Compiled of its own (its kernel, its derived backward); a time step (a lag, a
+pool over time) runs on the arrays' device, its gradient written out here.  A step without a scan
+(the elementwise combination after the scans) has no recurrent backward kernel: its gradient is the
+elementwise graph of
 `adjoint(..., defer_reduce=True)`, run as a forward kernel, then summed over the broadcast axes here.
 Materialized values are kept in fp32 (fp64 when fp64 tensors come in) whatever the inputs' dtype, as
 a fused kernel keeps its registers.
@@ -32,8 +33,8 @@ class Staged:
     @property
     def source(self) -> str:
         return "\n\n".join(f"# --- step {k}: kernel of {fn.graph.name}\n{fn.source}"
-                           if fn is not None else f"# --- step {k}: {st.target} = lag({st.source}, "
-                           f"{st.lag.attr('k')}) (between kernels)"
+                           if fn is not None else f"# --- step {k}: {st.target} = {st.op.op}({st.source}, "
+                           f"{dict(st.op.attrs)}) (between kernels)"
                            for k, (st, fn) in enumerate(zip(self.plan.steps, self.fns)))
 
     def _buffers(self, fn, env, roles) -> dict:
@@ -60,8 +61,7 @@ class Staged:
             if fn is not None:
                 env.update(fn.run({n: env[n] for n in fn.input_names if n in env}, self._buffers(fn, env, roles)))
             else:
-                env[st.target] = self._lag(env, env[st.source], st.source, st.target, st.lag.attr("k"), roles,
-                                           st.seq)
+                env[st.target] = self._time(env, env[st.source], st, roles, backward=False)
         return env
 
     def grad(self, inputs: dict, cotangents: dict, float_inputs: list, roles: dict) -> dict:
@@ -81,9 +81,8 @@ class Staged:
                 for n in fn.input_names:
                     if f"grad_{n}" in res and n in env:
                         add(n, res[f"grad_{n}"])
-            elif st.target in ct:  # x_{t-k} read at t: x_s's cotangent is the lag by -k of t's
-                c = self._lag(env, ct[st.target], st.target, st.source, -st.lag.attr("k"), roles, st.seq)
-                add(st.source, c)
+            elif st.target in ct:
+                add(st.source, self._time(env, ct[st.target], st, roles, backward=True))
         out = {}
         for name in float_inputs:
             x = inputs[name]
@@ -93,23 +92,32 @@ class Staged:
             out[f"grad_{name}"] = g
         return out
 
-    def _lag(self, env, x, have: str, want: str, k: int, roles: dict, seq: str):
-        """The lag step on `x` laid out along the layout of `have`, into the layout of `want`,
-        summed over the axes `want` lacks (a cotangent flowing back to a value that broadcasts)."""
-        dst = self.plan.layouts[want]
+    def _time(self, env, x, st, roles: dict, backward: bool):
+        """A time step on `x` (its source, or backward: its target's cotangent, then laid out like the
+        source and summed over the axes the source lacks)."""
+        have, want = (st.target, st.source) if backward else (st.source, st.target)
+        node, L, torch_ = st.op, roles["t"], is_torch(x)
         x5 = _canonical(x, self.plan.layouts[have], roles)
-        s5 = _canonical(env[seq], self.plan.layouts[seq], roles) if seq else None
-        y = (timeops.lag if is_torch(x5) else numpy_interp.lag)(x5, k, roles["t"], s5)
+        if node.op == "lag":  # x_{t-k} is read at t: x_s's cotangent is the lag by -k of the cotangent
+            seq = _canonical(env[st.seq], self.plan.layouts[st.seq], roles) if st.seq else None
+            k = -node.attr("k") if backward else node.attr("k")
+            y = (timeops.lag if torch_ else numpy_interp.lag)(x5, k, L, seq)
+        elif not backward:
+            y = (timeops.pool if torch_ else numpy_interp.pool)(x5, node.attr("mean"), L)
+        else:  # every step's x_t took part, with weight 1 (1 / L for a mean)
+            full = (x5.shape[0], L) + tuple(x5.shape[2:])
+            y = x5.expand(full) if torch_ else np.broadcast_to(x5, full)
+            y = y / L if node.attr("mean") else y
+        dst = self.plan.layouts[want]
         kept = {a.role for a in dst}
         drop = tuple(d for d, r in enumerate(ROLES) if r not in kept and y.shape[d] > 1)
         if drop:
-            y = y.sum(dim=drop, keepdim=True) if is_torch(y) else y.sum(axis=drop, keepdims=True)
+            y = y.sum(dim=drop, keepdim=True) if torch_ else y.sum(axis=drop, keepdims=True)
         have_roles = [r for r in ROLES if r in kept]
         y = y.reshape([roles[r] for r in have_roles])  # canonical order, the size-1 axes dropped
-        order = [a.role for a in dst]
-        perm = [have_roles.index(r) for r in order]
-        y = y.permute(perm) if is_torch(y) else np.transpose(y, perm)
-        return y.contiguous() if is_torch(y) else np.ascontiguousarray(y)
+        perm = [have_roles.index(a.role) for a in dst]
+        y = y.permute(perm) if torch_ else np.transpose(y, perm)
+        return y.contiguous() if torch_ else np.ascontiguousarray(y)
 
 
 def _flat_grad(fn, flat, args: dict, given: dict, roles: dict) -> dict:
