@@ -197,6 +197,21 @@ def lag(x: np.ndarray, k: int, L: int, seq: np.ndarray | None = None) -> np.ndar
     return out
 
 
+def permute(x: np.ndarray, index: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """x (canonical) along an order per (batch, channel): step k holds x at time index[b, k, h]; inverse:
+    the value at step k goes back to time index[b, k, h]."""
+    shape = list(np.broadcast_shapes(x.shape, index.shape[:1] + (1,) + index.shape[2:]))
+    shape[1] = index.shape[1]
+    x = np.broadcast_to(x, shape)
+    idx = np.broadcast_to(index, shape[:3] + [1, 1])
+    idx = np.broadcast_to(idx, shape)
+    if not inverse:
+        return np.take_along_axis(x, idx, axis=1)
+    out = np.zeros(shape, x.dtype)
+    np.put_along_axis(out, idx, x, axis=1)
+    return out
+
+
 def pool(x: np.ndarray, mean: bool, L: int) -> np.ndarray:
     """The sum (or mean) over time (axis 1) of a canonical value."""
     out = x.sum(axis=1, keepdims=True)
@@ -309,6 +324,7 @@ SEMANTICS = {
     "scan": _scan,
     "last": _last,
     "lag": _lag,
+    "permute": lambda args, node, ctx: permute(args[0], args[1], node.attr("inverse")),
     "pool": lambda args, node, ctx: pool(args[0], node.attr("mean"), ctx["roles"]["t"]),
     "upsample": _upsample,
     "output": lambda args, node, ctx: args[0],

@@ -140,6 +140,12 @@ class Builder:
         extra = [seq_idx] if seq_idx is not None else []
         return self._emit("lag", x, *extra, k=k if order == "forward" else -k, reset=seq_idx is not None)
 
+    def permute(self, x: Value, index: Value, inverse: bool = False) -> Value:
+        """x read along an order: step k holds x at time index[k] (`index` an integer input over (L,), or
+        with batch and channel (or group) axes: one permutation of 0..L-1 each); inverse=True puts step k
+        back at time index[k].  A time operator: it cuts the graph into stages, as a lag does."""
+        return self._emit("permute", x, index, inverse=bool(inverse))
+
     def pool(self, x: Value, how: str = "mean") -> Value:
         """The mean (how="mean") or sum (how="sum") of x over time: a value without the time axis.  It
         cuts the graph into stages (`ssmc.ir.stages`), as a lag does."""
@@ -163,6 +169,7 @@ HELPERS = {
     "sigmoid": sigmoid, "silu": silu, "clip": clip, "real": real, "abs2": abs2, "add": Value.__add__,
     "sub": Value.__sub__, "mul": Value.__mul__, "div": Value.__truediv__, "complex": complex_,
     "discretize": Builder.discretize, "sum": Value.sum, "scan": Builder.scan, "last": Builder.last,
-    "lag": Builder.lag, "pool": Builder.pool, "upsample": Builder.upsample, "output": Builder.output,
+    "lag": Builder.lag, "pool": Builder.pool, "permute": Builder.permute,
+    "upsample": Builder.upsample, "output": Builder.output,
 }
 """op -> how a declaration writes it (`expr` nodes are made by expand_discretization, never written)."""

@@ -102,8 +102,9 @@ def _scan(args, attrs):
         if not rest:
             raise IRError("scan: a gather order needs its index operand (position k reads time index[k])")
         idx = rest.pop(0)
-        if "t" not in idx.dims or idx.dims - {"t", "h"}:
-            raise IRError(f"scan: a gather order's index must vary over time, and at most over channels, got {idx}")
+        if "t" not in idx.dims or idx.dims - {"b", "t", "h"}:
+            raise IRError(f"scan: a gather order's index must vary over time, and at most over batch and channels, "
+                          f"got {idx}")
     if rest:
         raise IRError("scan: too many operands for its attributes")
     return state
@@ -128,6 +129,15 @@ def _lag(args, attrs):
     elif len(args) != 1:
         raise IRError("lag: a second operand (the reset index) needs reset=True")
     return ValueType(frozenset(dims), args[0].complex)
+
+
+def _permute(args, attrs):
+    x, idx = args
+    if not isinstance(attrs["inverse"], bool):
+        raise IRError(f"permute: inverse must be a bool, got {attrs['inverse']!r}")
+    if "t" not in idx.dims or idx.dims - {"b", "t", "h"} or idx.complex:
+        raise IRError(f"permute: the index must vary over time, and at most over batch and channels, got {idx}")
+    return ValueType(x.dims | idx.dims, x.complex)
 
 
 def _pool(args, attrs):
@@ -218,6 +228,9 @@ ALL_OPS = {s.name: s for s in [
     _op("lag", (1, 2), ("k",), _lag,
         "x_{t-k}: the value k steps earlier in time (k < 0: -k steps later), 0 where t-k falls outside "
         "the sequence or, with reset and a seq_idx operand, in another sequence", (TIME,)),
+    _op("permute", 2, ("inverse",), _permute,
+        "x read along an order per (batch, channel): step k holds x at time index[k] (inverse=True: puts "
+        "step k back at time index[k]); the index (an integer input) is a permutation of 0..L-1", (TIME,)),
     _op("pool", 1, ("mean",), _pool,
         "the sum (mean=True: the mean) over time of x, broadcast to every step first", (TIME,)),
     _op("upsample", 1, ("order",), _upsample,

@@ -32,13 +32,14 @@ SKIP_ATTRS = ("region", "io", "hoist", "lti")  # made by the passes; each step's
 @dataclass(frozen=True)
 class Step:
     """A kernel step (`graph`, a graph with at most one scan) or a time step (`op`: the time operator's
-    node, reading the value named `source` and writing the one named `target`; `seq`: its reset input)."""
+    node, reading the value named `source` and writing the one named `target`; `aux`: its integer
+    input, a lag's seq_idx or a permute's index)."""
 
     graph: Graph | None = None
     op: object = None
     source: str = ""
     target: str = ""
-    seq: str = ""
+    aux: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,11 +269,13 @@ class Cutter:
             self.layouts[self.source(a)] = self.g[a].attr("axes")
         else:
             self.layout(a)
-        seq = ""
-        if n.attr("reset"):
-            seq = self.g[n.args[1]].attr("name")
-            self.layouts[seq] = self.g[n.args[1]].attr("axes")
-        return Step(op=n, source=self.source(a), target=value_name(i), seq=seq)
+        aux = ""
+        if len(n.args) > 1:  # a lag's seq_idx, a permute's index: integer inputs
+            if self.g[n.args[1]].op != "input":
+                raise IRError(f"{self.g.name}: node %{i} ({n.op}): its second operand must be an integer input")
+            aux = self.g[n.args[1]].attr("name")
+            self.layouts[aux] = self.g[n.args[1]].attr("axes")
+        return Step(op=n, source=self.source(a), target=value_name(i), aux=aux)
 
 
 def _untyped(g: Graph) -> Graph:

@@ -26,7 +26,7 @@ from .sym import emit_lowered
 T = 1  # the time axis of a canonical value
 
 # Ops the Lowering handles itself; the elementwise ones are rows of `elementwise.ONNX`.
-STRUCTURAL = frozenset({"input", "const", "sum", "expr", "lag", "pool", "scan", "last", "output"})
+STRUCTURAL = frozenset({"input", "const", "sum", "expr", "lag", "permute", "pool", "scan", "last", "output"})
 REFUSED = {  # op -> why it has no ONNX lowering (checked before lowering: `refusal`)
     "discretize": "expand_discretization makes it an expr before lowering",
     "upsample": "a strided grid view exports only through its gather form",
@@ -209,10 +209,29 @@ class Lowering:
             return self._expr(i, n, args)
         if op == "lag":
             return self._lag(n, args)
+        if op == "permute":
+            return self._permute(n, args)
         if op == "pool":  # (its operand varies over time: the type rule says so)
             reduce = "ReduceMean" if n.attr("mean") else "ReduceSum"
             return tuple(em.op(reduce, [p, em.ints([T])], keepdims=1) for p in args[0])
         return elementwise(em, n, args)
+
+    def _permute(self, n, args) -> tuple:
+        """GatherElements along time (inverse: ScatterElements into zeros), value and index expanded to
+        the result's shape: one permutation per (batch, channel)."""
+        em = self.em
+        full = self.shape_of(n.type.dims)
+        idx = em.op("Expand", [args[1][0], full])
+        out = []
+        for p in args[0]:
+            p = em.op("Expand", [p, full])
+            if n.attr("inverse"):
+                zeros = em.op("ConstantOfShape", [em.op("Shape", [p])],
+                              value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+                out.append(em.op("ScatterElements", [zeros, idx, p], axis=T))
+            else:
+                out.append(em.op("GatherElements", [p, idx], axis=T))
+        return tuple(out)
 
     def _lag(self, n, args) -> tuple:
         """Pad k zeros on one end of the time axis, slice L steps from the other; a reset compares

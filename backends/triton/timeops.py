@@ -26,3 +26,15 @@ def pool(x, mean: bool, L: int):
     """The sum (or mean) over time (axis 1) of a canonical value."""
     out = x.sum(dim=1, keepdim=True)
     return out / L if mean else out
+
+
+def permute(x, index, inverse: bool = False):
+    """x along an order per (batch, channel) (see `ssmc.backends.numpy_interp.permute`)."""
+    import torch  # (the Triton backend runs on torch tensors)
+    shape = list(torch.broadcast_shapes(x.shape, index.shape[:1] + (1,) + index.shape[2:]))
+    shape[1] = index.shape[1]
+    x = x.expand(shape)
+    idx = index.expand(shape[:3] + [1, 1]).expand(shape)
+    if not inverse:
+        return torch.gather(x, 1, idx)
+    return x.new_zeros(shape).scatter(1, idx, x)

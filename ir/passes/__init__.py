@@ -8,11 +8,13 @@ from .fusion import fuse_regions
 from .infer import infer_types
 from .lti import detect_lti
 from .reassociate import reassociate
+from .unfold import unfold_per_sample_orders
 
 PIPELINE = (
     ("infer_types", infer_types),
     ("expand_discretization", expand_discretization),
     ("canonicalize", canonicalize),
+    ("unfold_per_sample_orders", unfold_per_sample_orders),
     ("reassociate", reassociate),
     ("detect_lti", detect_lti),
     ("fuse_regions", fuse_regions),

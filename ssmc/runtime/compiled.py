@@ -22,6 +22,7 @@ from ssmc.ir.entries import get as library_entry
 from ssmc.ir.passes import run_pipeline
 from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
+from ssmc.ir.passes.unfold import has_gather, unfold_orders
 from ssmc.ir.spec import Spec
 from ssmc.ir.stages import needs_stages, plan
 from ssmc.ir.variants import Variant
@@ -165,6 +166,8 @@ class Compiled:
             elif tuple(ct.shape) != shape:
                 raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {tuple(ct.shape)}")
             full[f"grad_{name}"] = ct
+        if self.staged is None and has_gather(self.graph):  # derived through the unfolded orders
+            return self._unfolded().grad(inputs, grads, outs)
         if self.staged is not None:
             floats = [self.graph[i].attr("name") for i in self.graph.ids("input") if not self.graph[i].attr("integer")]
             res = self.staged.grad(inputs, {k: full[f"grad_{k}"] for k in self.graph.outputs}, floats,
@@ -174,6 +177,13 @@ class Compiled:
                 res[k] = buf
             return res
         return self._backward_form().run(full, outs)
+
+    def _unfolded(self) -> "Compiled":
+        """This graph with its gather orders unfolded into permutation steps (ssmc.ir.passes.unfold):
+        a multi-stage graph whose gradient is derived step by step."""
+        if "unfolded" not in self._forms:
+            self._forms["unfolded"] = compile_ssm(unfold_orders(self.graph), self.backend, None, self.precision)
+        return self._forms["unfolded"]
 
     def _backward_form(self) -> "Compiled":
         if "backward" not in self._forms:  # a Schedule or ChunkedSchedule carries over; "autotune" does not

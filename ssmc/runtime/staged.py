@@ -18,6 +18,7 @@ from ssmc.backends.triton import timeops
 from ssmc.ir import ROLES
 from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.stages import Plan
+from ssmc.ir.types import value_role
 
 from .arrays import is_torch
 
@@ -98,10 +99,14 @@ class Staged:
         have, want = (st.target, st.source) if backward else (st.source, st.target)
         node, L, torch_ = st.op, roles["t"], is_torch(x)
         x5 = _canonical(x, self.plan.layouts[have], roles)
+        aux = _canonical(env[st.aux], self.plan.layouts[st.aux], roles) if st.aux else None
+        if node.op == "permute" and not backward:
+            _check_permutation(st.aux, aux, L)
         if node.op == "lag":  # x_{t-k} is read at t: x_s's cotangent is the lag by -k of the cotangent
-            seq = _canonical(env[st.seq], self.plan.layouts[st.seq], roles) if st.seq else None
             k = -node.attr("k") if backward else node.attr("k")
-            y = (timeops.lag if torch_ else numpy_interp.lag)(x5, k, L, seq)
+            y = (timeops.lag if torch_ else numpy_interp.lag)(x5, k, L, aux)
+        elif node.op == "permute":  # a permutation's transpose is its inverse
+            y = (timeops.permute if torch_ else numpy_interp.permute)(x5, aux, node.attr("inverse") != backward)
         elif not backward:
             y = (timeops.pool if torch_ else numpy_interp.pool)(x5, node.attr("mean"), L)
         else:  # every step's x_t took part, with weight 1 (1 / L for a mean)
@@ -145,9 +150,27 @@ def _flat_grad(fn, flat, args: dict, given: dict, roles: dict) -> dict:
     return out
 
 
+def _check_permutation(name: str, index, L: int) -> None:
+    """Every row of a permute's index must be a permutation of 0..L-1 (else values would be lost)."""
+    if is_torch(index):
+        import torch  # (a torch tensor is in hand)
+        steps = torch.arange(L, device=index.device).reshape(1, L, 1, 1, 1)
+        ok = bool((torch.sort(index, dim=1).values == steps).all())
+    else:
+        ok = bool((np.sort(index, axis=1) == np.arange(L).reshape(1, L, 1, 1, 1)).all())
+    if not ok:
+        raise ValueError(f"{name}: expected a permutation of 0..{L - 1} along L in every row, got repeated or "
+                         f"out-of-range indices")
+
+
 def _canonical(x, axes, roles):
-    """An array laid out along `axes` (value roles, any order) as a canonical 5-axis array."""
-    have = [a.role for a in axes]
+    """An array laid out along `axes` (value roles, any order; a group axis repeated out to the heads)
+    as a canonical 5-axis array."""
+    for k, a in enumerate(axes):
+        if a.role == "g":  # channel h reads group h // (H / G)
+            rep = roles["h"] // roles["g"]
+            x = x.repeat_interleave(rep, dim=k) if is_torch(x) else np.repeat(x, rep, axis=k)
+    have = [value_role(a.role) for a in axes]
     perm = [have.index(r) for r in ROLES if r in have]
     x = x.permute(perm) if is_torch(x) else np.transpose(x, perm)
     return x.reshape([roles[r] if r in have else 1 for r in ROLES])
