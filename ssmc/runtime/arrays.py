@@ -170,3 +170,19 @@ def as_torch(arrays: dict, device="cpu") -> dict:
         dtype = torch.int64 if v.dtype.kind in "iu" else torch.complex64 if np.iscomplexobj(v) else torch.float32
         return torch.tensor(v, dtype=dtype, device=device)
     return {k: conv(v) for k, v in arrays.items()}
+
+
+def check_permutation(name: str, index, axis: int, L: int) -> None:
+    """Every row of an order's index along `axis` must be a permutation of 0..L-1 (else values would be
+    lost or read twice)."""
+    if is_torch(index):
+        import torch
+        steps = torch.arange(L, device=index.device).reshape([L if d == axis else 1 for d in range(index.dim())])
+        ok = bool((torch.sort(index, dim=axis).values == steps).all())
+    else:
+        index = np.asarray(index)
+        ok = bool((np.sort(index, axis=axis) == np.arange(L).reshape([L if d == axis else 1
+                                                                       for d in range(index.ndim)])).all())
+    if not ok:
+        raise ValueError(f"{name}: expected a permutation of 0..{L - 1} along L in every row, got repeated or "
+                         f"out-of-range indices")

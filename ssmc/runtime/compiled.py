@@ -30,6 +30,7 @@ from ssmc.ir.variants import Variant
 from .arrays import (
     as_kernel_tensor,
     as_torch,
+    check_permutation,
     check_state,
     convert_back,
     device_of,
@@ -169,6 +170,7 @@ class Compiled:
         if self.staged is None and has_gather(self.graph):  # derived through the unfolded orders
             return self._unfolded().grad(inputs, grads, outs)
         if self.staged is not None:
+            self._check_orders(inputs, sizes)
             floats = [self.graph[i].attr("name") for i in self.graph.ids("input") if not self.graph[i].attr("integer")]
             res = self.staged.grad(inputs, {k: full[f"grad_{k}"] for k in self.graph.outputs}, floats,
                                    role_sizes(self.graph, sizes))
@@ -234,6 +236,7 @@ class Compiled:
             if is_torch(v) != use_torch:
                 raise TypeError(f"{k}: expected a {'torch tensor' if use_torch else 'NumPy array'} like the other "
                                 f"arguments, got {type(v).__module__}.{type(v).__name__}")
+        self._check_orders(inputs, sizes)
         backend = self.backend
         if backend == "auto":
             backend = "triton" if use_torch and device_of(inputs).type == "cuda" else "numpy"
@@ -246,6 +249,12 @@ class Compiled:
         if self.staged is not None:
             return self._run_staged(inputs, use_torch, outs, sizes)
         return self._run_triton(inputs, use_torch, outs, sizes)
+
+    def _check_orders(self, inputs: dict, sizes: dict) -> None:
+        """A permute's index is a user's order: checked before any step reads it."""
+        for name in {self.graph[self.graph[i].args[1]].attr("name") for i in self.graph.ids("permute")}:
+            axis = [a.role for a in self.graph[self.graph.inputs[name]].attr("axes")].index("t")
+            check_permutation(name, inputs[name], axis, role_sizes(self.graph, sizes)["t"])
 
     def _run_staged(self, inputs, use_torch, outs, sizes):
         import torch  # (the Triton backend runs on torch tensors)

@@ -100,8 +100,6 @@ class Staged:
         node, L, torch_ = st.op, roles["t"], is_torch(x)
         x5 = _canonical(x, self.plan.layouts[have], roles)
         aux = _canonical(env[st.aux], self.plan.layouts[st.aux], roles) if st.aux else None
-        if node.op == "permute" and not backward:
-            _check_permutation(st.aux, aux, L)
         if node.op == "lag":  # x_{t-k} is read at t: x_s's cotangent is the lag by -k of the cotangent
             k = -node.attr("k") if backward else node.attr("k")
             y = (timeops.lag if torch_ else numpy_interp.lag)(x5, k, L, aux)
@@ -148,19 +146,6 @@ def _flat_grad(fn, flat, args: dict, given: dict, roles: dict) -> dict:
             g = g.sum(dim=extra) if is_torch(g) else g.sum(axis=extra)
         out[f"grad_{name}"] = g
     return out
-
-
-def _check_permutation(name: str, index, L: int) -> None:
-    """Every row of a permute's index must be a permutation of 0..L-1 (else values would be lost)."""
-    if is_torch(index):
-        import torch  # (a torch tensor is in hand)
-        steps = torch.arange(L, device=index.device).reshape(1, L, 1, 1, 1)
-        ok = bool((torch.sort(index, dim=1).values == steps).all())
-    else:
-        ok = bool((np.sort(index, axis=1) == np.arange(L).reshape(1, L, 1, 1, 1)).all())
-    if not ok:
-        raise ValueError(f"{name}: expected a permutation of 0..{L - 1} along L in every row, got repeated or "
-                         f"out-of-range indices")
 
 
 def _canonical(x, axes, roles):

@@ -1,0 +1,159 @@
+"""Gather orders through their unfolded form (ssmc.ir.passes.unfold): gradients of gather-order scans, orders
+that differ per sample, and `permute` written by hand, against a float64 torch loop written from the
+recurrence (one permutation per batch element and channel group), whose autograd gives the reference
+gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ssmc
+from ssmc.backends.onnx import to_onnx
+from ssmc.ir import builder as d
+from ssmc.runtime.compiled import optimize
+
+from conftest import DEVICES, assert_close
+
+NAMES = ("u", "dt", "A", "B", "C")
+
+
+def gather_graph(index_axes, h0=False):
+    m = ssmc.Builder("gathered")
+    u, dt = m.input("u", ("batch", "L", "dim")), m.input("dt", ("batch", "L", "dim"))
+    A, B, C = m.input("A", ("dim", "N")), m.input("B", ("batch", "L", "N")), m.input("C", ("batch", "L", "N"))
+    idx = m.input("order", index_axes, integer=True)
+    init = m.input("h0", ("batch", "dim", "N")) if h0 else None
+    h = m.scan(d.exp(dt * A), dt * B * u, h0=init, order="gather", index=idx)
+    m.output("y", (C * h).sum("n") + u, ("batch", "L", "dim"))
+    m.output("last", m.last(h), ("batch", "dim", "N"))
+    return m.build()
+
+
+def loop_ref(u, dt, A, B, C, order, h0=None, per_sample=False):
+    """h visits time order[b, g, k] at step k (channel c in group g = c // (dim / G)); y = C·h + u."""
+    batch, L, D = u.shape
+    order = order.reshape(batch if per_sample else 1, -1, L)
+    G = order.shape[1]
+    a = torch.exp(dt[..., None] * A)
+    x = (dt * u)[..., None] * B[:, :, None]
+    ys, lasts = [], []
+    for b in range(batch):
+        rows, ends = [], []
+        for c in range(D):
+            o = order[b if order.shape[0] > 1 else 0, c // (D // G)]
+            h = h0[b, c] if h0 is not None else torch.zeros_like(A[c])
+            col = [None] * L
+            for k in range(L):
+                t = int(o[k])
+                h = a[b, t, c] * h + x[b, t, c]
+                col[t] = (C[b, t] * h).sum() + u[b, t, c]
+            rows.append(torch.stack(col))
+            ends.append(h)
+        ys.append(torch.stack(rows, 1))
+        lasts.append(torch.stack(ends))
+    return {"y": torch.stack(ys), "last": torch.stack(lasts)}
+
+
+def inputs(rng, index_axes, batch=2, L=7, dim=4, N=3, G=2, h0=False):
+    x = {"u": rng.standard_normal((batch, L, dim)), "dt": rng.uniform(0.1, 0.5, (batch, L, dim)),
+         "A": -rng.uniform(0.5, 2.0, (dim, N)), "B": rng.standard_normal((batch, L, N)),
+         "C": rng.standard_normal((batch, L, N))}
+    rows = {("L",): (), ("G", "L"): (G,), ("batch", "G", "L"): (batch, G), ("batch", "L"): (batch,)}[index_axes]
+    x["order"] = np.stack([rng.permutation(L) for _ in range(int(np.prod(rows, dtype=int)))]).reshape(rows + (L,))
+    if h0:
+        x["h0"] = rng.standard_normal((batch, dim, N))
+    return x
+
+
+AXES = [("L",), ("G", "L"), ("batch", "L"), ("batch", "G", "L")]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("index_axes", AXES)
+def test_gather_orders_forward_and_gradients(rng, device, index_axes):
+    h0 = index_axes == ("G", "L")
+    x = inputs(rng, index_axes, L=int(rng.integers(4, 9)), h0=h0)
+    g = gather_graph(index_axes, h0=h0)
+    leaves = {k: torch.tensor(v, device=device, requires_grad=v.dtype != np.int64) for k, v in x.items()}
+    want = loop_ref(**leaves, per_sample="batch" in index_axes)
+    cts = {k: torch.randn_like(v) for k, v in want.items()}
+    floats = [v for v in leaves.values() if v.requires_grad]
+    want_g = torch.autograd.grad(sum((want[k] * cts[k]).sum() for k in want), floats)
+    assert_close(ssmc.compile(g, backend="numpy")(**x)["y"], want["y"].detach(), 1e-12, "numpy")
+    out = ssmc.compile(g, backend="triton")(**leaves)
+    for k in want:
+        assert_close(out[k].detach(), want[k].detach(), 1e-10, f"triton {k}")
+    got = torch.autograd.grad(sum((out[k] * cts[k]).sum() for k in out), floats)
+    for k, gg, ww in zip([k for k in leaves if leaves[k].requires_grad], got, want_g):
+        assert_close(gg, ww, 1e-9, f"grad {k}")
+
+
+def test_numpy_backend_gradient_of_a_gather_order(rng):
+    x = inputs(rng, ("G", "L"))
+    fn = ssmc.compile(gather_graph(("G", "L")), backend="numpy")
+    leaves = {k: torch.tensor(v, requires_grad=v.dtype != np.int64) for k, v in x.items()}
+    want = loop_ref(**leaves)
+    cts = {k: rng.standard_normal(v.shape) for k, v in want.items()}
+    want_g = torch.autograd.grad(sum((want[k] * torch.from_numpy(cts[k])).sum() for k in want),
+                                 [leaves[k] for k in NAMES])
+    got = fn.grad(x, cts)
+    for k, w in zip(NAMES, want_g):
+        assert_close(got[f"grad_{k}"], w, 1e-10, k)
+
+
+def test_per_sample_orders_export_to_onnx(rng):
+    ort = pytest.importorskip("onnxruntime")  # (optional: the GPU machine may lack it)
+    x = inputs(rng, ("batch", "G", "L"))
+    g = gather_graph(("batch", "G", "L"))
+    want = loop_ref(**{k: torch.from_numpy(v) for k, v in x.items()}, per_sample=True)
+    sess = ort.InferenceSession(to_onnx(g, sizes={"dim": 4, "N": 3, "G": 2}).SerializeToString())
+    feed = {k: v if v.dtype == np.int64 else v.astype(np.float32) for k, v in x.items()}
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+    for k in want:
+        assert_close(outs[k], want[k], 2e-6, k)
+
+
+def test_only_per_sample_orders_are_unfolded_by_the_pipeline():
+    shared, _ = optimize(gather_graph(("G", "L")))
+    per_sample, _ = optimize(gather_graph(("batch", "G", "L")))
+    assert not shared.ids("permute") and len(shared.ids("scan")) == 1
+    assert per_sample.ids("permute") and per_sample[per_sample.ids("scan")[0]].attr("order").kind == "identity"
+
+
+def test_permute_by_hand_equals_the_gather_order(rng):
+    m = ssmc.Builder("by_hand")
+    u, a = m.input("u", ("batch", "L", "dim")), m.input("a", ("batch", "L", "dim"))
+    idx = m.input("order", ("batch", "G", "L"), integer=True)
+    h = m.scan(m.permute(d.sigmoid(a), idx), m.permute(u, idx))
+    m.output("y", m.permute(h, idx, inverse=True), ("batch", "L", "dim"))
+    m2 = ssmc.Builder("as_order")
+    u2, a2 = m2.input("u", ("batch", "L", "dim")), m2.input("a", ("batch", "L", "dim"))
+    m2.output("y", m2.scan(d.sigmoid(a2), u2, order="gather",
+                           index=m2.input("order", ("batch", "G", "L"), integer=True)), ("batch", "L", "dim"))
+    x = {"u": rng.standard_normal((3, 6, 4)), "a": rng.standard_normal((3, 6, 4)),
+         "order": np.stack([np.stack([rng.permutation(6) for _ in range(2)]) for _ in range(3)])}
+    for backend in ("numpy", "triton"):
+        assert_close(ssmc.compile(m.build(), backend=backend)(**x)["y"],
+                     ssmc.compile(m2.build(), backend="numpy")(**x)["y"], 1e-6, backend)
+
+
+def test_an_index_that_is_not_a_permutation_is_refused(rng):
+    x = inputs(rng, ("batch", "L"))
+    x["order"][1, 2] = x["order"][1, 3]
+    for backend in ("numpy", "triton"):
+        with pytest.raises(ValueError, match=r"order: expected a permutation of 0..6 along L in every row"):
+            ssmc.compile(gather_graph(("batch", "L")), backend=backend)(**x)
+
+
+def test_gather_with_resets_has_no_backward_yet(rng):
+    m = ssmc.Builder("gather_resets")
+    u, a = m.input("u", ("batch", "L", "dim")), m.input("a", ("dim",))
+    seq = m.input("seq_idx", ("batch", "L"), integer=True)
+    idx = m.input("order", ("L",), integer=True)
+    m.output("y", m.scan(d.sigmoid(a), u, seq_idx=seq, order="gather", index=idx), ("batch", "L", "dim"))
+    fn = ssmc.compile(m.build(), backend="numpy")
+    x = {"u": rng.standard_normal((2, 5, 3)), "a": rng.standard_normal(3), "seq_idx": np.zeros((2, 5), np.int64),
+         "order": rng.permutation(5)}
+    with pytest.raises(NotImplementedError, match=r"a gather-order scan with resets is not unfolded"):
+        fn.grad(x, {"y": np.ones((2, 5, 3))})
