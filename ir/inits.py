@@ -41,6 +41,11 @@ def random_inputs(graph: Graph, sizes: dict, seed=None, dtype=np.float64) -> dic
         n = graph[i]
         name = n.attr("name")
         shape = tuple(sizes[a.symbol] for a in n.attr("axes"))
+        if n.attr("integer") and name not in INITS and _is_order(graph, i):  # a permutation along L per row
+            t = [a.role for a in n.attr("axes")].index("t")
+            rows = np.argsort(rng.random(shape), axis=t)
+            out[name] = rows.astype(np.int64)
+            continue
         if name in INITS:
             x = INITS[name](shape, rng, n)
             out[name] = np.asarray(x, dtype=np.int64 if n.attr("integer") else dtype)
@@ -60,6 +65,13 @@ def random_inputs(graph: Graph, sizes: dict, seed=None, dtype=np.float64) -> dic
                 x = (x + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
         out[name] = np.asarray(x).astype(np.result_type(dtype, np.complex64) if n.attr("complex") else dtype)
     return out
+
+
+def _is_order(graph: Graph, i: int) -> bool:
+    """Is input i a scan order's index (a gather scan's last operand, or a permute's index)?"""
+    return any((n.op == "permute" and n.args[1] == i) or (n.op == "scan" and n.args[-1] == i and
+                                                          getattr(n.attr("order"), "kind", n.attr("order")) == "gather")
+               for n in graph.nodes)
 
 
 def _raw_dt(graph: Graph, i: int) -> bool:

@@ -30,7 +30,8 @@ from conftest import assert_close, seed_of
 
 GOLDEN = Path(__file__).parent / "golden"
 ENTRIES = sorted(library.ENTRIES)
-PASSES = ["infer_types", "expand_discretization", "canonicalize", "reassociate", "detect_lti", "fuse_regions"]
+PASSES = ["infer_types", "expand_discretization", "canonicalize", "unfold_per_sample_orders", "reassociate",
+          "detect_lti", "fuse_regions"]
 
 
 # --- golden listings ---------------------------------------------------------------------------
@@ -233,13 +234,14 @@ def _ops_grid() -> Graph:
 
 
 def _ops_time() -> Graph:
-    """Time operators between two scans: a lag with resets, a pool over time."""
+    """Time operators between two scans: a lag with resets, a pool over time, a per-sample permutation."""
     m = Builder("ops_time")
     u, a = m.input("u", ("batch", "L", "dim")), m.input("a", ("batch", "L", "dim"))
     seq = m.input("seq_idx", ("batch", "L"), integer=True)
     h = m.scan(d.sigmoid(a), u, seq_idx=seq)
     g = m.scan(d.sigmoid(a), m.lag(h, 2, seq_idx=seq), order="reverse")
-    m.output("y", g * m.pool(h, "mean") + m.pool(u, "sum"), ("batch", "L", "dim"))
+    shuffled = m.permute(u, m.input("order", ("batch", "L"), integer=True))
+    m.output("y", g * m.pool(h, "mean") + m.pool(u, "sum") + shuffled, ("batch", "L", "dim"))
     return m.build()
 
 
