@@ -161,10 +161,6 @@ class Cutter:
         self.layouts[value_name(i)] = axes
         return axes
 
-    def source(self, a: int) -> str:
-        """The name a step reads node a's value by (materialized, or a user input)."""
-        return self.g[a].attr("name") if self.g[a].op == "input" else value_name(a)
-
     def _boundary(self, a: int, home) -> bool:
         """Whether a step of owner `home` reads node a as a materialized value (not computing it)."""
         n = self.g[a]
@@ -265,9 +261,11 @@ class Cutter:
     def time_step(self, i: int) -> Step:
         n, a = self.g[i], self.g[i].args[0]
         self.layout(i)
-        if self.canonical_input(a):
-            self.layouts[self.source(a)] = self.g[a].attr("axes")
-        else:
+        if self.canonical_input(a):  # read as the user gave it
+            source = self.g[a].attr("name")
+            self.layouts[source] = self.g[a].attr("axes")
+        else:  # materialized by the step that computes it (a kernel step lays out a user input)
+            source = value_name(a)
             self.layout(a)
         aux = ""
         if len(n.args) > 1:  # a lag's seq_idx, a permute's index: integer inputs
@@ -275,7 +273,7 @@ class Cutter:
                 raise IRError(f"{self.g.name}: node %{i} ({n.op}): its second operand must be an integer input")
             aux = self.g[n.args[1]].attr("name")
             self.layouts[aux] = self.g[n.args[1]].attr("axes")
-        return Step(op=n, source=self.source(a), target=value_name(i), aux=aux)
+        return Step(op=n, source=source, target=value_name(i), aux=aux)
 
 
 def _untyped(g: Graph) -> Graph:

@@ -1,9 +1,13 @@
 """Published SSM variants that need several scans or lags, declared as one IR graph each with the
 Builder.  Each lowers as stages (`ssmc.ir.stages`): one kernel per scan, lags between them.
 
-    hydra   Hydra's quasiseparable mixer (Hwang et al. 2024) in one graph
-    h3      H3 (Fu et al. 2023), one channel per head: a shift SSM on k (a short causal filter of
-            lags), k̄ ⊙ v, a diagonal complex SSM on it, gated by q
+    hydra             Hydra's quasiseparable mixer (Hwang et al. 2024) in one graph
+    h3                H3 (Fu et al. 2023), one channel per head: a shift SSM on k (a short causal filter
+                      of lags), k̄ ⊙ v, a diagonal complex SSM on it, gated by q
+    vim               Vision Mamba's bidirectional block (Zhu et al. 2024): forward and backward selective
+                      scans, each direction with its own u, Δ, A, B, C, D, summed and gated by silu(z)
+    pointcloud_mamba  a selective scan along a serialization order that differs per point cloud (Point
+                      Cloud Mamba, Zhang et al. 2024; Graph Mamba's per-graph orderings likewise)
 """
 from __future__ import annotations
 
@@ -67,9 +71,43 @@ def h3(taps: int = 4) -> Graph:
     return m.build()
 
 
+def _selective(m: Builder, tag: str, order="forward", index=None):
+    """Mamba-1's selective scan with its own u, Δ (+ bias, softplus), A = -exp(A_log), B, C and D skip,
+    inputs suffixed `tag`: y = Σ_n C h + D u, h_t = e^{Δ_t A} h_{t-1} + Δ_t B_t u_t along `order`."""
+    u = m.input(f"u{tag}", ("batch", "dim", "L"))
+    delta = d.softplus(m.input(f"delta{tag}", ("batch", "dim", "L")) + m.input(f"delta_bias{tag}", ("dim",)))
+    A = -d.exp(m.input(f"A_log{tag}", ("dim", "N")))
+    B, C = m.input(f"B{tag}", ("batch", "N", "L")), m.input(f"C{tag}", ("batch", "N", "L"))
+    h = m.scan(d.exp(delta * A), delta * B * u, order=order, index=index)
+    return (C * h).sum("n") + m.input(f"D{tag}", ("dim",)) * u
+
+
+def vim() -> Graph:
+    """out = (y_fwd + y_bwd) · silu(z): Vim's two directions, each its own conv1d (given here as its own
+    u, the conv's output), projections, A and D; the backward one scans the sequence reversed."""
+    m = Builder("vim")
+    y = _selective(m, "_fwd") + _selective(m, "_bwd", order="reverse")
+    m.output("out", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
+    return m.build()
+
+
+def pointcloud_mamba() -> Graph:
+    """A selective scan in each cloud's own serialization: step k of cloud b visits point order[b, k]
+    (a space-filling-curve order computed per cloud); out in point order, gated by silu(z)."""
+    m = Builder("pointcloud_mamba")
+    y = _selective(m, "", order="gather", index=m.input("order", ("batch", "L"), integer=True))
+    m.output("out", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
+    return m.build()
+
+
 VARIANTS = {v.name: v for v in [
     Variant("hydra", "Hydra (one graph): forward and reverse SSD scans, each readout shifted one step along its "
             "direction, plus (D + diag)·x", hydra, dict(batch=2, L=33, H=4, P=3, G=2, N=4)),
     Variant("h3", "H3 (one channel per head): 4-tap shift filter on k, k̄·v into a complex diagonal ZOH SSM, "
             "gated by q", h3, dict(batch=2, L=33, dim=5, N=4)),
+    Variant("vim", "Vision Mamba block: forward and backward selective scans, each direction with its own u, "
+            "Δ, A, B, C, D, summed and gated by silu(z)", vim, dict(batch=2, L=33, dim=5, N=4)),
+    Variant("pointcloud_mamba", "Point Cloud Mamba: a selective scan along a serialization order that "
+            "differs per cloud (order: (batch, L)), gated by silu(z)", pointcloud_mamba,
+            dict(batch=2, L=33, dim=5, N=4)),
 ]}

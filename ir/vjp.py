@@ -22,9 +22,9 @@ from .types import ROLES, ValueType
 class TypedBuilder:
     """A Rebuilder that types every node as it is emitted (the rules need operand types)."""
 
-    def __init__(self, defer_reduce: bool = False):
+    def __init__(self, defer: frozenset = frozenset()):
         self.rb = Rebuilder()
-        self.defer_reduce = defer_reduce  # see ssmc.ir.passes.adjoint
+        self.defer = defer  # axes whose sums are left to the caller (ssmc.ir.passes.adjoint's defer_reduce)
 
     def type(self, i) -> ValueType:
         return self.rb.nodes[i].type
@@ -55,7 +55,10 @@ class TypedBuilder:
         if self.type(c).complex and not want.complex:
             c = self.emit("real", [c])
         extra = self.type(c).dims - want.dims
-        if extra and not self.defer_reduce:
+        if extra and self.defer:  # the deferred axes left for the caller; the others summed now, forward
+            now = tuple(r for r in ROLES if r in extra - self.defer)
+            return self.emit("sum", [c], axes=now) if now else c
+        if extra:
             c = self.emit("reduce", [c], axes=tuple(r for r in ROLES if r in extra))
         return c
 

@@ -316,3 +316,25 @@ def test_pool_of_a_time_invariant_value_is_refused():
         ssmc.compile(m.build(), backend="numpy")
     with pytest.raises(ValueError, match=r"pool: how must be 'mean' or 'sum', got 'max'"):
         m.pool(w, "max")
+
+
+def test_gradient_of_a_scan_less_step_that_sums_channels(rng):
+    """A scan-less step with a sum over h and a group-merged output: its gradient (an elementwise Triton
+    kernel, the sums over broadcast axes left to the runtime except those a forward sum also runs over)."""
+    m = ssmc.Builder("merged")
+    u, w, c = m.input("u", ("batch", "L", "H")), m.input("w", ("H",)), m.input("c", ("batch", "L", "G"))
+    m.output("y", (m.lag(u, 1) * w).sum("h") * c, ("batch", "L", "G"))
+    H, G, L = 4, 2, int(rng.integers(3, 9))
+    x = {"u": rng.standard_normal((2, L, H)), "w": rng.standard_normal(H), "c": rng.standard_normal((2, L, G))}
+
+    def ref(u, w, c):  # the output sums the H/G heads of each group, which all hold s · c_g
+        return {"y": (H // G) * (lag_ref(u, 1) * w).sum(-1)[..., None] * c}
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in x.items()}
+    want = ref(**t)["y"]
+    ct = torch.randn_like(want)
+    want_g = torch.autograd.grad((want * ct).sum(), list(t.values()))
+    for backend in ("numpy", "triton"):
+        out = ssmc.compile(m.build(), backend=backend)(**t)["y"]
+        assert_close(out.detach(), want.detach(), 1e-12, backend)
+        for k, gg, ww in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())), want_g):
+            assert_close(gg, ww, 1e-12, f"{backend} grad {k}")

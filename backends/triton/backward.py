@@ -29,7 +29,7 @@ from .recurrent import TileEmitter, channel_mask
 from .scan import scan_chunk, scan_operands
 from .schedule import Schedule
 from .tiles import TileAxes, at_step, broadcast_tile, store_pointers, tile_shape
-from .time_loop import kernel_prologue, time_maps
+from .time_loop import has_repeat_axis, kernel_prologue, time_maps
 
 LINEAR_OPS = with_trait(LINEAR)  # a sum of partial sums stays a partial sum through these
 
@@ -288,13 +288,13 @@ class BackwardLowering:
         axes = n.attr("axes")
         ptrs, masks = store_pointers(ta, p, axes)
         src, e = em.names[n.args[0]], self.ext[n.args[0]]
-        atomic = bool(self.partial[n.args[0]]) or any(a.role == "g" for a in axes)
+        atomic = bool(self.partial[n.args[0]]) or any(a.role in ("g", "r") for a in axes)  # channels merged
         if atomic and e[0]:  # lanes added up by the atomics: each channel lane once
             roles = self.lanes[n.args[0]] | {value_role(a.role) for a in axes}
             masks = [channel_mask(em, roles) if m.startswith("mask_d") else m for m in masks]
         mask = " & ".join(masks) if masks else None
         self.out(phase, f"{p}_ptrs = {ptrs}")
-        summed_here = atomic and e[0] and not any(a.role in "hpg" for a in axes)  # over every channel
+        summed_here = atomic and e[0] and not any(a.role in "hpgr" for a in axes)  # over every channel
         grouped = atomic and e[0] and any(a.role == "g" for a in axes) and not any(a.role in "hp" for a in axes)
         per_block = ((summed_here or grouped) and self.sched.partials and "t" in {a.role for a in axes}
                      and not self.partial[n.args[0]] - {"h", "p"})
@@ -364,8 +364,9 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     kname = f"{ident(graph.name)}_kernel"
     inputs = [graph[i] for i in graph.ids("input")]
     outputs = [graph[i] for i in graph.ids("output")]
+    repeats = has_repeat_axis(graph)
     params = tensor_params(graph, inputs + outputs) + ["ck_ptr", "sc_ptr", "L", "NCH", "P", "N", "HG", "NCK",
-                                                       "M", "NSEG"]
+                                                       "M", "NSEG"] + (["R"] if repeats else [])
     params += [f"{param_name(graph, n)}_sblk" for n in outputs if n.attr("name") in bw.blocks]
     consts = ["BLOCK_D: tl.constexpr", "BLOCK_N: tl.constexpr", "CHUNK: tl.constexpr",
               "EVEN_D: tl.constexpr", "EVEN_N: tl.constexpr"]
@@ -385,6 +386,7 @@ def generate_backward(graph: Graph, schedule: Schedule, acc: str = "float32") ->
     ind = lambda lines, depth=1: ["    " * depth + x for x in lines]
     body = [
         *kernel_prologue(),
+        *(["idx_r = idx_h % R  # inputs shared by every block of R heads"] if repeats else []),
         f"ck_mask = {ck_mask}",
         "# ---- time-invariant values, accumulators",
         *lines["pre"],
@@ -470,7 +472,7 @@ def _launch(graph, kname, outputs, atomic, parts, acc, blocks) -> Launch:
         globals_=("LAST_WORKSPACE",),
         workspace=["    LAST_WORKSPACE = dict(checkpoints=NSEG, chunk_states=M, bytes=ckpt.nbytes + scratch.nbytes)"],
         call_args=[
-            "        ckpt, scratch, L, NCH, P, N, HG, NCK, M, NSEG,",
+            "        ckpt, scratch, L, NCH, P, N, HG, NCK, M, NSEG," + (" R," if has_repeat_axis(graph) else ""),
             *[f"        {p}_blocks.stride(0)," for p in per_block],
             "        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, EVEN_D=NCH % BLOCK_D == 0, EVEN_N=N == BLOCK_N,",
             "        num_warps=sched['num_warps'],",

@@ -15,11 +15,13 @@ in reverse order:
   gets the cotangent summed over them (op `reduce`, over any of b, t, h, p, n); an output with a
   group axis sums the heads of each group.
 
-With `defer_reduce` (graphs without a scan only), no cotangent is summed over the axes its value
-broadcasts over: each `grad_<input>` keeps them, as extra axes after the input's own, for the caller to
-sum.  That is exact for such graphs (a derivative factor of a value varies only over the value's
-own axes, so it commutes with the sum) and leaves an elementwise graph, which the Triton forward
-generator lowers: the backward of a multi-stage graph's scan-less steps (`ssmc.runtime.staged`).
+With `defer_reduce` (graphs without a scan only), no cotangent is summed over an axis its value
+broadcasts over (unless a forward `sum` of the graph runs over that axis: then it is summed at once,
+as a forward `sum`): each `grad_<input>` keeps those axes, after the input's own, for the caller to
+sum.  That is exact for such graphs: a derivative factor of a value varies only over the value's own
+axes, so it commutes with the sum, and only a `sum`'s adjoint maps a value without an axis to one with
+it.  It leaves a graph of forward ops, which the Triton forward generator lowers: the backward of a
+multi-stage graph's scan-less steps (`ssmc.runtime.staged`).
 
 Complex gradients follow PyTorch's convention (see `ssmc.ir.vjp`).
 """
@@ -43,11 +45,13 @@ def adjoint(g: Graph, defer_reduce: bool = False) -> Graph:
     if len(scans) > 1:  # (a multi-stage graph's steps have one each: ssmc.ir.stages)
         raise NotImplementedError(f"{g.name}: backward is derived for graphs with at most one scan, "
                                   f"found {len(scans)}")
-    if scans and spans_sequence(g[scans[0]].attr("order")) or any(
-            a.role == "r" for i in g.ids("input") + g.ids("output") for a in g[i].attr("axes")):
+    if scans and spans_sequence(g[scans[0]].attr("order")):
         raise NotImplementedError(f"{g.name}: backward of a gather-order or grid-order (multi-order) scan is not "
                                   f"derived yet")
-    b = TypedBuilder(defer_reduce)
+    # (an axis some forward sum runs over is summed at once: a deferred copy of it would pass through that
+    # sum's adjoint, a broadcast over the same axis, and be taken for the operand's own)
+    summed = {r for i in g.ids("sum") for r in g[i].attr("axes")}
+    b = TypedBuilder(frozenset({"b", "t", "h", "p", "n"} - summed) if defer_reduce else frozenset())
     new = {}  # forward node id -> its recomputation in the backward graph
     for i, n in enumerate(g.nodes):
         if n.op == "output":
