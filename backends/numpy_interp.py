@@ -212,6 +212,17 @@ def permute(x: np.ndarray, index: np.ndarray, inverse: bool = False) -> np.ndarr
     return out
 
 
+def causal_conv(x: np.ndarray, w: np.ndarray, L: int) -> np.ndarray:
+    """Σ_{k≤t} w_k x_{t-k} along time of canonical values, summed tap by tap."""
+    shape = list(np.broadcast_shapes(x.shape, w.shape))
+    shape[1] = L
+    x, w = np.broadcast_to(x, shape), np.broadcast_to(w, shape)  # a time-invariant one: the same at every step
+    out = np.zeros(shape, np.result_type(x, w))
+    for k in range(L):
+        out[:, k:] += w[:, k:k + 1] * x[:, :L - k]
+    return out
+
+
 def pool(x: np.ndarray, mean: bool, L: int) -> np.ndarray:
     """The sum (or mean) over time (axis 1) of a canonical value."""
     out = x.sum(axis=1, keepdims=True)
@@ -325,6 +336,7 @@ SEMANTICS = {
     "last": _last,
     "lag": _lag,
     "permute": lambda args, node, ctx: permute(args[0], args[1], node.attr("inverse")),
+    "causal_conv": lambda args, node, ctx: causal_conv(args[0], args[1], ctx["roles"]["t"]),
     "pool": lambda args, node, ctx: pool(args[0], node.attr("mean"), ctx["roles"]["t"]),
     "upsample": _upsample,
     "output": lambda args, node, ctx: args[0],

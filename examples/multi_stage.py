@@ -19,7 +19,7 @@ ref = ssmc.compile(graph, backend="numpy")
 tri = ssmc.compile(graph, backend="triton")  # the GPU when there is one, else Triton's interpreter
 for k, step in enumerate(tri.staged.plan.steps):
     print(f"step {k}:", f"kernel with {len(step.graph.ids('scan'))} scan(s)" if step.graph is not None
-          else f"{step.target} = {step.op.op}({step.source}, k={step.op.attr('k')})")
+          else f"{step.target} = {step.op.op}({', '.join(step.sources)}, k={step.op.attr('k')})")
 y_ref, y_tri = ref(**x)["y"], tri(**x)["y"]
 err = np.linalg.norm(y_tri - y_ref) / np.linalg.norm(y_ref)
 print(f"NumPy vs Triton: relative error {err:.2e}")

@@ -146,6 +146,12 @@ class Builder:
         back at time index[k].  A time operator: it cuts the graph into stages, as a lag does."""
         return self._emit("permute", x, index, inverse=bool(inverse))
 
+    def causal_conv(self, x: Value, w: Value) -> Value:
+        """Σ_{k≤t} w_k x_{t-k}: x convolved causally along time with the filter w, an input over time
+        (tap k at step k: an explicit long filter as Hyena's or S4's kernel; a short one is zero past
+        its taps) and per channel where it has a channel axis.  A time operator (stages)."""
+        return self._emit("causal_conv", x, w)
+
     def pool(self, x: Value, how: str = "mean") -> Value:
         """The mean (how="mean") or sum (how="sum") of x over time: a value without the time axis.  It
         cuts the graph into stages (`ssmc.ir.stages`), as a lag does."""
@@ -170,6 +176,7 @@ HELPERS = {
     "sub": Value.__sub__, "mul": Value.__mul__, "div": Value.__truediv__, "complex": complex_,
     "discretize": Builder.discretize, "sum": Value.sum, "scan": Builder.scan, "last": Builder.last,
     "lag": Builder.lag, "pool": Builder.pool, "permute": Builder.permute,
+    "causal_conv": Builder.causal_conv,
     "upsample": Builder.upsample, "output": Builder.output,
 }
 """op -> how a declaration writes it (`expr` nodes are made by expand_discretization, never written)."""

@@ -140,6 +140,15 @@ def _permute(args, attrs):
     return ValueType(x.dims | idx.dims, x.complex)
 
 
+def _causal_conv(args, attrs):
+    x, w = args
+    if x.complex or w.complex:
+        raise IRError(f"causal_conv: takes real operands, got {x} and {w}")
+    if "t" not in w.dims:
+        raise IRError(f"causal_conv: the filter {w} must vary over time (its taps: w[k] at step k)")
+    return ValueType(x.dims | w.dims, False)
+
+
 def _pool(args, attrs):
     if not isinstance(attrs["mean"], bool):
         raise IRError(f"pool: mean must be a bool, got {attrs['mean']!r}")
@@ -231,6 +240,9 @@ ALL_OPS = {s.name: s for s in [
     _op("permute", 2, ("inverse",), _permute,
         "x read along an order per (batch, channel): step k holds x at time index[k] (inverse=True: puts "
         "step k back at time index[k]); the index (an integer input) is a permutation of 0..L-1", (TIME,)),
+    _op("causal_conv", 2, (), _causal_conv,
+        "Σ_{k≤t} w_k x_{t-k}: a causal convolution along time with a filter over time (tap k at step k; a "
+        "short filter is zero past its taps), per channel where w varies over channels", (TIME,)),
     _op("pool", 1, ("mean",), _pool,
         "the sum (mean=True: the mean) over time of x, broadcast to every step first", (TIME,)),
     _op("upsample", 1, ("order",), _upsample,

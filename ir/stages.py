@@ -26,18 +26,19 @@ from .opset import TIME, IRError, with_trait
 from .types import ROLES, Axis
 
 TIME_OPS = with_trait(TIME)
+INTEGER_OPERAND = {"lag": 1, "permute": 1}  # a time operator's integer input (seq_idx, index), by position
 SKIP_ATTRS = ("region", "io", "hoist", "lti")  # made by the passes; each step's pipeline makes its own
 
 
 @dataclass(frozen=True)
 class Step:
     """A kernel step (`graph`, a graph with at most one scan) or a time step (`op`: the time operator's
-    node, reading the value named `source` and writing the one named `target`; `aux`: its integer
+    node, reading the values named in `sources` and writing the one named `target`; `aux`: its integer
     input, a lag's seq_idx or a permute's index)."""
 
     graph: Graph | None = None
     op: object = None
-    source: str = ""
+    sources: tuple = ()
     target: str = ""
     aux: str = ""
 
@@ -74,10 +75,10 @@ def plan(g: Graph) -> Plan:
         a = g[i].args[0]
         if not isinstance(owner[a], int):
             units.add_node(("f", a))
-    for i in times:  # a time operator's operand is materialized: by its owner's step, or a free step
-        a = g[i].args[0]
-        if g[a].op not in TIME_OPS and not isinstance(owner[a], int) and not cut.canonical_input(a):
-            units.add_node(("f", a))
+    for i in times:  # a time operator's operands are materialized: by their owner's step, or a free step
+        for a in float_operands(g, i):
+            if g[a].op not in TIME_OPS and not isinstance(owner[a], int) and not cut.canonical_input(a):
+                units.add_node(("f", a))
     for u in list(units):
         for need in cut.needs(u):
             units.add_edge(need, u)
@@ -174,8 +175,7 @@ class Cutter:
         """The units that produce what `unit` reads."""
         kind, i = unit
         if kind == "l":
-            a = self.g[i].args[0]
-            srcs = [] if self.canonical_input(a) else [a]
+            srcs = [a for a in float_operands(self.g, i) if not self.canonical_input(a)]
         else:
             srcs = self.reads(i if kind == "k" else None, [] if kind == "k" else [i])
         out = set()
@@ -259,21 +259,32 @@ class Cutter:
             given |= {a.symbol for a in self.g[carrier].attr("axes")}
 
     def time_step(self, i: int) -> Step:
-        n, a = self.g[i], self.g[i].args[0]
+        n = self.g[i]
         self.layout(i)
-        if self.canonical_input(a):  # read as the user gave it
-            source = self.g[a].attr("name")
-            self.layouts[source] = self.g[a].attr("axes")
-        else:  # materialized by the step that computes it (a kernel step lays out a user input)
-            source = value_name(a)
-            self.layout(a)
+        sources = []
+        for a in float_operands(self.g, i):
+            if self.canonical_input(a):  # read as the user gave it
+                sources.append(self.g[a].attr("name"))
+                self.layouts[sources[-1]] = self.g[a].attr("axes")
+            else:  # materialized by the step that computes it (a kernel step lays out a user input)
+                sources.append(value_name(a))
+                self.layout(a)
         aux = ""
-        if len(n.args) > 1:  # a lag's seq_idx, a permute's index: integer inputs
-            if self.g[n.args[1]].op != "input":
-                raise IRError(f"{self.g.name}: node %{i} ({n.op}): its second operand must be an integer input")
-            aux = self.g[n.args[1]].attr("name")
-            self.layouts[aux] = self.g[n.args[1]].attr("axes")
-        return Step(op=n, source=source, target=value_name(i), aux=aux)
+        k = INTEGER_OPERAND.get(n.op)
+        if k is not None and k < len(n.args):  # a lag's seq_idx, a permute's index
+            j = n.args[k]
+            if self.g[j].op != "input" or not self.g[j].attr("integer"):
+                raise IRError(f"{self.g.name}: node %{i} ({n.op}): operand {k} must be an integer input, "
+                              f"got %{j} ({self.g[j].op})")
+            aux = self.g[j].attr("name")
+            self.layouts[aux] = self.g[j].attr("axes")
+        return Step(op=n, sources=tuple(sources), target=value_name(i), aux=aux)
+
+
+def float_operands(g: Graph, i: int) -> list:
+    """A time operator's operands other than its integer input."""
+    k = INTEGER_OPERAND.get(g[i].op)
+    return [a for j, a in enumerate(g[i].args) if j != k]
 
 
 def _untyped(g: Graph) -> Graph:

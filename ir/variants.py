@@ -100,6 +100,33 @@ def pointcloud_mamba() -> Graph:
     return m.build()
 
 
+def hyena() -> Graph:
+    """y = x2 ⊙ (h2 * z + D2 z), z = x1 ⊙ (h1 * v + D1 v): `*` a causal convolution along time with the
+    filters h1, h2 over (dim, L) (Hyena's implicit filters, given as their values), D the filters' bias."""
+    m = Builder("hyena")
+    z = m.input("v", ("batch", "L", "dim"))
+    for k in (1, 2):
+        h, D = m.input(f"h{k}", ("dim", "L")), m.input(f"D{k}", ("dim",))
+        z = m.input(f"x{k}", ("batch", "L", "dim")) * (m.causal_conv(z, h) + D * z)
+    m.output("y", z, ("batch", "L", "dim"))
+    return m.build()
+
+
+def hyena_modal() -> Graph:
+    """Hyena with modal filters h_t = 2·Re Σ_n R_n λ_n^t, λ = exp(Δ A), A = -exp(A_log_re) + i·A_im,
+    Δ = exp(log_dt): the convolution h * z is the scan s_t = λ s_{t-1} + R z_t read out as 2·Re Σ_n s_t."""
+    m = Builder("hyena_modal")
+    z = m.input("v", ("batch", "L", "dim"))
+    for k in (1, 2):
+        A = d.complex_(-d.exp(m.input(f"A_log_re{k}", ("dim", "N"))), m.input(f"A_im{k}", ("dim", "N")))
+        lam = d.exp(d.exp(m.input(f"log_dt{k}", ("dim",))) * A)
+        R, D = m.input(f"R{k}", ("dim", "N"), complex=True), m.input(f"D{k}", ("dim",))
+        conv = 2.0 * d.real(m.scan(lam, R * z).sum("n"))
+        z = m.input(f"x{k}", ("batch", "L", "dim")) * (conv + D * z)
+    m.output("y", z, ("batch", "L", "dim"))
+    return m.build()
+
+
 VARIANTS = {v.name: v for v in [
     Variant("hydra", "Hydra (one graph): forward and reverse SSD scans, each readout shifted one step along its "
             "direction, plus (D + diag)·x", hydra, dict(batch=2, L=33, H=4, P=3, G=2, N=4)),
@@ -110,4 +137,8 @@ VARIANTS = {v.name: v for v in [
     Variant("pointcloud_mamba", "Point Cloud Mamba: a selective scan along a serialization order that "
             "differs per cloud (order: (batch, L)), gated by silu(z)", pointcloud_mamba,
             dict(batch=2, L=33, dim=5, N=4)),
+    Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "
+            "gated by a projection", hyena, dict(batch=2, L=33, dim=5)),
+    Variant("hyena_modal", "Hyena operator, order 2, modal filters 2·Re Σ R λ^t: two complex diagonal scans, "
+            "each gated by a projection", hyena_modal, dict(batch=2, L=33, dim=5, N=4)),
 ]}

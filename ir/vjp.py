@@ -187,7 +187,7 @@ VJP = {
     "expr": _expr,
     "lag": _lag,
     **{op: refused("a time operator: a multi-stage graph's gradient is taken step by step, "
-                   "by ssmc.runtime.staged") for op in ("permute", "pool")},
+                   "by ssmc.runtime.staged") for op in ("permute", "pool", "causal_conv")},
     "discretize": refused("expand_discretization makes it an expr before the adjoint pass runs"),
     "upsample": refused("the backward of a strided grid view is not derived"),
     **{op: refused("a backward-graph op: second derivatives are not derived")

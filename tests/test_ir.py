@@ -234,14 +234,16 @@ def _ops_grid() -> Graph:
 
 
 def _ops_time() -> Graph:
-    """Time operators between two scans: a lag with resets, a pool over time, a per-sample permutation."""
+    """Time operators between two scans: a lag with resets, a pool over time, a per-sample permutation, a
+    causal convolution."""
     m = Builder("ops_time")
     u, a = m.input("u", ("batch", "L", "dim")), m.input("a", ("batch", "L", "dim"))
     seq = m.input("seq_idx", ("batch", "L"), integer=True)
     h = m.scan(d.sigmoid(a), u, seq_idx=seq)
     g = m.scan(d.sigmoid(a), m.lag(h, 2, seq_idx=seq), order="reverse")
     shuffled = m.permute(u, m.input("order", ("batch", "L"), integer=True))
-    m.output("y", g * m.pool(h, "mean") + m.pool(u, "sum") + shuffled, ("batch", "L", "dim"))
+    smoothed = m.causal_conv(h, m.input("w", ("dim", "L")))
+    m.output("y", g * m.pool(h, "mean") + m.pool(u, "sum") + shuffled + smoothed, ("batch", "L", "dim"))
     return m.build()
 
 

@@ -338,3 +338,34 @@ def test_gradient_of_a_scan_less_step_that_sums_channels(rng):
         assert_close(out.detach(), want.detach(), 1e-12, backend)
         for k, gg, ww in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())), want_g):
             assert_close(gg, ww, 1e-12, f"{backend} grad {k}")
+
+
+def test_causal_conv_with_a_per_sample_filter(rng):
+    """y_t = Σ_{k≤t} w_k x_{t-k}, the filter itself an input over (batch, L, dim), and a short filter (zero
+    past its 3 taps): NumPy, Triton (FFT on the device) and gradients against a tap-by-tap loop."""
+    m = ssmc.Builder("conv")
+    x, w = m.input("x", ("batch", "L", "dim")), m.input("w", ("batch", "L", "dim"))
+    m.output("y", m.causal_conv(x, w), ("batch", "L", "dim"))
+    L = int(rng.integers(4, 12))
+    arrays = {"x": rng.standard_normal((2, L, 3)), "w": rng.standard_normal((2, L, 3))}
+    arrays["w"][:, 3:] = 0.0
+
+    def ref(x, w):
+        return torch.stack([sum(w[:, k] * x[:, t - k] for k in range(t + 1)) for t in range(L)], 1)
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
+    want = ref(**t)
+    ct = torch.randn_like(want)
+    want_g = torch.autograd.grad((want * ct).sum(), list(t.values()))
+    for backend in ("numpy", "triton"):
+        out = ssmc.compile(m.build(), backend=backend)(**t)["y"]
+        assert_close(out.detach(), want.detach(), 1e-12, backend)
+        for k, gg, ww in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())), want_g):
+            assert_close(gg, ww, 1e-12, f"{backend} grad {k}")
+
+
+def test_causal_conv_refuses_a_filter_without_time():
+    m = ssmc.Builder("bad_conv")
+    x, w = m.input("x", ("batch", "L", "dim")), m.input("w", ("dim",))
+    m.output("y", m.causal_conv(x, w), ("batch", "L", "dim"))
+    with pytest.raises(IRError, match=r"causal_conv: the filter r\[h\] must vary over time"):
+        ssmc.compile(m.build(), backend="numpy")

@@ -98,7 +98,32 @@ def pointcloud_ref(z, order, **x):
     return {"out": selective_loop(*_direction(x, ""), list(order)) * torch.nn.functional.silu(z)}
 
 
-REFS = {"hydra": hydra_matrix_ref, "h3": h3_kernel_ref, "vim": vim_ref, "pointcloud_mamba": pointcloud_ref}
+def causal_conv_ref(u, h):
+    """Σ_{k≤t} h[:, k] u[:, t-k] over (batch, L, dim) signals and (dim, L) filters, tap by tap."""
+    L = u.shape[1]
+    return torch.stack([sum(h[:, k] * u[:, t - k] for k in range(t + 1)) for t in range(L)], 1)
+
+
+def hyena_ref(v, x1, x2, h1, h2, D1, D2):
+    """The order-2 Hyena recurrence z_{n+1} = x_n ⊙ (h_n * z_n + D_n z_n), z_1 = v."""
+    z = x1 * (causal_conv_ref(v, h1) + D1 * v)
+    return {"y": x2 * (causal_conv_ref(z, h2) + D2 * z)}
+
+
+def hyena_modal_ref(v, **p):
+    """Hyena with the modal filters written out, h_k[t] = 2·Re Σ_n R_n λ_n^t, then convolved."""
+    z, L = v, v.shape[1]
+    for k in (1, 2):
+        A = torch.complex(-torch.exp(p[f"A_log_re{k}"]), p[f"A_im{k}"])
+        lam = torch.exp(torch.exp(p[f"log_dt{k}"])[:, None] * A)  # (dim, N)
+        steps = torch.arange(L, dtype=torch.float64)
+        h = 2 * torch.real((p[f"R{k}"][..., None] * lam[..., None] ** steps).sum(1))  # (dim, L)
+        z = p[f"x{k}"] * (causal_conv_ref(z, h) + p[f"D{k}"] * z)
+    return {"y": z}
+
+
+REFS = {"hyena": hyena_ref, "hyena_modal": hyena_modal_ref, "hydra": hydra_matrix_ref, "h3": h3_kernel_ref,
+        "vim": vim_ref, "pointcloud_mamba": pointcloud_ref}
 OUT = {"vim": "out", "pointcloud_mamba": "out"}
 
 

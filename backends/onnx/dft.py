@@ -110,6 +110,16 @@ def _convolve(lw, kernel: tuple, signal: tuple, L: str, nfft: str) -> tuple:
     return part(y, 0), part(y, 1)
 
 
+def causal_conv(lw, kernel: tuple, signal: tuple) -> tuple:
+    """Σ_{k≤t} kernel_k signal_{t-k} of two rank-5 values ((re,) or (re, im) each), by DFT."""
+    em = lw.em
+    L = lw.dim("t")
+    Lf = em.op("Cast", [L], to=TensorProto.FLOAT)
+    nfft = em.op("Cast", [em.op("Pow", [em.scalar(2.0), em.op("Ceil", [em.op("Div", [
+        em.op("Log", [em.op("Mul", [Lf, em.scalar(2.0)])]), em.scalar(math.log(2.0))])])])], to=TensorProto.INT64)
+    return _convolve(lw, kernel, signal, L, nfft)
+
+
 def _readout(lw, region, state: tuple) -> dict:
     """The region's body evaluated on a state-shaped value (rank 5): frontier id -> parts."""
     g = lw.g

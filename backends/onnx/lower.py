@@ -26,7 +26,8 @@ from .sym import emit_lowered
 T = 1  # the time axis of a canonical value
 
 # Ops the Lowering handles itself; the elementwise ones are rows of `elementwise.ONNX`.
-STRUCTURAL = frozenset({"input", "const", "sum", "expr", "lag", "permute", "pool", "scan", "last", "output"})
+STRUCTURAL = frozenset({"input", "const", "sum", "expr", "lag", "permute", "pool", "causal_conv", "scan", "last",
+                        "output"})
 REFUSED = {  # op -> why it has no ONNX lowering (checked before lowering: `refusal`)
     "discretize": "expand_discretization makes it an expr before lowering",
     "upsample": "a strided grid view exports only through its gather form",
@@ -211,6 +212,8 @@ class Lowering:
             return self._lag(n, args)
         if op == "permute":
             return self._permute(n, args)
+        if op == "causal_conv":  # (real operands: the type rule says so)
+            return dft.causal_conv(self, args[1], args[0])[:1]
         if op == "pool":  # (its operand varies over time: the type rule says so)
             reduce = "ReduceMean" if n.attr("mean") else "ReduceSum"
             return tuple(em.op(reduce, [p, em.ints([T])], keepdims=1) for p in args[0])

@@ -159,7 +159,7 @@ TRITON = {
     "expr": lower_expr,
     "clip_grad": _clip_grad,
     **{op: refused("a time operator: it is lowered between kernels (ssmc.ir.stages), never inside one")
-       for op in ("lag", "permute", "pool")},
+       for op in ("lag", "permute", "pool", "causal_conv")},
     "discretize": refused("expand_discretization makes it an expr before lowering"),
 }
 """op name -> its Triton lowering (elementwise ops; the kernel generators lower the others)."""

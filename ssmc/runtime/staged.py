@@ -34,7 +34,7 @@ class Staged:
     @property
     def source(self) -> str:
         return "\n\n".join(f"# --- step {k}: kernel of {fn.graph.name}\n{fn.source}"
-                           if fn is not None else f"# --- step {k}: {st.target} = {st.op.op}({st.source}, "
+                           if fn is not None else f"# --- step {k}: {st.target} = {st.op.op}({', '.join(st.sources)}, "
                            f"{dict(st.op.attrs)}) (between kernels)"
                            for k, (st, fn) in enumerate(zip(self.plan.steps, self.fns)))
 
@@ -62,7 +62,7 @@ class Staged:
             if fn is not None:
                 env.update(fn.run({n: env[n] for n in fn.input_names if n in env}, self._buffers(fn, env, roles)))
             else:
-                env[st.target] = self._time(env, env[st.source], st, roles, backward=False)
+                env[st.target] = self._time_forward(env, st, roles)
         return env
 
     def grad(self, inputs: dict, cotangents: dict, float_inputs: list, roles: dict) -> dict:
@@ -83,7 +83,8 @@ class Staged:
                     if f"grad_{n}" in res and n in env:
                         add(n, res[f"grad_{n}"])
             elif st.target in ct:
-                add(st.source, self._time(env, ct[st.target], st, roles, backward=True))
+                for name, g in self._time_backward(env, ct[st.target], st, roles).items():
+                    add(name, g)
         out = {}
         for name in float_inputs:
             x = inputs[name]
@@ -93,25 +94,48 @@ class Staged:
             out[f"grad_{name}"] = g
         return out
 
-    def _time(self, env, x, st, roles: dict, backward: bool):
-        """A time step on `x` (its source, or backward: its target's cotangent, then laid out like the
-        source and summed over the axes the source lacks)."""
-        have, want = (st.target, st.source) if backward else (st.source, st.target)
-        node, L, torch_ = st.op, roles["t"], is_torch(x)
-        x5 = _canonical(x, self.plan.layouts[have], roles)
+    def _time_forward(self, env, st, roles: dict):
+        """A time step: its operator on its sources (canonical), laid out like its target."""
+        node, L = st.op, roles["t"]
+        xs = [_canonical(env[name], self.plan.layouts[name], roles) for name in st.sources]
+        ops = timeops if is_torch(xs[0]) else numpy_interp
+        aux = _canonical(env[st.aux], self.plan.layouts[st.aux], roles) if st.aux else None
+        if node.op == "lag":
+            y = ops.lag(xs[0], node.attr("k"), L, aux)
+        elif node.op == "permute":
+            y = ops.permute(xs[0], aux, node.attr("inverse"))
+        elif node.op == "pool":
+            y = ops.pool(xs[0], node.attr("mean"), L)
+        else:
+            y = ops.causal_conv(xs[0], xs[1], L)
+        return self._laid_out(y, st.target, roles)
+
+    def _time_backward(self, env, c, st, roles: dict) -> dict:
+        """The cotangents of a time step's sources, given its target's `c`: each laid out like its source
+        and summed over the axes the source lacks."""
+        node, L = st.op, roles["t"]
+        c = _canonical(c, self.plan.layouts[st.target], roles)
+        torch_ = is_torch(c)
+        ops = timeops if torch_ else numpy_interp
         aux = _canonical(env[st.aux], self.plan.layouts[st.aux], roles) if st.aux else None
         if node.op == "lag":  # x_{t-k} is read at t: x_s's cotangent is the lag by -k of the cotangent
-            k = -node.attr("k") if backward else node.attr("k")
-            y = (timeops.lag if torch_ else numpy_interp.lag)(x5, k, L, aux)
+            grads = [ops.lag(c, -node.attr("k"), L, aux)]
         elif node.op == "permute":  # a permutation's transpose is its inverse
-            y = (timeops.permute if torch_ else numpy_interp.permute)(x5, aux, node.attr("inverse") != backward)
-        elif not backward:
-            y = (timeops.pool if torch_ else numpy_interp.pool)(x5, node.attr("mean"), L)
-        else:  # every step's x_t took part, with weight 1 (1 / L for a mean)
-            full = (x5.shape[0], L) + tuple(x5.shape[2:])
-            y = x5.expand(full) if torch_ else np.broadcast_to(x5, full)
-            y = y / L if node.attr("mean") else y
-        dst = self.plan.layouts[want]
+            grads = [ops.permute(c, aux, not node.attr("inverse"))]
+        elif node.op == "pool":  # every step's x_t took part, with weight 1 (1 / L for a mean)
+            full = (c.shape[0], L) + tuple(c.shape[2:])
+            grads = [c.expand(full) if torch_ else np.broadcast_to(c, full)]
+            grads[0] = grads[0] / L if node.attr("mean") else grads[0]
+        else:  # y_t = Σ_k w_k x_{t-k}: dx_s = Σ_t c_t w_{t-s}, dw_k = Σ_t c_t x_{t-k} (time-reversed convolutions)
+            x, w = (_canonical(env[name], self.plan.layouts[name], roles) for name in st.sources)
+            flip = (lambda v: v.flip(1)) if torch_ else (lambda v: v[:, ::-1])
+            grads = [flip(ops.causal_conv(flip(c), w, L)), flip(ops.causal_conv(flip(c), x, L))]
+        return {name: self._laid_out(g, name, roles) for name, g in zip(st.sources, grads)}
+
+    def _laid_out(self, y, name: str, roles: dict):
+        """A canonical value in the layout of the value `name`, summed over the axes that layout lacks."""
+        torch_ = is_torch(y)
+        dst = self.plan.layouts[name]
         kept = {a.role for a in dst}
         drop = tuple(d for d, r in enumerate(ROLES) if r not in kept and y.shape[d] > 1)
         if drop:
