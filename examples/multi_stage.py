@@ -1,5 +1,5 @@
 """A graph with two scans and lags, declared once and run on every backend: Hydra's bidirectional mixer
-(the library's `hydra` variant), checked against its NumPy reference and exported to ONNX.
+(the library's `hydra_graph` variant), checked against its NumPy reference and exported to ONNX.
 
     python examples/multi_stage.py
 """
@@ -9,7 +9,7 @@ import ssmc
 from ssmc.export import export_onnx
 from ssmc.ir.inits import random_inputs
 
-variant = ssmc.library.get("hydra")
+variant = ssmc.library.get("hydra_graph")
 graph = variant.build()
 print(graph.text())
 
@@ -25,5 +25,5 @@ err = np.linalg.norm(y_tri - y_ref) / np.linalg.norm(y_ref)
 print(f"NumPy vs Triton: relative error {err:.2e}")
 assert err < 1e-5
 
-model = export_onnx("hydra", sizes=sizes)
+model = export_onnx("hydra_graph", sizes=sizes)
 print(f"ONNX: {len(model.graph.node)} nodes; the lags are Pad + Slice, each scan its own lowering")

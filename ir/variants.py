@@ -1,12 +1,14 @@
 """Published SSM variants that need several scans or lags, declared as one IR graph each with the
-Builder.  Each lowers as stages (`ssmc.ir.stages`): one kernel per scan, lags between them.
+Builder.  Each lowers as stages (`ssmc.ir.stages`): one kernel per scan, time operators between them.
+A `_graph` suffix marks the one-graph form of a family that `ssmc.library.family` also runs as calls of
+the ops (hydra, vim, pointcloud_mamba).
 
-    hydra             Hydra's quasiseparable mixer (Hwang et al. 2024) in one graph
+    hydra_graph       Hydra's quasiseparable mixer (Hwang et al. 2024) in one graph
     h3                H3 (Fu et al. 2023), one channel per head: a shift SSM on k (a short causal filter
                       of lags), k̄ ⊙ v, a diagonal complex SSM on it, gated by q
-    vim               Vision Mamba's bidirectional block (Zhu et al. 2024): forward and backward selective
+    vim_graph         Vision Mamba's bidirectional block (Zhu et al. 2024): forward and backward selective
                       scans, each direction with its own u, Δ, A, B, C, D, summed and gated by silu(z)
-    pointcloud_mamba  a selective scan along a serialization order that differs per point cloud (Point
+    pointcloud_graph  a selective scan along a serialization order that differs per point cloud (Point
                       Cloud Mamba, Zhang et al. 2024; Graph Mamba's per-graph orderings likewise)
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ def hydra() -> Graph:
     """y = shift(SSD_fwd(x)) + flip(shift(SSD_bwd(flip(x)))) + (D + diag) ⊙ x: each direction's readout
     moved one step along its own direction (so neither scan's diagonal term reaches y), x and A shared,
     Δ, B, C per direction, as `ssmc.ops.hydra` computes by composing two SSD calls."""
-    m = Builder("hydra")
+    m = Builder("hydra_graph")
     x = m.input("x", ("batch", "L", "H", "P"))
     A, D, bias = m.input("A", ("H",)), m.input("D", ("H",)), m.input("dt_bias", ("H",))
     diag = m.input("diag", ("batch", "L", "H"))
@@ -85,7 +87,7 @@ def _selective(m: Builder, tag: str, order="forward", index=None):
 def vim() -> Graph:
     """out = (y_fwd + y_bwd) · silu(z): Vim's two directions, each its own conv1d (given here as its own
     u, the conv's output), projections, A and D; the backward one scans the sequence reversed."""
-    m = Builder("vim")
+    m = Builder("vim_graph")
     y = _selective(m, "_fwd") + _selective(m, "_bwd", order="reverse")
     m.output("out", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
     return m.build()
@@ -94,7 +96,7 @@ def vim() -> Graph:
 def pointcloud_mamba() -> Graph:
     """A selective scan in each cloud's own serialization: step k of cloud b visits point order[b, k]
     (a space-filling-curve order computed per cloud); out in point order, gated by silu(z)."""
-    m = Builder("pointcloud_mamba")
+    m = Builder("pointcloud_graph")
     y = _selective(m, "", order="gather", index=m.input("order", ("batch", "L"), integer=True))
     m.output("out", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
     return m.build()
@@ -128,13 +130,13 @@ def hyena_modal() -> Graph:
 
 
 VARIANTS = {v.name: v for v in [
-    Variant("hydra", "Hydra (one graph): forward and reverse SSD scans, each readout shifted one step along its "
+    Variant("hydra_graph", "Hydra (one graph): forward and reverse SSD scans, each readout shifted one step along its "
             "direction, plus (D + diag)·x", hydra, dict(batch=2, L=33, H=4, P=3, G=2, N=4)),
     Variant("h3", "H3 (one channel per head): 4-tap shift filter on k, k̄·v into a complex diagonal ZOH SSM, "
             "gated by q", h3, dict(batch=2, L=33, dim=5, N=4)),
-    Variant("vim", "Vision Mamba block: forward and backward selective scans, each direction with its own u, "
+    Variant("vim_graph", "Vision Mamba block: forward and backward selective scans, each direction with its own u, "
             "Δ, A, B, C, D, summed and gated by silu(z)", vim, dict(batch=2, L=33, dim=5, N=4)),
-    Variant("pointcloud_mamba", "Point Cloud Mamba: a selective scan along a serialization order that "
+    Variant("pointcloud_graph", "Point Cloud Mamba: a selective scan along a serialization order that "
             "differs per cloud (order: (batch, L)), gated by silu(z)", pointcloud_mamba,
             dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "

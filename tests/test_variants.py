@@ -122,9 +122,9 @@ def hyena_modal_ref(v, **p):
     return {"y": z}
 
 
-REFS = {"hyena": hyena_ref, "hyena_modal": hyena_modal_ref, "hydra": hydra_matrix_ref, "h3": h3_kernel_ref,
-        "vim": vim_ref, "pointcloud_mamba": pointcloud_ref}
-OUT = {"vim": "out", "pointcloud_mamba": "out"}
+REFS = {"hyena": hyena_ref, "hyena_modal": hyena_modal_ref, "hydra_graph": hydra_matrix_ref, "h3": h3_kernel_ref,
+        "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref}
+OUT = {"vim_graph": "out", "pointcloud_graph": "out"}
 
 
 def _inputs(name, rng, L):
@@ -163,7 +163,7 @@ def test_triton_forward_and_gradients_match_float64_autograd(rng, name, device):
 
 def test_hydra_graph_equals_the_composed_op(rng):
     """The one-graph declaration and ssmc.ops.hydra (two SSD calls and torch glue) compute one thing."""
-    g, x, _ = _inputs("hydra", rng, 13)
+    g, x, _ = _inputs("hydra_graph", rng, 13)
     y = ssmc.compile(g, backend="numpy")(**x)["y"]
     stack = lambda f, b: np.stack([x[f], x[b]], 2)
     y_op = hydra_op(x["x"], stack("dt_fwd", "dt_bwd"), x["A"], stack("B_fwd", "B_bwd"), stack("C_fwd", "C_bwd"),
