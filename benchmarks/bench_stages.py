@@ -90,7 +90,7 @@ def bench_hydra(batch=4, L=2048, H=32, P=64, G=1, N=64):
     for k in ("fwd", "bwd"):
         x[f"dt_{k}"] = rand(batch, L, H, scale=0.5, shift=-2.0)
         x[f"B_{k}"], x[f"C_{k}"] = rand(batch, L, G, N), rand(batch, L, G, N)
-    graph = ssmc.compile(VARIANTS["hydra"], backend="triton")
+    graph = ssmc.compile(VARIANTS["hydra_graph"], backend="triton")
 
     def op(**a):
         st = lambda f, b: torch.stack([a[f], a[b]], 2)
