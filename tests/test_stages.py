@@ -79,6 +79,20 @@ def chain_inputs(rng, batch=2, L=11, dim=3, N=5, resets=False):
     return x
 
 
+def agrees_with_autograd(graph, arrays, ref, tol=1e-12):
+    """Output y and the gradients of every input, on NumPy and Triton (float64 torch tensors on the CPU),
+    against `ref(**tensors)` and its autograd."""
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
+    want = ref(**t)
+    ct = torch.randn_like(want)
+    want_g = torch.autograd.grad((want * ct).sum(), list(t.values()))
+    for backend in ("numpy", "triton"):
+        out = ssmc.compile(graph, backend=backend)(**t)["y"]
+        assert_close(out.detach(), want.detach(), tol, backend)
+        for k, gg, ww in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())), want_g):
+            assert_close(gg, ww, tol, f"{backend} grad {k}")
+
+
 def _ref(fn, arrays):
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}
     return {k: v.numpy() for k, v in fn(**t).items()}
@@ -328,16 +342,8 @@ def test_gradient_of_a_scan_less_step_that_sums_channels(rng):
     x = {"u": rng.standard_normal((2, L, H)), "w": rng.standard_normal(H), "c": rng.standard_normal((2, L, G))}
 
     def ref(u, w, c):  # the output sums the H/G heads of each group, which all hold s · c_g
-        return {"y": (H // G) * (lag_ref(u, 1) * w).sum(-1)[..., None] * c}
-    t = {k: torch.tensor(v, requires_grad=True) for k, v in x.items()}
-    want = ref(**t)["y"]
-    ct = torch.randn_like(want)
-    want_g = torch.autograd.grad((want * ct).sum(), list(t.values()))
-    for backend in ("numpy", "triton"):
-        out = ssmc.compile(m.build(), backend=backend)(**t)["y"]
-        assert_close(out.detach(), want.detach(), 1e-12, backend)
-        for k, gg, ww in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())), want_g):
-            assert_close(gg, ww, 1e-12, f"{backend} grad {k}")
+        return (H // G) * (lag_ref(u, 1) * w).sum(-1)[..., None] * c
+    agrees_with_autograd(m.build(), x, ref)
 
 
 def test_causal_conv_with_a_per_sample_filter(rng):
@@ -352,15 +358,7 @@ def test_causal_conv_with_a_per_sample_filter(rng):
 
     def ref(x, w):
         return torch.stack([sum(w[:, k] * x[:, t - k] for k in range(t + 1)) for t in range(L)], 1)
-    t = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
-    want = ref(**t)
-    ct = torch.randn_like(want)
-    want_g = torch.autograd.grad((want * ct).sum(), list(t.values()))
-    for backend in ("numpy", "triton"):
-        out = ssmc.compile(m.build(), backend=backend)(**t)["y"]
-        assert_close(out.detach(), want.detach(), 1e-12, backend)
-        for k, gg, ww in zip(t, torch.autograd.grad((out * ct).sum(), list(t.values())), want_g):
-            assert_close(gg, ww, 1e-12, f"{backend} grad {k}")
+    agrees_with_autograd(m.build(), arrays, ref)
 
 
 def test_causal_conv_refuses_a_filter_without_time():
