@@ -63,7 +63,7 @@ def plan(g: Graph) -> Plan:
         if name.startswith("ssmc_v"):
             raise IRError(f"{g.name}: input {name!r}: names starting with 'ssmc_v' are reserved for the "
                           f"values a multi-stage graph materializes")
-    owner, full = _owners(g)
+    owner = _owners(g)
     cut = Cutter(g, owner)
     units = nx.DiGraph()
     for s in g.ids("scan"):
@@ -103,8 +103,8 @@ def plan(g: Graph) -> Plan:
 
 
 def _owners(g: Graph):
-    """owner[i]: the scan whose step computes node i, None for free nodes and inputs, "time" for time operators;
-    full[i]: every scan node i depends on."""
+    """owner[i]: the scan whose step computes node i, None for free nodes and inputs, "time" for time
+    operators.  (full[i]: every scan node i depends on; need[i]: the scans whose steps must finish first.)"""
     owner, full, need = {}, {}, {}
     for i, n in enumerate(g.nodes):
         full[i] = set().union(*(full[a] | ({a} if g[a].op == "scan" else set()) for a in n.args)) if n.args else set()
@@ -124,7 +124,7 @@ def _owners(g: Graph):
             s = None  # it reads a lag (or a later value) of its own owner's readout: computed after it
         owner[i] = s
         need[i] = reads
-    return owner, full
+    return owner
 
 
 def _complete(g, a, owner, full, need) -> set:
