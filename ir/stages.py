@@ -47,6 +47,7 @@ class Step:
 class Plan:
     steps: tuple
     layouts: dict  # materialized value name -> its axes (canonical order)
+    consts: dict  # name -> value of the constants a time step reads (a 0-d array, given by the runtime)
 
 
 def needs_stages(g: Graph) -> bool:
@@ -77,7 +78,8 @@ def plan(g: Graph) -> Plan:
             units.add_node(("f", a))
     for i in times:  # a time operator's operands are materialized: by their owner's step, or a free step
         for a in float_operands(g, i):
-            if g[a].op not in TIME_OPS and not isinstance(owner[a], int) and not cut.canonical_input(a):
+            if g[a].op not in TIME_OPS and g[a].op != "const" and not isinstance(owner[a], int) \
+                    and not cut.canonical_input(a):
                 units.add_node(("f", a))
     for u in list(units):
         for need in cut.needs(u):
@@ -99,7 +101,7 @@ def plan(g: Graph) -> Plan:
             steps.append(Step(graph=cut.kernel(u[1], [])))
         else:
             steps.append(cut.time_step(u[1]))
-    return Plan(tuple(steps), dict(cut.layouts))
+    return Plan(tuple(steps), dict(cut.layouts), dict(cut.consts))
 
 
 def _owners(g: Graph):
@@ -142,6 +144,7 @@ class Cutter:
     def __init__(self, g: Graph, owner: dict):
         self.g, self.owner = g, owner
         self.layouts: dict = {}
+        self.consts: dict = {}
         self.symbol = g.role_symbols()
 
     def canonical_input(self, i: int) -> bool:
@@ -175,7 +178,7 @@ class Cutter:
         """The units that produce what `unit` reads."""
         kind, i = unit
         if kind == "l":
-            srcs = [a for a in float_operands(self.g, i) if not self.canonical_input(a)]
+            srcs = [a for a in float_operands(self.g, i) if not self.canonical_input(a) and self.g[a].op != "const"]
         else:
             srcs = self.reads(i if kind == "k" else None, [] if kind == "k" else [i])
         out = set()
@@ -263,7 +266,10 @@ class Cutter:
         self.layout(i)
         sources = []
         for a in float_operands(self.g, i):
-            if self.canonical_input(a):  # read as the user gave it
+            if self.g[a].op == "const":  # a scalar the runtime gives
+                sources.append(value_name(a))
+                self.layouts[sources[-1]], self.consts[sources[-1]] = (), self.g[a].attr("value")
+            elif self.canonical_input(a):  # read as the user gave it
                 sources.append(self.g[a].attr("name"))
                 self.layouts[sources[-1]] = self.g[a].attr("axes")
             else:  # materialized by the step that computes it (a kernel step lays out a user input)

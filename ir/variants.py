@@ -73,14 +73,14 @@ def h3(taps: int = 4) -> Graph:
     return m.build()
 
 
-def _selective(m: Builder, tag: str, order="forward", index=None):
+def _selective(m: Builder, tag: str, order="forward", index=None, seq_idx=None):
     """Mamba-1's selective scan with its own u, Δ (+ bias, softplus), A = -exp(A_log), B, C and D skip,
     inputs suffixed `tag`: y = Σ_n C h + D u, h_t = e^{Δ_t A} h_{t-1} + Δ_t B_t u_t along `order`."""
     u = m.input(f"u{tag}", ("batch", "dim", "L"))
     delta = d.softplus(m.input(f"delta{tag}", ("batch", "dim", "L")) + m.input(f"delta_bias{tag}", ("dim",)))
     A = -d.exp(m.input(f"A_log{tag}", ("dim", "N")))
     B, C = m.input(f"B{tag}", ("batch", "N", "L")), m.input(f"C{tag}", ("batch", "N", "L"))
-    h = m.scan(d.exp(delta * A), delta * B * u, order=order, index=index)
+    h = m.scan(d.exp(delta * A), delta * B * u, order=order, index=index, seq_idx=seq_idx)
     return (C * h).sum("n") + m.input(f"D{tag}", ("dim",)) * u
 
 
@@ -99,6 +99,24 @@ def pointcloud_mamba() -> Graph:
     m = Builder("pointcloud_graph")
     y = _selective(m, "", order="gather", index=m.input("order", ("batch", "L"), integer=True))
     m.output("out", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
+    return m.build()
+
+
+def hiss() -> Graph:
+    """Two levels of S6 scans (see `_selective`).  The low level scans each chunk on its own (it resets
+    where `seq_idx`, the chunk index, changes); its output at a chunk's last step is the chunk's summary.
+    The high level scans the summaries: at a chunk's last step it steps as S6 on the summary, elsewhere
+    it holds (Ā = 1, input 0).  `out` at a chunk's last step is the high level's output for that chunk
+    (the published model's output sequence, one per chunk), and 0 at the other steps."""
+    m = Builder("hiss")
+    seq = m.input("seq_idx", ("batch", "L"), integer=True)
+    end = 1.0 - m.lag(m.const(1.0), 1, order="reverse", seq_idx=seq)  # 1 at each chunk's last step
+    low = _selective(m, "", seq_idx=seq)
+    delta = d.softplus(m.input("delta_high", ("batch", "dim", "L")) + m.input("delta_bias_high", ("dim",)))
+    A = -d.exp(m.input("A_log_high", ("dim", "N")))
+    B, C = m.input("B_high", ("batch", "N", "L")), m.input("C_high", ("batch", "N", "L"))
+    h = m.scan(end * d.exp(delta * A) + (1.0 - end), end * delta * B * low)
+    m.output("out", end * ((C * h).sum("n") + m.input("D_high", ("dim",)) * low), ("batch", "dim", "L"))
     return m.build()
 
 
@@ -139,6 +157,8 @@ VARIANTS = {v.name: v for v in [
     Variant("pointcloud_graph", "Point Cloud Mamba: a selective scan along a serialization order that "
             "differs per cloud (order: (batch, L)), gated by silu(z)", pointcloud_mamba,
             dict(batch=2, L=33, dim=5, N=4)),
+    Variant("hiss", "HiSS: an S6 scan within chunks (seq_idx: the chunk index), an S6 scan over the chunks' "
+            "last outputs; out at each chunk's last step", hiss, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "
             "gated by a projection", hyena, dict(batch=2, L=33, dim=5)),
     Variant("hyena_modal", "Hyena operator, order 2, modal filters 2·Re Σ R λ^t: two complex diagonal scans, "

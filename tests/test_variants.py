@@ -122,9 +122,32 @@ def hyena_modal_ref(v, **p):
     return {"y": z}
 
 
-REFS = {"hyena": hyena_ref, "hyena_modal": hyena_modal_ref, "hydra_graph": hydra_matrix_ref, "h3": h3_kernel_ref,
-        "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref}
-OUT = {"vim_graph": "out", "pointcloud_graph": "out"}
+def hiss_ref(seq_idx, **x):
+    """HiSS as published: S6 over each chunk alone, its last output the chunk's summary s_j; S6 over the
+    summaries, y_j = C_j·h_j + D s_j with its Δ, B, C read at the chunk's last step; y_j at that step."""
+    u = x["u"]
+    batch, dim, L = u.shape
+    out = torch.zeros_like(u)
+    for b in range(batch):
+        ends = [t for t in range(L) if t == L - 1 or seq_idx[b, t + 1] != seq_idx[b, t]]
+        starts = [0] + [t + 1 for t in ends[:-1]]
+        summaries = []
+        for s0, e in zip(starts, ends):  # the low level, one chunk at a time
+            piece = {k: (x[k][b:b + 1, ..., s0:e + 1] if x[k].dim() == 3 else x[k]) for k in
+                     ("u", "delta", "delta_bias", "A_log", "B", "C", "D")}
+            summaries.append(selective_loop(*_direction(piece, ""), [range(e + 1 - s0)])[0, :, -1])
+        dt = torch.nn.functional.softplus(x["delta_high"][b] + x["delta_bias_high"][:, None])  # (dim, L)
+        A = -torch.exp(x["A_log_high"])
+        h = torch.zeros_like(A)
+        for e, s_j in zip(ends, summaries):  # the high level, one step per chunk
+            h = torch.exp(dt[:, e, None] * A) * h + (dt[:, e] * s_j)[:, None] * x["B_high"][b, :, e]
+            out[b, :, e] = (h * x["C_high"][b, :, e]).sum(-1) + x["D_high"] * s_j
+    return {"out": out}
+
+
+REFS = {"hiss": hiss_ref, "hyena": hyena_ref, "hyena_modal": hyena_modal_ref, "hydra_graph": hydra_matrix_ref,
+        "h3": h3_kernel_ref, "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref}
+OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out"}
 
 
 def _inputs(name, rng, L):

@@ -58,6 +58,9 @@ class Staged:
     def forward(self, inputs: dict, roles: dict) -> dict:
         """Every value: the inputs, the materialized values and the outputs."""
         env = dict(inputs)
+        floats = [v for v in inputs.values() if is_torch(v) and v.is_floating_point()]
+        for name, value in self.plan.consts.items():  # scalars a time step reads, in the inputs' kind
+            env[name] = floats[0].new_tensor(value) if floats else np.array(value, np.float64)
         for st, fn in zip(self.plan.steps, self.fns):
             if fn is not None:
                 env.update(fn.run({n: env[n] for n in fn.input_names if n in env}, self._buffers(fn, env, roles)))
