@@ -102,6 +102,26 @@ def pointcloud_mamba() -> Graph:
     return m.build()
 
 
+def rsmamba() -> Graph:
+    """out = Σ_k gate_k ⊙ y_k over the paths forward, reverse and shuffled (step j of sample b visits
+    order[b, j]): y_k = Σ_n C_k h_k + D u with A, D and the Δ bias shared by the paths (one mixer) and
+    Δ, B, C per path (each path's projections)."""
+    m = Builder("rsmamba_graph")
+    u = m.input("u", ("batch", "dim", "L"))
+    A = -d.exp(m.input("A_log", ("dim", "N")))
+    D, bias = m.input("D", ("dim",)), m.input("delta_bias", ("dim",))
+    order = m.input("order", ("batch", "L"), integer=True)
+    out = None
+    for path, how in (("fwd", "forward"), ("bwd", "reverse"), ("shuf", "gather")):
+        delta = d.softplus(m.input(f"delta_{path}", ("batch", "dim", "L")) + bias)
+        B, C = m.input(f"B_{path}", ("batch", "N", "L")), m.input(f"C_{path}", ("batch", "N", "L"))
+        h = m.scan(d.exp(delta * A), delta * B * u, order=how, index=order if how == "gather" else None)
+        y = m.input(f"gate_{path}", ("batch", "dim", "L")) * ((C * h).sum("n") + D * u)
+        out = y if out is None else out + y
+    m.output("out", out, ("batch", "dim", "L"))
+    return m.build()
+
+
 def hiss() -> Graph:
     """Two levels of S6 scans (see `_selective`).  The low level scans each chunk on its own (it resets
     where `seq_idx`, the chunk index, changes); its output at a chunk's last step is the chunk's summary.
@@ -157,6 +177,8 @@ VARIANTS = {v.name: v for v in [
     Variant("pointcloud_graph", "Point Cloud Mamba: a selective scan along a serialization order that "
             "differs per cloud (order: (batch, L)), gated by silu(z)", pointcloud_mamba,
             dict(batch=2, L=33, dim=5, N=4)),
+    Variant("rsmamba_graph", "RSMamba: one S6 mixer (A, D, Δ bias shared) along forward, reverse and per-sample "
+            "shuffled paths (Δ, B, C per path), merged by path weights", rsmamba, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hiss", "HiSS: an S6 scan within chunks (seq_idx: the chunk index), an S6 scan over the chunks' "
             "last outputs; out at each chunk's last step", hiss, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "

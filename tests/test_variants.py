@@ -122,6 +122,14 @@ def hyena_modal_ref(v, **p):
     return {"y": z}
 
 
+def rsmamba_ref(u, A_log, D, delta_bias, order, **x):
+    """Σ_k gate_k ⊙ S6_k(u), S6_k sharing A, D and the Δ bias; the paths visit 0..L-1, L-1..0 and order[b]."""
+    batch, L = u.shape[0], u.shape[2]
+    paths = {"fwd": [range(L)] * batch, "bwd": [range(L - 1, -1, -1)] * batch, "shuf": list(order)}
+    return {"out": sum(x[f"gate_{k}"] * selective_loop(u, x[f"delta_{k}"], delta_bias, A_log, x[f"B_{k}"],
+                                                       x[f"C_{k}"], D, visits) for k, visits in paths.items())}
+
+
 def hiss_ref(seq_idx, **x):
     """HiSS as published: S6 over each chunk alone, its last output the chunk's summary s_j; S6 over the
     summaries, y_j = C_j·h_j + D s_j with its Δ, B, C read at the chunk's last step; y_j at that step."""
@@ -145,9 +153,9 @@ def hiss_ref(seq_idx, **x):
     return {"out": out}
 
 
-REFS = {"hiss": hiss_ref, "hyena": hyena_ref, "hyena_modal": hyena_modal_ref, "hydra_graph": hydra_matrix_ref,
-        "h3": h3_kernel_ref, "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref}
-OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out"}
+REFS = {"rsmamba_graph": rsmamba_ref, "hiss": hiss_ref, "hyena": hyena_ref, "hyena_modal": hyena_modal_ref,
+        "hydra_graph": hydra_matrix_ref, "h3": h3_kernel_ref, "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref}
+OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out", "rsmamba_graph": "out"}
 
 
 def _inputs(name, rng, L):
