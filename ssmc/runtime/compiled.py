@@ -83,6 +83,10 @@ class Compiled:
         self.op_key = register(self)  # names it to the autograd custom op (ssmc.runtime.autograd)
         # several scans, or time operators: run as steps, each compiled on its own (refused now if it cannot be)
         self.staged = Staged(plan(self.graph), self._step) if needs_stages(self.graph) else None
+        # a permute's index is a user's order, checked on every call: (input name, its time axis)
+        names = {self.graph[self.graph[i].args[1]].attr("name") for i in self.graph.ids("permute")}
+        self.orders = tuple((name, [a.role for a in self.graph[self.graph.inputs[name]].attr("axes")].index("t"))
+                            for name in sorted(names))
 
     def _step(self, graph: Graph, backend: str | None = None) -> "Compiled":
         return compile_ssm(graph, backend or self.backend, self.schedule, self.precision)
@@ -251,9 +255,8 @@ class Compiled:
         return self._run_triton(inputs, use_torch, outs, sizes)
 
     def _check_orders(self, inputs: dict, sizes: dict) -> None:
-        """A permute's index is a user's order: checked before any step reads it."""
-        for name in {self.graph[self.graph[i].args[1]].attr("name") for i in self.graph.ids("permute")}:
-            axis = [a.role for a in self.graph[self.graph.inputs[name]].attr("axes")].index("t")
+        """Every permute's index a permutation along time, before any step reads it."""
+        for name, axis in self.orders:
             check_permutation(name, inputs[name], axis, role_sizes(self.graph, sizes)["t"])
 
     def _run_staged(self, inputs, use_torch, outs, sizes):
