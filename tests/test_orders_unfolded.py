@@ -15,6 +15,7 @@ from ssmc.runtime.compiled import optimize
 
 from conftest import DEVICES, assert_close
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton: the GPU where there is one
 NAMES = ("u", "dt", "A", "B", "C")
 
 
@@ -228,3 +229,29 @@ def test_gradients_of_inputs_shared_by_blocks_of_channels(rng, device, merged):
     got = torch.autograd.grad((out * torch.tensor(ct["y"], device=device)).sum(), list(leaves.values()))
     for k, gg in zip(leaves, got):
         assert_close(gg, want[f"grad_{k}"], 1e-10, k)
+
+
+def test_gradient_of_a_time_invariant_sum_of_a_shared_block_cotangent(rng):
+    """Found by the fuzzer: a cotangent over a role-r axis summed over everything (the gradient of a scalar
+    added to the output) must be summed over the channel lanes it is loaded into."""
+    m = ssmc.Builder("shared_sum")
+    x0 = m.input("x0", ("L", "batch", "R:r"))
+    a = d.exp(d.complex_(-d.softplus(m.input("x1", ())), m.input("x2", ())))
+    h = m.scan(a, x0, h0=m.input("x3", ("batch", "H"), complex=True))
+    m.output("y", 2.0 * d.real(h) + m.input("x4", ()), ("batch", "R:r", "L"))
+    g = m.build()
+    B, L, H, R = 2, int(rng.integers(1, 7)), 4, 2
+    x = {"x0": rng.standard_normal((L, B, R)), "x1": np.array(rng.standard_normal()),
+         "x2": np.array(rng.standard_normal()), "x3": rng.standard_normal((B, H)) + 1j * rng.standard_normal((B, H)),
+         "x4": np.array(rng.standard_normal())}
+    fn = ssmc.compile(g, backend="numpy")
+    ct = {"y": rng.standard_normal(fn(**x)["y"].shape)}
+    want = fn.grad(x, ct)
+    got = ssmc.compile(g, backend="triton").grad({k: torch.tensor(v, device=DEVICE) for k, v in x.items()},
+                                                 {"y": torch.tensor(ct["y"], device=DEVICE)})
+    for k in want:
+        assert_close(got[k], want[k], 1e-10, k)
+    plus, minus = dict(x), dict(x)
+    plus["x4"], minus["x4"] = x["x4"] + 1e-6, x["x4"] - 1e-6
+    fd = ((fn(**plus)["y"] - fn(**minus)["y"]) * ct["y"]).sum() / 2e-6
+    assert abs(fd - want["grad_x4"]) <= 1e-6 * (1 + abs(fd))

@@ -70,7 +70,7 @@ def _extents(g: Graph) -> dict:
         args = [ext[a] for a in n.args]
         if n.op == "input":
             roles = {a.role for a in n.attr("axes")}
-            e = (bool(roles & {"h", "p", "g"}), "n" in roles, "t" in roles)
+            e = (bool(roles & {"h", "p", "g", "r"}), "n" in roles, "t" in roles)
         elif n.op == "const":
             e = (False, False, False)
         elif n.op in ("scan", "prev", "adjoint", "carry"):
