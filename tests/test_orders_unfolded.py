@@ -255,3 +255,36 @@ def test_gradient_of_a_time_invariant_sum_of_a_shared_block_cotangent(rng):
     plus["x4"], minus["x4"] = x["x4"] + 1e-6, x["x4"] - 1e-6
     fd = ((fn(**plus)["y"] - fn(**minus)["y"]) * ct["y"]).sum() / 2e-6
     assert abs(fd - want["grad_x4"]) <= 1e-6 * (1 + abs(fd))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gather_scan_whose_decay_and_input_share_parameters(rng, device):
+    """Found by the fuzzer: Ā and B̄ from one discretization (Δ over (L, H)), a gather order.  Unfolded, the
+    step that computes them takes cotangents over (t, h) from Ā and over (b, t, h, p) from B̄·x; a sum of
+    both must count the first once (its Triton gradient: the step on the interpreter)."""
+    m = ssmc.Builder("shared_params")
+    dt = 0.2 * d.sigmoid(m.input("x1", ("H", "L")))
+    A = d.complex_(-(d.softplus(m.input("x2", ("H", "L"))) + 0.1), m.input("x3", ("H", "L")))
+    A_bar, B_scale = m.discretize(dt, A, "bilinear")
+    x = B_scale * d.softplus(m.input("x0", ("H", "L", "batch"))) * m.input("x5", ("P", "L"))
+    h = m.scan(A_bar, x, order="gather", index=m.input("x6", ("L",), integer=True))
+    m.output("y", d.real(h * m.input("x7", ("H", "L", "P"))).sum("h"), ("P", "batch", "L"))
+    g = m.build()
+    H, L, B, P = 3, int(rng.integers(2, 7)), 2, 2
+    arrays = {"x0": rng.standard_normal((H, L, B)), "x1": rng.standard_normal((H, L)),
+              "x2": rng.standard_normal((H, L)), "x3": rng.standard_normal((H, L)), "x5": rng.standard_normal((P, L)),
+              "x6": rng.permutation(L), "x7": rng.standard_normal((H, L, P))}
+    fn = ssmc.compile(g, backend="numpy")
+    ct = {"y": rng.standard_normal(fn(**arrays)["y"].shape)}
+    want = fn.grad(arrays, ct)
+    eps = 1e-6
+    for name in ("x1", "x2", "x3", "x0"):
+        v = rng.standard_normal(arrays[name].shape)
+        plus, minus = dict(arrays), dict(arrays)
+        plus[name], minus[name] = arrays[name] + eps * v, arrays[name] - eps * v
+        fd = ((fn(**plus)["y"] - fn(**minus)["y"]) * ct["y"]).sum() / (2 * eps)
+        assert abs(fd - np.sum(want[f"grad_{name}"] * v)) <= 1e-6 * (1 + abs(fd)), name
+    got = ssmc.compile(g, backend="triton").grad({k: torch.tensor(v, device=device) for k, v in arrays.items()},
+                                                 {"y": torch.tensor(ct["y"], device=device)})
+    for k in want:
+        assert_close(got[k], want[k], 1e-10, k)

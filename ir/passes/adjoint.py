@@ -20,7 +20,9 @@ broadcasts over (unless a forward `sum` of the graph runs over that axis: then i
 as a forward `sum`): each `grad_<input>` keeps those axes, after the input's own, for the caller to
 sum.  That is exact for such graphs: a derivative factor of a value varies only over the value's own
 axes, so it commutes with the sum, and only a `sum`'s adjoint maps a value without an axis to one with
-it.  It leaves a graph of forward ops, which the Triton forward generator lowers: the backward of a
+it.  Where two contributions to one value keep different axes, their sum would count one of them
+too often: `DeferredSumsDisagree` is raised, and the caller takes the gradient another way.  It
+leaves a graph of forward ops, which the Triton forward generator lowers: the backward of a
 multi-stage graph's scan-less steps (`ssmc.runtime.staged`).
 
 Complex gradients follow PyTorch's convention (see `ssmc.ir.vjp`).
@@ -35,6 +37,11 @@ from ..vjp import VJP, TypedBuilder
 
 SKIP_ATTRS = ("region", "hoist", "lti")
 DRIVER_OPS = frozenset({"input", "const", "scan", "last", "output"})  # the pass's own; the others are VJP rows
+
+
+class DeferredSumsDisagree(NotImplementedError):
+    """defer_reduce cannot hold: two cotangent contributions of one value broadcast over different axes
+    (their sum would count the narrower one once per element of the other's extra axes)."""
 
 
 def adjoint(g: Graph, defer_reduce: bool = False) -> Graph:
@@ -68,6 +75,8 @@ def adjoint(g: Graph, defer_reduce: bool = False) -> Graph:
     def total(parts):
         if not parts:
             return None
+        if b.defer and len({b.type(p).dims for p in parts}) > 1:  # a sum over the broadcast axes of one part
+            raise DeferredSumsDisagree(f"{g.name}: cotangents with different deferred axes meet at one value")
         out = parts[0]
         for p in parts[1:]:
             out = b.emit("add", [out, p])
@@ -135,4 +144,4 @@ def _local_rule(b, g, n, z, args, c, acc):
     VJP[n.op](b, n, z, args, c, lambda k, v: acc(n.args[k], v))
 
 
-__all__ = ["adjoint"]
+__all__ = ["DeferredSumsDisagree", "adjoint"]

@@ -16,7 +16,7 @@ import numpy as np
 from ssmc.backends import numpy_interp
 from ssmc.backends.triton import timeops
 from ssmc.ir import ROLES
-from ssmc.ir.passes.adjoint import adjoint
+from ssmc.ir.passes.adjoint import DeferredSumsDisagree, adjoint
 from ssmc.ir.stages import Plan
 from ssmc.ir.types import value_role
 
@@ -28,8 +28,8 @@ class Staged:
         """`make(graph, backend=None)`: the Compiled of a kernel step's graph (on the given backend)."""
         self.plan = plan
         self.fns = [make(st.graph) if st.graph is not None else None for st in plan.steps]
-        self.flat_grads = [make(adjoint(fn.graph, defer_reduce=True)) if fn is not None and not fn.graph.ids("scan")
-                           else None for fn in self.fns]
+        self.flat_grads = [_flat_form(fn, make) if fn is not None and not fn.graph.ids("scan") else None
+                           for fn in self.fns]
 
     @property
     def source(self) -> str:
@@ -81,7 +81,12 @@ class Staged:
                 if not given:
                     continue
                 args = {n: env[n] for n in fn.input_names if n in env}
-                res = fn.grad(args, given) if flat is None else _flat_grad(fn, flat, args, given, roles)
+                if flat is None or fn.backend == "numpy":  # (the interpreter sums over any axis itself)
+                    res = fn.grad(args, given)
+                elif flat[0] == "host":
+                    res = _on_host(flat[1], args, given)
+                else:
+                    res = _flat_grad(fn, flat[1], args, given, roles)
                 for n in fn.input_names:
                     if f"grad_{n}" in res and n in env:
                         add(n, res[f"grad_{n}"])
@@ -148,6 +153,28 @@ class Staged:
         perm = [have_roles.index(a.role) for a in dst]
         y = y.permute(perm) if torch_ else np.transpose(y, perm)
         return y.contiguous() if torch_ else np.ascontiguousarray(y)
+
+
+def _flat_form(fn, make) -> tuple:
+    """How a scan-less step's gradient is taken on the Triton backend: ("flat", its deferred-reduction
+    backward); where that cannot hold (DeferredSumsDisagree), ("host", the step on the NumPy interpreter),
+    a round trip through host memory."""
+    try:
+        return "flat", make(adjoint(fn.graph, defer_reduce=True))
+    except DeferredSumsDisagree:
+        return "host", make(fn.graph, "numpy")
+
+
+def _on_host(fn, args: dict, given: dict) -> dict:
+    """fn.grad on the NumPy interpreter for torch tensors: the gradients back on their device and dtype."""
+    if not any(is_torch(v) for v in args.values()):
+        return fn.grad(args, given)
+    import torch  # (a torch tensor is in hand)
+    host = {k: v.detach().cpu().numpy() if is_torch(v) else v for k, v in {**args, **given}.items()}
+    res = fn.grad({k: host[k] for k in args}, {k: host[k] for k in given})
+    return {name: torch.from_numpy(np.ascontiguousarray(g)).to(device=args[name[5:]].device,
+                                                                dtype=args[name[5:]].dtype)
+            for name, g in res.items()}
 
 
 def _flat_grad(fn, flat, args: dict, given: dict, roles: dict) -> dict:
