@@ -168,7 +168,14 @@ def cmd_show(args) -> int:
             backward, no_backward = c.backward_graph, None
         except (NotImplementedError, ValueError) as e:  # no backward derived for this graph: say why
             backward, no_backward = None, str(e)
-        print(strategy.explain(c.graph, backward, no_backward))
+        if c.staged is not None:  # several scans or time operators: the steps, each its own lowering
+            for k, st in enumerate(c.staged.plan.steps):
+                what = (f"kernel with {len(st.graph.ids('scan'))} scan(s): {st.graph.name}" if st.graph is not None
+                        else f"{st.target} = {st.op.op}({', '.join(st.sources)}) between kernels")
+                print(f"=== step {k}: {what}")
+            print(f"=== backward: {no_backward}")
+        else:
+            print(strategy.explain(c.graph, backward, no_backward))
     else:
         print(c.graph.text(), end="")
     if args.dot:
