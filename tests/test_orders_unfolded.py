@@ -139,12 +139,28 @@ def test_permute_by_hand_equals_the_gather_order(rng):
                      ssmc.compile(m2.build(), backend="numpy")(**x)["y"], 1e-6, backend)
 
 
-def test_an_index_that_is_not_a_permutation_is_refused(rng):
-    x = inputs(rng, ("batch", "L"))
-    x["order"][1, 2] = x["order"][1, 3]
+@pytest.mark.parametrize("index_axes", AXES)
+def test_an_index_that_is_not_a_permutation_is_refused(rng, index_axes):
+    """Per-sample orders (unfolded into permutes) and shared ones (read in place by the fused kernel) alike:
+    a repeated index would leave a position unwritten."""
+    x = inputs(rng, index_axes)
+    flat = x["order"].reshape(-1, 7)
+    flat[-1, 2] = flat[-1, 3]
     for backend in ("numpy", "triton"):
+        fn = ssmc.compile(gather_graph(index_axes), backend=backend)
         with pytest.raises(ValueError, match=r"order: expected a permutation of 0..6 along L in every row"):
-            ssmc.compile(gather_graph(("batch", "L")), backend=backend)(**x)
+            fn(**x)
+        with pytest.raises(ValueError, match=r"order: expected a permutation of 0..6 along L in every row"):
+            fn.grad(x, {"y": np.ones((2, 7, 4))})
+
+
+def test_a_torch_order_is_checked_again_once_it_changes(rng):
+    x = {k: torch.tensor(v) for k, v in inputs(rng, ("L",)).items()}
+    fn = ssmc.compile(gather_graph(("L",)), backend="triton")
+    fn(**x)  # checked, and remembered
+    x["order"][2] = x["order"][3]  # an in-place change bumps its version: checked again
+    with pytest.raises(ValueError, match=r"order: expected a permutation"):
+        fn(**x)
 
 
 def test_gather_with_resets_has_no_backward_yet(rng):

@@ -18,6 +18,7 @@ from ssmc.backends.triton import param_name
 from ssmc.backends.triton.tune import autotune
 from ssmc.ir import Graph
 from ssmc.ir.bind import bind, role_sizes
+from ssmc.ir.indexmap import is_gather
 from ssmc.ir.entries import get as library_entry
 from ssmc.ir.passes import run_pipeline
 from ssmc.ir.passes.adjoint import adjoint
@@ -83,8 +84,11 @@ class Compiled:
         self.op_key = register(self)  # names it to the autograd custom op (ssmc.runtime.autograd)
         # several scans, or time operators: run as steps, each compiled on its own (refused now if it cannot be)
         self.staged = Staged(plan(self.graph), self._step) if needs_stages(self.graph) else None
-        # a permute's index is a user's order, checked on every call: (input name, its time axis)
+        # a permute's or gather-order scan's index is a user's order, checked on every call: (input name,
+        # its time axis); unchecked, a repeated index would leave a position unwritten
         names = {self.graph[self.graph[i].args[1]].attr("name") for i in self.graph.ids("permute")}
+        names |= {self.graph[self.graph[i].args[-1]].attr("name") for i in self.graph.ids("scan")
+                  if is_gather(self.graph[i].attr("order"))}
         self.orders = tuple((name, [a.role for a in self.graph[self.graph.inputs[name]].attr("axes")].index("t"))
                             for name in sorted(names))
 
@@ -255,7 +259,7 @@ class Compiled:
         return self._run_triton(inputs, use_torch, outs, sizes)
 
     def _check_orders(self, inputs: dict, sizes: dict) -> None:
-        """Every permute's index a permutation along time, before any step reads it."""
+        """Every order's index a permutation along time, before any step reads it."""
         for name, axis in self.orders:
             check_permutation(name, inputs[name], axis, role_sizes(self.graph, sizes)["t"])
 
