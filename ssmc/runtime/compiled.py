@@ -18,8 +18,8 @@ from ssmc.backends.triton import param_name
 from ssmc.backends.triton.tune import autotune
 from ssmc.ir import Graph
 from ssmc.ir.bind import bind, role_sizes
-from ssmc.ir.indexmap import is_gather
 from ssmc.ir.entries import get as library_entry
+from ssmc.ir.indexmap import is_gather
 from ssmc.ir.passes import run_pipeline
 from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
