@@ -69,6 +69,19 @@ def _scan(args, node, ctx):
     rest = list(args[2:])
     h0 = rest.pop(0) if node.attr("has_h0") else None
     seq = rest.pop(0) if node.attr("reset") else None
+    if node.attr("unvisited"):  # a partial order: its -1 padding steps hold the state (Ā = 1, x = 0)
+        index = _order_index(node, ctx)
+        pad = index < 0
+        a = np.where(pad, 1.0, _permute(a, np.maximum(index, 0)))
+        x = np.where(pad, 0.0, _permute(x, np.maximum(index, 0)))
+        forward = node.with_attrs(order=ORDERS["forward"], unvisited="")
+        h = _scan([a, x] + ([h0] if h0 is not None else []), forward, ctx)
+        start = np.zeros_like(h[:, :1]) if h0 is None else np.broadcast_to(h0, h[:, :1].shape).astype(h.dtype)
+        out = np.broadcast_to(start, (h.shape[0], index.shape[1]) + h.shape[2:]).copy()  # the unlisted positions
+        rows = np.broadcast_to(np.where(pad, index.shape[1], index), (h.shape[0],) + index.shape[1:])
+        wide = np.concatenate([out, out[:, :1]], axis=1)  # padding steps land on a spare position L
+        np.put_along_axis(wide, _gather_index(h, rows), h, axis=1)
+        return wide[:, :-1]
     if spans_sequence(node.attr("order")):  # permute, scan forward, unpermute
         index = _order_index(node, ctx)
         a, x = _permute(a, index), _permute(x, index)
@@ -156,6 +169,12 @@ def _unpermute(h, index):
 
 def _last(args, node, ctx):
     scan = ctx["graph"][node.args[0]]
+    if scan.attr("unvisited"):  # the state after the last listed position (the initial state if none is)
+        index = _order_index(scan, ctx)
+        listed = (index >= 0).sum(axis=1, keepdims=True)
+        at = np.take_along_axis(index, np.maximum(listed - 1, 0), axis=1)
+        at = np.where(listed > 0, at, 0)  # none listed: every position holds the initial state
+        return np.take_along_axis(args[0], _gather_index(args[0], at), axis=1)
     if spans_sequence(scan.attr("order")):  # the state after the last step: at time index[L-1] per channel
         h = args[0]
         return np.take_along_axis(h, _gather_index(h, _order_index(scan, ctx)[:, -1:]), axis=1)

@@ -27,7 +27,8 @@ def bind(graph: Graph, args: dict, fixed: dict | None = None) -> dict:
     """
     sizes = dict(fixed or {})
     origin = {}
-    inputs = {graph[i].attr("name"): graph[i] for i in graph.ids("input")}
+    inputs = {graph[i].attr("name"): graph[i] for i in graph.ids("input")
+              if not graph[i].attr("derived") or args.get(graph[i].attr("name")) is not None}  # (see passes.partial)
     unknown = set(args) - set(inputs)
     if unknown:
         raise TypeError(f"{graph.name}: unexpected argument(s) {sorted(unknown)}; inputs are {list(inputs)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .graph import Graph, Rebuilder
+from .opset import UNVISITED
 from .symbolic import Rule, get_rule
 from .types import Axis
 
@@ -109,19 +110,27 @@ class Builder:
                 self._emit("discretize", delta, A, rule=r, part="B"))
 
     def scan(self, A_bar: Value, x: Value, h0: Value | None = None, seq_idx: Value | None = None,
-             order="forward", index: Value | None = None) -> Value:
+             order="forward", index: Value | None = None, unvisited: str | None = None) -> Value:
         """h_t = Ā_t h_{t-1} + x_t along `order`: "forward", "reverse", or "gather" — step k visits
         time index[k] (`index` an integer input over (L,) or (groups, L): a permutation per group) —
         or named 2-D orders of an H×W grid, `ssmc.ir.indexmap.grid_order(H, W, names)`
-        (one name, or one per B/C group), which need no index input."""
+        (one name, or one per B/C group), which need no index input.
+
+        unvisited="initial" makes a gather order partial: each row of `index` lists the positions to
+        visit, then -1 padding; the unlisted positions are not stepped and see the initial state (h0, or
+        0), and `last` is the state after the last listed one (`ssmc.ir.passes.partial`)."""
         grid = getattr(order, "kind", None) == "grid"
         if not grid and order not in ("forward", "reverse", "gather"):
             raise ValueError(f"scan order must be 'forward', 'reverse', 'gather' or a grid_order, got {order!r}")
         if (order == "gather") != (index is not None):
             raise ValueError("scan: order='gather' takes an `index` input (and only it does)")
+        if unvisited is not None and (order != "gather" or unvisited not in UNVISITED):
+            raise ValueError(f"scan: unvisited must be one of {UNVISITED}, with order='gather'; got "
+                             f"unvisited={unvisited!r}, order={order!r}")
         extra = [v for v in (h0, seq_idx, index) if v is not None]
         return self._emit("scan", A_bar, x, *extra, order=order, has_h0=h0 is not None,
-                          reset="seq_idx" if seq_idx is not None else "")
+                          reset="seq_idx" if seq_idx is not None else "",
+                          **({"unvisited": unvisited} if unvisited else {}))
 
     def upsample(self, value: Value, order) -> Value:
         """`value` at every position of the grid, for a scan along `order` (a grid_order with strides):

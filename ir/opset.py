@@ -22,6 +22,9 @@ BACKWARD = "backward"  # made by the adjoint pass only, never declared
 TIME = "time"  # reads other steps of time: cuts a graph into stages (ssmc.ir.stages), lowered between kernels
 
 
+UNVISITED = ("initial",)  # what a partial gather order's unlisted positions see: the initial state (h0, or 0)
+
+
 class IRError(ValueError):
     """A malformed or unlowerable IR; the message names the node and the reason."""
 
@@ -105,6 +108,13 @@ def _scan(args, attrs):
         if "t" not in idx.dims or idx.dims - {"b", "t", "h"}:
             raise IRError(f"scan: a gather order's index must vary over time, and at most over batch and channels, "
                           f"got {idx}")
+    if attrs.get("unvisited"):
+        if attrs["unvisited"] not in UNVISITED:
+            raise IRError(f"scan: unvisited must be one of {UNVISITED}, got {attrs['unvisited']!r}")
+        if not is_gather(attrs.get("order")):
+            raise IRError("scan: unvisited (a partial order) needs a gather order")
+        if attrs.get("reset"):
+            raise IRError("scan: a partial gather order (unvisited) with resets (seq_idx) is not supported")
     if rest:
         raise IRError("scan: too many operands for its attributes")
     return state
@@ -232,7 +242,8 @@ ALL_OPS = {s.name: s for s in [
         "a simplified sympy expression of its operands (made by expand_discretization)", _EW),
     _op("sum", 1, ("axes",), _sum, "sum over state/channel axes", (ABSORBABLE, LINEAR)),
     _op("scan", (2, 5), ("order",), _scan,
-        "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index"),
+        "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index "
+        "(with unvisited='initial': rows end in -1 padding, unlisted positions see the initial state)"),
     _op("last", 1, (), _last, "the scan's state after its final step"),
     _op("lag", (1, 2), ("k",), _lag,
         "x_{t-k}: the value k steps earlier in time (k < 0: -k steps later), 0 where t-k falls outside "

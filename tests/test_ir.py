@@ -30,8 +30,8 @@ from conftest import assert_close, seed_of
 
 GOLDEN = Path(__file__).parent / "golden"
 ENTRIES = sorted(library.ENTRIES)
-PASSES = ["infer_types", "expand_discretization", "canonicalize", "unfold_per_sample_orders", "reassociate",
-          "detect_lti", "fuse_regions"]
+PASSES = ["infer_types", "expand_discretization", "canonicalize", "complete_partial_orders", "unfold_per_sample_orders",
+          "reassociate", "detect_lti", "fuse_regions"]
 
 
 # --- golden listings ---------------------------------------------------------------------------

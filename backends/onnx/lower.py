@@ -55,6 +55,8 @@ class Lowering:
         self.owner = {}  # node id -> the scan whose lowering produces it
         self._busy = set()
         self._orders = {}  # gather-index node id -> its flat indices (gather_order)
+        self._partial = {g[i].attr("derived") for i in g.ids("input") if g[i].attr("derived")}  # partial orders
+        self._completed = {}  # partial order's index node id -> (completed index, visited), canonical layout
         self.regions = {s: scan_region(g, s, channels_apart=is_gather(g[s].attr("order"))
                                        and "h" in g[g[s].args[-1]].type.dims) for s in g.ids("scan")}
         for s, r in self.regions.items():
@@ -72,6 +74,9 @@ class Lowering:
                 self._busy.add(s)
                 self.lower_scan(s)
                 self._busy.discard(s)
+            elif n.op == "input" and (n.attr("derived") or n.attr("name") in self._partial):
+                full, visited = self.complete_order(self.g.inputs[n.attr("derived") or n.attr("name")])
+                self.vals[i] = (visited,) if n.attr("derived") else (full,)
             elif n.op == "input":
                 self.vals[i] = self.lower_input(n)
             else:
@@ -297,6 +302,28 @@ class Lowering:
         return a, x, h0
 
     # --- gather (permutation) orders --------------------------------------------------------------
+    def complete_order(self, idx: int) -> tuple:
+        """(index', visited) of a partial order (ssmc.ir.passes.partial), computed in the graph from the
+        user's index, rows of listed positions then -1: a key per position, its own position if unlisted
+        and L + its rank if listed (the padding steps written past L), sorted ascending by TopK."""
+        if idx not in self._completed:
+            em = self.em
+            raw = self.lower_input(self.g[idx])[0]  # (b or 1, L, H or 1, 1, 1) int64
+            L = self.dim("t")
+            steps = em.op("Reshape", [em.op("Range", [em.const(0, np.int64), em.op("Squeeze", [L, em.ints([0])]),
+                                                      em.const(1, np.int64)]), em.ints([1, -1, 1, 1, 1])])
+            after = em.op("Expand", [em.op("Add", [steps, L]), em.op("Shape", [raw])])  # L + k at step k
+            slots = em.op("Where", [em.op("Less", [raw, em.const(0, np.int64)]), after, raw])
+            wide = em.op("Concat", [em.op("Shape", [raw], end=1), em.op("Mul", [L, em.ints([2])]),
+                                    em.op("Shape", [raw], start=2)], axis=0)
+            keys = em.op("Expand", [em.op("Concat", [steps, em.op("Add", [steps, L])], axis=1), wide])
+            keys = em.op("ScatterElements", [keys, slots, after], axis=1)
+            keys = em.op("Slice", [keys, em.ints([0]), L, em.ints([1])])
+            full = em.op("TopK", [keys, L], outputs=2, axis=1, largest=0, sorted=1)[1]
+            visited = em.op("Cast", [em.op("Not", [em.op("Less", [keys, L])])], to=TensorProto.FLOAT)
+            self._completed[idx] = (full, visited)
+        return self._completed[idx]
+
     def gather_order(self, idx: int) -> tuple:
         """(forward, inverse, G, flat shape) for a gather order's index operand.
 

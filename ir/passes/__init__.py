@@ -7,6 +7,7 @@ from .discretize import expand_discretization
 from .fusion import fuse_regions
 from .infer import infer_types
 from .lti import detect_lti
+from .partial import complete_partial_orders
 from .reassociate import reassociate
 from .unfold import unfold_per_sample_orders
 
@@ -14,6 +15,7 @@ PIPELINE = (
     ("infer_types", infer_types),
     ("expand_discretization", expand_discretization),
     ("canonicalize", canonicalize),
+    ("complete_partial_orders", complete_partial_orders),
     ("unfold_per_sample_orders", unfold_per_sample_orders),
     ("reassociate", reassociate),
     ("detect_lti", detect_lti),

@@ -106,7 +106,7 @@ def adjoint(g: Graph, defer_reduce: bool = False) -> Graph:
 
     for name, i in g.inputs.items():
         n = g[i]
-        if n.attr("integer"):
+        if n.attr("integer") or n.attr("derived"):  # (an index; a value the runtime derives from one)
             continue
         c = total(contrib.get(i, []))
         if c is None:

@@ -198,3 +198,42 @@ def check_permutation(name: str, index, axis: int, L: int) -> None:
     if not ok:
         raise ValueError(f"{name}: expected a permutation of 0..{L - 1} along L in every row, got repeated or "
                          f"out-of-range indices")
+
+
+_COMPLETED: dict = {}  # id(tensor) -> (tensor, its version, axis, L, result): partial orders completed
+
+
+def complete_order(name: str, index, axis: int, L: int):
+    """(index', visited) for a partial gather order (`ssmc.ir.passes.partial`): each row of `index` along
+    `axis` lists distinct positions of 0..L-1, then -1 padding; index' visits the unlisted positions
+    (ascending), then the listed ones in their order; visited is 1.0 at listed positions, 0.0 elsewhere.
+    Computed on the host (an index is small); a torch index once per version, as check_permutation."""
+    if is_torch(index):
+        hit = _COMPLETED.get(id(index))
+        if hit is not None and hit[0] is index and hit[1:4] == (index._version, axis, L):
+            return hit[4]
+        import torch
+        full, visited = complete_order(name, index.detach().cpu().numpy(), axis, L)
+        out = torch.from_numpy(full).to(index.device), torch.from_numpy(visited).to(index.device)
+        if len(_COMPLETED) > 256:
+            _COMPLETED.clear()
+        _COMPLETED[id(index)] = (index, index._version, axis, L, out)
+        return out
+    rows = np.moveaxis(np.asarray(index), axis, -1)
+    shape, rows = rows.shape, rows.reshape(-1, rows.shape[-1])
+    listed = rows >= 0
+    ok = rows.shape[1] == L and bool(((rows >= -1) & (rows < L)).all())
+    ok = ok and bool((listed[:, :-1] >= listed[:, 1:]).all())  # -1 only after the listed positions
+    if ok:
+        marks = np.zeros((rows.shape[0], L + 1), np.int64)  # how often each position is listed (L: the padding)
+        np.add.at(marks, (np.arange(rows.shape[0])[:, None], np.where(listed, rows, L)), 1)
+        ok = bool((marks[:, :L] <= 1).all())
+    if not ok:
+        raise ValueError(f"{name}: expected in every row along L distinct positions of 0..{L - 1}, then -1 padding "
+                         f"(a partial order), got repeated or out-of-range indices, or -1 before a position")
+    key = np.broadcast_to(np.arange(L + 1), marks.shape).copy()  # unlisted: their position
+    np.put_along_axis(key, np.where(listed, rows, L), L + 1 + np.arange(L)[None], axis=1)  # listed: after all
+    full = np.argsort(key[:, :L], axis=1, kind="stable")
+    visited = marks[:, :L].astype(np.float64)
+    back = lambda v: np.moveaxis(v.reshape(shape), -1, axis)  # noqa: E731
+    return back(full), back(visited)

@@ -33,6 +33,7 @@ from .arrays import (
     as_torch,
     check_permutation,
     check_state,
+    complete_order,
     convert_back,
     device_of,
     fill_numpy,
@@ -80,7 +81,13 @@ class Compiled:
 
     def __post_init__(self):
         # the interface's names, found now: torch.compile cannot trace a graph's first look-up of them
-        self.input_names, self.output_names = tuple(self.graph.inputs), tuple(self.graph.outputs)
+        self.input_names = tuple(k for k, i in self.graph.inputs.items() if not self.graph[i].attr("derived"))
+        self.output_names = tuple(self.graph.outputs)
+        # inputs the runtime derives from a partial order's index (ssmc.ir.passes.partial): (name, index, its t axis)
+        # (a step of a plan may read one without its index: its caller passes it)
+        sources = {k: self.graph[i].attr("derived") for k, i in self.graph.inputs.items()}
+        self.derived = tuple((k, index, self._time_axis(index)) for k, index in sources.items()
+                             if index in self.graph.inputs)
         self.op_key = register(self)  # names it to the autograd custom op (ssmc.runtime.autograd)
         # several scans, or time operators: run as steps, each compiled on its own (refused now if it cannot be)
         self.staged = Staged(plan(self.graph), self._step) if needs_stages(self.graph) else None
@@ -89,8 +96,10 @@ class Compiled:
         names = {self.graph[self.graph[i].args[1]].attr("name") for i in self.graph.ids("permute")}
         names |= {self.graph[self.graph[i].args[-1]].attr("name") for i in self.graph.ids("scan")
                   if is_gather(self.graph[i].attr("order"))}
-        self.orders = tuple((name, [a.role for a in self.graph[self.graph.inputs[name]].attr("axes")].index("t"))
-                            for name in sorted(names))
+        self.orders = tuple((name, self._time_axis(name)) for name in sorted(names))
+
+    def _time_axis(self, name: str) -> int:
+        return [a.role for a in self.graph[self.graph.inputs[name]].attr("axes")].index("t")
 
     def _step(self, graph: Graph, backend: str | None = None) -> "Compiled":
         return compile_ssm(graph, backend or self.backend, self.schedule, self.precision)
@@ -165,6 +174,7 @@ class Compiled:
             raise ValueError(f"grads: {sorted(unknown)} are not outputs of {self.graph.name}; "
                              f"outputs are {list(self.graph.outputs)}")
         sizes = bind(self.graph, inputs)
+        inputs = self._complete_orders(inputs, sizes)
         full = dict(inputs)
         for name, i in self.graph.outputs.items():
             node = self.graph[i]
@@ -179,7 +189,8 @@ class Compiled:
             return self._unfolded().grad(inputs, grads, outs)
         if self.staged is not None:
             self._check_orders(inputs, sizes)
-            floats = [self.graph[i].attr("name") for i in self.graph.ids("input") if not self.graph[i].attr("integer")]
+            floats = [self.graph[i].attr("name") for i in self.graph.ids("input")
+                      if not self.graph[i].attr("integer") and not self.graph[i].attr("derived")]
             res = self.staged.grad(inputs, {k: full[f"grad_{k}"] for k in self.graph.outputs}, floats,
                                    role_sizes(self.graph, sizes))
             for k, buf in (outs or {}).items():
@@ -244,6 +255,7 @@ class Compiled:
             if is_torch(v) != use_torch:
                 raise TypeError(f"{k}: expected a {'torch tensor' if use_torch else 'NumPy array'} like the other "
                                 f"arguments, got {type(v).__module__}.{type(v).__name__}")
+        inputs = self._complete_orders(inputs, sizes)
         self._check_orders(inputs, sizes)
         backend = self.backend
         if backend == "auto":
@@ -257,6 +269,18 @@ class Compiled:
         if self.staged is not None:
             return self._run_staged(inputs, use_torch, outs, sizes)
         return self._run_triton(inputs, use_torch, outs, sizes)
+
+    def _complete_orders(self, inputs: dict, sizes: dict) -> dict:
+        """The inputs with each partial order completed and its `visited` derived (ssmc.ir.passes.partial);
+        as they are where a caller (a step of this graph's own plan) passes them already."""
+        if not self.derived or all(name in inputs for name, _, _ in self.derived):
+            return inputs
+        inputs, L = dict(inputs), role_sizes(self.graph, sizes)["t"]
+        wide = any(str(getattr(v, "dtype", "")) in ("float64", "torch.float64") for v in inputs.values())
+        for name, index, axis in self.derived:
+            full, visited = complete_order(index, inputs[index], axis, L)
+            inputs[index], inputs[name] = full, visited.float() if is_torch(visited) and not wide else visited
+        return inputs
 
     def _check_orders(self, inputs: dict, sizes: dict) -> None:
         """Every order's index a permutation along time, before any step reads it."""

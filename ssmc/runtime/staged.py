@@ -63,7 +63,7 @@ class Staged:
             env[name] = floats[0].new_tensor(value) if floats else np.array(value, np.float64)
         for st, fn in zip(self.plan.steps, self.fns):
             if fn is not None:
-                env.update(fn.run({n: env[n] for n in fn.input_names if n in env}, self._buffers(fn, env, roles)))
+                env.update(fn.run({n: env[n] for n in fn.graph.inputs if n in env}, self._buffers(fn, env, roles)))
             else:
                 env[st.target] = self._time_forward(env, st, roles)
         return env
@@ -80,14 +80,14 @@ class Staged:
                 given = {o: ct[o] for o in fn.output_names if o in ct}
                 if not given:
                     continue
-                args = {n: env[n] for n in fn.input_names if n in env}
+                args = {n: env[n] for n in fn.graph.inputs if n in env}
                 if flat is None or fn.backend == "numpy":  # (the interpreter sums over any axis itself)
                     res = fn.grad(args, given)
                 elif flat[0] == "host":
                     res = _on_host(flat[1], args, given)
                 else:
                     res = _flat_grad(fn, flat[1], args, given, roles)
-                for n in fn.input_names:
+                for n in fn.graph.inputs:
                     if f"grad_{n}" in res and n in env:
                         add(n, res[f"grad_{n}"])
             elif st.target in ct:
