@@ -41,6 +41,23 @@ def grid_permutation(H: int, W: int, name: str, stride: int = 1) -> np.ndarray:
     return np.ascontiguousarray(order)
 
 
+def kept_orders(keep, H: int, W: int, names=("row", "row_rev", "col", "col_rev")) -> np.ndarray:
+    """Partial gather orders (a scan with unvisited="initial") over the tokens `keep` marks: keep is
+    (batch, H·W) boolean, row-major; row (b, k) lists sample b's kept positions in the named order k
+    of the grid, then -1 padding.  Returns (batch, len(names), H·W) int64 — VMamba's four SS2D
+    directions by default, as token pruning leaves them."""
+    keep = np.asarray(keep, dtype=bool)
+    if keep.ndim != 2 or keep.shape[1] != H * W:
+        raise ValueError(f"keep: expected a (batch, H·W={H * W}) boolean mask, got shape {keep.shape}")
+    out = np.full((keep.shape[0], len(names), H * W), -1, np.int64)
+    for k, name in enumerate(names):
+        perm = grid_permutation(H, W, name)
+        for b in range(keep.shape[0]):
+            kept = perm[keep[b, perm]]
+            out[b, k, :len(kept)] = kept
+    return out
+
+
 def coarse_shape(H: int, W: int, stride: int) -> tuple:
     """(⌈H/s⌉, ⌈W/s⌉): the grid of a stride-s view of an H×W grid.  Coarse cell (i, j) is the s×s
     block of positions (s·i + a, s·j + b) inside the grid; its anchor (s·i, s·j) is where the view

@@ -44,6 +44,10 @@ def random_inputs(graph: Graph, sizes: dict, seed=None, dtype=np.float64) -> dic
         if n.attr("integer") and name not in INITS and _is_order(graph, i):  # a permutation along L per row
             t = [a.role for a in n.attr("axes")].index("t")
             rows = np.argsort(rng.random(shape), axis=t)
+            if _is_partial(graph, i):  # each row keeps a random number of positions, then -1 padding
+                kept = rng.integers(0, shape[t] + 1, shape[:t] + (1,) + shape[t + 1:])
+                rows = np.where(np.arange(shape[t]).reshape([-1 if k == t else 1 for k in range(len(shape))]) < kept,
+                                rows, -1)
             out[name] = rows.astype(np.int64)
             continue
         if name in INITS:
@@ -72,6 +76,12 @@ def _is_order(graph: Graph, i: int) -> bool:
     return any((n.op == "permute" and n.args[1] == i) or (n.op == "scan" and n.args[-1] == i and
                                                           getattr(n.attr("order"), "kind", n.attr("order")) == "gather")
                for n in graph.nodes)
+
+
+def _is_partial(graph: Graph, i: int) -> bool:
+    """Is input i the index of partial gather orders only (scans with `unvisited`, no permute)?"""
+    users = [n for n in graph.nodes if i in n.args]
+    return all(n.op == "scan" and n.attr("unvisited") for n in users)
 
 
 def _raw_dt(graph: Graph, i: int) -> bool:

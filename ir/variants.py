@@ -10,6 +10,8 @@ the ops (hydra, vim, pointcloud_mamba).
                       scans, each direction with its own u, Δ, A, B, C, D, summed and gated by silu(z)
     pointcloud_graph  a selective scan along a serialization order that differs per point cloud (Point
                       Cloud Mamba, Zhang et al. 2024; Graph Mamba's per-graph orderings likewise)
+    ss2d_pruned       VMamba's SS2D (Liu et al. 2024) over the tokens pruning kept (Zhan et al. 2024):
+                      partial gather orders, one per direction and sample
 """
 from __future__ import annotations
 
@@ -122,6 +124,24 @@ def rsmamba() -> Graph:
     return m.build()
 
 
+def ss2d_pruned() -> Graph:
+    """VMamba's SS2D after token pruning: K directions over an H×W grid (row-major, column-major and their
+    reverses), each a block of `dim` channels with its own Δ (+ bias, softplus), A = -exp(A_log), B, C and
+    D, all reading one u.  Direction k of sample b steps through order[b, k] — the kept tokens in its
+    traversal order, then -1 (`ssmc.ir.grid.kept_orders`) — so the pruned tokens see the zero state (their
+    y is D u).  The directions are summed (u's shared axis) and gated by silu(z)."""
+    m = Builder("ss2d_pruned")
+    u = m.input("u", ("batch", "dim:r", "L"))
+    delta = d.softplus(m.input("delta", ("batch", "KD:h", "L")) + m.input("delta_bias", ("KD:h",)))
+    A = -d.exp(m.input("A_log", ("KD:h", "N")))
+    B, C = (m.input(n, ("batch", "K:g", "N", "L")) for n in "BC")
+    order = m.input("order", ("batch", "K:g", "L"), integer=True)
+    h = m.scan(d.exp(delta * A), delta * B * u, order="gather", index=order, unvisited="initial")
+    y = (C * h).sum("n") + m.input("D", ("KD:h",)) * u
+    m.output("out", y * d.silu(m.input("z", ("batch", "dim:r", "L"))), ("batch", "dim:r", "L"))
+    return m.build()
+
+
 def hiss() -> Graph:
     """Two levels of S6 scans (see `_selective`).  The low level scans each chunk on its own (it resets
     where `seq_idx`, the chunk index, changes); its output at a chunk's last step is the chunk's summary.
@@ -179,6 +199,9 @@ VARIANTS = {v.name: v for v in [
             dict(batch=2, L=33, dim=5, N=4)),
     Variant("rsmamba_graph", "RSMamba: one S6 mixer (A, D, Δ bias shared) along forward, reverse and per-sample "
             "shuffled paths (Δ, B, C per path), merged by path weights", rsmamba, dict(batch=2, L=33, dim=5, N=4)),
+    Variant("ss2d_pruned", "VMamba SS2D after token pruning: four directions (channel blocks with their own Δ, A, "
+            "B, C, D) each scanning the kept tokens in its order, per sample; pruned tokens see the zero state",
+            ss2d_pruned, dict(batch=2, L=33, dim=3, K=4, KD=12, N=4)),
     Variant("hiss", "HiSS: an S6 scan within chunks (seq_idx: the chunk index), an S6 scan over the chunks' "
             "last outputs; out at each chunk's last step", hiss, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "

@@ -12,9 +12,11 @@ import torch
 
 import ssmc
 from ssmc.export import export_onnx, onnx_inputs
+from ssmc.ir.grid import kept_orders
 from ssmc.ir.inits import random_inputs
 from ssmc.library import VARIANTS
 from ssmc.ops import hydra as hydra_op
+from ssmc.ops import multi_order_scan
 
 from conftest import DEVICES, assert_close, seed_of
 
@@ -153,9 +155,32 @@ def hiss_ref(seq_idx, **x):
     return {"out": out}
 
 
+def ss2d_pruned_ref(u, z, delta, delta_bias, A_log, B, C, D, order):
+    """Σ_k S6_k(u) ⊙ silu(z): direction k (channels k·dim..) with its own Δ, A, B, C, D visits the positions
+    order[b, k] lists (-1: none); a position it does not visit has state 0, so y = D u there."""
+    batch, dim, L = u.shape
+    K = order.shape[1]
+    out = torch.zeros_like(u)
+    for k in range(K):
+        ch = slice(k * dim, (k + 1) * dim)
+        dt = torch.nn.functional.softplus(delta[:, ch] + delta_bias[ch, None])
+        A = -torch.exp(A_log[ch])
+        for b in range(batch):
+            h = torch.zeros_like(A)
+            cols = {t: D[ch] * u[b, :, t] for t in range(L)}
+            for t in order[b, k].tolist():
+                if t < 0:
+                    break
+                h = torch.exp(dt[b, :, t, None] * A) * h + (dt[b, :, t] * u[b, :, t])[:, None] * B[b, k, :, t]
+                cols[t] = (h * C[b, k, :, t]).sum(-1) + D[ch] * u[b, :, t]
+            out[b] = out[b] + torch.stack([cols[t] for t in range(L)], -1)
+    return {"out": out * torch.nn.functional.silu(z)}
+
+
 REFS = {"rsmamba_graph": rsmamba_ref, "hiss": hiss_ref, "hyena": hyena_ref, "hyena_modal": hyena_modal_ref,
-        "hydra_graph": hydra_matrix_ref, "h3": h3_kernel_ref, "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref}
-OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out", "rsmamba_graph": "out"}
+        "hydra_graph": hydra_matrix_ref, "h3": h3_kernel_ref, "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref,
+        "ss2d_pruned": ss2d_pruned_ref}
+OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out", "rsmamba_graph": "out", "ss2d_pruned": "out"}
 
 
 def _inputs(name, rng, L):
@@ -200,6 +225,24 @@ def test_hydra_graph_equals_the_composed_op(rng):
     y_op = hydra_op(x["x"], stack("dt_fwd", "dt_bwd"), x["A"], stack("B_fwd", "B_bwd"), stack("C_fwd", "C_bwd"),
                     D=x["D"], diag=x["diag"], dt_bias=x["dt_bias"], dt_softplus=True, backend="numpy")
     assert_close(y, y_op, 1e-12, "hydra graph vs op")
+
+
+def test_ss2d_pruned_on_a_grid_mask(rng):
+    """Orders from a keep mask (kept_orders): with every token kept, VMamba's SS2D as ssmc.ops runs it
+    (multi_order_scan on the four grid orders); with some pruned, the reference."""
+    g, x, _ = _inputs("ss2d_pruned", rng, 12)
+    fn = ssmc.compile(g, backend="numpy")
+    orders = kept_orders(np.ones((2, 12), bool), 3, 4)
+    y = fn(**dict(x, order=orders))["out"]
+    K, dim, N = 4, 3, 4
+    y_op = multi_order_scan(x["u"], x["delta"].reshape(2, K, dim, 12), -np.exp(x["A_log"]).reshape(K, dim, N),
+                            x["B"], x["C"], orders[0], D=x["D"].reshape(K, dim), z=x["z"],
+                            delta_bias=x["delta_bias"].reshape(K, dim), delta_softplus=True, backend="numpy")
+    assert_close(y, y_op, 1e-12, "all kept vs multi_order_scan")
+    keep = rng.random((2, 12)) < 0.5
+    x["order"] = kept_orders(keep, 3, 4)
+    want = ss2d_pruned_ref(**{k: torch.from_numpy(v) for k, v in x.items()})["out"]
+    assert_close(fn(**x)["out"], want, 1e-12, "pruned")
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
