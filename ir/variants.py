@@ -10,8 +10,12 @@ the ops (hydra, vim, pointcloud_mamba).
                       scans, each direction with its own u, Δ, A, B, C, D, summed and gated by silu(z)
     pointcloud_graph  a selective scan along a serialization order that differs per point cloud (Point
                       Cloud Mamba, Zhang et al. 2024; Graph Mamba's per-graph orderings likewise)
+    graph_mamba       Graph-Mamba (Wang et al. 2024): a per-graph node order over a padded batch of graphs,
+                      the padding slots not visited (a partial gather order)
     ss2d_pruned       VMamba's SS2D (Liu et al. 2024) over the tokens pruning kept (Zhan et al. 2024):
                       partial gather orders, one per direction and sample
+    liquid_s4         Liquid-S4's kernel form (Hasani et al. 2023): convolutions of u and of products of
+                      consecutive inputs with kernels the graph computes by scans
 """
 from __future__ import annotations
 
@@ -75,14 +79,14 @@ def h3(taps: int = 4) -> Graph:
     return m.build()
 
 
-def _selective(m: Builder, tag: str, order="forward", index=None, seq_idx=None):
+def _selective(m: Builder, tag: str, order="forward", index=None, seq_idx=None, unvisited=None):
     """Mamba-1's selective scan with its own u, Δ (+ bias, softplus), A = -exp(A_log), B, C and D skip,
     inputs suffixed `tag`: y = Σ_n C h + D u, h_t = e^{Δ_t A} h_{t-1} + Δ_t B_t u_t along `order`."""
     u = m.input(f"u{tag}", ("batch", "dim", "L"))
     delta = d.softplus(m.input(f"delta{tag}", ("batch", "dim", "L")) + m.input(f"delta_bias{tag}", ("dim",)))
     A = -d.exp(m.input(f"A_log{tag}", ("dim", "N")))
     B, C = m.input(f"B{tag}", ("batch", "N", "L")), m.input(f"C{tag}", ("batch", "N", "L"))
-    h = m.scan(d.exp(delta * A), delta * B * u, order=order, index=index, seq_idx=seq_idx)
+    h = m.scan(d.exp(delta * A), delta * B * u, order=order, index=index, seq_idx=seq_idx, unvisited=unvisited)
     return (C * h).sum("n") + m.input(f"D{tag}", ("dim",)) * u
 
 
@@ -100,6 +104,17 @@ def pointcloud_mamba() -> Graph:
     (a space-filling-curve order computed per cloud); out in point order, gated by silu(z)."""
     m = Builder("pointcloud_graph")
     y = _selective(m, "", order="gather", index=m.input("order", ("batch", "L"), integer=True))
+    m.output("out", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
+    return m.build()
+
+
+def graph_mamba() -> Graph:
+    """A selective scan over each graph of a padded batch in its own node order (Graph-Mamba's node
+    prioritization: by degree, ties at random): order[b] lists graph b's nodes, then -1 for the padding
+    slots, which are not visited (their state is zero: out = D u ⊙ silu(z) there); gated by silu(z)."""
+    m = Builder("graph_mamba")
+    order = m.input("order", ("batch", "L"), integer=True)
+    y = _selective(m, "", order="gather", index=order, unvisited="initial")
     m.output("out", y * d.silu(m.input("z", ("batch", "dim", "L"))), ("batch", "dim", "L"))
     return m.build()
 
@@ -187,6 +202,27 @@ def hyena_modal() -> Graph:
     return m.build()
 
 
+def liquid_s4(degree: int = 2) -> Graph:
+    """Liquid-S4's kernel form: y = K¹ * u + Σ_{p=2..degree} Kᵖ * u⁽ᵖ⁾ + D u, `*` a causal convolution,
+    u⁽ᵖ⁾_t = u_t u_{t-1} ⋯ u_{t-p+1} (products of consecutive inputs: lags), and the kernels
+    Kᵖ_j = 2·Re Σ_n C_n Ā_n^j B̄_n^p of a diagonal complex SSM (bilinear, Δ = exp(log_dt),
+    A = -exp(A_log_re) + i·A_im), each computed in the graph as the impulse response of a scan."""
+    m = Builder("liquid_s4")
+    u = m.input("u", ("batch", "L", "dim"))
+    A = d.complex_(-d.exp(m.input("A_log_re", ("dim", "N"))), m.input("A_im", ("dim", "N")))
+    B, C = (m.input(n, ("dim", "N"), complex=True) for n in "BC")
+    A_bar, B_scale = m.discretize(d.exp(m.input("log_dt", ("dim",))), A, "bilinear")
+    impulse = 1.0 - m.lag(m.const(1.0), 1)  # 1 at t = 0, else 0: a scan of it is Ā^t times its input
+    y, v, B_pow = m.input("D", ("dim",)) * u, u, B_scale * B
+    for p in range(1, degree + 1):
+        if p > 1:
+            v, B_pow = v * m.lag(u, p - 1), B_pow * B_scale * B
+        kernel = 2.0 * d.real((C * m.scan(A_bar, B_pow * impulse)).sum("n"))  # (L, dim): no batch axis
+        y = y + m.causal_conv(v, kernel)
+    m.output("y", y, ("batch", "L", "dim"))
+    return m.build()
+
+
 VARIANTS = {v.name: v for v in [
     Variant("hydra_graph", "Hydra (one graph): forward and reverse SSD scans, each readout shifted one step along its "
             "direction, plus (D + diag)·x", hydra, dict(batch=2, L=33, H=4, P=3, G=2, N=4)),
@@ -197,6 +233,9 @@ VARIANTS = {v.name: v for v in [
     Variant("pointcloud_graph", "Point Cloud Mamba: a selective scan along a serialization order that "
             "differs per cloud (order: (batch, L)), gated by silu(z)", pointcloud_mamba,
             dict(batch=2, L=33, dim=5, N=4)),
+    Variant("graph_mamba", "Graph-Mamba: a selective scan over each graph's nodes in its own order (a partial "
+            "order: -1 marks padding slots, not visited), gated by silu(z)", graph_mamba,
+            dict(batch=2, L=33, dim=5, N=4)),
     Variant("rsmamba_graph", "RSMamba: one S6 mixer (A, D, Δ bias shared) along forward, reverse and per-sample "
             "shuffled paths (Δ, B, C per path), merged by path weights", rsmamba, dict(batch=2, L=33, dim=5, N=4)),
     Variant("ss2d_pruned", "VMamba SS2D after token pruning: four directions (channel blocks with their own Δ, A, "
@@ -204,6 +243,8 @@ VARIANTS = {v.name: v for v in [
             ss2d_pruned, dict(batch=2, L=33, dim=3, K=4, KD=12, N=4)),
     Variant("hiss", "HiSS: an S6 scan within chunks (seq_idx: the chunk index), an S6 scan over the chunks' "
             "last outputs; out at each chunk's last step", hiss, dict(batch=2, L=33, dim=5, N=4)),
+    Variant("liquid_s4", "Liquid-S4 (kernel form, degree 2): causal convolutions of u and of u_t·u_{t-1} with "
+            "kernels 2·Re C Ā^j B̄^p computed in the graph by scans", liquid_s4, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "
             "gated by a projection", hyena, dict(batch=2, L=33, dim=5)),
     Variant("hyena_modal", "Hyena operator, order 2, modal filters 2·Re Σ R λ^t: two complex diagonal scans, "

@@ -70,15 +70,18 @@ def h3_kernel_ref(q, k, v, log_dt, D, A, B, C, **shift):
 
 def selective_loop(u, delta, delta_bias, A_log, B, C, D, orders):
     """Mamba-1 (S6) step by step: h = e^{ΔA} h + Δ B u, y = C·h + D u, Δ = softplus(delta + bias),
-    A = -exp(A_log); cloud b visits time orders[b][k] at step k."""
+    A = -exp(A_log); cloud b visits time orders[b][k] at step k, until a -1 (a position never visited
+    has h = 0: y = D u)."""
     dt = torch.nn.functional.softplus(delta + delta_bias[:, None])
     A = -torch.exp(A_log)
     y = torch.zeros_like(u)
     for b in range(u.shape[0]):
         h = torch.zeros_like(A)
-        cols = {}
+        cols = {t: D * u[b, :, t] for t in range(u.shape[2])}
         for t in orders[b]:
             t = int(t)
+            if t < 0:
+                break
             h = torch.exp(dt[b, :, t, None] * A) * h + (dt[b, :, t] * u[b, :, t])[:, None] * B[b, :, t]
             cols[t] = (h * C[b, :, t]).sum(-1) + D * u[b, :, t]
         y[b] = torch.stack([cols[t] for t in range(u.shape[2])], -1)
@@ -177,10 +180,27 @@ def ss2d_pruned_ref(u, z, delta, delta_bias, A_log, B, C, D, order):
     return {"out": out * torch.nn.functional.silu(z)}
 
 
+def liquid_s4_ref(u, A_log_re, A_im, B, C, log_dt, D):
+    """Liquid-S4's kernel form from its equations: y_k = Σ_j K¹_j u_{k-j} + Σ_j K²_j u_{k-j} u_{k-j-1} + D u_k,
+    Kᵖ_j = 2 Re Σ_n C_n Ā_n^j B̄_n^p, bilinear Ā = (1 + ΔA/2)/(1 - ΔA/2), B̄ = Δ B/(1 - ΔA/2)."""
+    L = u.shape[1]
+    dt = torch.exp(log_dt)[:, None]
+    A = torch.complex(-torch.exp(A_log_re), A_im)
+    A_bar, B_bar = (1 + dt * A / 2) / (1 - dt * A / 2), dt * B / (1 - dt * A / 2)
+    powers = A_bar[None] ** torch.arange(L, dtype=torch.float64)[:, None, None]  # (L, dim, N)
+    pair = torch.cat([torch.zeros_like(u[:, :1]), u[:, :-1]], 1) * u  # u_t u_{t-1}
+    y = D * u
+    for p, v in ((1, u), (2, pair)):
+        K = 2 * (C * powers * B_bar ** p).sum(-1).real  # (L, dim)
+        y = y + torch.stack([sum(K[j] * v[:, k - j] for j in range(k + 1)) for k in range(L)], 1)
+    return {"y": y}
+
+
 REFS = {"rsmamba_graph": rsmamba_ref, "hiss": hiss_ref, "hyena": hyena_ref, "hyena_modal": hyena_modal_ref,
         "hydra_graph": hydra_matrix_ref, "h3": h3_kernel_ref, "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref,
-        "ss2d_pruned": ss2d_pruned_ref}
-OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out", "rsmamba_graph": "out", "ss2d_pruned": "out"}
+        "ss2d_pruned": ss2d_pruned_ref, "liquid_s4": liquid_s4_ref, "graph_mamba": pointcloud_ref}
+OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out", "rsmamba_graph": "out", "ss2d_pruned": "out",
+       "graph_mamba": "out"}
 
 
 def _inputs(name, rng, L):
