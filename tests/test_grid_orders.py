@@ -243,3 +243,34 @@ def test_tied_b_and_c_on_grid_orders_take_the_grid_kernel(device, rng, monkeypat
                                     backend="triton")
     assert grids == [_key(H, W, names)]
     assert_close(got, want, 2e-5, f"tied B, C on {device}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grid, names", [((3, 4), ("row", "col", "row_rev", "col_rev")), ((2, 5), ("snake_col",))])
+def test_gradients_of_grid_orders_equal_those_of_their_gathers(grid, names, device, rng):
+    """A grid order's gradient is derived on its unfolded form, its permutations an input the runtime
+    derives; it equals the gradient of the same scan read through the permutations as a gather order
+    (whose gradient tests/test_orders_unfolded.py holds to float64 autograd)."""
+    H, W = grid
+    x = order_inputs(rng, 2, 3, 4, H * W, len(names))
+    ct = {"out": rng.standard_normal((2, 3, H * W))}
+    gather = multi_order_compiled(True, True, True, True, "numpy")
+    want = gather.grad(dict(x, orders=np.stack(scan_orders_2d(H, W, names))), ct)
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid=_key(H, W, names)).graph
+    got = ssmc.compile(graph, backend="numpy").grad(x, ct)
+    assert set(got) == {f"grad_{k}" for k in x}
+    for k in x:
+        assert_close(got[f"grad_{k}"], want[f"grad_{k}"], 1e-12, f"numpy grad {k}")
+    leaves = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in x.items()}
+    out = ssmc.compile(graph, backend="triton")(**leaves)["out"]
+    grads = torch.autograd.grad((out * torch.tensor(ct["out"], device=device)).sum(), list(leaves.values()))
+    for k, g in zip(leaves, grads):
+        assert_close(g, want[f"grad_{k}"], 1e-10, f"triton grad {k}")
+
+
+def test_a_strided_grid_order_has_no_gradient_yet(rng):
+    x = order_inputs(rng, 2, 3, 4, 16, 2)
+    graph = multi_order_compiled(True, True, True, True, "numpy", grid="4x4:row,col:1,2").graph
+    with pytest.raises(NotImplementedError, match=r"a strided grid order \(a multi-scale view, grid4x4\[row,col/2\]\) "
+                                                  r"is not unfolded"):
+        ssmc.compile(graph, backend="numpy").grad(x, {"out": np.ones((2, 3, 16))})

@@ -172,7 +172,7 @@ def test_gather_with_resets_has_no_backward_yet(rng):
     fn = ssmc.compile(m.build(), backend="numpy")
     x = {"u": rng.standard_normal((2, 5, 3)), "a": rng.standard_normal(3), "seq_idx": np.zeros((2, 5), np.int64),
          "order": rng.permutation(5)}
-    with pytest.raises(NotImplementedError, match=r"a gather-order scan with resets is not unfolded"):
+    with pytest.raises(NotImplementedError, match=r"a gather- or grid-order scan with resets is not unfolded"):
         fn.grad(x, {"y": np.ones((2, 5, 3))})
 
 

@@ -6,6 +6,7 @@ torch is imported only where a torch tensor is in hand (`is_torch` tells without
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -198,6 +199,30 @@ def check_permutation(name: str, index, axis: int, L: int) -> None:
     if not ok:
         raise ValueError(f"{name}: expected a permutation of 0..{L - 1} along L in every row, got repeated or "
                          f"out-of-range indices")
+
+
+def grid_index(order, L: int, like=None):
+    """A grid order's permutations as an index input: (L,), or (groups, L) with one order per group; a
+    torch tensor on `like`'s device where `like` is one."""
+    rows = _grid_rows(order, L)
+    rows = rows[0] if len(order.names) == 1 else rows
+    if like is None:
+        return rows
+    key = (order, L, str(like.device))
+    if key not in _GRID_TENSORS:
+        import torch
+        if len(_GRID_TENSORS) > 64:
+            _GRID_TENSORS.clear()
+        _GRID_TENSORS[key] = torch.from_numpy(rows).to(like.device)
+    return _GRID_TENSORS[key]
+
+
+_GRID_TENSORS: dict = {}  # (order, L, device) -> its permutations, on that device
+
+
+@lru_cache(maxsize=64)
+def _grid_rows(order, L: int) -> np.ndarray:
+    return order.permutations(L).astype(np.int64)
 
 
 _COMPLETED: dict = {}  # id(tensor) -> (tensor, its version, axis, L, result): partial orders completed

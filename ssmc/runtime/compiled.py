@@ -23,7 +23,7 @@ from ssmc.ir.indexmap import is_gather
 from ssmc.ir.passes import run_pipeline
 from ssmc.ir.passes.adjoint import adjoint
 from ssmc.ir.passes.step import single_step, stateful
-from ssmc.ir.passes.unfold import has_gather, unfold_orders
+from ssmc.ir.passes.unfold import has_permuted_orders, unfold_orders
 from ssmc.ir.spec import Spec
 from ssmc.ir.stages import needs_stages, plan
 from ssmc.ir.variants import Variant
@@ -37,6 +37,7 @@ from .arrays import (
     convert_back,
     device_of,
     fill_numpy,
+    grid_index,
     is_torch,
     largest_tensor,
     needs_grad,
@@ -83,11 +84,12 @@ class Compiled:
         # the interface's names, found now: torch.compile cannot trace a graph's first look-up of them
         self.input_names = tuple(k for k, i in self.graph.inputs.items() if not self.graph[i].attr("derived"))
         self.output_names = tuple(self.graph.outputs)
-        # inputs the runtime derives from a partial order's index (ssmc.ir.passes.partial): (name, index, its t axis)
-        # (a step of a plan may read one without its index: its caller passes it)
+        # inputs the runtime derives on each call: (name, source), the source a partial order's index name
+        # (ssmc.ir.passes.partial) or a grid order (ssmc.ir.passes.unfold); a step of a plan may read a
+        # partial order's mask without its index: its caller passes it
         sources = {k: self.graph[i].attr("derived") for k, i in self.graph.inputs.items()}
-        self.derived = tuple((k, index, self._time_axis(index)) for k, index in sources.items()
-                             if index in self.graph.inputs)
+        self.derived = tuple((k, src) for k, src in sources.items()
+                             if src is not None and (not isinstance(src, str) or src in self.graph.inputs))
         self.op_key = register(self)  # names it to the autograd custom op (ssmc.runtime.autograd)
         # several scans, or time operators: run as steps, each compiled on its own (refused now if it cannot be)
         self.staged = Staged(plan(self.graph), self._step) if needs_stages(self.graph) else None
@@ -96,6 +98,7 @@ class Compiled:
         names = {self.graph[self.graph[i].args[1]].attr("name") for i in self.graph.ids("permute")}
         names |= {self.graph[self.graph[i].args[-1]].attr("name") for i in self.graph.ids("scan")
                   if is_gather(self.graph[i].attr("order"))}
+        names -= {name for name, src in self.derived if not isinstance(src, str)}  # (a grid order's: made right)
         self.orders = tuple((name, self._time_axis(name)) for name in sorted(names))
 
     def _time_axis(self, name: str) -> int:
@@ -174,7 +177,7 @@ class Compiled:
             raise ValueError(f"grads: {sorted(unknown)} are not outputs of {self.graph.name}; "
                              f"outputs are {list(self.graph.outputs)}")
         sizes = bind(self.graph, inputs)
-        inputs = self._complete_orders(inputs, sizes)
+        inputs = self._derive_inputs(inputs, sizes)
         full = dict(inputs)
         for name, i in self.graph.outputs.items():
             node = self.graph[i]
@@ -185,7 +188,7 @@ class Compiled:
             elif tuple(ct.shape) != shape:
                 raise ValueError(f"grads[{name!r}]: expected shape {shape}, got {tuple(ct.shape)}")
             full[f"grad_{name}"] = ct
-        if self.staged is None and has_gather(self.graph):  # derived through the unfolded orders
+        if self.staged is None and has_permuted_orders(self.graph):  # derived through the unfolded orders
             return self._unfolded().grad(inputs, grads, outs)
         if self.staged is not None:
             self._check_orders(inputs, sizes)
@@ -200,7 +203,7 @@ class Compiled:
         return self._backward_form().run(full, outs)
 
     def _unfolded(self) -> "Compiled":
-        """This graph with its gather orders unfolded into permutation steps (ssmc.ir.passes.unfold):
+        """This graph with its gather and grid orders unfolded into permutation steps (ssmc.ir.passes.unfold):
         a multi-stage graph whose gradient is derived step by step."""
         if "unfolded" not in self._forms:
             self._forms["unfolded"] = compile_ssm(unfold_orders(self.graph), self.backend, None, self.precision)
@@ -255,7 +258,7 @@ class Compiled:
             if is_torch(v) != use_torch:
                 raise TypeError(f"{k}: expected a {'torch tensor' if use_torch else 'NumPy array'} like the other "
                                 f"arguments, got {type(v).__module__}.{type(v).__name__}")
-        inputs = self._complete_orders(inputs, sizes)
+        inputs = self._derive_inputs(inputs, sizes)
         self._check_orders(inputs, sizes)
         backend = self.backend
         if backend == "auto":
@@ -270,16 +273,21 @@ class Compiled:
             return self._run_staged(inputs, use_torch, outs, sizes)
         return self._run_triton(inputs, use_torch, outs, sizes)
 
-    def _complete_orders(self, inputs: dict, sizes: dict) -> dict:
-        """The inputs with each partial order completed and its `visited` derived (ssmc.ir.passes.partial);
-        as they are where a caller (a step of this graph's own plan) passes them already."""
-        if not self.derived or all(name in inputs for name, _, _ in self.derived):
+    def _derive_inputs(self, inputs: dict, sizes: dict) -> dict:
+        """The inputs with the derived ones added: a partial order's index completed and its visited mask
+        (ssmc.ir.passes.partial), a grid order's permutations; as they are where a caller (a step of this
+        graph's own plan) passes them already."""
+        if all(name in inputs for name, _ in self.derived):
             return inputs
         inputs, L = dict(inputs), role_sizes(self.graph, sizes)["t"]
         wide = any(str(getattr(v, "dtype", "")) in ("float64", "torch.float64") for v in inputs.values())
-        for name, index, axis in self.derived:
-            full, visited = complete_order(index, inputs[index], axis, L)
-            inputs[index], inputs[name] = full, visited.float() if is_torch(visited) and not wide else visited
+        like = next((v for v in inputs.values() if is_torch(v)), None)
+        for name, src in self.derived:
+            if not isinstance(src, str):
+                inputs[name] = grid_index(src, L, like)
+                continue
+            full, visited = complete_order(src, inputs[src], self._time_axis(src), L)
+            inputs[src], inputs[name] = full, visited.float() if is_torch(visited) and not wide else visited
         return inputs
 
     def _check_orders(self, inputs: dict, sizes: dict) -> None:
