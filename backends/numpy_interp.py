@@ -69,6 +69,10 @@ def _scan(args, node, ctx):
     rest = list(args[2:])
     h0 = rest.pop(0) if node.attr("has_h0") else None
     seq = rest.pop(0) if node.attr("reset") else None
+    if node.attr("along") == "h":  # along channels: time and channels trade places, and back
+        swap = lambda v: np.swapaxes(v, 1, 2)  # noqa: E731
+        sub = dict(ctx, roles={**ctx["roles"], "t": ctx["roles"]["h"], "h": ctx["roles"]["t"]})
+        return swap(_scan([swap(a), swap(x)], node.with_attrs(along=""), sub))
     if node.attr("unvisited"):  # a partial order: its -1 padding steps hold the state (Ā = 1, x = 0)
         index = _order_index(node, ctx)
         pad = index < 0

@@ -110,7 +110,8 @@ class Builder:
                 self._emit("discretize", delta, A, rule=r, part="B"))
 
     def scan(self, A_bar: Value, x: Value, h0: Value | None = None, seq_idx: Value | None = None,
-             order="forward", index: Value | None = None, unvisited: str | None = None) -> Value:
+             order="forward", index: Value | None = None, unvisited: str | None = None,
+             along: str = "time") -> Value:
         """h_t = Ā_t h_{t-1} + x_t along `order`: "forward", "reverse", or "gather" — step k visits
         time index[k] (`index` an integer input over (L,) or (groups, L): a permutation per group) —
         or named 2-D orders of an H×W grid, `ssmc.ir.indexmap.grid_order(H, W, names)`
@@ -118,7 +119,12 @@ class Builder:
 
         unvisited="initial" makes a gather order partial: each row of `index` lists the positions to
         visit, then -1 padding; the unlisted positions are not stepped and see the initial state (h0, or
-        0), and `last` is the state after the last listed one (`ssmc.ir.passes.partial`)."""
+        0), and `last` is the state after the last listed one (`ssmc.ir.passes.partial`).
+
+        along="channels" runs the recurrence over the channel axis (role h) instead of time, forward or
+        reverse (MambaMixer's channel mixer): each time step and state index has its own state, the
+        channels are its steps.  It takes no h0, seq_idx or index, has no `last`, and lowers as a step of
+        its own whose roles t and h trade places (`ssmc.ir.stages`)."""
         grid = getattr(order, "kind", None) == "grid"
         if not grid and order not in ("forward", "reverse", "gather"):
             raise ValueError(f"scan order must be 'forward', 'reverse', 'gather' or a grid_order, got {order!r}")
@@ -127,10 +133,17 @@ class Builder:
         if unvisited is not None and (order != "gather" or unvisited not in UNVISITED):
             raise ValueError(f"scan: unvisited must be one of {UNVISITED}, with order='gather'; got "
                              f"unvisited={unvisited!r}, order={order!r}")
+        if along not in ("time", "channels"):
+            raise ValueError(f"scan: along must be 'time' or 'channels', got {along!r}")
+        if along == "channels" and (order not in ("forward", "reverse") or h0 is not None or seq_idx is not None):
+            raise ValueError(f"scan along channels: order must be 'forward' or 'reverse', without h0 or seq_idx; "
+                             f"got order={order!r}" + (", h0" if h0 is not None else "") +
+                             (", seq_idx" if seq_idx is not None else ""))
         extra = [v for v in (h0, seq_idx, index) if v is not None]
         return self._emit("scan", A_bar, x, *extra, order=order, has_h0=h0 is not None,
                           reset="seq_idx" if seq_idx is not None else "",
-                          **({"unvisited": unvisited} if unvisited else {}))
+                          **({"unvisited": unvisited} if unvisited else {}),
+                          **({"along": "h"} if along == "channels" else {}))
 
     def upsample(self, value: Value, order) -> Value:
         """`value` at every position of the grid, for a scan along `order` (a grid_order with strides):
@@ -170,6 +183,9 @@ class Builder:
 
     def last(self, h: Value) -> Value:
         """The state after the scan's final step."""
+        node = self._rb.nodes[h.id]
+        if node.op == "scan" and node.attr("along") == "h":
+            raise ValueError("last: a scan along channels has no final state (it is not derived)")
         return self._emit("last", h)
 
     def output(self, name: str, value: Value, axes) -> None:

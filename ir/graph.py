@@ -197,6 +197,8 @@ def verify(g: Graph) -> None:
         want_arg0 = {"last": "scan", "prev": "scan", "adjoint": "scan", "carry": "adjoint"}.get(n.op)
         if want_arg0 and g.nodes[n.args[0]].op != want_arg0:
             raise IRError(f"{where}: operand must be a {want_arg0}, got {g.nodes[n.args[0]].op}")
+        if want_arg0 == "scan" and g.nodes[n.args[0]].attr("along") == "h":
+            raise IRError(f"{where}: a scan along channels has no {n.op} (not derived)")
         missing = [k for k in spec.attrs if k not in attrs]
         if missing:
             raise IRError(f"{where}: missing attributes {missing}")

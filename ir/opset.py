@@ -108,6 +108,15 @@ def _scan(args, attrs):
         if "t" not in idx.dims or idx.dims - {"b", "t", "h"}:
             raise IRError(f"scan: a gather order's index must vary over time, and at most over batch and channels, "
                           f"got {idx}")
+    if attrs.get("along") and attrs["along"] != "t":
+        if attrs["along"] != "h":
+            raise IRError(f"scan: along must be 't' (time) or 'h' (channels), got {attrs['along']!r}")
+        if "h" not in state.dims:
+            raise IRError(f"scan: a scan along channels needs a value that varies over them, got {state}")
+        if attrs.get("has_h0") or attrs.get("reset") or is_gather(attrs.get("order")) or \
+                getattr(attrs.get("order"), "kind", None) == "grid" or state.dims & {"p"}:
+            raise IRError("scan: a scan along channels takes a forward or reverse order, no h0, resets or index, "
+                          "and values without a head-dim (p) axis")
     if attrs.get("unvisited"):
         if attrs["unvisited"] not in UNVISITED:
             raise IRError(f"scan: unvisited must be one of {UNVISITED}, got {attrs['unvisited']!r}")
@@ -243,7 +252,8 @@ ALL_OPS = {s.name: s for s in [
     _op("sum", 1, ("axes",), _sum, "sum over state/channel axes", (ABSORBABLE, LINEAR)),
     _op("scan", (2, 5), ("order",), _scan,
         "h_t = Ā_t h_{t-1} + x_t along `order`; optional h0, reset on seq_idx change, gather-order index "
-        "(with unvisited='initial': rows end in -1 padding, unlisted positions see the initial state)"),
+        "(with unvisited='initial': rows end in -1 padding, unlisted positions see the initial state); "
+        "along='h': the recurrence runs over the channels instead of time"),
     _op("last", 1, (), _last, "the scan's state after its final step"),
     _op("lag", (1, 2), ("k",), _lag,
         "x_{t-k}: the value k steps earlier in time (k < 0: -k steps later), 0 where t-k falls outside "

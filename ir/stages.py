@@ -51,7 +51,8 @@ class Plan:
 
 
 def needs_stages(g: Graph) -> bool:
-    return len(g.ids("scan")) > 1 or any(g.ids(op) for op in TIME_OPS)
+    return len(g.ids("scan")) > 1 or any(g.ids(op) for op in TIME_OPS) or \
+        any(g[s].attr("along") == "h" for s in g.ids("scan"))
 
 
 def value_name(i: int) -> str:
@@ -244,7 +245,8 @@ class Cutter:
             if self._read_elsewhere(i, scan):
                 rb.emit("output", [new[i]], name=value_name(i), axes=self.layout(i))
         self._carry_symbols(rb)
-        return _untyped(prune(rb.finish(f"{g.name}_stage")))
+        step = _untyped(prune(rb.finish(f"{g.name}_stage")))
+        return _along_channels(step, g, scan) if scan is not None and g[scan].attr("along") == "h" else step
 
     def _read_elsewhere(self, i, scan) -> bool:
         """Whether another step reads node i's value from this one."""
@@ -285,6 +287,25 @@ class Cutter:
             aux = self.g[j].attr("name")
             self.layouts[aux] = self.g[j].attr("axes")
         return Step(op=n, sources=tuple(sources), target=value_name(i), aux=aux)
+
+
+def _along_channels(step: Graph, g: Graph, scan: int) -> Graph:
+    """A channel scan's step as a time scan: roles t and h trade places in every input and output (the
+    arrays are the same, their axes read the other way), and the scan loses its `along`."""
+    swap = {"t": "h", "h": "t"}
+    nodes = []
+    for n in step.nodes:
+        if n.op in ("input", "output"):
+            roles = {a.role for a in n.attr("axes")}
+            if roles & {"g", "r", "p"}:
+                raise IRError(f"{g.name}: node %{scan} (scan along channels): {n.op} {n.attr('name')!r} has an axis "
+                              f"of role {sorted(roles & {'g', 'r', 'p'})[0]!r}; a channel scan's step reads and writes "
+                              f"values over b, t, h and n only")
+            n = n.with_attrs(axes=tuple(Axis(a.symbol, swap.get(a.role, a.role)) for a in n.attr("axes")))
+        elif n.op == "scan":
+            n = replace(n, attrs=tuple((k, v) for k, v in n.attrs if k != "along"))
+        nodes.append(n)
+    return Graph(step.name, tuple(nodes))
 
 
 def float_operands(g: Graph, i: int) -> list:

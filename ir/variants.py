@@ -14,6 +14,8 @@ the ops (hydra, vim, pointcloud_mamba).
                       the padding slots not visited (a partial gather order)
     ss2d_pruned       VMamba's SS2D (Liu et al. 2024) over the tokens pruning kept (Zhan et al. 2024):
                       partial gather orders, one per direction and sample
+    mambamixer        MambaMixer (Behrouz et al. 2024): a token mixer along time, then a channel mixer with
+                      scans along the channels (scan(..., along="channels"))
     liquid_s4         Liquid-S4's kernel form (Hasani et al. 2023): convolutions of u and of products of
                       consecutive inputs with kernels the graph computes by scans
 """
@@ -202,6 +204,31 @@ def hyena_modal() -> Graph:
     return m.build()
 
 
+def mambamixer() -> Graph:
+    """MambaMixer's block (Behrouz et al. 2024), its projections and convolution given: a selective token
+    mixer — S6 along time on u (Δ = softplus(delta + bias), A = -exp(A_log), B, C over time, D), gated by
+    silu(z) — then a selective channel mixer on its output y: S6 along the channels, forward and reverse,
+    each direction with its own Δ (per token and channel), B and C (per channel), sharing A_ch (per token)
+    and D_ch; then the weighted average of the block's input and both mixers' outputs:
+    out = w_in ⊙ u + w_tok ⊙ y + w_ch ⊙ y_ch."""
+    m = Builder("mambamixer")
+    u = m.input("u", ("batch", "L", "dim"))
+    delta = d.softplus(m.input("delta", ("batch", "L", "dim")) + m.input("delta_bias", ("dim",)))
+    A = -d.exp(m.input("A_log", ("dim", "N")))
+    B, C = m.input("B", ("batch", "L", "N")), m.input("C", ("batch", "L", "N"))
+    h = m.scan(d.exp(delta * A), delta * B * u)
+    y = ((C * h).sum("n") + m.input("D", ("dim",)) * u) * d.silu(m.input("z", ("batch", "L", "dim")))
+    A_ch = -d.exp(m.input("A_log_ch", ("L", "N")))
+    y_ch = m.input("D_ch", ("L",)) * y
+    for tag, order in (("fwd", "forward"), ("bwd", "reverse")):
+        dc = d.softplus(m.input(f"delta_ch_{tag}", ("batch", "L", "dim")))
+        Bc, Cc = m.input(f"B_ch_{tag}", ("batch", "dim", "N")), m.input(f"C_ch_{tag}", ("batch", "dim", "N"))
+        y_ch = y_ch + (Cc * m.scan(d.exp(dc * A_ch), dc * Bc * y, order=order, along="channels")).sum("n")
+    w = {k: m.input(f"w_{k}", ("dim",)) for k in ("in", "tok", "ch")}
+    m.output("out", w["in"] * u + w["tok"] * y + w["ch"] * y_ch, ("batch", "L", "dim"))
+    return m.build()
+
+
 def liquid_s4(degree: int = 2) -> Graph:
     """Liquid-S4's kernel form: y = K¹ * u + Σ_{p=2..degree} Kᵖ * u⁽ᵖ⁾ + D u, `*` a causal convolution,
     u⁽ᵖ⁾_t = u_t u_{t-1} ⋯ u_{t-p+1} (products of consecutive inputs: lags), and the kernels
@@ -243,6 +270,9 @@ VARIANTS = {v.name: v for v in [
             ss2d_pruned, dict(batch=2, L=33, dim=3, K=4, KD=12, N=4)),
     Variant("hiss", "HiSS: an S6 scan within chunks (seq_idx: the chunk index), an S6 scan over the chunks' "
             "last outputs; out at each chunk's last step", hiss, dict(batch=2, L=33, dim=5, N=4)),
+    Variant("mambamixer", "MambaMixer block: an S6 token mixer along time, gated, then a bidirectional S6 channel "
+            "mixer along the channels, and the weighted average of input and mixers", mambamixer,
+            dict(batch=2, L=9, dim=7, N=4)),
     Variant("liquid_s4", "Liquid-S4 (kernel form, degree 2): causal convolutions of u and of u_t·u_{t-1} with "
             "kernels 2·Re C Ā^j B̄^p computed in the graph by scans", liquid_s4, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "

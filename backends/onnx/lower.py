@@ -40,6 +40,9 @@ def refusal(g: Graph) -> None:
     for i, n in enumerate(g.nodes):
         if n.op in REFUSED:
             raise IRError(f"{g.name}: node %{i} ({n.op}) has no ONNX lowering: {REFUSED[n.op]}")
+        if n.op == "scan" and n.attr("along") == "h":
+            raise IRError(f"{g.name}: node %{i} (scan along channels) has no ONNX lowering yet: the lowering "
+                          f"scans time only")
 
 
 class Lowering:
