@@ -19,20 +19,24 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton: the GPU where
 NAMES = ("u", "dt", "A", "B", "C")
 
 
-def gather_graph(index_axes, h0=False):
+def gather_graph(index_axes, h0=False, partial=False):
+    """y = C·h + u and the final state of a selective scan along a gather order (partial: rows of positions
+    then -1, the unlisted positions seeing the initial state, ssmc.ir.passes.partial)."""
     m = ssmc.Builder("gathered")
     u, dt = m.input("u", ("batch", "L", "dim")), m.input("dt", ("batch", "L", "dim"))
     A, B, C = m.input("A", ("dim", "N")), m.input("B", ("batch", "L", "N")), m.input("C", ("batch", "L", "N"))
     idx = m.input("order", index_axes, integer=True)
     init = m.input("h0", ("batch", "dim", "N")) if h0 else None
-    h = m.scan(d.exp(dt * A), dt * B * u, h0=init, order="gather", index=idx)
+    h = m.scan(d.exp(dt * A), dt * B * u, h0=init, order="gather", index=idx,
+               unvisited="initial" if partial else None)
     m.output("y", (C * h).sum("n") + u, ("batch", "L", "dim"))
     m.output("last", m.last(h), ("batch", "dim", "N"))
     return m.build()
 
 
 def loop_ref(u, dt, A, B, C, order, h0=None, per_sample=False):
-    """h visits time order[b, g, k] at step k (channel c in group g = c // (dim / G)); y = C·h + u."""
+    """h visits time order[b, g, k] at step k (channel c in group g = c // (dim / G)) until a -1; y = C·h + u,
+    a position never visited holding the initial state h0 (or 0)."""
     batch, L, D = u.shape
     order = order.reshape(batch if per_sample else 1, -1, L)
     G = order.shape[1]
@@ -44,9 +48,10 @@ def loop_ref(u, dt, A, B, C, order, h0=None, per_sample=False):
         for c in range(D):
             o = order[b if order.shape[0] > 1 else 0, c // (D // G)]
             h = h0[b, c] if h0 is not None else torch.zeros_like(A[c])
-            col = [None] * L
-            for k in range(L):
-                t = int(o[k])
+            col = [(C[b, t] * h).sum() + u[b, t, c] for t in range(L)]  # (a full order overwrites each)
+            for t in o.tolist():
+                if t < 0:
+                    break
                 h = a[b, t, c] * h + x[b, t, c]
                 col[t] = (C[b, t] * h).sum() + u[b, t, c]
             rows.append(torch.stack(col))
@@ -56,12 +61,17 @@ def loop_ref(u, dt, A, B, C, order, h0=None, per_sample=False):
     return {"y": torch.stack(ys), "last": torch.stack(lasts)}
 
 
-def inputs(rng, index_axes, batch=2, L=7, dim=4, N=3, G=2, h0=False):
+def inputs(rng, index_axes, batch=2, L=7, dim=4, N=3, G=2, h0=False, partial=False):
+    """Random inputs; partial: each row keeps a number of positions (none, all, some, then random), then -1."""
     x = {"u": rng.standard_normal((batch, L, dim)), "dt": rng.uniform(0.1, 0.5, (batch, L, dim)),
          "A": -rng.uniform(0.5, 2.0, (dim, N)), "B": rng.standard_normal((batch, L, N)),
          "C": rng.standard_normal((batch, L, N))}
-    rows = {("L",): (), ("G", "L"): (G,), ("batch", "G", "L"): (batch, G), ("batch", "L"): (batch,)}[index_axes]
-    x["order"] = np.stack([rng.permutation(L) for _ in range(int(np.prod(rows, dtype=int)))]).reshape(rows + (L,))
+    lead = {("L",): (), ("G", "L"): (G,), ("batch", "G", "L"): (batch, G), ("batch", "L"): (batch,)}[index_axes]
+    rows = [rng.permutation(L) for _ in range(int(np.prod(lead, dtype=int)))]
+    if partial:
+        kept = [[L, 0, int(rng.integers(1, L))][r] if r < 3 else int(rng.integers(0, L + 1)) for r in range(len(rows))]
+        rows = [np.where(np.arange(L) < k, row, -1) for row, k in zip(rows, kept)]
+    x["order"] = np.stack(rows).reshape(lead + (L,)).astype(np.int64)
     if h0:
         x["h0"] = rng.standard_normal((batch, dim, N))
     return x
@@ -72,16 +82,18 @@ AXES = [("L",), ("G", "L"), ("batch", "L"), ("batch", "G", "L")]
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("index_axes", AXES)
-def test_gather_orders_forward_and_gradients(rng, device, index_axes):
-    h0 = index_axes == ("G", "L")
-    x = inputs(rng, index_axes, L=int(rng.integers(4, 9)), h0=h0)
-    g = gather_graph(index_axes, h0=h0)
+@pytest.mark.parametrize("partial", [False, True])
+def test_gather_orders_forward_and_gradients(rng, device, index_axes, partial):
+    h0 = index_axes in (("G", "L"), ("batch", "L")) if partial else index_axes == ("G", "L")
+    x = inputs(rng, index_axes, L=int(rng.integers(4, 9)), h0=h0, partial=partial)
+    g = gather_graph(index_axes, h0=h0, partial=partial)
     leaves = {k: torch.tensor(v, device=device, requires_grad=v.dtype != np.int64) for k, v in x.items()}
     want = loop_ref(**leaves, per_sample="batch" in index_axes)
     cts = {k: torch.randn_like(v) for k, v in want.items()}
     floats = [v for v in leaves.values() if v.requires_grad]
     want_g = torch.autograd.grad(sum((want[k] * cts[k]).sum() for k in want), floats)
-    assert_close(ssmc.compile(g, backend="numpy")(**x)["y"], want["y"].detach(), 1e-12, "numpy")
+    for k, v in ssmc.compile(g, backend="numpy")(**x).items():
+        assert_close(v, want[k].detach(), 1e-12, f"numpy {k}")
     out = ssmc.compile(g, backend="triton")(**leaves)
     for k in want:
         assert_close(out[k].detach(), want[k].detach(), 1e-10, f"triton {k}")
