@@ -125,6 +125,8 @@ def _owners(g: Graph):
         s = max(cands) if cands else None
         if s is not None and any(s in _complete(g, a, owner, full, need) for a in n.args if owner[a] != s):
             s = None  # it reads a lag (or a later value) of its own owner's readout: computed after it
+        if s is not None and g[s].attr("along") == "h" and n.op == "sum" and "h" in n.attr("axes"):
+            s = None  # a sum over a channel scan's steps: computed after it, where h is a channel axis again
         owner[i] = s
         need[i] = reads
     return owner

@@ -107,9 +107,34 @@ def test_what_a_channel_scan_refuses():
         ssmc.compile(m2.build(), backend="numpy")
 
 
-def test_onnx_names_what_it_lacks():
-    with pytest.raises(ssmc.IRError, match=r"node %\d+ \(scan along channels\) has no ONNX lowering yet"):
-        to_onnx(channel_graph(), sizes={"dim": 7, "N": 3, "L": 5})
+@pytest.mark.parametrize("order, time_scan", [("forward", False), ("reverse", True)])
+def test_onnx_scans_along_axis_h(rng, order, time_scan):
+    ort = pytest.importorskip("onnxruntime")  # (optional: the GPU machine may lack it)
+    x = inputs(rng, time_scan=time_scan)
+    want = loop_ref(**{k: torch.from_numpy(v) for k, v in x.items()}, order=order)
+    model = to_onnx(channel_graph(order, time_scan), sizes={"dim": 7, "N": 3, "L": 5})
+    sess = ort.InferenceSession(model.SerializeToString())
+    assert_close(sess.run(None, {k: v.astype(np.float32) for k, v in x.items()})[0], want, 2e-6, "onnx")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_sum_over_the_channels_of_a_channel_scan(rng, device):
+    """The sum runs after the scan's step, where h is a channel axis again (in ONNX: outside the Scan)."""
+    m = ssmc.Builder("channel_sum")
+    u, a = m.input("u", ("batch", "L", "dim")), m.input("a", ("batch", "L", "dim"))
+    m.output("y", m.scan(d.sigmoid(a), u, along="channels").sum("h"), ("batch", "L"))
+    x = {"u": rng.standard_normal((2, 5, 4)), "a": rng.standard_normal((2, 5, 4))}
+    h, rows = torch.zeros(2, 5, dtype=torch.float64), []
+    for c in range(4):
+        h = torch.sigmoid(torch.from_numpy(x["a"][:, :, c])) * h + torch.from_numpy(x["u"][:, :, c])
+        rows.append(h)
+    want = sum(rows)
+    assert_close(ssmc.compile(m.build(), backend="numpy")(**x)["y"], want, 1e-12, "numpy")
+    got = ssmc.compile(m.build(), backend="triton")(**{k: torch.tensor(v, device=device) for k, v in x.items()})
+    assert_close(got["y"], want, 1e-12, "triton")
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(to_onnx(m.build(), sizes={"dim": 4}).SerializeToString())
+    assert_close(sess.run(None, {k: v.astype(np.float32) for k, v in x.items()})[0], want, 2e-6, "onnx")
 
 
 def test_a_channel_scan_agrees_with_the_time_scan_of_the_transposed_input(rng):

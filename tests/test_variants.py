@@ -228,7 +228,6 @@ REFS = {"rsmamba_graph": rsmamba_ref, "hiss": hiss_ref, "hyena": hyena_ref, "hye
         "mambamixer": mambamixer_ref}
 OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out", "rsmamba_graph": "out", "ss2d_pruned": "out",
        "graph_mamba": "out", "mambamixer": "out"}
-NO_ONNX = {"mambamixer": "scan along channels"}  # variant -> what ONNX lacks (the refusal names it)
 
 
 def _inputs(name, rng, L):
@@ -243,10 +242,6 @@ def test_numpy_and_onnx_match_the_papers_equations(rng, name):
     out = OUT.get(name, "y")
     want = REFS[name](**{k: torch.from_numpy(v) for k, v in x.items()})[out]
     assert_close(ssmc.compile(g, backend="numpy")(**x)[out], want, 1e-11, "numpy")
-    if name in NO_ONNX:
-        with pytest.raises(ssmc.IRError, match=rf"\({NO_ONNX[name]}\) has no ONNX lowering yet"):
-            export_onnx(name, sizes=sizes)
-        return
     ort = pytest.importorskip("onnxruntime")  # (optional: the GPU machine may lack it)
     model = export_onnx(name, sizes=sizes)
     sess = ort.InferenceSession(model.SerializeToString())

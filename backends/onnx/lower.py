@@ -40,9 +40,6 @@ def refusal(g: Graph) -> None:
     for i, n in enumerate(g.nodes):
         if n.op in REFUSED:
             raise IRError(f"{g.name}: node %{i} ({n.op}) has no ONNX lowering: {REFUSED[n.op]}")
-        if n.op == "scan" and n.attr("along") == "h":
-            raise IRError(f"{g.name}: node %{i} (scan along channels) has no ONNX lowering yet: the lowering "
-                          f"scans time only")
 
 
 class Lowering:
@@ -60,8 +57,8 @@ class Lowering:
         self._orders = {}  # gather-index node id -> its flat indices (gather_order)
         self._partial = {g[i].attr("derived") for i in g.ids("input") if g[i].attr("derived")}  # partial orders
         self._completed = {}  # partial order's index node id -> (completed index, visited), canonical layout
-        self.regions = {s: scan_region(g, s, channels_apart=is_gather(g[s].attr("order"))
-                                       and "h" in g[g[s].args[-1]].type.dims) for s in g.ids("scan")}
+        self.regions = {s: scan_region(g, s, channels_apart=g[s].attr("along") == "h" or (
+            is_gather(g[s].attr("order")) and "h" in g[g[s].args[-1]].type.dims)) for s in g.ids("scan")}
         for s, r in self.regions.items():
             for i in (s, *r.body, *r.last):
                 self.owner[i] = s
@@ -98,10 +95,11 @@ class Lowering:
                 self._dims[role] = self.em.ints([self.roles[role]])
         return self._dims[role]
 
-    def shape_of(self, roles_wanted, rank5=True) -> str:
-        """Shape tensor with the sizes of `roles_wanted` and 1 elsewhere (rank 5, or 4 without t)."""
+    def shape_of(self, roles_wanted, rank5=True, scanned="t") -> str:
+        """Shape tensor with the sizes of `roles_wanted` and 1 elsewhere (rank 5, or 4 without the
+        `scanned` axis: t, or h for a scan along the channels)."""
         parts = [self.dim(r) if r in roles_wanted else self.em.ints([1])
-                 for r in ROLES if rank5 or r != "t"]
+                 for r in ROLES if rank5 or r != scanned]
         return self.em.op("Concat", parts, axis=0)
 
     # --- inputs and outputs -------------------------------------------------------------------
@@ -403,8 +401,9 @@ class Lowering:
         """The state before the first step, broadcast to the state's full shape."""
         em = self.em
         n = self.g[s]
-        dims = n.type.dims - {"t"}
-        shape = self.shape_of(dims, rank5=rank5)
+        scanned = n.attr("along") or "t"
+        dims = n.type.dims - {scanned}
+        shape = self.shape_of(dims, rank5=rank5, scanned=scanned)
         parts = []
         for k in range(2 if n.type.complex else 1):
             if h0 is not None and k < len(h0):
@@ -415,10 +414,14 @@ class Lowering:
         return tuple(parts)
 
     def lower_stepwise(self, s: int) -> None:
-        """One ONNX Scan: the body steps the state and evaluates the region's readout per token."""
+        """One ONNX Scan: the body steps the state and evaluates the region's readout per token (per channel
+        for a scan along the channels: the Scan runs over axis h, the body's values are (b, t, p, n))."""
         g, em = self.g, self.em
         n = g[s]
         region = self.regions[s]
+        scanned = n.attr("along") or "t"
+        axis = ROLES.index(scanned)
+        varies = lambda j: scanned in g[j].type.dims  # noqa: E731  (sliced per step, else squeezed)
         a, x, h0 = self.scan_operands(s)
         state0 = self.initial_state(s, h0, rank5=False)
         inside = {s, *region.body}
@@ -442,13 +445,12 @@ class Lowering:
                     names.append(body_name[p])
                 return tuple(names)
             if key not in squeezed:
-                squeezed[key] = tuple(em.op("Squeeze", [p, em.ints([T])]) for p in parts)
+                squeezed[key] = tuple(em.op("Squeeze", [p, em.ints([axis])]) for p in parts)
             return squeezed[key]
 
-        a_b = per_step("a", a, g[n.args[0]].type.time_varying or n.attr("reset"))
-        x_b = per_step("x", x, g[n.args[1]].type.time_varying)
-        ops_b = {j: per_step(j, outer[j], g[j].type.time_varying) if g[j].op != "const" else outer[j]
-                 for j in outside}
+        a_b = per_step("a", a, varies(n.args[0]) or n.attr("reset"))
+        x_b = per_step("x", x, varies(n.args[1]))
+        ops_b = {j: per_step(j, outer[j], varies(j)) if g[j].op != "const" else outer[j] for j in outside}
         h_in = tuple(em.fresh("h") for _ in state0)
         with em.body() as body_nodes:
             vals = dict(ops_b)
@@ -465,8 +467,8 @@ class Lowering:
             [float_info(h, 4) for h in state_out] + [float_info(y, 4) for y in stacked])
         outs = em.op("Scan", list(state0) + scan_in, len(state_out) + len(stacked), hint="scan",
                      body=body, num_scan_inputs=len(scan_in),
-                     scan_input_axes=[T] * len(scan_in), scan_input_directions=[reverse] * len(scan_in),
-                     scan_output_axes=[T] * len(stacked), scan_output_directions=[reverse] * len(stacked))
+                     scan_input_axes=[axis] * len(scan_in), scan_input_directions=[reverse] * len(scan_in),
+                     scan_output_axes=[axis] * len(stacked), scan_output_directions=[reverse] * len(stacked))
         outs = [outs] if isinstance(outs, str) else list(outs)
         final, ys = outs[:len(state_out)], outs[len(state_out):]
         for f in region.frontier:
@@ -474,9 +476,10 @@ class Lowering:
             self.vals[f], ys = tuple(ys[:k]), ys[k:]
             if gather is not None:  # step k back at the time it visited
                 self.vals[f] = self.unpermute(self.vals[f], f, gather)
-        last = tuple(em.op("Unsqueeze", [p, em.ints([T])]) for p in final)
-        for i in region.last:
-            self.vals[i] = last
+        if region.last:
+            last = tuple(em.op("Unsqueeze", [p, em.ints([T])]) for p in final)
+            for i in region.last:
+                self.vals[i] = last
 
 
 def build_model(lw: Lowering) -> onnx.ModelProto:

@@ -64,7 +64,9 @@ def choose_lowering(g: Graph, lti: str = "scan", force_scan: bool = False) -> Gr
                                       f"permutations (ssmc.ops.scan_orders_2d) an input")
         r = scan_region(g, i)
         ssd_why = ssd_reason(g, r)
-        if g[i].attr("order").kind == "gather":
+        if g[i].attr("along") == "h":
+            kind, why = "scan", "one Scan step per channel (a scan along the channels: the Scan runs over axis h)"
+        elif g[i].attr("order").kind == "gather":
             kind, why = "scan", ("one Scan step per token in the gather order's permuted time: Ā, x and the "
                                  "readout's time-varying operands read along the orders (one Gather each, per "
                                  "group), the readout put back with the inverse permutation (ScatterElements)")
