@@ -3,7 +3,7 @@ steps of time), cut into steps that each lower on their own.
 
 A kernel step is a graph with at most one scan (one fused kernel region: its pre-ops, the scan and
 its readout); a time step applies one time operator to a materialized value.  Values that cross steps are
-materialized in the canonical layout of their roles (`Plan.layouts`), named `ssmc_v<id>`.
+materialized in the canonical layout of their roles (`Plan.layouts`), named `ssmc_v<id>` (see value_prefix).
 
 Each node is computed in the step of its *owner*: the latest scan it reads through a path that
 crosses no other scan or time operator (a readout needs its scan's state, which is never materialized).  A
@@ -51,20 +51,28 @@ class Plan:
 
 
 def needs_stages(g: Graph) -> bool:
+    """Several scans, a time operator, a scan along the channels, or a sum over the channels of a scan's
+    result that a later op reads (one that only an output reads, a kernel's atomic adds sum; one before
+    the scan, a MIMO kernel's program holds every channel for)."""
+    users = g.users()
     return len(g.ids("scan")) > 1 or any(g.ids(op) for op in TIME_OPS) or \
-        any(g[s].attr("along") == "h" for s in g.ids("scan"))
+        any(g[s].attr("along") == "h" for s in g.ids("scan")) or \
+        any(_mixes_channels(n) and any(g[u].op != "output" for u in users[i]) and
+            any(g[a].op == "scan" for a in g.ancestors(i)) for i, n in enumerate(g.nodes))
 
 
-def value_name(i: int) -> str:
-    return f"ssmc_v{i}"
+def value_prefix(g: Graph) -> str:
+    """The prefix of the names of the values a plan of g materializes: `ssmc_v`, lengthened until no input
+    or output of g starts with it (a step of another plan, whose inputs are that plan's values, is planned
+    again when its gradient unfolds a gather order)."""
+    prefix = "ssmc_v"
+    while any(name.startswith(prefix) for name in (*g.inputs, *g.outputs)):
+        prefix += "_"
+    return prefix
 
 
 def plan(g: Graph) -> Plan:
     """Cut a typed graph into steps (see the module docstring)."""
-    for name in g.inputs:
-        if name.startswith("ssmc_v"):
-            raise IRError(f"{g.name}: input {name!r}: names starting with 'ssmc_v' are reserved for the "
-                          f"values a multi-stage graph materializes")
     owner = _owners(g)
     cut = Cutter(g, owner)
     units = nx.DiGraph()
@@ -82,15 +90,19 @@ def plan(g: Graph) -> Plan:
             if g[a].op not in TIME_OPS and g[a].op != "const" and not isinstance(owner[a], int) \
                     and not cut.canonical_input(a):
                 units.add_node(("f", a))
-    for u in list(units):
+    todo = list(units)
+    while todo:  # (a unit a need brings in has needs of its own)
+        u = todo.pop()
         for need in cut.needs(u):
+            if need not in units:
+                todo.append(need)
             units.add_edge(need, u)
     if not nx.is_directed_acyclic_graph(units):  # not expected: free nodes break every cycle
         raise IRError(f"{g.name}: the scans and time operators depend on each other in a cycle")
     order = list(nx.lexicographical_topological_sort(units, key=lambda u: (u[1], u[0])))
     steps, pending = [], []
     for u in order + [None]:
-        if u is not None and u[0] == "f":
+        if u is not None and u[0] == "f" and not _mixes_channels(g[u[1]]):
             pending.append(u[1])
             continue
         if pending:
@@ -100,6 +112,8 @@ def plan(g: Graph) -> Plan:
             break
         if u[0] == "k":
             steps.append(Step(graph=cut.kernel(u[1], [])))
+        elif u[0] == "f":  # a sum over channels: a step of its own, its value read by the later ones
+            steps.append(Step(graph=cut.kernel(None, [u[1]])))
         else:
             steps.append(cut.time_step(u[1]))
     return Plan(tuple(steps), dict(cut.layouts), dict(cut.consts))
@@ -109,6 +123,7 @@ def _owners(g: Graph):
     """owner[i]: the scan whose step computes node i, None for free nodes and inputs, "time" for time
     operators.  (full[i]: every scan node i depends on; need[i]: the scans whose steps must finish first.)"""
     owner, full, need = {}, {}, {}
+    users = g.users()
     for i, n in enumerate(g.nodes):
         full[i] = set().union(*(full[a] | ({a} if g[a].op == "scan" else set()) for a in n.args)) if n.args else set()
         if n.op in ("input", "const"):
@@ -125,11 +140,18 @@ def _owners(g: Graph):
         s = max(cands) if cands else None
         if s is not None and any(s in _complete(g, a, owner, full, need) for a in n.args if owner[a] != s):
             s = None  # it reads a lag (or a later value) of its own owner's readout: computed after it
-        if s is not None and g[s].attr("along") == "h" and n.op == "sum" and "h" in n.attr("axes"):
-            s = None  # a sum over a channel scan's steps: computed after it, where h is a channel axis again
+        if _mixes_channels(n) or (n.op == "mul" and users[i] and all(_mixes_channels(g[u]) for u in users[i])):
+            s = None  # computed after its scan, in a step of its own (see _mixes_channels), with its product
         owner[i] = s
         need[i] = reads
     return owner
+
+
+def _mixes_channels(n) -> bool:
+    """A sum over channels (h, or a head's p): a dense layer's contraction, or a channel scan's steps added
+    up.  It is never computed inside a scan's kernel, whose programs each hold a block of channels, nor
+    recomputed in every step that reads it: a scan-less step materializes it."""
+    return n.op == "sum" and bool({"h", "p"} & set(n.attr("axes")))
 
 
 def _complete(g, a, owner, full, need) -> set:
@@ -149,6 +171,10 @@ class Cutter:
         self.layouts: dict = {}
         self.consts: dict = {}
         self.symbol = g.role_symbols()
+        self.prefix = value_prefix(g)
+
+    def value_name(self, i: int) -> str:
+        return f"{self.prefix}{i}"
 
     def canonical_input(self, i: int) -> bool:
         """A user input already laid out in canonical order over value roles (a time operator reads it as is)."""
@@ -165,7 +191,7 @@ class Cutter:
             raise IRError(f"{self.g.name}: node %{i} ({self.g[i].op}) crosses stages, but no input names an axis "
                           f"of role {missing[0]!r} to size it")
         axes = tuple(Axis(self.symbol[r], r) for r in dims)
-        self.layouts[value_name(i)] = axes
+        self.layouts[self.value_name(i)] = axes
         return axes
 
     def _boundary(self, a: int, home) -> bool:
@@ -173,7 +199,7 @@ class Cutter:
         n = self.g[a]
         if n.op in ("input", "const"):
             return False
-        if n.op in TIME_OPS:
+        if n.op in TIME_OPS or _mixes_channels(n):
             return True
         return self.owner[a] != home if isinstance(self.owner[a], int) else False
 
@@ -190,8 +216,8 @@ class Cutter:
                 out.add(("l", a))
             elif isinstance(self.owner[a], int):
                 out.add(("k", self.owner[a]))
-            elif kind == "l":  # a free value or a user input not in canonical layout: a kernel step lays it out
-                out.add(("f", a))
+            elif kind == "l" or _mixes_channels(self.g[a]):  # a free value or a user input not in canonical
+                out.add(("f", a))  # layout (a kernel step lays it out), or a sum over channels
         return out
 
     def _members(self, scan, targets) -> list:
@@ -229,7 +255,7 @@ class Cutter:
             if n.op == "input":
                 new[a] = rb.add(replace(n, attrs=tuple((k, v) for k, v in n.attrs if k not in SKIP_ATTRS)))
             else:
-                new[a] = rb.emit("input", name=value_name(a), axes=self.layout(a), complex=n.type.complex)
+                new[a] = rb.emit("input", name=self.value_name(a), axes=self.layout(a), complex=n.type.complex)
         for i in members:
             n = g[i]
             for a in n.args:
@@ -245,13 +271,15 @@ class Cutter:
                     attrs = tuple((k, v) for k, v in g[u].attrs if k not in SKIP_ATTRS)
                     rb.add(replace(g[u], args=(new[i],), attrs=attrs, type=None))
             if self._read_elsewhere(i, scan):
-                rb.emit("output", [new[i]], name=value_name(i), axes=self.layout(i))
+                rb.emit("output", [new[i]], name=self.value_name(i), axes=self.layout(i))
         self._carry_symbols(rb)
         step = _untyped(prune(rb.finish(f"{g.name}_stage")))
         return _along_channels(step, g, scan) if scan is not None and g[scan].attr("along") == "h" else step
 
     def _read_elsewhere(self, i, scan) -> bool:
         """Whether another step reads node i's value from this one."""
+        if scan is None and _mixes_channels(self.g[i]):  # read by every step that needs it
+            return any(self.g[u].op != "output" for u in self.g.users()[i])
         return any(self.g[u].op in TIME_OPS or (self.g[u].op != "output" and self.owner[u] != scan)
                    for u in self.g.users()[i]) if scan is not None else \
             any(self.g[u].op in TIME_OPS for u in self.g.users()[i])
@@ -271,13 +299,13 @@ class Cutter:
         sources = []
         for a in float_operands(self.g, i):
             if self.g[a].op == "const":  # a scalar the runtime gives
-                sources.append(value_name(a))
+                sources.append(self.value_name(a))
                 self.layouts[sources[-1]], self.consts[sources[-1]] = (), self.g[a].attr("value")
             elif self.canonical_input(a):  # read as the user gave it
                 sources.append(self.g[a].attr("name"))
                 self.layouts[sources[-1]] = self.g[a].attr("axes")
             else:  # materialized by the step that computes it (a kernel step lays out a user input)
-                sources.append(value_name(a))
+                sources.append(self.value_name(a))
                 self.layout(a)
         aux = ""
         k = INTEGER_OPERAND.get(n.op)
@@ -288,7 +316,7 @@ class Cutter:
                               f"got %{j} ({self.g[j].op})")
             aux = self.g[j].attr("name")
             self.layouts[aux] = self.g[j].attr("axes")
-        return Step(op=n, sources=tuple(sources), target=value_name(i), aux=aux)
+        return Step(op=n, sources=tuple(sources), target=self.value_name(i), aux=aux)
 
 
 def _along_channels(step: Graph, g: Graph, scan: int) -> Graph:

@@ -16,6 +16,9 @@ the ops (hydra, vim, pointcloud_mamba).
                       partial gather orders, one per direction and sample
     mambamixer        MambaMixer (Behrouz et al. 2024): a token mixer along time, then a channel mixer with
                       scans along the channels (scan(..., along="channels"))
+    groupmamba        GroupMamba (Shaker et al. 2024): a scan per channel group along its own order, then
+                      channel affinity modulation (pool over time, a dense bottleneck, sigmoid)
+    gss               Gated State Spaces (Mehta et al. 2022): a diagonal SSM, its dense layer fused, gated
     liquid_s4         Liquid-S4's kernel form (Hasani et al. 2023): convolutions of u and of products of
                       consecutive inputs with kernels the graph computes by scans
 """
@@ -229,6 +232,40 @@ def mambamixer() -> Graph:
     return m.build()
 
 
+def groupmamba() -> Graph:
+    """GroupMamba's modulated group layer (Shaker et al. 2024), its projections given: the channels split
+    into G groups, group g an S6 scan along its own order (order[g], e.g. one of four 2-D directions),
+    with per-channel Δ (+ bias, softplus), A = -exp(A_log), D, and per-group B, C; then channel affinity
+    modulation: a = sigmoid(W2 · relu(W1 · mean_t(u) + b1) + b2), a dense bottleneck (dim → R → dim,
+    W1 and W2 over (dim, R)) on the input pooled over the tokens, scaling each channel's output."""
+    m = Builder("groupmamba")
+    u = m.input("u", ("batch", "dim", "L"))
+    delta = d.softplus(m.input("delta", ("batch", "dim", "L")) + m.input("delta_bias", ("dim",)))
+    A = -d.exp(m.input("A_log", ("dim", "N")))
+    B, C = (m.input(n, ("batch", "G", "N", "L")) for n in "BC")
+    h = m.scan(d.exp(delta * A), delta * B * u, order="gather", index=m.input("order", ("G", "L"), integer=True))
+    y = (C * h).sum("n") + m.input("D", ("dim",)) * u
+    hidden = (m.input("W1", ("dim", "R:p")) * m.pool(u, "mean")).sum("h") + m.input("b1", ("R:p",))
+    hidden = d.clip(hidden, 0.0, float("inf"))  # relu
+    affinity = d.sigmoid((m.input("W2", ("dim", "R:p")) * hidden).sum("p") + m.input("b2", ("dim",)))
+    m.output("out", affinity * y, ("batch", "dim", "L"))
+    return m.build()
+
+
+def gss() -> Graph:
+    """Gated State Spaces' mixer (Mehta et al. 2022) with its dense layer fused, the input projections (and
+    their GELUs) given: a diagonal complex SSM over the F channels of v (ZOH, Δ = exp(log_dt), y =
+    2·Re(Σ_n C h) + D v), then the dense layer uc = W · y (F → E, W over (F, E)), gated: out = uc ⊙ u."""
+    m = Builder("gss")
+    v = m.input("v", ("batch", "L", "F:h"))
+    A, B, C = (m.input(n, ("F:h", "N"), complex=True) for n in "ABC")
+    A_bar, B_scale = m.discretize(d.exp(m.input("log_dt", ("F:h",))), A, "zoh")
+    y = 2.0 * d.real((C * m.scan(A_bar, B_scale * B * v)).sum("n")) + m.input("D", ("F:h",)) * v
+    uc = (m.input("W", ("F:h", "E:p")) * y).sum("h")
+    m.output("out", uc * m.input("u", ("batch", "L", "E:p")), ("batch", "L", "E:p"))
+    return m.build()
+
+
 def liquid_s4(degree: int = 2) -> Graph:
     """Liquid-S4's kernel form: y = K¹ * u + Σ_{p=2..degree} Kᵖ * u⁽ᵖ⁾ + D u, `*` a causal convolution,
     u⁽ᵖ⁾_t = u_t u_{t-1} ⋯ u_{t-p+1} (products of consecutive inputs: lags), and the kernels
@@ -273,6 +310,11 @@ VARIANTS = {v.name: v for v in [
     Variant("mambamixer", "MambaMixer block: an S6 token mixer along time, gated, then a bidirectional S6 channel "
             "mixer along the channels, and the weighted average of input and mixers", mambamixer,
             dict(batch=2, L=9, dim=7, N=4)),
+    Variant("groupmamba", "GroupMamba: channel groups each scanning its own order, modulated by channel affinity "
+            "(a dense bottleneck on the input pooled over the tokens)", groupmamba,
+            dict(batch=2, L=9, dim=8, G=4, N=3, R=2)),
+    Variant("gss", "Gated State Spaces: a diagonal complex SSM, its dense layer (F → E) fused, gated by u",
+            gss, dict(batch=2, L=33, F=5, N=4, E=3)),
     Variant("liquid_s4", "Liquid-S4 (kernel form, degree 2): causal convolutions of u and of u_t·u_{t-1} with "
             "kernels 2·Re C Ā^j B̄^p computed in the graph by scans", liquid_s4, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "

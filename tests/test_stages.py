@@ -253,12 +253,15 @@ def test_lag_arguments_are_checked():
         m.lag(u, 1, order="gather")
 
 
-def test_reserved_value_names_are_refused():
-    m = ssmc.Builder("reserved")
-    u = m.input("ssmc_v3", ("batch", "L", "dim"))
-    m.output("y", m.lag(u, 1), ("batch", "L", "dim"))
-    with pytest.raises(IRError, match=r"input 'ssmc_v3': names starting with 'ssmc_v' are reserved"):
-        ssmc.compile(m.build(), backend="numpy")
+def test_names_like_the_materialized_values_do_not_collide(rng):
+    """Inputs and outputs named like a plan's values (ssmc_v<id>) lengthen the plan's prefix."""
+    m = ssmc.Builder("named_like_values")
+    u, a = m.input("ssmc_v1", ("batch", "L", "dim")), m.input("ssmc_v2", ("batch", "L", "dim"))
+    m.output("ssmc_v3", m.lag(m.scan(d.sigmoid(a), u), 1), ("batch", "L", "dim"))
+    fn = ssmc.compile(m.build(), backend="triton")
+    assert {s.target for s in fn.staged.plan.steps if s.target} == {"ssmc_v_4"}
+    x = {"ssmc_v1": rng.standard_normal((2, 5, 3)), "ssmc_v2": rng.standard_normal((2, 5, 3))}
+    assert_close(fn(**x)["ssmc_v3"], ssmc.compile(m.build(), backend="numpy")(**x)["ssmc_v3"], 1e-6, "y")
 
 
 def test_multi_stage_decode_and_backward_graph_say_what_is_missing(rng):
