@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["mamba1", "mamba2", "s4d", "lru", "s5", "custom_rule", "drop_in_ops", "onnx_export", "scan_orders",
-            "library_orders", "multi_stage", "token_pruning"]
+            "library_orders", "multi_stage", "token_pruning", "variants"]
 TIMEOUT = 300
 
 
