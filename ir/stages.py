@@ -285,9 +285,12 @@ class Cutter:
             any(self.g[u].op in TIME_OPS for u in self.g.users()[i])
 
     def _carry_symbols(self, rb: Rebuilder) -> None:
-        """Every symbol an output names must be sized by an input: add a user input that carries it."""
+        """Every symbol an output names must be sized by an input, and a group (g) or shared-block (r) axis
+        needs the heads' (h) symbol sized too: add a user input that carries it."""
         given = {a.symbol for n in rb.nodes if n.op == "input" for a in n.attr("axes")}
         wanted = {a.symbol for n in rb.nodes if n.op == "output" for a in n.attr("axes")}
+        if any(a.role in ("g", "r") for n in rb.nodes if n.op in ("input", "output") for a in n.attr("axes")):
+            wanted.add(self.symbol["h"])
         for sym in sorted(wanted - given):
             carrier = next(i for i in self.g.ids("input") if any(a.symbol == sym for a in self.g[i].attr("axes")))
             rb.add(self.g[carrier])
