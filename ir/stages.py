@@ -12,6 +12,11 @@ pre-ops are cheaper to recompute than to store), and materialized by a scan-less
 time operator or an output reads it.  A node that would need its own owner's step finished (it reads a lag of
 its readout) is free too, so the steps never form a cycle.
 
+Two kinds of node never run inside a time scan's kernel: a sum over channels (h or p) of a scan's
+result, a dense layer's contraction, which a scan-less step of its own materializes with its product;
+and a scan along the channels, whose step trades roles t and h (`_along_channels`), so that it lowers
+as an ordinary time scan over the same arrays.
+
 The NumPy interpreter runs the whole graph as it is (the reference); the Triton backend and every
 backward run the steps in order (`ssmc.runtime.staged`).
 """
