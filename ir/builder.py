@@ -73,6 +73,17 @@ def complex_(re: Value, im: Value) -> Value:
     return re.builder._emit("complex", re, im)
 
 
+def conj(x: Value) -> Value:
+    """The complex conjugate: Re x - i·Im x, Im x being Re(-i·x)."""
+    m = x.builder
+    return complex_(real(x), real(complex_(m.const(0.0), m.const(1.0)) * x))
+
+
+def tanh(x: Value) -> Value:
+    """tanh x = 2·sigmoid(2x) - 1."""
+    return 2.0 * sigmoid(2.0 * x) - 1.0
+
+
 class Builder:
     def __init__(self, name: str):
         self.name = name

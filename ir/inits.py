@@ -30,6 +30,8 @@ INITS = {
     "theta_log": lambda s, r, spec: np.log(r.uniform(0.0, np.pi / 10, s) + 1e-3),
     "log_dt": lambda s, r, spec: r.uniform(np.log(1e-3), np.log(1e-1), s),
     "seq_idx": lambda s, r, spec: np.sort(r.integers(0, 3, s), axis=-1),
+    "ADT": lambda s, r, spec: -r.uniform(0.01, 1.0, s),  # Mamba-3's A·dt: a decay
+    "DT": lambda s, r, spec: r.uniform(0.01, 0.5, s),
 }
 
 
@@ -44,8 +46,9 @@ def random_inputs(graph: Graph, sizes: dict, seed=None, dtype=np.float64) -> dic
         if n.attr("integer") and name not in INITS and _is_order(graph, i):  # a permutation along L per row
             t = [a.role for a in n.attr("axes")].index("t")
             rows = np.argsort(rng.random(shape), axis=t)
-            if _is_partial(graph, i):  # each row keeps a random number of positions, then -1 padding
-                kept = rng.integers(0, shape[t] + 1, shape[:t] + (1,) + shape[t + 1:])
+            if _is_partial(graph, i):  # each row keeps a random number of positions (2 or more, so that
+                # every parameter takes part), then -1 padding
+                kept = rng.integers(min(2, shape[t]), shape[t] + 1, shape[:t] + (1,) + shape[t + 1:])
                 rows = np.where(np.arange(shape[t]).reshape([-1 if k == t else 1 for k in range(len(shape))]) < kept,
                                 rows, -1)
             out[name] = rows.astype(np.int64)

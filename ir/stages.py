@@ -147,6 +147,10 @@ def _owners(g: Graph):
             s = None  # it reads a lag (or a later value) of its own owner's readout: computed after it
         if _mixes_channels(n) or (n.op == "mul" and users[i] and all(_mixes_channels(g[u]) for u in users[i])):
             s = None  # computed after its scan, in a step of its own (see _mixes_channels), with its product
+        if s is not None and n.op != "scan" and "p" in n.type.dims and \
+                not any("p" in g[a].type.dims for a in n.args if owner[a] == s):
+            s = None  # it spreads its scan's value over the head dim (an outer product): recomputed where read,
+            # which materializes the smaller operand (Mamba-3's v ⊗ k of a rotated k feeding the next scan)
         owner[i] = s
         need[i] = reads
     return owner

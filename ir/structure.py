@@ -33,11 +33,14 @@ def scan_region(g: Graph, scan: int, channels_apart: bool = False) -> Region:
     so a sum over channels cannot be taken per step: it and what depends on it stay outside."""
     inside, apart = {scan}, set()
     body = []
+    scans = _scans_read(g)
     for i in range(scan + 1, len(g.nodes)):
         n = g[i]
         if channels_apart and (any(a in apart for a in n.args) or (n.op == "sum" and "h" in n.attr("axes"))):
             apart.add(i)
             continue
+        if scans[i] - {scan} or any(scan in scans[a] for a in n.args if a not in inside):
+            continue  # it reads another scan's result, or this one's through a time operator: not per step
         if n.op in REGION_OPS and any(a in inside and "n" in g[a].type.dims for a in n.args):
             inside.add(i)
             body.append(i)
@@ -46,6 +49,14 @@ def scan_region(g: Graph, scan: int, channels_apart: bool = False) -> Region:
                      if any(u not in inside and g[u].op != "last" for u in users[i]))
     last = tuple(u for u in users[scan] if g[u].op == "last")
     return Region(scan, tuple(body), frontier, last)
+
+
+def _scans_read(g: Graph) -> list:
+    """For each node, the scans it reads, directly or through other nodes."""
+    out = []
+    for n in g.nodes:
+        out.append(set().union(*(out[a] | ({a} if g[a].op == "scan" else set()) for a in n.args)))
+    return out
 
 
 def ssd_reason(g: Graph, r: Region, orders=("identity",)):

@@ -19,11 +19,14 @@ the ops (hydra, vim, pointcloud_mamba).
     groupmamba        GroupMamba (Shaker et al. 2024): a scan per channel group along its own order, then
                       channel affinity modulation (pool over time, a dense bottleneck, sigmoid)
     gss               Gated State Spaces (Mehta et al. 2022): a diagonal SSM, its dense layer fused, gated
+    mamba3_siso       Mamba-3 SISO (Lahoti et al. 2026): angle scan, rotary, trapezoidal update with a lagged
+                      term, matrix state (the IR form; no drop-in op or chunked lowering yet)
     liquid_s4         Liquid-S4's kernel form (Hasani et al. 2023): convolutions of u and of products of
                       consecutive inputs with kernels the graph computes by scans
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -266,6 +269,29 @@ def gss() -> Graph:
     return m.build()
 
 
+def mamba3_siso() -> Graph:
+    """Mamba-3 SISO (Lahoti et al. 2026; mamba_ssm's mamba3_siso_combined), its projections given.  Per head,
+    with q, k the N/2 pairs of the real Q, K (shared by heads in GQA style, over G) as complex numbers
+    (pair i = dims 2i, 2i+1 as re, im) plus per-head biases:
+    an angle state θ_t = θ_{t-1} + tanh(Angles_t)·π·DT_t (a scan; rotations are 2π-periodic, so the mod
+    2π of the recurrence is not taken), q and k rotated by e^{iθ_t}; the exponential-trapezoidal update
+    S_t = α_t S_{t-1} + β_t v_{t-1} k_{t-1}ᵀ + γ_t v_t k_tᵀ with α = exp(ADT), λ = sigmoid(Trap),
+    β = (1 - λ)·DT·α, γ = λ·DT (the lag of v and of the rotated k); y = S_t q_t + D v, gated by silu(z).
+    In pairs, k_tᵀ q_t = Re Σ conj(k) q: the state holds v ⊗ conj(k) and the readout is Re Σ_n S q."""
+    m = Builder("mamba3_siso")
+    Q, K = (m.input(n, ("batch", "L", "G", "N"), complex=True) for n in "QK")
+    V = m.input("V", ("batch", "L", "H", "P"))
+    ADT, DT, Trap = (m.input(n, ("batch", "H", "L")) for n in ("ADT", "DT", "Trap"))
+    theta = m.scan(m.const(1.0), d.tanh(m.input("Angles", ("batch", "L", "H", "N"))) * math.pi * DT)
+    q = (Q + m.input("Q_bias", ("H", "N"), complex=True)) * d.exp(d.complex_(m.const(0.0), theta))
+    k = d.conj(K + m.input("K_bias", ("H", "N"), complex=True)) * d.exp(d.complex_(m.const(0.0), -theta))  # conj
+    alpha, lam = d.exp(ADT), d.sigmoid(Trap)
+    x = (1.0 - lam) * DT * alpha * m.lag(V, 1) * m.lag(k, 1) + lam * DT * V * k
+    y = d.real((m.scan(alpha, x) * q).sum("n")) + m.input("D", ("H",)) * V
+    m.output("out", y * d.silu(m.input("z", ("batch", "L", "H", "P"))), ("batch", "L", "H", "P"))
+    return m.build()
+
+
 def liquid_s4(degree: int = 2) -> Graph:
     """Liquid-S4's kernel form: y = K¹ * u + Σ_{p=2..degree} Kᵖ * u⁽ᵖ⁾ + D u, `*` a causal convolution,
     u⁽ᵖ⁾_t = u_t u_{t-1} ⋯ u_{t-p+1} (products of consecutive inputs: lags), and the kernels
@@ -315,6 +341,9 @@ VARIANTS = {v.name: v for v in [
             dict(batch=2, L=9, dim=8, G=4, N=3, R=2)),
     Variant("gss", "Gated State Spaces: a diagonal complex SSM, its dense layer (F → E) fused, gated by u",
             gss, dict(batch=2, L=33, F=5, N=4, E=3)),
+    Variant("mamba3_siso", "Mamba-3 SISO: angle scan, rotary q/k (complex pairs), exponential-trapezoidal update "
+            "with the lagged v kᵀ term, matrix state, D skip, silu gate", mamba3_siso,
+            dict(batch=2, L=33, G=2, H=4, P=3, N=2)),
     Variant("liquid_s4", "Liquid-S4 (kernel form, degree 2): causal convolutions of u and of u_t·u_{t-1} with "
             "kernels 2·Re C Ā^j B̄^p computed in the graph by scans", liquid_s4, dict(batch=2, L=33, dim=5, N=4)),
     Variant("hyena", "Hyena operator, order 2, explicit long filters (dim, L): two causal convolutions, each "

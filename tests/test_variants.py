@@ -3,6 +3,7 @@ paper's equations in another form than the IR's recurrence: Hydra as its quasise
 as its convolution kernel.  NumPy, Triton (forward and torch-autograd gradients) and ONNX."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -251,12 +252,49 @@ def gss_ref(v, A, B, C, log_dt, D, W, u):
     return {"out": (y @ W) * u}
 
 
+def mamba3_siso_ref(Q, K, V, ADT, DT, Trap, Angles, Q_bias, K_bias, D, z):
+    """Mamba-3 SISO from its equations in real form: θ_t = (θ_{t-1} + tanh(Angles_t) π DT_t) mod 2π per pair;
+    q = Q[g(h)] + Q_bias, k likewise, dims (2i, 2i+1) rotated by θ_i; S_t = α S_{t-1} + β v_{t-1} k_{t-1}ᵀ
+    + γ v_t k_tᵀ (α = e^ADT, λ = σ(Trap), β = (1-λ) DT α, γ = λ DT); y = S_t q_t + D v, times silu(z).
+    Q, K and the biases arrive as complex pairs (the graph's inputs) and are taken apart into real dims."""
+    def real_dims(c):  # (..., N/2) complex -> (..., N) real, pair i at dims 2i, 2i+1
+        return torch.stack([c.real, c.imag], -1).flatten(-2)
+
+    batch, L, H, P = V.shape
+    rep = H // Q.shape[2]
+    q_all = real_dims(Q).repeat_interleave(rep, 2) + real_dims(Q_bias)
+    k_all = real_dims(K).repeat_interleave(rep, 2) + real_dims(K_bias)
+    N = q_all.shape[-1]
+    theta = torch.zeros(batch, H, N // 2, dtype=V.dtype)
+    S = torch.zeros(batch, H, P, N, dtype=V.dtype)
+    prev = torch.zeros(batch, H, P, N, dtype=V.dtype)  # v_{t-1} k_{t-1}ᵀ
+    out = []
+    for t in range(L):
+        theta = torch.remainder(theta + torch.tanh(Angles[:, t]) * math.pi * DT[:, :, t, None], 2 * math.pi)
+        c, s = torch.cos(theta), torch.sin(theta)
+
+        def rotate(v):
+            a, b = v[..., 0::2], v[..., 1::2]
+            return torch.stack([a * c - b * s, a * s + b * c], -1).flatten(-2)
+        q, k = rotate(q_all[:, t]), rotate(k_all[:, t])
+        alpha, lam = torch.exp(ADT[:, :, t]), torch.sigmoid(Trap[:, :, t])
+        cur = V[:, t, :, :, None] * k[:, :, None, :]
+        S = (alpha[..., None, None] * S + ((1 - lam) * DT[:, :, t] * alpha)[..., None, None] * prev
+             + (lam * DT[:, :, t])[..., None, None] * cur)
+        prev = cur
+        y = (S * q[:, :, None, :]).sum(-1) + D[:, None] * V[:, t]
+        out.append(y * torch.nn.functional.silu(z[:, t]))
+    return {"out": torch.stack(out, 1)}
+
+
 REFS = {"rsmamba_graph": rsmamba_ref, "hiss": hiss_ref, "hyena": hyena_ref, "hyena_modal": hyena_modal_ref,
         "hydra_graph": hydra_matrix_ref, "h3": h3_kernel_ref, "vim_graph": vim_ref, "pointcloud_graph": pointcloud_ref,
         "ss2d_pruned": ss2d_pruned_ref, "liquid_s4": liquid_s4_ref, "graph_mamba": pointcloud_ref,
-        "mambamixer": mambamixer_ref, "groupmamba": groupmamba_ref, "gss": gss_ref}
+        "mambamixer": mambamixer_ref, "groupmamba": groupmamba_ref, "gss": gss_ref,
+        "mamba3_siso": mamba3_siso_ref}
 OUT = {"vim_graph": "out", "pointcloud_graph": "out", "hiss": "out", "rsmamba_graph": "out", "ss2d_pruned": "out",
-       "graph_mamba": "out", "mambamixer": "out", "groupmamba": "out", "gss": "out"}
+       "graph_mamba": "out", "mambamixer": "out", "groupmamba": "out", "gss": "out",
+       "mamba3_siso": "out"}
 
 
 def _inputs(name, rng, L):

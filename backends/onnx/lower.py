@@ -448,7 +448,8 @@ class Lowering:
                 squeezed[key] = tuple(em.op("Squeeze", [p, em.ints([axis])]) for p in parts)
             return squeezed[key]
 
-        a_b = per_step("a", a, varies(n.args[0]) or n.attr("reset"))
+        a_b = a if g[n.args[0]].op == "const" and not n.attr("reset") else \
+            per_step("a", a, varies(n.args[0]) or n.attr("reset"))  # (a constant Ā is a scalar: no squeeze)
         x_b = per_step("x", x, varies(n.args[1]))
         ops_b = {j: per_step(j, outer[j], varies(j)) if g[j].op != "const" else outer[j] for j in outside}
         h_in = tuple(em.fresh("h") for _ in state0)
