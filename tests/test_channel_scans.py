@@ -59,7 +59,8 @@ def inputs(rng, batch=2, L=5, dim=7, N=3, time_scan=False):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("order, time_scan", [("forward", False), ("reverse", False), ("forward", True)])
 def test_channel_scans_forward_and_gradients(rng, device, order, time_scan):
-    x = inputs(rng, L=int(rng.integers(1, 7)), dim=int(rng.integers(2, 9)), time_scan=time_scan)  # (dim 1: A unused)
+    # (L or dim 1 would leave a or A unused, its reference gradient zero)
+    x = inputs(rng, L=int(rng.integers(2, 7)), dim=int(rng.integers(2, 9)), time_scan=time_scan)
     g = channel_graph(order, time_scan)
     leaves = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in x.items()}
     want = loop_ref(**leaves, order=order)
