@@ -269,26 +269,40 @@ def gss() -> Graph:
     return m.build()
 
 
-def mamba3_siso() -> Graph:
+def mamba3_siso(D: bool = True, Z: bool = True, states: bool = False) -> Graph:
     """Mamba-3 SISO (Lahoti et al. 2026; mamba_ssm's mamba3_siso_combined), its projections given.  Per head,
     with q, k the N/2 pairs of the real Q, K (shared by heads in GQA style, over G) as complex numbers
     (pair i = dims 2i, 2i+1 as re, im) plus per-head biases:
     an angle state θ_t = θ_{t-1} + tanh(Angles_t)·π·DT_t (a scan; rotations are 2π-periodic, so the mod
     2π of the recurrence is not taken), q and k rotated by e^{iθ_t}; the exponential-trapezoidal update
     S_t = α_t S_{t-1} + β_t v_{t-1} k_{t-1}ᵀ + γ_t v_t k_tᵀ with α = exp(ADT), λ = sigmoid(Trap),
-    β = (1 - λ)·DT·α, γ = λ·DT (the lag of v and of the rotated k); y = S_t q_t + D v, gated by silu(z).
-    In pairs, k_tᵀ q_t = Re Σ conj(k) q: the state holds v ⊗ conj(k) and the readout is Re Σ_n S q."""
+    β = (1 - λ)·DT·α, γ = λ·DT (the lag of v and of the rotated k); y = S_t q_t + D v, gated by silu(Z).
+    In pairs, k_tᵀ q_t = Re Σ conj(k) q: the state holds v ⊗ conj(k) and the readout is Re Σ_n S q.
+    Without D or Z, no skip or gate; with `states`, initial states: angle_state (batch, H, N), ssm_state
+    (batch, H, P, N) in the v ⊗ conj(k) form, and vk_state, step 0's lagged term v_{-1} ⊗ conj(k_{-1}).
+    Outputs out and the final angle and ssm states (`ssmc.ops.mamba3_siso` converts mamba_ssm's layouts)."""
     m = Builder("mamba3_siso")
     Q, K = (m.input(n, ("batch", "L", "G", "N"), complex=True) for n in "QK")
     V = m.input("V", ("batch", "L", "H", "P"))
     ADT, DT, Trap = (m.input(n, ("batch", "H", "L")) for n in ("ADT", "DT", "Trap"))
-    theta = m.scan(m.const(1.0), d.tanh(m.input("Angles", ("batch", "L", "H", "N"))) * math.pi * DT)
+    theta = m.scan(m.const(1.0), d.tanh(m.input("Angles", ("batch", "L", "H", "N"))) * math.pi * DT,
+                   h0=m.input("angle_state", ("batch", "H", "N")) if states else None)
     q = (Q + m.input("Q_bias", ("H", "N"), complex=True)) * d.exp(d.complex_(m.const(0.0), theta))
     k = d.conj(K + m.input("K_bias", ("H", "N"), complex=True)) * d.exp(d.complex_(m.const(0.0), -theta))  # conj
     alpha, lam = d.exp(ADT), d.sigmoid(Trap)
-    x = (1.0 - lam) * DT * alpha * m.lag(V, 1) * m.lag(k, 1) + lam * DT * V * k
-    y = d.real((m.scan(alpha, x) * q).sum("n")) + m.input("D", ("H",)) * V
-    m.output("out", y * d.silu(m.input("z", ("batch", "L", "H", "P"))), ("batch", "L", "H", "P"))
+    prev = m.lag(V, 1) * m.lag(k, 1)
+    if states:  # step 0's lagged term: the state's last v and k
+        prev = prev + (1.0 - m.lag(m.const(1.0), 1)) * m.input("vk_state", ("batch", "H", "P", "N"), complex=True)
+    S = m.scan(alpha, (1.0 - lam) * DT * alpha * prev + lam * DT * V * k,
+               h0=m.input("ssm_state", ("batch", "H", "P", "N"), complex=True) if states else None)
+    y = d.real((S * q).sum("n"))
+    if D:
+        y = y + m.input("D", ("H",)) * V
+    if Z:
+        y = y * d.silu(m.input("Z", ("batch", "L", "H", "P")))
+    m.output("out", y, ("batch", "L", "H", "P"))
+    m.output("angle", m.last(theta), ("batch", "H", "N"))
+    m.output("ssm", m.last(S), ("batch", "H", "P", "N"))
     return m.build()
 
 

@@ -252,7 +252,7 @@ def gss_ref(v, A, B, C, log_dt, D, W, u):
     return {"out": (y @ W) * u}
 
 
-def mamba3_siso_ref(Q, K, V, ADT, DT, Trap, Angles, Q_bias, K_bias, D, z):
+def mamba3_siso_ref(Q, K, V, ADT, DT, Trap, Angles, Q_bias, K_bias, D, Z):
     """Mamba-3 SISO from its equations in real form: θ_t = (θ_{t-1} + tanh(Angles_t) π DT_t) mod 2π per pair;
     q = Q[g(h)] + Q_bias, k likewise, dims (2i, 2i+1) rotated by θ_i; S_t = α S_{t-1} + β v_{t-1} k_{t-1}ᵀ
     + γ v_t k_tᵀ (α = e^ADT, λ = σ(Trap), β = (1-λ) DT α, γ = λ DT); y = S_t q_t + D v, times silu(z).
@@ -283,7 +283,7 @@ def mamba3_siso_ref(Q, K, V, ADT, DT, Trap, Angles, Q_bias, K_bias, D, z):
              + (lam * DT[:, :, t])[..., None, None] * cur)
         prev = cur
         y = (S * q[:, :, None, :]).sum(-1) + D[:, None] * V[:, t]
-        out.append(y * torch.nn.functional.silu(z[:, t]))
+        out.append(y * torch.nn.functional.silu(Z[:, t]))
     return {"out": torch.stack(out, 1)}
 
 
