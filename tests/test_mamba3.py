@@ -126,3 +126,17 @@ def test_two_calls_chained_by_their_states_equal_one_call(rng):
     assert_close(np.concatenate([first, second], 1), full, 1e-12, "out")
     for name, g, w in zip(("angle", "ssm", "k", "v"), last, end):
         assert_close(g, w, 1e-12, name)
+
+
+def test_bf16_inputs_as_mamba_ssm_takes_them(rng):
+    """Q, K, V, Angles, Trap and Z in bf16 (ADT, DT, biases, states in fp32): fp32 arithmetic, out in bf16."""
+    x = inputs(rng, states=True)
+    low = ("Q", "K", "V", "Z", "Angles", "Trap")
+    t = {k: tuple(torch.tensor(s, dtype=torch.float32) for s in v) if k == "Input_States" else
+         torch.tensor(v, dtype=torch.bfloat16 if k in low else torch.float32) for k, v in x.items()}
+    out, angle, ssm, k, v = mamba3_siso(**t, return_final_states=True, backend="triton")
+    want, want_states = loop_ref(**{n: tuple(s.double() for s in a) if n == "Input_States" else a.double()
+                                    for n, a in t.items()})
+    assert out.dtype == torch.bfloat16 and ssm.dtype == torch.float32
+    assert_close(out.double(), want, 1e-2, "out (bf16 rounding)")
+    assert_close(ssm, want_states[1], 1e-5, "ssm")
