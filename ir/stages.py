@@ -28,6 +28,7 @@ import networkx as nx
 
 from .graph import Graph, Rebuilder, prune
 from .opset import TIME, IRError, with_trait
+from .structure import scans_read
 from .types import ROLES, Axis
 
 TIME_OPS = with_trait(TIME)
@@ -127,10 +128,10 @@ def plan(g: Graph) -> Plan:
 def _owners(g: Graph):
     """owner[i]: the scan whose step computes node i, None for free nodes and inputs, "time" for time
     operators.  (full[i]: every scan node i depends on; need[i]: the scans whose steps must finish first.)"""
-    owner, full, need = {}, {}, {}
+    owner, need = {}, {}
+    full = scans_read(g)
     users = g.users()
     for i, n in enumerate(g.nodes):
-        full[i] = set().union(*(full[a] | ({a} if g[a].op == "scan" else set()) for a in n.args)) if n.args else set()
         if n.op in ("input", "const"):
             owner[i], need[i] = None, set()
             continue

@@ -33,7 +33,7 @@ def scan_region(g: Graph, scan: int, channels_apart: bool = False) -> Region:
     so a sum over channels cannot be taken per step: it and what depends on it stay outside."""
     inside, apart = {scan}, set()
     body = []
-    scans = _scans_read(g)
+    scans = scans_read(g)
     for i in range(scan + 1, len(g.nodes)):
         n = g[i]
         if channels_apart and (any(a in apart for a in n.args) or (n.op == "sum" and "h" in n.attr("axes"))):
@@ -51,7 +51,7 @@ def scan_region(g: Graph, scan: int, channels_apart: bool = False) -> Region:
     return Region(scan, tuple(body), frontier, last)
 
 
-def _scans_read(g: Graph) -> list:
+def scans_read(g: Graph) -> list:
     """For each node, the scans it reads, directly or through other nodes."""
     out = []
     for n in g.nodes:

@@ -173,25 +173,33 @@ def as_torch(arrays: dict, device="cpu") -> dict:
     return {k: conv(v) for k, v in arrays.items()}
 
 
-_CHECKED: dict = {}  # id(tensor) -> (tensor, its version, axis, L): orders already found to be permutations
+_REMEMBERED: dict = {}  # (what, id(tensor)) -> (tensor, its version, key, result)
+
+
+def _per_version(what: str, tensor, key: tuple, make):
+    """make() for an index tensor, remembered while the tensor lives unchanged (its version counter): the
+    tensor is held, so its memory (and id) is not reused; repeated calls, decode loops and CUDA graph
+    replays neither sync nor copy."""
+    hit = _REMEMBERED.get((what, id(tensor)))
+    if hit is not None and hit[0] is tensor and hit[1:3] == (tensor._version, key):
+        return hit[3]
+    result = make()
+    if len(_REMEMBERED) > 256:
+        _REMEMBERED.clear()
+    _REMEMBERED[(what, id(tensor))] = (tensor, tensor._version, key, result)
+    return result
 
 
 def check_permutation(name: str, index, axis: int, L: int) -> None:
     """Every row of an order's index along `axis` must be a permutation of 0..L-1 (else values would be
-    lost or read twice).  A torch index is read on the host once and remembered, holding the tensor (so
-    its memory is not reused) until it changes (its version counter): repeated calls, decode loops and
-    CUDA graph replays neither sync nor copy."""
+    lost or read twice).  A torch index is read on the host once per version (_per_version)."""
     if is_torch(index):
         import torch
-        hit = _CHECKED.get(id(index))
-        if hit is not None and hit[0] is index and hit[1:] == (index._version, axis, L):
-            return
-        steps = torch.arange(L, device=index.device).reshape([L if d == axis else 1 for d in range(index.dim())])
-        ok = bool((torch.sort(index, dim=axis).values == steps).all())
-        if ok:
-            if len(_CHECKED) > 256:
-                _CHECKED.clear()
-            _CHECKED[id(index)] = (index, index._version, axis, L)
+
+        def check():
+            steps = torch.arange(L, device=index.device).reshape([L if d == axis else 1 for d in range(index.dim())])
+            return bool((torch.sort(index, dim=axis).values == steps).all())
+        ok = _per_version("permutation", index, (axis, L), check)
     else:
         index = np.asarray(index)
         ok = bool((np.sort(index, axis=axis) == np.arange(L).reshape([L if d == axis else 1
@@ -201,49 +209,30 @@ def check_permutation(name: str, index, axis: int, L: int) -> None:
                          f"out-of-range indices")
 
 
-def grid_index(order, L: int, like=None):
-    """A grid order's permutations as an index input: (L,), or (groups, L) with one order per group; a
-    torch tensor on `like`'s device where `like` is one."""
-    rows = _grid_rows(order, L)
-    rows = rows[0] if len(order.names) == 1 else rows
-    if like is None:
-        return rows
-    key = (order, L, str(like.device))
-    if key not in _GRID_TENSORS:
-        import torch
-        if len(_GRID_TENSORS) > 64:
-            _GRID_TENSORS.clear()
-        _GRID_TENSORS[key] = torch.from_numpy(rows).to(like.device)
-    return _GRID_TENSORS[key]
-
-
-_GRID_TENSORS: dict = {}  # (order, L, device) -> its permutations, on that device
-
-
 @lru_cache(maxsize=64)
-def _grid_rows(order, L: int) -> np.ndarray:
-    return order.permutations(L).astype(np.int64)
-
-
-_COMPLETED: dict = {}  # id(tensor) -> (tensor, its version, axis, L, result): partial orders completed
+def grid_index(order, L: int, device=None):
+    """A grid order's permutations as an index input: (L,), or (groups, L) with one order per group; a
+    torch tensor on `device` where one is given (a torch.device), else a NumPy array."""
+    rows = order.permutations(L).astype(np.int64)
+    rows = rows[0] if len(order.names) == 1 else rows
+    if device is None:
+        return rows
+    import torch
+    return torch.from_numpy(rows).to(device)
 
 
 def complete_order(name: str, index, axis: int, L: int):
     """(index', visited) for a partial gather order (`ssmc.ir.passes.partial`): each row of `index` along
     `axis` lists distinct positions of 0..L-1, then -1 padding; index' visits the unlisted positions
     (ascending), then the listed ones in their order; visited is 1.0 at listed positions, 0.0 elsewhere.
-    Computed on the host (an index is small); a torch index once per version, as check_permutation."""
+    Computed on the host (an index is small); a torch index once per version (_per_version)."""
     if is_torch(index):
-        hit = _COMPLETED.get(id(index))
-        if hit is not None and hit[0] is index and hit[1:4] == (index._version, axis, L):
-            return hit[4]
         import torch
-        full, visited = complete_order(name, index.detach().cpu().numpy(), axis, L)
-        out = torch.from_numpy(full).to(index.device), torch.from_numpy(visited).to(index.device)
-        if len(_COMPLETED) > 256:
-            _COMPLETED.clear()
-        _COMPLETED[id(index)] = (index, index._version, axis, L, out)
-        return out
+
+        def complete():
+            full, visited = complete_order(name, index.detach().cpu().numpy(), axis, L)
+            return torch.from_numpy(full).to(index.device), torch.from_numpy(visited).to(index.device)
+        return _per_version("completed", index, (axis, L), complete)
     rows = np.moveaxis(np.asarray(index), axis, -1)
     shape, rows = rows.shape, rows.reshape(-1, rows.shape[-1])
     listed = rows >= 0

@@ -284,7 +284,7 @@ class Compiled:
         like = next((v for v in inputs.values() if is_torch(v)), None)
         for name, src in self.derived:
             if not isinstance(src, str):
-                inputs[name] = grid_index(src, L, like)
+                inputs[name] = grid_index(src, L, None if like is None else like.device)
                 continue
             full, visited = complete_order(src, inputs[src], self._time_axis(src), L)
             inputs[src], inputs[name] = full, visited.float() if is_torch(visited) and not wide else visited
